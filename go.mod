@@ -1,0 +1,3 @@
+module github.com/kommander-go/kommander
+
+go 1.23

@@ -1,0 +1,161 @@
+package kommander
+
+// This file holds the data types that the Raft core, the WAL, the codec and the node share.
+// They are the contract between those parts: change a field here and every part that
+// encodes or stores it must change with it.
+
+// EntryKind says what a log entry is for.
+type EntryKind uint8
+
+const (
+	// EntryNormal is an application command: it is handed to the StateMachine.
+	EntryNormal EntryKind = iota
+	// EntryNoop is the empty entry a new leader appends in its own term (Raft §5.4.2,
+	// thesis §6.4); it is never shown to the StateMachine.
+	EntryNoop
+	// EntryConfig carries a membership configuration; reserved for membership changes.
+	EntryConfig
+)
+
+// Entry is one record of a partition's replicated log.
+type Entry struct {
+	// Term is the leader's term when the entry was created.
+	Term uint64
+	// Index is the entry's position in the partition's log, starting at 1.
+	Index uint64
+	// Kind says whether the entry is an application command or internal to Raft.
+	Kind EntryKind
+	// ID is opaque to Raft. The node uses it to match a proposal forwarded from a follower
+	// to the caller waiting for it; 0 means none.
+	ID uint64
+	// Type names the application command, like a method name ("SetValue").
+	Type string
+	// Data is the command's payload.
+	Data []byte
+}
+
+// size is the number of bytes an entry counts for in byte budgets (message size limits,
+// in-flight windows, storage reads). It approximates the encoded size.
+func (e *Entry) size() uint64 {
+	return uint64(8+8+1+8+2+4) + uint64(len(e.Type)) + uint64(len(e.Data))
+}
+
+// HardState is the part of a Raft group's state that must be on stable storage before the
+// node answers any message that depends on it (Raft Figure 2, "persistent state").
+type HardState struct {
+	// Term is the latest term this node has seen.
+	Term uint64
+	// Vote is the node this node voted for in Term, or "" for none.
+	Vote string
+	// Commit is the highest log index known to be committed. Persisting it is not required
+	// for safety; it lets a restarted node apply without waiting for a leader.
+	Commit uint64
+}
+
+// IsZero reports whether h is the empty hard state of a group that never ran.
+func (h HardState) IsZero() bool { return h.Term == 0 && h.Vote == "" && h.Commit == 0 }
+
+// MessageType names a Raft message, after the paper.
+type MessageType uint8
+
+const (
+	// MsgNone is the zero MessageType and is never sent.
+	MsgNone MessageType = iota
+	// MsgVote is RequestVote (Raft §5.2).
+	MsgVote
+	// MsgVoteResp answers MsgVote.
+	MsgVoteResp
+	// MsgPreVote asks whether the sender could win an election, without changing any
+	// receiver's term (thesis §9.6).
+	MsgPreVote
+	// MsgPreVoteResp answers MsgPreVote.
+	MsgPreVoteResp
+	// MsgAppend is AppendEntries with entries (Raft §5.3).
+	MsgAppend
+	// MsgAppendResp answers MsgAppend.
+	MsgAppendResp
+	// MsgHeartbeat is an AppendEntries that carries no entries and only advances the
+	// follower's commit index as far as its log is known to match.
+	MsgHeartbeat
+	// MsgHeartbeatResp answers MsgHeartbeat.
+	MsgHeartbeatResp
+	// MsgTimeoutNow tells a follower to start an election at once (leadership transfer).
+	MsgTimeoutNow
+	// MsgSnapshot carries a snapshot (or a chunk of one) to a follower.
+	MsgSnapshot
+	// MsgPropose forwards a proposal from a follower to the leader.
+	MsgPropose
+	// MsgReadIndex asks the leader for a linearizable read index.
+	MsgReadIndex
+	// MsgReadIndexResp answers MsgReadIndex.
+	MsgReadIndexResp
+
+	msgTypeCount // keep last: the codec rejects types at or above it
+)
+
+var messageTypeNames = [...]string{
+	MsgNone: "MsgNone", MsgVote: "MsgVote", MsgVoteResp: "MsgVoteResp",
+	MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp",
+	MsgAppend: "MsgAppend", MsgAppendResp: "MsgAppendResp",
+	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp",
+	MsgTimeoutNow: "MsgTimeoutNow", MsgSnapshot: "MsgSnapshot", MsgPropose: "MsgPropose",
+	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
+}
+
+// String returns the message type's name, as in logs and test traces.
+func (t MessageType) String() string {
+	if int(t) < len(messageTypeNames) {
+		return messageTypeNames[t]
+	}
+	return "MsgUnknown"
+}
+
+// Message is one Raft message of one partition. Field meanings follow the paper and
+// depend on Type; fields a type does not use are zero.
+type Message struct {
+	// Type says which message this is.
+	Type MessageType
+	// Partition is the Raft group the message belongs to.
+	Partition uint32
+	// From and To are node IDs.
+	From, To string
+	// Term is the sender's current term.
+	Term uint64
+	// LogTerm is prevLogTerm on MsgAppend, lastLogTerm on MsgVote and MsgPreVote, and the
+	// conflicting term on a rejecting MsgAppendResp.
+	LogTerm uint64
+	// Index is prevLogIndex on MsgAppend, lastLogIndex on MsgVote and MsgPreVote, and on
+	// MsgAppendResp the follower's match index (success) or the rejected prevLogIndex.
+	Index uint64
+	// Entries are the entries of MsgAppend and MsgPropose.
+	Entries []Entry
+	// Commit is the leader's commit index on MsgAppend and MsgHeartbeat.
+	Commit uint64
+	// Reject is set on a response that refuses the request.
+	Reject bool
+	// RejectHint is, on a rejecting MsgAppendResp, the first index of the conflicting term
+	// in the follower's log (or its last index + 1 when the log is too short), so that the
+	// leader skips back in one round trip.
+	RejectHint uint64
+	// Context is opaque request data echoed in the response (ReadIndex request IDs,
+	// heartbeat rounds).
+	Context uint64
+	// Snapshot carries snapshot metadata and data on MsgSnapshot.
+	Snapshot *SnapshotChunk
+}
+
+// SnapshotChunk is a piece of a partition's snapshot in flight to a follower.
+type SnapshotChunk struct {
+	// Index and Term are those of the last entry the snapshot covers.
+	Index, Term uint64
+	// Voters is the membership configuration as of Index.
+	Voters []string
+	// Offset is the position of Data within the whole snapshot.
+	Offset uint64
+	// Data is the chunk's bytes.
+	Data []byte
+	// Done is set on the last chunk.
+	Done bool
+	// Checksum is the CRC-32C of the whole snapshot, set on the last chunk.
+	Checksum uint32
+}
