@@ -69,9 +69,9 @@ type proposal struct {
 	leader    string // the leader it was forwarded to, for stageForwarded
 	remaining int    // entries not yet applied
 	deadline  uint64 // node tick after which the proposal is answered with ErrTimeout; 0 none
-	results  []Result
-	err      error
-	done     chan struct{} // closed once results or err is final
+	results   []Result
+	err       error
+	done      chan struct{} // closed once results or err is final
 }
 
 // finish answers the proposal; the caller holds the partition's mu.
