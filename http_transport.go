@@ -53,6 +53,7 @@ const (
 	hdrTimestamp    = "X-Kommander-Timestamp"
 	hdrNonce        = "X-Kommander-Nonce"
 	hdrSignature    = "X-Kommander-Signature"
+	hdrError        = "X-Kommander-Error"
 	httpMACLabel    = "kommander-http-v1"
 	maxReplayKeys   = 4096
 )
@@ -71,9 +72,10 @@ type HTTPTransport struct {
 	handler  http.Handler
 
 	done   chan struct{}
-	ctx    context.Context // cancelled by Close: aborts requests in flight
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx      context.Context // cancelled by Close: aborts requests in flight
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // sender goroutines and the standalone server
+	inflight sync.WaitGroup // handlers between authentication and delivery
 
 	mu      sync.Mutex
 	closed  bool
@@ -274,17 +276,14 @@ func (t *HTTPTransport) Close() error {
 	t.mu.Unlock()
 	var err error
 	if t.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.PeerTimeout)
-		err = t.srv.Shutdown(ctx)
-		cancel()
-		if err != nil {
-			err = t.srv.Close()
-		}
+		// Close, not Shutdown: a peer's idle keep-alive connection must not hold us up.
+		err = t.srv.Close()
 		if !t.started() { // Serve never ran, so nothing closed the listener
 			t.ln.Close()
 		}
 	}
 	t.wg.Wait()
+	t.inflight.Wait() // also for a Handler mounted in the user's server
 	t.client.CloseIdleConnections()
 	return err
 }
@@ -370,21 +369,44 @@ func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) er
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // drained, so the connection is reused
-	if resp.StatusCode != http.StatusNoContent {
-		switch resp.StatusCode {
-		case http.StatusUnauthorized:
-			t.counters.authFailures.Add(1)
-			err = ErrAuthFailed
-		case http.StatusForbidden:
-			err = ErrClusterMismatch
-		case http.StatusConflict:
-			err = ErrDuplicateNodeID
-		default:
-			err = errors.New("kommander: peer refused the batch")
-		}
-		return fmt.Errorf("%w: %s: %s", err, resp.Status, bytes.TrimSpace(msg))
+	if resp.StatusCode == http.StatusNoContent {
+		return nil
 	}
-	return nil
+	err = httpRefusal(resp)
+	if errors.Is(err, ErrAuthFailed) {
+		t.counters.authFailures.Add(1)
+	}
+	return fmt.Errorf("%w: %s: %s", err, resp.Status, bytes.TrimSpace(msg))
+}
+
+// httpErrorCodes name the sentinel behind a refusal in the X-Kommander-Error header, so that
+// the sender logs and counts what the receiver decided.
+var httpErrorCodes = []struct {
+	code string
+	err  error
+}{
+	{"version", ErrVersion}, {"malformed", ErrMalformed}, {"cluster", ErrClusterMismatch},
+	{"auth", ErrAuthFailed}, {"duplicate", ErrDuplicateNodeID},
+}
+
+func httpErrorCode(err error) string {
+	for _, c := range httpErrorCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "refused"
+}
+
+// httpRefusal turns a refused response back into an error wrapping its sentinel.
+func httpRefusal(resp *http.Response) error {
+	code := resp.Header.Get(hdrError)
+	for _, c := range httpErrorCodes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return fmt.Errorf("kommander: peer refused the batch (%s)", code)
 }
 
 // sign sets the identifying headers of a request and, with a shared secret, its signature.
@@ -432,6 +454,7 @@ func (t *HTTPTransport) refuse(w http.ResponseWriter, r *http.Request, e *httpEr
 	}
 	t.log.Log(r.Context(), level, "request refused", "remote", r.RemoteAddr, "peer", r.Header.Get(hdrNode),
 		"path", r.URL.Path, "status", e.status, "err", e.err)
+	w.Header().Set(hdrError, httpErrorCode(e.err))
 	http.Error(w, e.err.Error(), e.status)
 }
 
@@ -442,10 +465,14 @@ func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.mu.Lock()
-	deliver := t.deliver
+	deliver, closed := t.deliver, t.closed
+	if deliver != nil && !closed {
+		t.inflight.Add(1)
+		defer t.inflight.Done()
+	}
 	t.mu.Unlock()
-	if deliver == nil {
-		http.Error(w, "not started", http.StatusServiceUnavailable)
+	if deliver == nil || closed {
+		http.Error(w, "not serving", http.StatusServiceUnavailable)
 		return
 	}
 	// The body is read with a deadline even when the handler is mounted in a server
@@ -461,6 +488,7 @@ func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
 	}
 	node := r.Header.Get(hdrNode)
 	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.log.With("peer", node)); err != nil {
+		w.Header().Set(hdrError, httpErrorCode(err))
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
