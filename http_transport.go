@@ -71,7 +71,7 @@ type HTTPTransport struct {
 	srv      *http.Server
 	handler  http.Handler
 
-	done   chan struct{}
+	done     chan struct{}
 	ctx      context.Context // cancelled by Close: aborts requests in flight
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // sender goroutines and the standalone server
