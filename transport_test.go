@@ -707,3 +707,95 @@ func (p *freezingProxy) freeze() {
 	}
 	p.frozen = nil
 }
+
+// TestTransportConformanceSharedSecretKeepsOutWrongSecret: nodes sharing the secret talk; a
+// node with another secret gets nothing in and is sent nothing.
+func TestTransportConformanceSharedSecretKeepsOutWrongSecret(t *testing.T) {
+	for _, tc := range transportCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			cfgA, cfgB, cfgC := testConfig("a"), testConfig("b"), testConfig("c")
+			cfgA.Secret = []byte("the-cluster-shared-secret")
+			cfgB.Secret = cfgA.Secret
+			cfgC.Secret = []byte("a-different-secret-entirely")
+			a, b, c := startNode(t, tc, cfgA), startNode(t, tc, cfgB), startNode(t, tc, cfgC)
+			connect(a, b, c)
+			stop := make(chan struct{})
+			wgB := keepSending(b, "a", 1, stop)
+			wgC := keepSending(c, "a", 2, stop)
+			wgA := keepSending(a, "c", 3, stop)
+			defer func() { close(stop); wgA.Wait(); wgB.Wait(); wgC.Wait() }()
+			a.rec.waitFor(t, waitLong, "b's signed traffic", func(m []Message) bool { return count(m, withContext(1)) >= 5 })
+			waitUntil(t, waitLong, "c's attempts to fail", func() bool { return c.tr.Stats().Dropped >= 5 })
+			waitUntil(t, waitLong, "a's attempts to reach c to fail", func() bool { return a.tr.Stats().Dropped >= 5 })
+			waitUntil(t, waitLong, "authentication failures to be counted", func() bool {
+				return a.tr.Stats().AuthFailures+c.tr.Stats().AuthFailures > 0
+			})
+			expectFlowing(t, a, 1, "while c knocks")
+			if got, _ := a.rec.snapshot(); count(got, withContext(2)) != 0 {
+				t.Fatal("a accepted messages from a node with the wrong secret")
+			}
+			if got, _ := c.rec.snapshot(); count(got, withContext(3)) != 0 {
+				t.Fatal("a sent messages to a node with the wrong secret")
+			}
+		})
+	}
+}
+
+func TestTransportConfigValidateRejectsWhatCannotWork(t *testing.T) {
+	ok := testConfig("a")
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	if err := (TransportConfig{NodeID: "a"}).Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	bad := map[string]func(c *TransportConfig){
+		"no node ID":            func(c *TransportConfig) { c.NodeID = "" },
+		"long node ID":          func(c *TransportConfig) { c.NodeID = string(make([]byte, 256)) },
+		"long cluster name":     func(c *TransportConfig) { c.ClusterName = string(make([]byte, 256)) },
+		"short secret":          func(c *TransportConfig) { c.Secret = []byte("short") },
+		"negative queue":        func(c *TransportConfig) { c.QueueSize = -1 },
+		"tiny batches":          func(c *TransportConfig) { c.MaxBatchBytes = 100 },
+		"negative timeout":      func(c *TransportConfig) { c.DialTimeout = -time.Second },
+		"keepalive >= timeout":  func(c *TransportConfig) { c.KeepAlive, c.PeerTimeout = time.Second, time.Second },
+		"default keepalive too": func(c *TransportConfig) { c.KeepAlive, c.PeerTimeout = 0, 500*time.Millisecond },
+	}
+	for name, f := range bad {
+		c := testConfig("a")
+		f(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
+		if _, err := NewTCPTransport(c); err == nil {
+			t.Errorf("%s: NewTCPTransport accepted it", name)
+		}
+		if _, err := NewHTTPTransport(c); err == nil {
+			t.Errorf("%s: NewHTTPTransport accepted it", name)
+		}
+	}
+	noAddr := testConfig("a")
+	noAddr.Addr = ""
+	if _, err := NewTCPTransport(noAddr); err == nil {
+		t.Error("TCP without Addr accepted")
+	}
+}
+
+func TestBackoffGrowsToItsCapWithJitter(t *testing.T) {
+	b := backoff{max: 80 * time.Millisecond}
+	var last time.Duration
+	for i := 0; i < 20; i++ {
+		step := max(b.cur, minTransportBackoff)
+		d := b.next()
+		if d < step/2 || d >= step/2+step {
+			t.Fatalf("attempt %d waited %v, want within [%v, %v)", i, d, step/2, step/2+step)
+		}
+		last = step
+	}
+	if last != 80*time.Millisecond {
+		t.Fatalf("backoff settled at %v, want the cap", last)
+	}
+	b.reset()
+	if d := b.next(); d >= 2*minTransportBackoff {
+		t.Fatalf("after reset waited %v", d)
+	}
+}
