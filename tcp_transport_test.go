@@ -1,0 +1,56 @@
+package kommander
+
+import (
+	"errors"
+	"io"
+	"testing"
+	"time"
+)
+
+// TestTCPReconnectOfSameProcessReplacesItsOldConnection: a connection that is dead but not
+// yet timed out must not lock its own process out (only another process is a duplicate).
+func TestTCPReconnectOfSameProcessReplacesItsOldConnection(t *testing.T) {
+	tc := transportCases()[0]
+	b := startNode(t, tc, testConfig("b"))
+	link := rawLink{from: "x", to: "b", cluster: "conformance", version: 1, instance: 5}
+	first, err := openRawTCP(t, b.tr, link)
+	if err != nil {
+		t.Fatalf("first link: %v", err)
+	}
+	defer first.close()
+	second, err := openRawTCP(t, b.tr, link)
+	if err != nil {
+		t.Fatalf("the same instance reconnecting was refused: %v", err)
+	}
+	defer second.close()
+	// The server closed the first connection.
+	conn := first.(*rawTCP).conn
+	conn.SetReadDeadline(time.Now().Add(waitLong))
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("old connection read: %v, want EOF", err)
+	}
+	if err := second.send(mustEncode(t, "x", "b", []Message{heartbeat(1, 9)})); err != nil {
+		t.Fatal(err)
+	}
+	b.rec.waitFor(t, waitLong, "traffic on the new connection", func(m []Message) bool { return count(m, withContext(9)) == 1 })
+	// Another process (another instance) with the same ID is refused while this one lives (S30).
+	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.instance = 6 })); !errors.Is(err, ErrDuplicateNodeID) {
+		t.Fatalf("second process: err = %v, want ErrDuplicateNodeID", err)
+	}
+	if n := b.tr.Stats().DuplicateNodeIDs; n != 1 {
+		t.Fatalf("DuplicateNodeIDs = %d, want 1", n)
+	}
+}
+
+// TestTCPHandshakeRefusesWrongTargetAndOwnID: a peer that dialed the wrong node, or that
+// claims the receiver's own ID, gets nothing in.
+func TestTCPHandshakeRefusesWrongTargetAndOwnID(t *testing.T) {
+	b := startNode(t, transportCases()[0], testConfig("b"))
+	link := rawLink{from: "x", to: "b", cluster: "conformance", version: 1, instance: 5}
+	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.to = "z" })); err == nil {
+		t.Fatal("a hello meant for another node was accepted")
+	}
+	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.from = "b" })); !errors.Is(err, ErrDuplicateNodeID) {
+		t.Fatalf("a peer claiming b's own ID: err = %v", err)
+	}
+}
