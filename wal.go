@@ -120,6 +120,8 @@ const (
 	// walRoundSoftLimit stops the committer from gathering more batches into a frame.
 	walRoundSoftLimit = 8 << 20
 	walMagic          = "kmdrwal\x01"
+	// maxWALIndex bounds log indexes, so that index arithmetic can never overflow.
+	maxWALIndex = 1 << 62
 
 	walRecEntry      = 1
 	walRecHardState  = 2
@@ -620,7 +622,7 @@ func (w *WAL) readFrame(s *walSegment, off, size int64) ([]byte, string) {
 // It reads the file in chunks, so its memory use does not depend on the file size.
 func (w *WAL) findFrame(s *walSegment, from, size int64) (int64, error) {
 	const chunk = 1 << 20
-	buf := make([]byte, chunk+walFrameHeaderSize)
+	buf := make([]byte, min(chunk+walFrameHeaderSize, max(size-from, 0)))
 	for c := from; c+walFrameHeaderSize <= size; c += chunk {
 		n := min(int64(len(buf)), size-c)
 		b := buf[:n]
@@ -682,8 +684,8 @@ func decodeWALRecord(b []byte) (walRecord, error) {
 		if r.kind > EntryConfig {
 			return r, fmt.Errorf("unknown entry kind %d", r.kind)
 		}
-		if r.index == 0 {
-			return r, errors.New("entry index 0")
+		if r.index == 0 || r.index > maxWALIndex {
+			return r, fmt.Errorf("entry index %d out of range", r.index)
 		}
 	case walRecHardState:
 		if len(b) < 23 {
@@ -706,6 +708,9 @@ func decodeWALRecord(b []byte) (walRecord, error) {
 			return r, errWALShortRecord
 		}
 		r.index, r.term, r.size = le.Uint64(b[5:]), le.Uint64(b[13:]), 21
+		if r.index > maxWALIndex {
+			return r, fmt.Errorf("index %d out of range", r.index)
+		}
 	case walRecMembership:
 		if len(b) < 9 {
 			return r, errWALShortRecord
@@ -919,7 +924,7 @@ func encodeWALBatch(batch []Update) (*walRequest, error) {
 		}
 		for j := range u.Entries {
 			e := &u.Entries[j]
-			if e.Index != u.Entries[0].Index+uint64(j) || e.Index == 0 {
+			if e.Index != u.Entries[0].Index+uint64(j) || e.Index == 0 || e.Index > maxWALIndex {
 				return nil, fmt.Errorf("wal: partition %d: entry indexes not consecutive from %d: %d at position %d", u.Partition, u.Entries[0].Index, e.Index, j)
 			}
 			if len(e.Type) > 1<<16-1 || uint64(len(e.Data)) > maxWALFrame || e.Kind > EntryConfig {
@@ -1360,6 +1365,9 @@ func (w *WAL) readRecord(l walLoc, b []byte) error {
 // last entry, the whole stored log of the partition is dropped (a snapshot replaces it).
 // The mark is durable when Compact returns; segments nobody needs are deleted then.
 func (w *WAL) Compact(partition uint32, index, term uint64) error {
+	if index > maxWALIndex {
+		return fmt.Errorf("wal: partition %d: compaction index %d out of range", partition, index)
+	}
 	return w.submit(&walRequest{compact: &walCompact{partition: partition, index: index, term: term}})
 }
 
