@@ -936,6 +936,9 @@ func (n *Node) expireWaiters() {
 		p.mu.Lock()
 		p.expire(n.now,
 			func(pr *proposal) error {
+				if pr.stage == stageForwarded {
+					return fmt.Errorf("kommander: partition %d: %w: no outcome in time for the entry forwarded to %s", p.id, ErrTimeout, pr.leader)
+				}
 				return fmt.Errorf("kommander: partition %d: %w: the leader changed after the entry was proposed", p.id, ErrTimeout)
 			},
 			func(pr *proposal) error {

@@ -352,10 +352,30 @@ func (c *testCluster) pump() (stop func()) {
 			default:
 			}
 			c.clock.Advance(c.tick)
+			// Give the apply goroutines a moment to catch up, so that fake time does not
+			// run far ahead of them (a stalled state machine only slows the pump).
+			for start := time.Now(); c.applyBacklog() > 0 && time.Since(start) < 2*time.Millisecond; {
+				runtime.Gosched()
+			}
 			runtime.Gosched()
 		}
 	}()
 	return func() { close(done); <-exited }
+}
+
+func (c *testCluster) applyBacklog() int {
+	n := 0
+	for _, nd := range c.nodes {
+		if nd == nil {
+			continue
+		}
+		for _, p := range nd.parts {
+			p.mu.Lock()
+			n += len(p.applyQ)
+			p.mu.Unlock()
+		}
+	}
+	return n
 }
 
 func ctxT(t *testing.T) context.Context {
