@@ -490,18 +490,7 @@ func (n *Node) ReplicateBatch(ctx context.Context, partition int, cmds []Command
 		return pr.results, pr.err
 	case <-ctx.Done():
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch pr.stage {
-	case stageDone:
-		return pr.results, pr.err
-	case stageQueued:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", partition, ctx.Err()))
-	default:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", partition, ErrTimeout, ctx.Err()))
-	}
+	p.abandon(pr, ctx.Err())
 	return pr.results, pr.err
 }
 

@@ -28,6 +28,7 @@ type kvSM struct {
 	errs    []string
 	changed chan struct{}
 	delay   chan struct{} // if non-nil, Apply waits for a value on it (a slow state machine)
+	onApply func(p int, e Entry)
 }
 
 func newKVSM(partitions int, durable bool) *kvSM {
@@ -69,6 +70,9 @@ func (s *kvSM) Apply(p int, ents []Entry, results []any) error {
 		}
 		s.applied[p] = e.Index
 		s.log[p] = append(s.log[p], e)
+		if s.onApply != nil {
+			s.onApply(p, e)
+		}
 		switch e.Type {
 		case "put":
 			k, v, _ := bytes.Cut(e.Data, []byte{0})
