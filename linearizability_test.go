@@ -182,7 +182,9 @@ func linearizableRegister(ops []kvOp) bool {
 
 func TestLinearizabilityCheckerAcceptsAndRejects(t *testing.T) {
 	inf := int64(math.MaxInt64)
-	w := func(v string, call, ret int64) kvOp { return kvOp{key: "k", write: true, value: v, call: call, ret: ret} }
+	w := func(v string, call, ret int64) kvOp {
+		return kvOp{key: "k", write: true, value: v, call: call, ret: ret}
+	}
 	r := func(v string, call, ret int64) kvOp { return kvOp{key: "k", value: v, call: call, ret: ret} }
 	for _, tc := range []struct {
 		name string
