@@ -467,7 +467,18 @@ type countingFS struct {
 	mu         sync.Mutex
 	failWrite  error // returned by the next WriteAt to a segment, after writing half
 	failSync   error // returned by the next Sync
+	failRemove error // returned by every Remove
 	writeCalls int
+}
+
+func (f *countingFS) Remove(name string) error {
+	f.mu.Lock()
+	err := f.failRemove
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return f.osFS.Remove(name)
 }
 
 type countingFile struct {
@@ -951,6 +962,43 @@ func TestWALCarriesIdlePartitionForward(t *testing.T) {
 	}
 	m.check(t, w, 1<<20)
 	w.Close()
+	w = mustOpenWAL(t, dir, opts)
+	defer w.Close()
+	m.check(t, w, 1<<20)
+}
+
+func TestWALCrashBetweenCarryAndRemovalS24(t *testing.T) {
+	// The carried copy is durable before the old segment goes; a crash in between leaves
+	// both, and reopening must give the same log. A failing Remove stands in for the crash.
+	fs := &countingFS{failRemove: syscall.EIO}
+	dir := t.TempDir()
+	opts := testWALOptions(4 << 10)
+	w, err := openWAL(dir, opts, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newWALModel()
+	rng := rand.New(rand.NewPCG(17, 0))
+	saveBoth(t, w, m, []Update{{Partition: 9, Entries: makeEntries(rng, 1, 3, 1, 30),
+		SaveHardState: true, HardState: HardState{Term: 1, Vote: "z", Commit: 2}}})
+	for i := 0; ; i++ {
+		u := []Update{{Partition: 1, Entries: makeEntries(rng, uint64(i+1), 1, 1, 200)}}
+		if err := w.Save(u); err != nil {
+			break // the removal after the carry failed: the WAL stopped
+		}
+		m.save(u)
+		if err := w.Compact(1, uint64(i+1), 1); err != nil {
+			break
+		}
+		m.compact(1, uint64(i+1), 1)
+		if i > 1000 {
+			t.Fatal("no segment removal was attempted")
+		}
+	}
+	w.Close()
+	if n := len(segmentFiles(t, dir)); n < 2 {
+		t.Fatalf("expected the old and the new segment, have %d", n)
+	}
 	w = mustOpenWAL(t, dir, opts)
 	defer w.Close()
 	m.check(t, w, 1<<20)
