@@ -262,15 +262,15 @@ func decodeBatch(b []byte, lim codecLimits) (decodedBatch, error) {
 		return out, fmt.Errorf("%w: batch version %d, this node speaks %d", ErrVersion, b[0], codecVersion)
 	}
 	d := decoder{b: b, off: 1, lim: &lim}
-	out.from = d.string16("from")
-	out.to = d.string16("to")
-	count := d.count32("message", lim.maxMessages, minRecordOnWire)
+	out.from = d.string16("from ID length")
+	out.to = d.string16("to ID length")
+	count := d.count32("message count", lim.maxMessages, minRecordOnWire)
 	if d.err != nil {
 		return out, d.err
 	}
 	out.msgs = make([]Message, 0, count)
 	for i := 0; i < count; i++ {
-		n := d.count32("record", math.MaxInt32, 1)
+		n := d.count32("record length", math.MaxInt32, 1)
 		if d.err != nil {
 			// Without a trustworthy length the rest cannot be framed; keep what we have.
 			return out, fmt.Errorf("message %d of %d: %w", i, count, d.err)
@@ -358,17 +358,17 @@ func (d *decoder) u64(what string) uint64 {
 // count32 reads a u32 count of items that take at least minSize bytes each and checks it
 // against max and against the bytes left, before anyone allocates for it.
 func (d *decoder) count32(what string, max, minSize int) int {
-	n := uint64(d.u32(what + " count"))
+	n := uint64(d.u32(what))
 	if d.err != nil {
 		return 0
 	}
 	left := uint64(len(d.b) - d.off)
 	if n > uint64(max) {
-		d.fail("%d %ss exceed the limit of %d", n, what, max)
+		d.fail("%s %d exceeds the limit of %d", what, n, max)
 		return 0
 	}
 	if n*uint64(minSize) > left {
-		d.fail("%d %ss cannot fit in %d bytes", n, what, left)
+		d.fail("%s %d cannot fit in %d bytes", what, n, left)
 		return 0
 	}
 	return int(n)
@@ -376,7 +376,7 @@ func (d *decoder) count32(what string, max, minSize int) int {
 
 // bytes32 reads a u32-length-prefixed byte slice that aliases the input; empty is nil.
 func (d *decoder) bytes32(what string) []byte {
-	n := d.count32(what+" byte", math.MaxInt32, 1)
+	n := d.count32(what, math.MaxInt32, 1)
 	if n == 0 {
 		return nil
 	}
@@ -385,7 +385,7 @@ func (d *decoder) bytes32(what string) []byte {
 
 // string16 reads a u16-length-prefixed string of at most lim.maxString bytes.
 func (d *decoder) string16(what string) string {
-	n := int(d.u16(what + " length"))
+	n := int(d.u16(what))
 	if d.err != nil {
 		return ""
 	}
@@ -420,7 +420,7 @@ func (d *decoder) message() Message {
 		return m
 	}
 	m.Reject = flags&flagReject != 0
-	n := d.count32("entry", d.lim.maxEntries, entryFixed)
+	n := d.count32("entry count", d.lim.maxEntries, entryFixed)
 	if n > 0 {
 		m.Entries = make([]Entry, n)
 		for i := range m.Entries {
@@ -449,7 +449,7 @@ func (d *decoder) entry(e *Entry) {
 		e.Type = string(t)
 		d.lastType = e.Type
 	}
-	e.Data = d.bytes32("entry data")
+	e.Data = d.bytes32("entry data length")
 	if d.err == nil && uint8(e.Kind) > maxEntryKind {
 		d.fail("unknown entry kind %d", e.Kind)
 	}
@@ -475,11 +475,11 @@ func (d *decoder) snapshot() *SnapshotChunk {
 	if nv > 0 {
 		s.Voters = make([]string, nv)
 		for i := range s.Voters {
-			s.Voters[i] = d.string16("voter")
+			s.Voters[i] = d.string16("voter ID length")
 		}
 	}
 	s.Offset = d.u64("snapshot offset")
-	s.Data = d.bytes32("snapshot data")
+	s.Data = d.bytes32("snapshot data length")
 	switch d.u8("snapshot done") {
 	case 0:
 	case 1:

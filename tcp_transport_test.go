@@ -3,6 +3,7 @@ package kommander
 import (
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 )
@@ -53,4 +54,39 @@ func TestTCPHandshakeRefusesWrongTargetAndOwnID(t *testing.T) {
 	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.from = "b" })); !errors.Is(err, ErrDuplicateNodeID) {
 		t.Fatalf("a peer claiming b's own ID: err = %v", err)
 	}
+}
+
+// FuzzTCPServerHandshake: whatever a client sends during the handshake, the server
+// answers or refuses, within its deadline, without panicking.
+func FuzzTCPServerHandshake(f *testing.F) {
+	h := tcpHello{version: tcpHandshakeVersion, cluster: "conformance", from: "x", to: "b", instance: 1}
+	valid := append(h.append(nil), make([]byte, tcpProofSize)...)
+	f.Add(valid)
+	f.Add(valid[:10])
+	f.Add([]byte("KMDR\x02"))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	cfg := testConfig("b")
+	cfg.HandshakeTimeout = time.Second
+	tr, err := NewTCPTransport(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer tr.Close()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		server, client := net.Pipe()
+		defer client.Close()
+		server.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+		go io.Copy(io.Discard, client) // the server's replies
+		go func() {
+			client.Write(in)
+			client.Close() // then the server sees EOF instead of waiting for more
+		}()
+		got, err := tr.serverHandshake(server)
+		server.Close()
+		if err == nil {
+			tr.mu.Lock()
+			delete(tr.inbound, inboundKey{got.from, got.lane})
+			tr.mu.Unlock()
+		}
+	})
 }
