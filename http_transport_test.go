@@ -101,18 +101,7 @@ func TestHTTPRefusesReplayedAndStaleRequests(t *testing.T) {
 	r := &rawHTTP{client: http.DefaultClient, addr: b.tr.Addr(),
 		l: rawLink{from: "x", cluster: "conformance", secret: cfg.Secret, version: 1, instance: 1}}
 	payload := mustEncode(t, "x", "b", []Message{heartbeat(1, 7)})
-	do := func(req *http.Request) error {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode == http.StatusNoContent {
-			return nil
-		}
-		return httpRefusal(resp)
-	}
+	do := r.do
 	req := r.request(payload)
 	replay := req.Clone(req.Context())
 	replay.Body = io.NopCloser(bytesReader(payload))

@@ -580,8 +580,11 @@ func (r *rawHTTP) request(payload []byte) *http.Request {
 	return req
 }
 
-func (r *rawHTTP) send(payload []byte) error {
-	resp, err := r.client.Do(r.request(payload))
+func (r *rawHTTP) send(payload []byte) error { return r.do(r.request(payload)) }
+
+// do sends req and returns nil for 204 and otherwise the refusal's sentinel.
+func (r *rawHTTP) do(req *http.Request) error {
+	resp, err := r.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -718,26 +721,36 @@ func TestTransportConformanceSharedSecretKeepsOutWrongSecret(t *testing.T) {
 			cfgB.Secret = cfgA.Secret
 			cfgC.Secret = []byte("a-different-secret-entirely")
 			a, b, c := startNode(t, tc, cfgA), startNode(t, tc, cfgB), startNode(t, tc, cfgC)
-			connect(a, b, c)
-			stop := make(chan struct{})
-			wgB := keepSending(b, "a", 1, stop)
-			wgC := keepSending(c, "a", 2, stop)
-			wgA := keepSending(a, "c", 3, stop)
-			defer func() { close(stop); wgA.Wait(); wgB.Wait(); wgC.Wait() }()
-			a.rec.waitFor(t, waitLong, "b's signed traffic", func(m []Message) bool { return count(m, withContext(1)) >= 5 })
-			waitUntil(t, waitLong, "c's attempts to fail", func() bool { return c.tr.Stats().Dropped >= 5 })
-			waitUntil(t, waitLong, "a's attempts to reach c to fail", func() bool { return a.tr.Stats().Dropped >= 5 })
+			expectKeptOut(t, a, b, c, "the wrong secret")
 			waitUntil(t, waitLong, "authentication failures to be counted", func() bool {
 				return a.tr.Stats().AuthFailures+c.tr.Stats().AuthFailures > 0
 			})
-			expectFlowing(t, a, 1, "while c knocks")
-			if got, _ := a.rec.snapshot(); count(got, withContext(2)) != 0 {
-				t.Fatal("a accepted messages from a node with the wrong secret")
-			}
-			if got, _ := c.rec.snapshot(); count(got, withContext(3)) != 0 {
-				t.Fatal("a sent messages to a node with the wrong secret")
-			}
 		})
+	}
+}
+
+// expectKeptOut checks that a and b talk while c, which a must not trust, gets no message
+// in and is sent none.
+func expectKeptOut(t *testing.T, a, b, c *tnode, why string) {
+	t.Helper()
+	connect(a, b, c)
+	stop := make(chan struct{})
+	wgB := keepSending(b, "a", 1, stop)
+	wgC := keepSending(c, "a", 2, stop)
+	wgA := keepSending(a, "c", 3, stop)
+	defer func() { close(stop); wgA.Wait(); wgB.Wait(); wgC.Wait() }()
+	a.rec.waitFor(t, waitLong, "b's traffic", func(m []Message) bool { return count(m, withContext(1)) >= 5 })
+	waitUntil(t, waitLong, "c's attempts to fail", func() bool { return c.tr.Stats().Dropped >= 5 })
+	waitUntil(t, waitLong, "a's attempts to reach c to fail", func() bool { return a.tr.Stats().Dropped >= 5 })
+	expectFlowing(t, a, 1, "while c knocks")
+	if got, _ := a.rec.snapshot(); count(got, withContext(2)) != 0 {
+		t.Fatalf("a accepted messages from a node with %s", why)
+	}
+	if got, _ := c.rec.snapshot(); count(got, withContext(3)) != 0 {
+		t.Fatalf("a sent messages to a node with %s", why)
+	}
+	if s := c.tr.Stats(); s.Sent != 0 {
+		t.Fatalf("c's stats %+v: it got messages through with %s", s, why)
 	}
 }
 
