@@ -269,16 +269,17 @@ func decodeBatch(b []byte, lim codecLimits) (decodedBatch, error) {
 		return out, d.err
 	}
 	out.msgs = make([]Message, 0, count)
+	d.slab = make([]Entry, countEntries(b[d.off:], count, &lim))
 	for i := 0; i < count; i++ {
 		n := d.count32("record length", math.MaxInt32, 1)
 		if d.err != nil {
 			// Without a trustworthy length the rest cannot be framed; keep what we have.
 			return out, fmt.Errorf("message %d of %d: %w", i, count, d.err)
 		}
-		rec := decoder{b: b[d.off : d.off+n], lim: &lim, lastType: d.lastType}
+		rec := decoder{b: b[d.off : d.off+n], lim: &lim, lastType: d.lastType, slab: d.slab}
 		d.off += n
 		m := rec.message()
-		d.lastType = rec.lastType
+		d.lastType, d.slab = rec.lastType, rec.slab
 		if rec.err == nil && rec.off != len(rec.b) {
 			rec.fail("%d trailing bytes in record", len(rec.b)-rec.off)
 		}
@@ -298,6 +299,28 @@ func decodeBatch(b []byte, lim codecLimits) (decodedBatch, error) {
 	return out, nil
 }
 
+// countEntries returns how many entries the records in b claim, counting only claims that
+// fit their record, so that decodeBatch allocates the entries of a whole batch at once
+// instead of once per message, and never more than the input justifies.
+func countEntries(b []byte, count int, lim *codecLimits) int {
+	total := 0
+	for i := 0; i < count && len(b) >= 4; i++ {
+		n := int(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+		if n > len(b) {
+			break
+		}
+		if n >= recordFixed {
+			c := int(binary.LittleEndian.Uint32(b[recordFixed-4:]))
+			if c <= lim.maxEntries && c <= (n-recordFixed)/entryFixed {
+				total += c
+			}
+		}
+		b = b[n:]
+	}
+	return total
+}
+
 // decoder reads fixed-width fields from b. The first failure sticks in err, after which
 // every read returns zero, so callers check err once after a group of reads.
 type decoder struct {
@@ -305,7 +328,8 @@ type decoder struct {
 	off      int
 	lim      *codecLimits
 	err      error
-	lastType string // the previous entry's type, shared when equal (no allocation)
+	lastType string  // the previous entry's type, shared when equal (no allocation)
+	slab     []Entry // preallocated entries for the rest of the batch
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -422,7 +446,11 @@ func (d *decoder) message() Message {
 	m.Reject = flags&flagReject != 0
 	n := d.count32("entry count", d.lim.maxEntries, entryFixed)
 	if n > 0 {
-		m.Entries = make([]Entry, n)
+		if n <= len(d.slab) {
+			m.Entries, d.slab = d.slab[:n:n], d.slab[n:]
+		} else {
+			m.Entries = make([]Entry, n)
+		}
 		for i := range m.Entries {
 			d.entry(&m.Entries[i])
 		}
