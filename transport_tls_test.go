@@ -78,12 +78,12 @@ func TestTransportMutualTLSPairWorksAndWrongCertificateIsKeptOut(t *testing.T) {
 	cluster, rogue := newTestPKI(t, "cluster"), newTestPKI(t, "rogue")
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			cfgA, cfgB, cfgC := testConfig("a"), testConfig("b"), testConfig("c")
+			cfgA, cfgB, cfgC := transportTestConfig("a"), transportTestConfig("b"), transportTestConfig("c")
 			cfgA.TLS, cfgB.TLS = mutualTLS(cluster, cluster), mutualTLS(cluster, cluster)
 			// c trusts the cluster's authority (so it would accept a's certificate) but
 			// presents one the cluster does not trust.
 			cfgC.TLS = mutualTLS(rogue, cluster)
-			a, b, c := startNode(t, tc, cfgA), startNode(t, tc, cfgB), startNode(t, tc, cfgC)
+			a, b, c := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB), startTransportNode(t, tc, cfgC)
 			expectKeptOut(t, a, b, c, "an untrusted certificate")
 		})
 	}
