@@ -1,0 +1,610 @@
+package kommander
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The HTTP transport carries the same codec batches as the TCP one, as the bodies of POST
+// requests over keep-alive connections. Each peer and lane has a bounded queue and a sender
+// goroutine that posts one batch at a time, so Send never blocks (S29).
+//
+// Every request carries these headers:
+//
+//	X-Kommander-Version    the codec version, "1"
+//	X-Kommander-Cluster    the cluster name
+//	X-Kommander-Node       the sender's node ID
+//	X-Kommander-Instance   16 hex digits, random per transport: tells a reconnect from a
+//	                       second process with the same node ID (S30)
+//	X-Kommander-Timestamp  Unix time in nanoseconds            (with a shared secret)
+//	X-Kommander-Nonce      "<lane>-<sequence>"; the sequence grows per instance and lane
+//	X-Kommander-Signature  hex HMAC-SHA256(secret, "kommander-http-v1", method, path,
+//	                       cluster, node, instance, timestamp, nonce, sha256(body))
+//
+// A signed request is accepted only within MaxClockSkew of this node's clock and only with
+// a sequence above the last one seen for its (node, instance, lane): a replay is refused.
+// That cache holds one entry per live sender and is bounded; entries expire once their
+// requests would be too old anyway. Outcomes: 204 delivered; 400 malformed (logged);
+// 401 bad signature, stale timestamp or replay; 403 another cluster; 409 node ID in use by
+// another process; 413 body above MaxBatchBytes; 503 not started yet.
+
+const (
+	httpRaftPath    = "/kommander/v1/raft"
+	httpStatusPath  = "/kommander/v1/status"
+	httpContentType = "application/x-kommander-batch"
+	hdrVersion      = "X-Kommander-Version"
+	hdrCluster      = "X-Kommander-Cluster"
+	hdrNode         = "X-Kommander-Node"
+	hdrInstance     = "X-Kommander-Instance"
+	hdrTimestamp    = "X-Kommander-Timestamp"
+	hdrNonce        = "X-Kommander-Nonce"
+	hdrSignature    = "X-Kommander-Signature"
+	hdrError        = "X-Kommander-Error"
+	httpMACLabel    = "kommander-http-v1"
+	maxReplayKeys   = 4096
+)
+
+// HTTPTransport carries batches as HTTP POST bodies. Create it with NewHTTPTransport;
+// serve its Handler in your own server, or give it an Addr to listen on by itself.
+type HTTPTransport struct {
+	cfg      TransportConfig
+	lim      codecLimits
+	log      *slog.Logger
+	instance string
+	counters transportCounters
+	client   *http.Client
+	ln       net.Listener // nil without a standalone listener
+	srv      *http.Server
+	handler  http.Handler
+
+	done     chan struct{}
+	ctx      context.Context // cancelled by Close: aborts requests in flight
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // sender goroutines and the standalone server
+	inflight sync.WaitGroup // handlers between authentication and delivery
+
+	mu      sync.Mutex
+	closed  bool
+	deliver func([]Message)
+	peers   peerSet
+	replay  map[replayKey]replayState
+	holders map[string]holder // node ID -> the instance that holds it (S30)
+}
+
+type replayKey struct {
+	node, instance string
+	lane           uint8
+}
+
+type replayState struct {
+	seq      uint64
+	lastSeen time.Time
+}
+
+type holder struct {
+	instance string
+	lastSeen time.Time
+}
+
+// NewHTTPTransport validates cfg and, when cfg.Addr is set, listens there; requests are
+// served from Start on.
+func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	inst, err := newInstanceID()
+	if err != nil {
+		return nil, err
+	}
+	t := &HTTPTransport{
+		cfg: cfg, lim: cfg.limits(), instance: fmt.Sprintf("%016x", inst),
+		log:     cfg.Logger.With("transport", "http", "node", cfg.NodeID),
+		done:    make(chan struct{}),
+		replay:  make(map[replayKey]replayState),
+		holders: make(map[string]holder),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	var tlsClient = cfg.TLS
+	if tlsClient != nil {
+		tlsClient = tlsClient.Clone()
+	}
+	t.client = &http.Client{
+		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
+		Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.PeerTimeout}).DialContext,
+			TLSClientConfig:       tlsClient,
+			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
+			ResponseHeaderTimeout: cfg.PeerTimeout,
+			MaxIdleConnsPerHost:   laneCount,
+			IdleConnTimeout:       4 * cfg.PeerTimeout,
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(httpRaftPath, t.serveRaft)
+	mux.HandleFunc(httpStatusPath, t.serveStatus)
+	t.handler = mux
+	if cfg.Addr != "" {
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("kommander: http transport: listen on %s: %w", cfg.Addr, err)
+		}
+		t.ln = ln
+		t.srv = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			ReadTimeout:       cfg.PeerTimeout,
+			WriteTimeout:      cfg.PeerTimeout,
+			IdleTimeout:       4 * cfg.PeerTimeout,
+			TLSConfig:         cfg.TLS,
+			ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelWarn),
+		}
+	}
+	return t, nil
+}
+
+// Handler returns the handler of /kommander/v1/raft and /kommander/v1/status, for
+// mounting in the application's own mux and server.
+func (t *HTTPTransport) Handler() http.Handler { return t.handler }
+
+// Addr returns the address of the standalone listener, or "" without one.
+func (t *HTTPTransport) Addr() string {
+	if t.ln == nil {
+		return ""
+	}
+	return t.ln.Addr().String()
+}
+
+// Stats returns the transport's counters.
+func (t *HTTPTransport) Stats() TransportStats { return t.counters.stats() }
+
+// Start serves requests (on the standalone listener too, when there is one) and hands
+// every batch received to deliver.
+func (t *HTTPTransport) Start(deliver func(batch []Message)) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errTransportClosed
+	}
+	if t.deliver != nil {
+		return errors.New("kommander: http transport already started")
+	}
+	t.deliver = deliver
+	if t.srv != nil {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			var err error
+			if t.cfg.TLS != nil {
+				err = t.srv.ServeTLS(t.ln, "", "")
+			} else {
+				err = t.srv.Serve(t.ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				t.log.Error("http server stopped", "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// SetPeer records where peer id is reached: "host:port" (http, or https with TLS) or a
+// base URL such as "https://host:port/prefix".
+func (t *HTTPTransport) SetPeer(id, addr string) {
+	base := addr
+	if !strings.Contains(addr, "://") {
+		scheme := "http://"
+		if t.cfg.TLS != nil {
+			scheme = "https://"
+		}
+		base = scheme + addr
+	}
+	if id == t.cfg.NodeID {
+		return
+	}
+	t.peers.set(id, strings.TrimSuffix(base, "/")+httpRaftPath, t.cfg.QueueSize, func(p *peer, lane uint8) {
+		t.wg.Add(1)
+		go t.runSender(p, lane)
+	})
+}
+
+// Send queues msgs for peer to; it never blocks (S29).
+func (t *HTTPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
+
+// Close stops the sender goroutines and the standalone server and waits for them.
+func (t *HTTPTransport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.peers.close()
+	close(t.done)
+	t.cancel()
+	t.mu.Unlock()
+	var err error
+	if t.srv != nil {
+		// Close, not Shutdown: a peer's idle keep-alive connection must not hold us up.
+		err = t.srv.Close()
+		if !t.started() { // Serve never ran, so nothing closed the listener
+			t.ln.Close()
+		}
+	}
+	t.wg.Wait()
+	t.inflight.Wait() // also for a Handler mounted in the user's server
+	t.client.CloseIdleConnections()
+	return err
+}
+
+func (t *HTTPTransport) started() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.deliver != nil
+}
+
+// ---- outbound ----
+
+// runSender posts the lane's queued messages, one batch per request. A failed request
+// drops its batch (Raft retries what matters) and waits a backoff before the next.
+func (t *HTTPTransport) runSender(p *peer, lane uint8) {
+	defer t.wg.Done()
+	q := p.queues[lane]
+	bo := backoff{max: t.cfg.MaxBackoff}
+	header := batchHeaderSize(t.cfg.NodeID, p.id)
+	var buf []byte
+	var seq uint64
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-q.wake:
+		}
+		msgs := q.take()
+		failed := false
+		for rest := msgs; len(rest) > 0; {
+			n := nextBatch(rest, header, t.cfg.MaxBatchBytes)
+			if n == 0 {
+				t.log.Warn("message too large for one batch, dropped", "peer", p.id,
+					"type", rest[0].Type, "partition", rest[0].Partition, "bytes", encodedMessageSize(&rest[0]))
+				t.counters.dropped.Add(1)
+				rest = rest[1:]
+				continue
+			}
+			batch := rest[:n]
+			rest = rest[n:]
+			if failed { // the peer just failed: do not queue up timeouts behind it
+				t.counters.dropped.Add(uint64(n))
+				continue
+			}
+			var err error
+			if buf, err = appendBatch(buf[:0], t.cfg.NodeID, p.id, batch); err != nil {
+				t.counters.dropped.Add(uint64(n))
+				t.log.Error("encode batch", "peer", p.id, "err", err)
+				continue
+			}
+			seq++
+			if err := t.post(p.address(), lane, seq, buf); err != nil {
+				t.counters.dropped.Add(uint64(n))
+				t.log.Warn("post to peer failed", "peer", p.id, "lane", lane, "err", err)
+				failed = true
+				continue
+			}
+			t.counters.sent.Add(uint64(n))
+		}
+		q.giveBack(msgs)
+		if cap(buf) > 1<<20 {
+			buf = nil // do not pin one huge snapshot batch forever
+		}
+		if !failed {
+			bo.reset()
+		} else if waitOrDone(bo.next(), t.done) {
+			return
+		}
+	}
+}
+
+// post sends one batch and reads the answer; anything but 204 is an error.
+func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) error {
+	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", httpContentType)
+	t.sign(req, strconv.Itoa(int(lane))+"-"+strconv.FormatUint(seq, 10), body)
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // drained, so the connection is reused
+	if resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	err = httpRefusal(resp)
+	if errors.Is(err, ErrAuthFailed) {
+		t.counters.authFailures.Add(1)
+	}
+	return fmt.Errorf("%w: %s: %s", err, resp.Status, bytes.TrimSpace(msg))
+}
+
+// httpErrorCodes name the sentinel behind a refusal in the X-Kommander-Error header, so that
+// the sender logs and counts what the receiver decided.
+var httpErrorCodes = []struct {
+	code string
+	err  error
+}{
+	{"version", ErrVersion}, {"malformed", ErrMalformed}, {"cluster", ErrClusterMismatch},
+	{"auth", ErrAuthFailed}, {"duplicate", ErrDuplicateNodeID},
+}
+
+func httpErrorCode(err error) string {
+	for _, c := range httpErrorCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "refused"
+}
+
+// httpRefusal turns a refused response back into an error wrapping its sentinel.
+func httpRefusal(resp *http.Response) error {
+	code := resp.Header.Get(hdrError)
+	for _, c := range httpErrorCodes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return fmt.Errorf("kommander: peer refused the batch (%s)", code)
+}
+
+// sign sets the identifying headers of a request and, with a shared secret, its signature.
+func (t *HTTPTransport) sign(req *http.Request, nonce string, body []byte) {
+	h := req.Header
+	h.Set(hdrVersion, strconv.Itoa(codecVersion))
+	h.Set(hdrCluster, t.cfg.ClusterName)
+	h.Set(hdrNode, t.cfg.NodeID)
+	h.Set(hdrInstance, t.instance)
+	if t.cfg.Secret == nil {
+		return
+	}
+	ts := strconv.FormatInt(time.Now().UnixNano(), 10)
+	h.Set(hdrTimestamp, ts)
+	h.Set(hdrNonce, nonce)
+	h.Set(hdrSignature, hex.EncodeToString(httpSignature(t.cfg.Secret, req.Method, req.URL.Path,
+		t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, body)))
+}
+
+func httpSignature(secret []byte, method, path, cluster, node, instance, ts, nonce string, body []byte) []byte {
+	sum := sha256.Sum256(body)
+	return mac(secret, httpMACLabel, []byte(method), []byte(path), []byte(cluster), []byte(node),
+		[]byte(instance), []byte(ts), []byte(nonce), sum[:])
+}
+
+// ---- inbound ----
+
+// httpError is a refusal: the status to answer and the error to log and count.
+type httpError struct {
+	status int
+	err    error
+}
+
+func (t *HTTPTransport) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
+	t.counters.rejected.Add(1)
+	switch e.status {
+	case http.StatusUnauthorized:
+		t.counters.authFailures.Add(1)
+	case http.StatusConflict:
+		t.counters.duplicates.Add(1)
+	}
+	level := slog.LevelWarn
+	if e.status == http.StatusConflict {
+		level = slog.LevelError
+	}
+	t.log.Log(r.Context(), level, "request refused", "remote", r.RemoteAddr, "peer", r.Header.Get(hdrNode),
+		"path", r.URL.Path, "status", e.status, "err", e.err)
+	w.Header().Set(hdrError, httpErrorCode(e.err))
+	http.Error(w, e.err.Error(), e.status)
+}
+
+func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	t.mu.Lock()
+	deliver, closed := t.deliver, t.closed
+	if deliver != nil && !closed {
+		t.inflight.Add(1)
+		defer t.inflight.Done()
+	}
+	t.mu.Unlock()
+	if deliver == nil || closed {
+		http.Error(w, "not serving", http.StatusServiceUnavailable)
+		return
+	}
+	// The body is read with a deadline even when the handler is mounted in a server
+	// without timeouts; a server that cannot set one has its own.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(t.cfg.PeerTimeout))
+	body, herr := t.readBody(w, r)
+	if herr == nil {
+		herr = t.authenticate(r, body, true)
+	}
+	if herr != nil {
+		t.refuse(w, r, herr)
+		return
+	}
+	node := r.Header.Get(hdrNode)
+	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.log.With("peer", node)); err != nil {
+		w.Header().Set(hdrError, httpErrorCode(err))
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// readBody reads a request body of at most MaxBatchBytes, growing its buffer only as
+// bytes arrive.
+func (t *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	if r.ContentLength > int64(t.lim.maxBatchBytes) {
+		return nil, &httpError{http.StatusRequestEntityTooLarge,
+			fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrMalformed, r.ContentLength, t.lim.maxBatchBytes)}
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(min(r.ContentLength, tcpReadBuffer)))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(t.lim.maxBatchBytes)))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("%w: body exceeds the limit of %d bytes", ErrMalformed, t.lim.maxBatchBytes)}
+		}
+		return nil, &httpError{http.StatusBadRequest, fmt.Errorf("%w: reading body: %v", ErrMalformed, err)}
+	}
+	return buf.Bytes(), nil
+}
+
+// authenticate checks a request's version, cluster and, with a shared secret, signature,
+// timestamp and sequence, then (when claim is set: Raft traffic) that no other process
+// holds its node ID (S30). Nothing of an unauthenticated request reaches the node.
+func (t *HTTPTransport) authenticate(r *http.Request, body []byte, claim bool) *httpError {
+	h := r.Header
+	if v := h.Get(hdrVersion); v != strconv.Itoa(codecVersion) {
+		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
+	}
+	if c := h.Get(hdrCluster); c != t.cfg.ClusterName {
+		return &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
+	}
+	node, instance := h.Get(hdrNode), h.Get(hdrInstance)
+	if node == "" || len(node) > maxNameBytes || instance == "" || len(instance) > 64 {
+		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
+	}
+	now := time.Now()
+	var rk replayKey
+	var seq uint64
+	if t.cfg.Secret != nil {
+		ts, nonce := h.Get(hdrTimestamp), h.Get(hdrNonce)
+		sig, err := hex.DecodeString(h.Get(hdrSignature))
+		if err != nil || !hmac.Equal(sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path, t.cfg.ClusterName, node, instance, ts, nonce, body)) {
+			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
+		}
+		nanos, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil {
+			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
+		}
+		if skew := now.Sub(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
+			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
+		}
+		lane, seqText, ok := strings.Cut(nonce, "-")
+		l, err1 := strconv.ParseUint(lane, 10, 8)
+		s, err2 := strconv.ParseUint(seqText, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
+		}
+		rk, seq = replayKey{node, instance, uint8(l)}, s
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cfg.Secret != nil {
+		if herr := t.checkReplayLocked(rk, seq, now); herr != nil {
+			return herr
+		}
+	}
+	if claim {
+		if herr := t.claimLocked(node, instance, now); herr != nil {
+			return herr
+		}
+	}
+	if t.cfg.Secret != nil {
+		t.replay[rk] = replayState{seq, now}
+	}
+	return nil
+}
+
+// claimLocked records that instance holds node ID node. A second process with the same
+// node ID is refused with 409 and reported while the first one has been heard from within
+// PeerTimeout (S30); the first keeps the ID, as with TCP.
+func (t *HTTPTransport) claimLocked(node, instance string, now time.Time) *httpError {
+	hd, ok := t.holders[node]
+	if ok && hd.instance != instance && now.Sub(hd.lastSeen) < t.cfg.PeerTimeout {
+		return &httpError{http.StatusConflict, fmt.Errorf("%w: %q is in use by instance %s, request from instance %s",
+			ErrDuplicateNodeID, node, hd.instance, instance)}
+	}
+	if !ok && len(t.holders) >= maxReplayKeys {
+		t.expireLocked(now)
+		if len(t.holders) >= maxReplayKeys {
+			return &httpError{http.StatusServiceUnavailable, errors.New("kommander: too many node IDs")}
+		}
+	}
+	t.holders[node] = holder{instance, now}
+	return nil
+}
+
+// checkReplayLocked refuses a sequence at or below the last one seen for its key, and a new
+// key when the cache is full of live ones (failing closed rather than forgetting).
+func (t *HTTPTransport) checkReplayLocked(k replayKey, seq uint64, now time.Time) *httpError {
+	st, ok := t.replay[k]
+	if ok && seq <= st.seq {
+		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: replayed request (sequence %d, last %d)", ErrAuthFailed, seq, st.seq)}
+	}
+	if !ok && len(t.replay) >= maxReplayKeys {
+		t.expireLocked(now)
+		if len(t.replay) >= maxReplayKeys {
+			return &httpError{http.StatusServiceUnavailable, errors.New("kommander: replay cache full")}
+		}
+	}
+	return nil
+}
+
+// expireLocked forgets replay entries whose requests would now fail the timestamp check
+// anyway, and holders quiet for longer than PeerTimeout.
+func (t *HTTPTransport) expireLocked(now time.Time) {
+	for k, st := range t.replay {
+		if now.Sub(st.lastSeen) > 2*t.cfg.MaxClockSkew {
+			delete(t.replay, k)
+		}
+	}
+	for k, hd := range t.holders {
+		if now.Sub(hd.lastSeen) > t.cfg.PeerTimeout {
+			delete(t.holders, k)
+		}
+	}
+}
+
+func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "GET only", http.StatusMethodNotAllowed)
+		return
+	}
+	if t.cfg.Secret != nil { // no status for a peer that cannot sign either
+		if herr := t.authenticate(r, nil, false); herr != nil {
+			t.refuse(w, r, herr)
+			return
+		}
+	}
+	var v any = struct{}{}
+	if t.cfg.Status != nil {
+		v = t.cfg.Status()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		t.log.Warn("encode status", "err", err)
+	}
+}
