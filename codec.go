@@ -262,23 +262,24 @@ func decodeBatch(b []byte, lim codecLimits) (decodedBatch, error) {
 		return out, fmt.Errorf("%w: batch version %d, this node speaks %d", ErrVersion, b[0], codecVersion)
 	}
 	d := decoder{b: b, off: 1, lim: &lim}
-	out.from = d.string16("from")
-	out.to = d.string16("to")
-	count := d.count32("message", lim.maxMessages, minRecordOnWire)
+	out.from = d.string16("from ID length")
+	out.to = d.string16("to ID length")
+	count := d.count32("message count", lim.maxMessages, minRecordOnWire)
 	if d.err != nil {
 		return out, d.err
 	}
 	out.msgs = make([]Message, 0, count)
+	d.slab = make([]Entry, countEntries(b[d.off:], count, &lim))
 	for i := 0; i < count; i++ {
-		n := d.count32("record", math.MaxInt32, 1)
+		n := d.count32("record length", math.MaxInt32, 1)
 		if d.err != nil {
 			// Without a trustworthy length the rest cannot be framed; keep what we have.
 			return out, fmt.Errorf("message %d of %d: %w", i, count, d.err)
 		}
-		rec := decoder{b: b[d.off : d.off+n], lim: &lim, lastType: d.lastType}
+		rec := decoder{b: b[d.off : d.off+n], lim: &lim, lastType: d.lastType, slab: d.slab}
 		d.off += n
 		m := rec.message()
-		d.lastType = rec.lastType
+		d.lastType, d.slab = rec.lastType, rec.slab
 		if rec.err == nil && rec.off != len(rec.b) {
 			rec.fail("%d trailing bytes in record", len(rec.b)-rec.off)
 		}
@@ -298,6 +299,28 @@ func decodeBatch(b []byte, lim codecLimits) (decodedBatch, error) {
 	return out, nil
 }
 
+// countEntries returns how many entries the records in b claim, counting only claims that
+// fit their record, so that decodeBatch allocates the entries of a whole batch at once
+// instead of once per message, and never more than the input justifies.
+func countEntries(b []byte, count int, lim *codecLimits) int {
+	total := 0
+	for i := 0; i < count && len(b) >= 4; i++ {
+		n := int(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+		if n > len(b) {
+			break
+		}
+		if n >= recordFixed {
+			c := int(binary.LittleEndian.Uint32(b[recordFixed-4:]))
+			if c <= lim.maxEntries && c <= (n-recordFixed)/entryFixed {
+				total += c
+			}
+		}
+		b = b[n:]
+	}
+	return total
+}
+
 // decoder reads fixed-width fields from b. The first failure sticks in err, after which
 // every read returns zero, so callers check err once after a group of reads.
 type decoder struct {
@@ -305,7 +328,8 @@ type decoder struct {
 	off      int
 	lim      *codecLimits
 	err      error
-	lastType string // the previous entry's type, shared when equal (no allocation)
+	lastType string  // the previous entry's type, shared when equal (no allocation)
+	slab     []Entry // preallocated entries for the rest of the batch
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -358,17 +382,17 @@ func (d *decoder) u64(what string) uint64 {
 // count32 reads a u32 count of items that take at least minSize bytes each and checks it
 // against max and against the bytes left, before anyone allocates for it.
 func (d *decoder) count32(what string, max, minSize int) int {
-	n := uint64(d.u32(what + " count"))
+	n := uint64(d.u32(what))
 	if d.err != nil {
 		return 0
 	}
 	left := uint64(len(d.b) - d.off)
 	if n > uint64(max) {
-		d.fail("%d %ss exceed the limit of %d", n, what, max)
+		d.fail("%s %d exceeds the limit of %d", what, n, max)
 		return 0
 	}
 	if n*uint64(minSize) > left {
-		d.fail("%d %ss cannot fit in %d bytes", n, what, left)
+		d.fail("%s %d cannot fit in %d bytes", what, n, left)
 		return 0
 	}
 	return int(n)
@@ -376,7 +400,7 @@ func (d *decoder) count32(what string, max, minSize int) int {
 
 // bytes32 reads a u32-length-prefixed byte slice that aliases the input; empty is nil.
 func (d *decoder) bytes32(what string) []byte {
-	n := d.count32(what+" byte", math.MaxInt32, 1)
+	n := d.count32(what, math.MaxInt32, 1)
 	if n == 0 {
 		return nil
 	}
@@ -385,7 +409,7 @@ func (d *decoder) bytes32(what string) []byte {
 
 // string16 reads a u16-length-prefixed string of at most lim.maxString bytes.
 func (d *decoder) string16(what string) string {
-	n := int(d.u16(what + " length"))
+	n := int(d.u16(what))
 	if d.err != nil {
 		return ""
 	}
@@ -420,9 +444,13 @@ func (d *decoder) message() Message {
 		return m
 	}
 	m.Reject = flags&flagReject != 0
-	n := d.count32("entry", d.lim.maxEntries, entryFixed)
+	n := d.count32("entry count", d.lim.maxEntries, entryFixed)
 	if n > 0 {
-		m.Entries = make([]Entry, n)
+		if n <= len(d.slab) {
+			m.Entries, d.slab = d.slab[:n:n], d.slab[n:]
+		} else {
+			m.Entries = make([]Entry, n)
+		}
 		for i := range m.Entries {
 			d.entry(&m.Entries[i])
 		}
@@ -449,7 +477,7 @@ func (d *decoder) entry(e *Entry) {
 		e.Type = string(t)
 		d.lastType = e.Type
 	}
-	e.Data = d.bytes32("entry data")
+	e.Data = d.bytes32("entry data length")
 	if d.err == nil && uint8(e.Kind) > maxEntryKind {
 		d.fail("unknown entry kind %d", e.Kind)
 	}
@@ -475,11 +503,11 @@ func (d *decoder) snapshot() *SnapshotChunk {
 	if nv > 0 {
 		s.Voters = make([]string, nv)
 		for i := range s.Voters {
-			s.Voters[i] = d.string16("voter")
+			s.Voters[i] = d.string16("voter ID length")
 		}
 	}
 	s.Offset = d.u64("snapshot offset")
-	s.Data = d.bytes32("snapshot data")
+	s.Data = d.bytes32("snapshot data length")
 	switch d.u8("snapshot done") {
 	case 0:
 	case 1:

@@ -72,9 +72,9 @@ func sampleMessages(from, to string) []Message {
 	return msgs
 }
 
-// normalize clears what the wire does not distinguish (nil versus empty slices) so that
+// normalizeWire clears what the wire does not distinguish (nil versus empty slices) so that
 // decoded messages compare equal to the originals with reflect.DeepEqual.
-func normalize(msgs []Message) []Message {
+func normalizeWire(msgs []Message) []Message {
 	out := make([]Message, len(msgs))
 	for i, m := range msgs {
 		if len(m.Entries) == 0 {
@@ -121,7 +121,7 @@ func TestCodecRoundTripsEveryField(t *testing.T) {
 	if got.from != "n1" || got.to != "n2" {
 		t.Fatalf("header from/to = %q/%q", got.from, got.to)
 	}
-	if !reflect.DeepEqual(normalize(got.msgs), normalize(msgs)) {
+	if !reflect.DeepEqual(normalizeWire(got.msgs), normalizeWire(msgs)) {
 		t.Fatalf("round trip differs:\n got %+v\nwant %+v", got.msgs, msgs)
 	}
 	size := batchHeaderSize("n1", "n2")
@@ -159,7 +159,7 @@ func TestCodecMatchesGoldenVectors(t *testing.T) {
 		if err != nil || got.skipped != 0 {
 			t.Fatalf("%s: decode golden: %v %v", g.name, err, got.skipErr)
 		}
-		if !reflect.DeepEqual(normalize(got.msgs), normalize(withFromTo(g.msgs, g.from, g.to))) {
+		if !reflect.DeepEqual(normalizeWire(got.msgs), normalizeWire(withFromTo(g.msgs, g.from, g.to))) {
 			t.Errorf("%s: golden vector decodes to %+v", g.name, got.msgs)
 		}
 	}

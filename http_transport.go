@@ -80,22 +80,9 @@ type HTTPTransport struct {
 	mu      sync.Mutex
 	closed  bool
 	deliver func([]Message)
-	peers   map[string]*httpPeer
+	peers   peerSet
 	replay  map[replayKey]replayState
 	holders map[string]holder // node ID -> the instance that holds it (S30)
-}
-
-type httpPeer struct {
-	id     string
-	mu     sync.Mutex
-	url    string
-	queues [laneCount]*sendQueue
-}
-
-func (p *httpPeer) target() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.url
 }
 
 type replayKey struct {
@@ -128,7 +115,6 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		cfg: cfg, lim: cfg.limits(), instance: fmt.Sprintf("%016x", inst),
 		log:     cfg.Logger.With("transport", "http", "node", cfg.NodeID),
 		done:    make(chan struct{}),
-		peers:   make(map[string]*httpPeer),
 		replay:  make(map[replayKey]replayState),
 		holders: make(map[string]holder),
 	}
@@ -227,41 +213,17 @@ func (t *HTTPTransport) SetPeer(id, addr string) {
 		}
 		base = scheme + addr
 	}
-	url := strings.TrimSuffix(base, "/") + httpRaftPath
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed || id == t.cfg.NodeID {
+	if id == t.cfg.NodeID {
 		return
 	}
-	if p, ok := t.peers[id]; ok {
-		p.mu.Lock()
-		p.url = url
-		p.mu.Unlock()
-		return
-	}
-	p := &httpPeer{id: id, url: url}
-	for lane := range p.queues {
-		p.queues[lane] = newSendQueue(t.cfg.QueueSize)
+	t.peers.set(id, strings.TrimSuffix(base, "/")+httpRaftPath, t.cfg.QueueSize, func(p *peer, lane uint8) {
 		t.wg.Add(1)
-		go t.runSender(p, uint8(lane))
-	}
-	t.peers[id] = p
+		go t.runSender(p, lane)
+	})
 }
 
 // Send queues msgs for peer to; it never blocks (S29).
-func (t *HTTPTransport) Send(to string, msgs []Message) {
-	if len(msgs) == 0 {
-		return
-	}
-	t.mu.Lock()
-	p := t.peers[to]
-	t.mu.Unlock()
-	if p == nil {
-		t.counters.dropped.Add(uint64(len(msgs)))
-		return
-	}
-	pushSplit(&p.queues, msgs, &t.counters)
-}
+func (t *HTTPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
 
 // Close stops the sender goroutines and the standalone server and waits for them.
 func (t *HTTPTransport) Close() error {
@@ -271,6 +233,7 @@ func (t *HTTPTransport) Close() error {
 		return nil
 	}
 	t.closed = true
+	t.peers.close()
 	close(t.done)
 	t.cancel()
 	t.mu.Unlock()
@@ -298,7 +261,7 @@ func (t *HTTPTransport) started() bool {
 
 // runSender posts the lane's queued messages, one batch per request. A failed request
 // drops its batch (Raft retries what matters) and waits a backoff before the next.
-func (t *HTTPTransport) runSender(p *httpPeer, lane uint8) {
+func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 	defer t.wg.Done()
 	q := p.queues[lane]
 	bo := backoff{max: t.cfg.MaxBackoff}
@@ -335,7 +298,7 @@ func (t *HTTPTransport) runSender(p *httpPeer, lane uint8) {
 				continue
 			}
 			seq++
-			if err := t.post(p.target(), lane, seq, buf); err != nil {
+			if err := t.post(p.address(), lane, seq, buf); err != nil {
 				t.counters.dropped.Add(uint64(n))
 				t.log.Warn("post to peer failed", "peer", p.id, "lane", lane, "err", err)
 				failed = true

@@ -14,9 +14,9 @@ import (
 )
 
 func TestHTTPStatusServesTheNodeStatusAsJSON(t *testing.T) {
-	cfg := testConfig("a")
+	cfg := transportTestConfig("a")
 	cfg.Status = func() any { return map[string]any{"partitions": []map[string]any{{"role": "leader", "term": 3}}} }
-	a := startNode(t, transportCases()[1], cfg)
+	a := startTransportNode(t, transportCases()[1], cfg)
 	resp, err := http.Get("http://" + a.tr.Addr() + httpStatusPath)
 	if err != nil {
 		t.Fatal(err)
@@ -39,10 +39,10 @@ func TestHTTPStatusServesTheNodeStatusAsJSON(t *testing.T) {
 // TestHTTPStatusNeedsTheSecretToo: with a shared secret, a peer that cannot sign gets no
 // status either.
 func TestHTTPStatusNeedsTheSecretToo(t *testing.T) {
-	cfg := testConfig("a")
+	cfg := transportTestConfig("a")
 	cfg.Secret = []byte("the-cluster-shared-secret")
 	cfg.Status = func() any { return "secret status" }
-	a := startNode(t, transportCases()[1], cfg)
+	a := startTransportNode(t, transportCases()[1], cfg)
 	for _, headers := range []map[string]string{
 		{}, // a plain GET
 		{hdrVersion: "1", hdrCluster: "conformance", hdrNode: "ops", hdrInstance: "01"}, // unsigned
@@ -69,7 +69,7 @@ func TestHTTPStatusNeedsTheSecretToo(t *testing.T) {
 	req := r.request(nil)
 	req.Method, req.URL.Path, req.Body = http.MethodGet, httpStatusPath, nil
 	ts, nonce := req.Header.Get(hdrTimestamp), req.Header.Get(hdrNonce)
-	req.Header.Set(hdrSignature, hexString(httpSignature(cfg.Secret, http.MethodGet, httpStatusPath, "conformance", "ops",
+	req.Header.Set(hdrSignature, hexOf(httpSignature(cfg.Secret, http.MethodGet, httpStatusPath, "conformance", "ops",
 		req.Header.Get(hdrInstance), ts, nonce, nil)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -82,7 +82,7 @@ func TestHTTPStatusNeedsTheSecretToo(t *testing.T) {
 	}
 }
 
-func hexString(b []byte) string {
+func hexOf(b []byte) string {
 	const digits = "0123456789abcdef"
 	out := make([]byte, 0, 2*len(b))
 	for _, c := range b {
@@ -94,28 +94,17 @@ func hexString(b []byte) string {
 // TestHTTPRefusesReplayedAndStaleRequests: a captured request cannot be played again, and a
 // request signed too far from the receiver's clock is refused.
 func TestHTTPRefusesReplayedAndStaleRequests(t *testing.T) {
-	cfg := testConfig("b")
+	cfg := transportTestConfig("b")
 	cfg.Secret = []byte("the-cluster-shared-secret")
 	cfg.MaxClockSkew = time.Minute
-	b := startNode(t, transportCases()[1], cfg)
+	b := startTransportNode(t, transportCases()[1], cfg)
 	r := &rawHTTP{client: http.DefaultClient, addr: b.tr.Addr(),
 		l: rawLink{from: "x", cluster: "conformance", secret: cfg.Secret, version: 1, instance: 1}}
-	payload := mustEncode(t, "x", "b", []Message{heartbeat(1, 7)})
-	do := func(req *http.Request) error {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode == http.StatusNoContent {
-			return nil
-		}
-		return httpRefusal(resp)
-	}
+	payload := mustEncode(t, "x", "b", []Message{testHeartbeat(1, 7)})
+	do := r.do
 	req := r.request(payload)
 	replay := req.Clone(req.Context())
-	replay.Body = io.NopCloser(bytesReader(payload))
+	replay.Body = io.NopCloser(newBytesReader(payload))
 	if err := do(req); err != nil {
 		t.Fatalf("first request: %v", err)
 	}
@@ -126,14 +115,14 @@ func TestHTTPRefusesReplayedAndStaleRequests(t *testing.T) {
 	stale := r.request(payload)
 	ts := strconv.FormatInt(time.Now().Add(-2*time.Minute).UnixNano(), 10)
 	stale.Header.Set(hdrTimestamp, ts)
-	stale.Header.Set(hdrSignature, hexString(httpSignature(cfg.Secret, http.MethodPost, httpRaftPath, "conformance", "x",
+	stale.Header.Set(hdrSignature, hexOf(httpSignature(cfg.Secret, http.MethodPost, httpRaftPath, "conformance", "x",
 		stale.Header.Get(hdrInstance), ts, stale.Header.Get(hdrNonce), payload)))
 	if err := do(stale); !errors.Is(err, ErrAuthFailed) {
 		t.Fatalf("stale request: %v, want ErrAuthFailed", err)
 	}
 	// A body changed in flight breaks the signature.
 	tampered := r.request(payload)
-	tampered.Body = io.NopCloser(bytesReader(mustEncode(t, "x", "b", []Message{heartbeat(2, 7)})))
+	tampered.Body = io.NopCloser(newBytesReader(mustEncode(t, "x", "b", []Message{testHeartbeat(2, 7)})))
 	if err := do(tampered); !errors.Is(err, ErrAuthFailed) {
 		t.Fatalf("tampered request: %v, want ErrAuthFailed", err)
 	}
@@ -149,13 +138,13 @@ func TestHTTPRefusesReplayedAndStaleRequests(t *testing.T) {
 // TestHTTPHandlerMountsInAUsersServer: without Addr the transport listens nowhere and its
 // Handler serves from the application's own server.
 func TestHTTPHandlerMountsInAUsersServer(t *testing.T) {
-	cfgB := testConfig("b")
+	cfgB := transportTestConfig("b")
 	cfgB.Addr = ""
 	trB, err := NewHTTPTransport(cfgB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := newRecorder()
+	rec := newDeliveryRecorder()
 	if err := trB.Start(rec.deliver); err != nil {
 		t.Fatal(err)
 	}
@@ -164,13 +153,13 @@ func TestHTTPHandlerMountsInAUsersServer(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	defer trB.Close()
-	a := startNode(t, transportCases()[1], testConfig("a"))
+	a := startTransportNode(t, transportCases()[1], transportTestConfig("a"))
 	a.tr.SetPeer("b", srv.URL)
-	a.tr.Send("b", []Message{heartbeat(1, 5)})
-	rec.waitFor(t, waitLong, "a batch through the mounted handler", func(m []Message) bool { return len(m) == 1 })
+	a.tr.Send("b", []Message{testHeartbeat(1, 5)})
+	rec.waitFor(t, transportWait, "a batch through the mounted handler", func(m []Message) bool { return len(m) == 1 })
 	if trB.Addr() != "" {
 		t.Fatalf("Addr() = %q without a listener", trB.Addr())
 	}
 }
 
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+func newBytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -490,18 +490,7 @@ func (n *Node) ReplicateBatch(ctx context.Context, partition int, cmds []Command
 		return pr.results, pr.err
 	case <-ctx.Done():
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch pr.stage {
-	case stageDone:
-		return pr.results, pr.err
-	case stageQueued:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", partition, ctx.Err()))
-	default:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", partition, ErrTimeout, ctx.Err()))
-	}
+	p.abandon(pr, ctx.Err())
 	return pr.results, pr.err
 }
 
@@ -798,7 +787,7 @@ func (n *Node) runPass() bool {
 			// S26: a failed fsync cannot be retried; nothing of this batch may be
 			// acknowledged, and the node stops driving Raft.
 			n.fail(fmt.Errorf("kommander: node %s: save %d entries: %w", n.cfg.NodeID, entries, err))
-			n.failAll(err)
+			n.failAll(fmt.Errorf("%w: %w", ErrStopped, err))
 			return false
 		}
 		n.metrics.fsyncs.Add(1)
@@ -905,6 +894,8 @@ func (n *Node) proposeQueued(p *partition) {
 			ents = append(ents, pr.entries()...)
 			pr.stage, pr.leader = stageForwarded, st.leader
 			n.await(p, pr)
+			// The MsgPropose or the leader's answer may be lost: bound the wait (S14).
+			pr.deadline = n.now + uint64(noLeaderTimeouts*n.elTicks)
 		}
 		n.metrics.forwarded.Add(uint64(len(ents)))
 		n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: st.leader, Term: st.term, Entries: ents}})
@@ -934,6 +925,9 @@ func (n *Node) expireWaiters() {
 		p.mu.Lock()
 		p.expire(n.now,
 			func(pr *proposal) error {
+				if pr.stage == stageForwarded {
+					return fmt.Errorf("kommander: partition %d: %w: no outcome in time for the entry forwarded to %s", p.id, ErrTimeout, pr.leader)
+				}
 				return fmt.Errorf("kommander: partition %d: %w: the leader changed after the entry was proposed", p.id, ErrTimeout)
 			},
 			func(pr *proposal) error {
@@ -968,11 +962,10 @@ func (n *Node) publish(p *partition) {
 		deadline := n.now + uint64(graceTimeouts*n.elTicks)
 		for _, w := range p.waiting {
 			pr := w.p
-			if pr.deadline != 0 {
-				continue
-			}
 			if (pr.stage == stageLocal && st.leader != n.cfg.NodeID) || (pr.stage == stageForwarded && pr.leader != st.leader) {
-				pr.deadline = deadline
+				if pr.deadline == 0 || pr.deadline > deadline {
+					pr.deadline = deadline
+				}
 			}
 		}
 	}
@@ -1052,7 +1045,7 @@ func (n *Node) applyPartition(p *partition) bool {
 	if len(normal) > 0 {
 		if err := n.sm.Apply(int(p.id), normal, results); err != nil {
 			n.fail(fmt.Errorf("kommander: node %s: partition %d: apply entries %d..%d: %w", n.cfg.NodeID, p.id, normal[0].Index, normal[len(normal)-1].Index, err))
-			n.failAll(err)
+			n.failAll(fmt.Errorf("%w: %w", ErrStopped, err))
 			return false
 		}
 	}

@@ -162,6 +162,22 @@ func (p *partition) resolveApplied(ents []Entry, results []any) {
 	}
 }
 
+// abandon answers a proposal whose caller gave up (cause): a queued one was certainly not
+// applied; one handed to Raft has an unknown outcome (ErrTimeout).
+func (p *partition) abandon(pr *proposal, cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch pr.stage {
+	case stageDone:
+	case stageQueued:
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
+	default:
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
+	}
+}
+
 // expire answers, with err, every waiting proposal whose deadline is at or before now.
 // The caller holds mu.
 func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) {

@@ -106,7 +106,7 @@ type TCPTransport struct {
 	closed  bool
 	started bool
 	deliver func([]Message)
-	peers   map[string]*tcpPeer
+	peers   peerSet
 	inbound map[inboundKey]*tcpInbound
 	conns   map[net.Conn]struct{} // every open connection, closed by Close
 }
@@ -119,20 +119,6 @@ type inboundKey struct {
 type tcpInbound struct {
 	instance uint64
 	conn     net.Conn
-}
-
-// tcpPeer is one peer's queues and the address its senders dial.
-type tcpPeer struct {
-	id     string
-	mu     sync.Mutex
-	addr   string
-	queues [laneCount]*sendQueue
-}
-
-func (p *tcpPeer) address() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.addr
 }
 
 // NewTCPTransport validates cfg and listens on cfg.Addr. It accepts connections only
@@ -157,7 +143,6 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 		cfg: cfg, lim: cfg.limits(), ln: ln, instance: instance,
 		log:     cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
 		done:    make(chan struct{}),
-		peers:   make(map[string]*tcpPeer),
 		inbound: make(map[inboundKey]*tcpInbound),
 		conns:   make(map[net.Conn]struct{}),
 	}
@@ -187,44 +172,21 @@ func (t *TCPTransport) Start(deliver func(batch []Message)) error {
 	return nil
 }
 
-// SetPeer records the address of peer id. A changed address takes effect at the next
-// connect; the current connection is closed so that it happens at once.
+// SetPeer records the address of peer id. A changed address takes effect at once: the
+// current connection is closed at its next keepalive tick and the new address dialed.
 func (t *TCPTransport) SetPeer(id, addr string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed || id == t.cfg.NodeID {
+	if id == t.cfg.NodeID {
 		return
 	}
-	if p, ok := t.peers[id]; ok {
-		p.mu.Lock()
-		p.addr = addr
-		p.mu.Unlock()
-		return
-	}
-	p := &tcpPeer{id: id, addr: addr}
-	for lane := range p.queues {
-		p.queues[lane] = newSendQueue(t.cfg.QueueSize)
+	t.peers.set(id, addr, t.cfg.QueueSize, func(p *peer, lane uint8) {
 		t.wg.Add(1)
-		go t.runSender(p, uint8(lane))
-	}
-	t.peers[id] = p
+		go t.runSender(p, lane)
+	})
 }
 
 // Send queues msgs for peer to; it never blocks (S29). Messages to an unknown peer or
 // beyond a full queue are dropped and counted.
-func (t *TCPTransport) Send(to string, msgs []Message) {
-	if len(msgs) == 0 {
-		return
-	}
-	t.mu.Lock()
-	p := t.peers[to]
-	t.mu.Unlock()
-	if p == nil {
-		t.counters.dropped.Add(uint64(len(msgs)))
-		return
-	}
-	pushSplit(&p.queues, msgs, &t.counters)
-}
+func (t *TCPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
 
 // Close stops the listener and every connection and waits for the goroutines to end.
 func (t *TCPTransport) Close() error {
@@ -234,6 +196,7 @@ func (t *TCPTransport) Close() error {
 		return nil
 	}
 	t.closed = true
+	t.peers.close()
 	close(t.done)
 	err := t.ln.Close()
 	for c := range t.conns {
@@ -268,7 +231,7 @@ func (t *TCPTransport) untrack(c net.Conn) {
 
 // runSender owns one lane to one peer: it dials when there is something to send, writes
 // until the connection fails, and redials with capped exponential backoff and jitter.
-func (t *TCPTransport) runSender(p *tcpPeer, lane uint8) {
+func (t *TCPTransport) runSender(p *peer, lane uint8) {
 	defer t.wg.Done()
 	q := p.queues[lane]
 	bo := backoff{max: t.cfg.MaxBackoff}
@@ -317,7 +280,7 @@ func (t *TCPTransport) runSender(p *tcpPeer, lane uint8) {
 
 // dial connects to p, runs TLS and the handshake, and returns the connection ready for
 // frames.
-func (t *TCPTransport) dial(p *tcpPeer, lane uint8) (*trackedConn, error) {
+func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
 	addr := p.address()
 	d := net.Dialer{Timeout: t.cfg.DialTimeout, KeepAlive: t.cfg.PeerTimeout}
 	raw, err := d.Dial("tcp", addr)
@@ -353,18 +316,19 @@ func (t *TCPTransport) dial(p *tcpPeer, lane uint8) (*trackedConn, error) {
 		return nil, err
 	}
 	raw.SetDeadline(time.Time{})
-	return &trackedConn{Conn: conn, raw: raw}, nil
+	return &trackedConn{Conn: conn, raw: raw, addr: addr}, nil
 }
 
 // trackedConn remembers the raw connection under TLS, which is what track registered.
 type trackedConn struct {
 	net.Conn
-	raw net.Conn
+	raw  net.Conn
+	addr string // as dialed
 }
 
 // writeLoop drains q into frames on conn, pings every KeepAlive, and returns when the
 // connection fails (the pong reader closes it when pongs stop coming) or on Close.
-func (t *TCPTransport) writeLoop(p *tcpPeer, q *sendQueue, conn *trackedConn, buf []byte) ([]byte, error) {
+func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf []byte) ([]byte, error) {
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- t.readPongs(conn) }()
 	defer func() {
@@ -383,6 +347,9 @@ func (t *TCPTransport) writeLoop(p *tcpPeer, q *sendQueue, conn *trackedConn, bu
 			readerDone <- err // for the deferred wait
 			return buf, fmt.Errorf("no pong: %w", err)
 		case <-ping.C:
+			if p.address() != conn.addr {
+				return buf, fmt.Errorf("peer moved from %s to %s", conn.addr, p.address())
+			}
 			conn.SetWriteDeadline(time.Now().Add(t.cfg.PeerTimeout))
 			if _, err := bw.Write([]byte{0, 0, 0, 0}); err != nil {
 				return buf, err
@@ -412,7 +379,7 @@ func (t *TCPTransport) writeLoop(p *tcpPeer, q *sendQueue, conn *trackedConn, bu
 // writeFrames encodes msgs into as few frames as MaxBatchBytes allows and writes them with
 // one flush. It returns how many messages it wrote: a message too large for any frame is
 // dropped (and logged).
-func (t *TCPTransport) writeFrames(bw *bufio.Writer, conn net.Conn, p *tcpPeer, msgs []Message, header int, buf []byte) ([]byte, int, error) {
+func (t *TCPTransport) writeFrames(bw *bufio.Writer, conn net.Conn, p *peer, msgs []Message, header int, buf []byte) ([]byte, int, error) {
 	conn.SetWriteDeadline(time.Now().Add(t.cfg.PeerTimeout))
 	written := 0
 	for len(msgs) > 0 {

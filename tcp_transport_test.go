@@ -3,6 +3,7 @@ package kommander
 import (
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 )
@@ -11,7 +12,7 @@ import (
 // yet timed out must not lock its own process out (only another process is a duplicate).
 func TestTCPReconnectOfSameProcessReplacesItsOldConnection(t *testing.T) {
 	tc := transportCases()[0]
-	b := startNode(t, tc, testConfig("b"))
+	b := startTransportNode(t, tc, transportTestConfig("b"))
 	link := rawLink{from: "x", to: "b", cluster: "conformance", version: 1, instance: 5}
 	first, err := openRawTCP(t, b.tr, link)
 	if err != nil {
@@ -25,14 +26,14 @@ func TestTCPReconnectOfSameProcessReplacesItsOldConnection(t *testing.T) {
 	defer second.close()
 	// The server closed the first connection.
 	conn := first.(*rawTCP).conn
-	conn.SetReadDeadline(time.Now().Add(waitLong))
+	conn.SetReadDeadline(time.Now().Add(transportWait))
 	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("old connection read: %v, want EOF", err)
 	}
-	if err := second.send(mustEncode(t, "x", "b", []Message{heartbeat(1, 9)})); err != nil {
+	if err := second.send(mustEncode(t, "x", "b", []Message{testHeartbeat(1, 9)})); err != nil {
 		t.Fatal(err)
 	}
-	b.rec.waitFor(t, waitLong, "traffic on the new connection", func(m []Message) bool { return count(m, withContext(9)) == 1 })
+	b.rec.waitFor(t, transportWait, "traffic on the new connection", func(m []Message) bool { return countMsgs(m, withMsgContext(9)) == 1 })
 	// Another process (another instance) with the same ID is refused while this one lives (S30).
 	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.instance = 6 })); !errors.Is(err, ErrDuplicateNodeID) {
 		t.Fatalf("second process: err = %v, want ErrDuplicateNodeID", err)
@@ -45,7 +46,7 @@ func TestTCPReconnectOfSameProcessReplacesItsOldConnection(t *testing.T) {
 // TestTCPHandshakeRefusesWrongTargetAndOwnID: a peer that dialed the wrong node, or that
 // claims the receiver's own ID, gets nothing in.
 func TestTCPHandshakeRefusesWrongTargetAndOwnID(t *testing.T) {
-	b := startNode(t, transportCases()[0], testConfig("b"))
+	b := startTransportNode(t, transportCases()[0], transportTestConfig("b"))
 	link := rawLink{from: "x", to: "b", cluster: "conformance", version: 1, instance: 5}
 	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.to = "z" })); err == nil {
 		t.Fatal("a hello meant for another node was accepted")
@@ -53,4 +54,39 @@ func TestTCPHandshakeRefusesWrongTargetAndOwnID(t *testing.T) {
 	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.from = "b" })); !errors.Is(err, ErrDuplicateNodeID) {
 		t.Fatalf("a peer claiming b's own ID: err = %v", err)
 	}
+}
+
+// FuzzTCPServerHandshake: whatever a client sends during the handshake, the server
+// answers or refuses, within its deadline, without panicking.
+func FuzzTCPServerHandshake(f *testing.F) {
+	h := tcpHello{version: tcpHandshakeVersion, cluster: "conformance", from: "x", to: "b", instance: 1}
+	valid := append(h.append(nil), make([]byte, tcpProofSize)...)
+	f.Add(valid)
+	f.Add(valid[:10])
+	f.Add([]byte("KMDR\x02"))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	cfg := transportTestConfig("b")
+	cfg.HandshakeTimeout = time.Second
+	tr, err := NewTCPTransport(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer tr.Close()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		server, client := net.Pipe()
+		defer client.Close()
+		server.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+		go io.Copy(io.Discard, client) // the server's replies
+		go func() {
+			client.Write(in)
+			client.Close() // then the server sees EOF instead of waiting for more
+		}()
+		got, err := tr.serverHandshake(server)
+		server.Close()
+		if err == nil {
+			tr.mu.Lock()
+			delete(tr.inbound, inboundKey{got.from, got.lane})
+			tr.mu.Unlock()
+		}
+	})
 }

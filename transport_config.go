@@ -255,6 +255,75 @@ func (q *sendQueue) giveBack(buf []Message) {
 	q.mu.Unlock()
 }
 
+// peer is one peer's address and send queues; the TCP and HTTP transports share it.
+type peer struct {
+	id     string
+	mu     sync.Mutex
+	addr   string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
+	queues [laneCount]*sendQueue
+}
+
+func (p *peer) address() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
+}
+
+// peerSet is the peers a transport sends to.
+type peerSet struct {
+	mu     sync.Mutex
+	closed bool
+	peers  map[string]*peer
+}
+
+// set records addr for peer id. For a new peer it makes the lanes' queues and calls start
+// for each lane, under the lock, so that close cannot miss a sender that is starting.
+func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer, lane uint8)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if p, ok := s.peers[id]; ok {
+		p.mu.Lock()
+		p.addr = addr
+		p.mu.Unlock()
+		return
+	}
+	if s.peers == nil {
+		s.peers = make(map[string]*peer)
+	}
+	p := &peer{id: id, addr: addr}
+	for lane := range p.queues {
+		p.queues[lane] = newSendQueue(queueSize)
+		start(p, uint8(lane))
+	}
+	s.peers[id] = p
+}
+
+// send queues msgs for peer to without blocking; an unknown peer or a full queue drops
+// them, counted.
+func (s *peerSet) send(to string, msgs []Message, c *transportCounters) {
+	if len(msgs) == 0 {
+		return
+	}
+	s.mu.Lock()
+	p := s.peers[to]
+	s.mu.Unlock()
+	if p == nil {
+		c.dropped.Add(uint64(len(msgs)))
+		return
+	}
+	pushSplit(&p.queues, msgs, c)
+}
+
+// close makes later calls to set do nothing.
+func (s *peerSet) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+}
+
 // pushSplit queues msgs on the lanes of one peer, counting drops.
 func pushSplit(queues *[laneCount]*sendQueue, msgs []Message, c *transportCounters) {
 	snap := false

@@ -62,9 +62,9 @@ type rawSession interface {
 	close()
 }
 
-// testConfig is the configuration of test nodes: loopback, short timeouts so that dead
+// transportTestConfig is the configuration of test nodes: loopback, short timeouts so that dead
 // links are found quickly, and small batches so that oversize is cheap to provoke.
-func testConfig(id string) TransportConfig {
+func transportTestConfig(id string) TransportConfig {
 	return TransportConfig{
 		NodeID:           id,
 		Addr:             "127.0.0.1:0",
@@ -80,17 +80,17 @@ func testConfig(id string) TransportConfig {
 	}
 }
 
-// recorder collects delivered messages and lets a test wait for a condition on them.
-type recorder struct {
+// deliveryRecorder collects delivered messages and lets a test wait for a condition on them.
+type deliveryRecorder struct {
 	mu      sync.Mutex
 	msgs    []Message
 	changed chan struct{}
 	block   chan struct{} // when set, deliver waits on it (a node that stops reading)
 }
 
-func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
+func newDeliveryRecorder() *deliveryRecorder { return &deliveryRecorder{changed: make(chan struct{})} }
 
-func (r *recorder) deliver(batch []Message) {
+func (r *deliveryRecorder) deliver(batch []Message) {
 	r.mu.Lock()
 	block := r.block
 	r.msgs = append(r.msgs, batch...)
@@ -102,14 +102,14 @@ func (r *recorder) deliver(batch []Message) {
 	}
 }
 
-func (r *recorder) snapshot() ([]Message, chan struct{}) {
+func (r *deliveryRecorder) snapshot() ([]Message, chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Message(nil), r.msgs...), r.changed
 }
 
 // waitFor waits until cond holds for the delivered messages, failing the test after d.
-func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func([]Message) bool) []Message {
+func (r *deliveryRecorder) waitFor(t *testing.T, d time.Duration, what string, cond func([]Message) bool) []Message {
 	t.Helper()
 	timeout := time.NewTimer(d)
 	defer timeout.Stop()
@@ -127,7 +127,7 @@ func (r *recorder) waitFor(t *testing.T, d time.Duration, what string, cond func
 }
 
 // count returns how many delivered messages satisfy f.
-func count(msgs []Message, f func(*Message) bool) int {
+func countMsgs(msgs []Message, f func(*Message) bool) int {
 	n := 0
 	for i := range msgs {
 		if f(&msgs[i]) {
@@ -137,12 +137,12 @@ func count(msgs []Message, f func(*Message) bool) int {
 	return n
 }
 
-func withContext(ctx uint64) func(*Message) bool {
+func withMsgContext(ctx uint64) func(*Message) bool {
 	return func(m *Message) bool { return m.Context == ctx }
 }
 
-// waitUntil polls cond (for counters, which have no change signal) until it holds or d passes.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitForCondition polls cond (for counters, which have no change signal) until it holds or d passes.
+func waitForCondition(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -155,20 +155,20 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// tnode is one started transport with its recorder.
-type tnode struct {
+// transportNode is one started transport with its deliveryRecorder.
+type transportNode struct {
 	id  string
 	tr  testTransport
-	rec *recorder
+	rec *deliveryRecorder
 }
 
-func startNode(t *testing.T, tc transportCase, cfg TransportConfig) *tnode {
+func startTransportNode(t *testing.T, tc transportCase, cfg TransportConfig) *transportNode {
 	t.Helper()
 	tr, err := tc.new(cfg)
 	if err != nil {
 		t.Fatalf("new %s transport %s: %v", tc.name, cfg.NodeID, err)
 	}
-	n := &tnode{id: cfg.NodeID, tr: tr, rec: newRecorder()}
+	n := &transportNode{id: cfg.NodeID, tr: tr, rec: newDeliveryRecorder()}
 	if err := tr.Start(n.rec.deliver); err != nil {
 		t.Fatalf("start %s: %v", cfg.NodeID, err)
 	}
@@ -177,7 +177,7 @@ func startNode(t *testing.T, tc transportCase, cfg TransportConfig) *tnode {
 }
 
 // connect introduces every node to every other.
-func connect(nodes ...*tnode) {
+func connectAll(nodes ...*transportNode) {
 	for _, a := range nodes {
 		for _, b := range nodes {
 			if a != b {
@@ -187,15 +187,15 @@ func connect(nodes ...*tnode) {
 	}
 }
 
-const waitLong = 15 * time.Second // generous: CI shares 2 cores among many tests
+const transportWait = 15 * time.Second // generous: CI shares 2 cores among many tests
 
-func heartbeat(partition uint32, ctx uint64) Message {
+func testHeartbeat(partition uint32, ctx uint64) Message {
 	return Message{Type: MsgHeartbeat, Partition: partition, Term: 1, Commit: 1, Context: ctx}
 }
 
 // keepSending sends a heartbeat with context ctx from a to b every few milliseconds until
 // stop is closed: the "other traffic" that an attack must not disturb.
-func keepSending(a *tnode, to string, ctx uint64, stop chan struct{}) *sync.WaitGroup {
+func keepSending(a *transportNode, to string, ctx uint64, stop chan struct{}) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -207,7 +207,7 @@ func keepSending(a *tnode, to string, ctx uint64, stop chan struct{}) *sync.Wait
 			case <-stop:
 				return
 			case <-tick.C:
-				a.tr.Send(to, []Message{heartbeat(1, ctx)})
+				a.tr.Send(to, []Message{testHeartbeat(1, ctx)})
 			}
 		}
 	}()
@@ -216,34 +216,34 @@ func keepSending(a *tnode, to string, ctx uint64, stop chan struct{}) *sync.Wait
 
 // expectFlowing checks that b still receives a's traffic: n more messages with context
 // ctx than it had.
-func expectFlowing(t *testing.T, b *tnode, ctx uint64, what string) {
+func expectFlowing(t *testing.T, b *transportNode, ctx uint64, what string) {
 	t.Helper()
 	msgs, _ := b.rec.snapshot()
-	before := count(msgs, withContext(ctx))
-	b.rec.waitFor(t, waitLong, "other traffic to keep flowing "+what, func(m []Message) bool {
-		return count(m, withContext(ctx)) >= before+3
+	before := countMsgs(msgs, withMsgContext(ctx))
+	b.rec.waitFor(t, transportWait, "other traffic to keep flowing "+what, func(m []Message) bool {
+		return countMsgs(m, withMsgContext(ctx)) >= before+3
 	})
 }
 
 func TestTransportConformanceDeliversBatchesBothWays(t *testing.T) {
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := startNode(t, tc, testConfig("a")), startNode(t, tc, testConfig("b"))
-			connect(a, b)
+			a, b := startTransportNode(t, tc, transportTestConfig("a")), startTransportNode(t, tc, transportTestConfig("b"))
+			connectAll(a, b)
 			msgs := sampleMessages("ignored", "ignored") // every field, a snapshot among them
 			a.tr.Send("b", msgs)
-			got := b.rec.waitFor(t, waitLong, "the sample batch", func(m []Message) bool { return len(m) >= len(msgs) })
-			want := normalize(withFromTo(msgs, "a", "b"))
-			if !sameMessages(normalize(got), want) {
+			got := b.rec.waitFor(t, transportWait, "the sample batch", func(m []Message) bool { return len(m) >= len(msgs) })
+			want := normalizeWire(withFromTo(msgs, "a", "b"))
+			if !sameMessagesPerLane(normalizeWire(got), want) {
 				t.Fatalf("b received\n%+v\nwant\n%+v", got, want)
 			}
 			// Many partitions' heartbeats in one Send coalesce into one batch.
 			var beats []Message
 			for p := uint32(0); p < 500; p++ {
-				beats = append(beats, heartbeat(p, 42))
+				beats = append(beats, testHeartbeat(p, 42))
 			}
 			b.tr.Send("a", beats)
-			a.rec.waitFor(t, waitLong, "500 heartbeats", func(m []Message) bool { return count(m, withContext(42)) == 500 })
+			a.rec.waitFor(t, transportWait, "500 heartbeats", func(m []Message) bool { return countMsgs(m, withMsgContext(42)) == 500 })
 			got, _ = a.rec.snapshot()
 			for i := range got {
 				if got[i].From != "b" || got[i].To != "a" || got[i].Partition != uint32(i) {
@@ -254,7 +254,7 @@ func TestTransportConformanceDeliversBatchesBothWays(t *testing.T) {
 				t.Fatalf("a stats %+v", s)
 			}
 			// b counts after its write returns, which may be after a delivered.
-			waitUntil(t, waitLong, "b to count 500 sent", func() bool { return b.tr.Stats().Sent == 500 })
+			waitForCondition(t, transportWait, "b to count 500 sent", func() bool { return b.tr.Stats().Sent == 500 })
 			if s := b.tr.Stats(); s.Dropped != 0 {
 				t.Fatalf("b stats %+v", s)
 			}
@@ -262,9 +262,9 @@ func TestTransportConformanceDeliversBatchesBothWays(t *testing.T) {
 	}
 }
 
-// sameMessages compares as multisets in order per lane: snapshots travel on their own lane
+// sameMessagesPerLane compares as multisets in order per lane: snapshots travel on their own lane
 // and may overtake.
-func sameMessages(got, want []Message) bool {
+func sameMessagesPerLane(got, want []Message) bool {
 	split := func(ms []Message) (raft, snap []Message) {
 		for _, m := range ms {
 			if laneOf(&m) == laneSnapshot {
@@ -283,10 +283,10 @@ func sameMessages(got, want []Message) bool {
 func TestTransportConformanceUnknownPeerAndSelfAreDropped(t *testing.T) {
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			a := startNode(t, tc, testConfig("a"))
-			a.tr.Send("nobody", []Message{heartbeat(1, 1), heartbeat(2, 1)})
+			a := startTransportNode(t, tc, transportTestConfig("a"))
+			a.tr.Send("nobody", []Message{testHeartbeat(1, 1), testHeartbeat(2, 1)})
 			a.tr.SetPeer("a", a.tr.Addr()) // a node never dials itself
-			a.tr.Send("a", []Message{heartbeat(3, 1)})
+			a.tr.Send("a", []Message{testHeartbeat(3, 1)})
 			if s := a.tr.Stats(); s.Dropped != 3 || s.Sent != 0 {
 				t.Fatalf("stats %+v, want 3 dropped", s)
 			}
@@ -297,28 +297,28 @@ func TestTransportConformanceUnknownPeerAndSelfAreDropped(t *testing.T) {
 func TestTransportConformanceReconnectsAfterPeerRestarts(t *testing.T) {
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := startNode(t, tc, testConfig("a")), startNode(t, tc, testConfig("b"))
-			connect(a, b)
-			a.tr.Send("b", []Message{heartbeat(1, 1)})
-			b.rec.waitFor(t, waitLong, "first message", func(m []Message) bool { return len(m) == 1 })
+			a, b := startTransportNode(t, tc, transportTestConfig("a")), startTransportNode(t, tc, transportTestConfig("b"))
+			connectAll(a, b)
+			a.tr.Send("b", []Message{testHeartbeat(1, 1)})
+			b.rec.waitFor(t, transportWait, "first message", func(m []Message) bool { return len(m) == 1 })
 			addr := b.tr.Addr()
 			if err := b.tr.Close(); err != nil {
 				t.Fatalf("close b: %v", err)
 			}
-			cfg := testConfig("b")
+			cfg := transportTestConfig("b")
 			cfg.Addr = addr // the restarted peer comes back on the same address
-			b2 := startNode(t, tc, cfg)
+			b2 := startTransportNode(t, tc, cfg)
 			b2.tr.SetPeer("a", a.tr.Addr())
 			stop := make(chan struct{})
 			wg := keepSending(a, "b", 2, stop)
-			b2.rec.waitFor(t, waitLong, "a's traffic after b restarted", func(m []Message) bool { return count(m, withContext(2)) > 0 })
+			b2.rec.waitFor(t, transportWait, "a's traffic after b restarted", func(m []Message) bool { return countMsgs(m, withMsgContext(2)) > 0 })
 			close(stop)
 			wg.Wait()
 			// And the restarted node reaches a; over HTTP only once its previous incarnation
 			// has been quiet for PeerTimeout (S30 keeps the ID with the first process).
 			stop = make(chan struct{})
 			wg = keepSending(b2, "a", 3, stop)
-			a.rec.waitFor(t, waitLong, "the restarted b's traffic", func(m []Message) bool { return count(m, withContext(3)) > 0 })
+			a.rec.waitFor(t, transportWait, "the restarted b's traffic", func(m []Message) bool { return countMsgs(m, withMsgContext(3)) > 0 })
 			close(stop)
 			wg.Wait()
 		})
@@ -330,10 +330,10 @@ func TestTransportConformanceReconnectsAfterPeerRestarts(t *testing.T) {
 func TestTransportConformanceSlowPeerNeverBlocksSendOrOthers(t *testing.T) {
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			cfgA := testConfig("a")
+			cfgA := transportTestConfig("a")
 			cfgA.QueueSize = 64
-			a, b, c := startNode(t, tc, cfgA), startNode(t, tc, testConfig("b")), startNode(t, tc, testConfig("c"))
-			connect(a, b, c)
+			a, b, c := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, transportTestConfig("b")), startTransportNode(t, tc, transportTestConfig("c"))
+			connectAll(a, b, c)
 			unblock := make(chan struct{})
 			b.rec.mu.Lock()
 			b.rec.block = unblock
@@ -347,20 +347,20 @@ func TestTransportConformanceSlowPeerNeverBlocksSendOrOthers(t *testing.T) {
 				for i := 0; i < 5000; i++ {
 					a.tr.Send("b", []Message{big, big})
 					if i%50 == 0 {
-						a.tr.Send("c", []Message{heartbeat(uint32(i), 9)})
+						a.tr.Send("c", []Message{testHeartbeat(uint32(i), 9)})
 					}
 				}
 			}()
 			select {
 			case <-done:
-			case <-time.After(waitLong):
+			case <-time.After(transportWait):
 				t.Fatal("Send blocked behind a peer that stopped reading")
 			}
 			// c is served while b still hangs. (What the flood dropped from c's full queue
 			// is gone, as any drop: Raft resends.)
 			stop := make(chan struct{})
 			wg := keepSending(a, "c", 1000, stop)
-			c.rec.waitFor(t, waitLong, "c's heartbeats", func(m []Message) bool { return count(m, withContext(1000)) >= 20 })
+			c.rec.waitFor(t, transportWait, "c's heartbeats", func(m []Message) bool { return countMsgs(m, withMsgContext(1000)) >= 20 })
 			close(stop)
 			wg.Wait()
 			if s := a.tr.Stats(); s.Dropped == 0 {
@@ -376,15 +376,15 @@ func TestTransportConformanceSlowPeerNeverBlocksSendOrOthers(t *testing.T) {
 func TestTransportConformanceReplacesDeadConnection(t *testing.T) {
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := startNode(t, tc, testConfig("a")), startNode(t, tc, testConfig("b"))
+			a, b := startTransportNode(t, tc, transportTestConfig("a")), startTransportNode(t, tc, transportTestConfig("b"))
 			px := newFreezingProxy(t, b.tr.Addr())
 			a.tr.SetPeer("b", px.addr())
-			a.tr.Send("b", []Message{heartbeat(1, 1)})
-			b.rec.waitFor(t, waitLong, "first message", func(m []Message) bool { return len(m) == 1 })
+			a.tr.Send("b", []Message{testHeartbeat(1, 1)})
+			b.rec.waitFor(t, transportWait, "first message", func(m []Message) bool { return len(m) == 1 })
 			px.freeze() // every current connection goes silent; new ones pass
 			stop := make(chan struct{})
 			wg := keepSending(a, "b", 2, stop)
-			b.rec.waitFor(t, waitLong, "traffic over a new connection", func(m []Message) bool { return count(m, withContext(2)) > 0 })
+			b.rec.waitFor(t, transportWait, "traffic over a new connection", func(m []Message) bool { return countMsgs(m, withMsgContext(2)) > 0 })
 			close(stop)
 			wg.Wait()
 			if n := px.accepted(); n < 2 {
@@ -405,10 +405,10 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 	secret := []byte("conformance-shared-secret")
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			cfgA, cfgB := testConfig("a"), testConfig("b")
+			cfgA, cfgB := transportTestConfig("a"), transportTestConfig("b")
 			cfgA.Secret, cfgB.Secret = secret, secret
-			a, b := startNode(t, tc, cfgA), startNode(t, tc, cfgB)
-			connect(a, b)
+			a, b := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB)
+			connectAll(a, b)
 			stop := make(chan struct{})
 			wg := keepSending(a, "b", 1, stop)
 			defer func() { close(stop); wg.Wait() }()
@@ -416,7 +416,7 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 
 			link := rawLink{from: "x", to: "b", cluster: "conformance", secret: secret, version: 1, instance: 77}
 			good := func(ctx uint64) []byte {
-				return mustEncode(t, "x", "b", []Message{heartbeat(5, ctx), heartbeat(6, ctx)})
+				return mustEncode(t, "x", "b", []Message{testHeartbeat(5, ctx), testHeartbeat(6, ctx)})
 			}
 			rejected := func() uint64 { return b.tr.Stats().Rejected }
 
@@ -425,8 +425,8 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 				"garbage":             []byte("\x01\x00not a batch at all, just some bytes"),
 				"truncated batch":     good(100)[:30],
 				"wrong version":       append([]byte{codecVersion + 1}, good(100)[1:]...),
-				"spoofed sender (S5)": mustEncode(t, "a", "b", []Message{heartbeat(5, 100)}),
-				"wrong receiver":      mustEncode(t, "x", "c", []Message{heartbeat(5, 100)}),
+				"spoofed sender (S5)": mustEncode(t, "a", "b", []Message{testHeartbeat(5, 100)}),
+				"wrong receiver":      mustEncode(t, "x", "c", []Message{testHeartbeat(5, 100)}),
 				"oversize":            append(good(100), make([]byte, 64<<10)...),
 			}
 			s, err := tc.raw(t, b.tr, link)
@@ -439,27 +439,27 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 				if err := s.send(payload); err != nil && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrVersion) {
 					t.Fatalf("%s: refusal %v wraps neither ErrMalformed nor ErrVersion", name, err)
 				}
-				waitUntil(t, waitLong, name+" to be counted as rejected", func() bool { return rejected() > before })
+				waitForCondition(t, transportWait, name+" to be counted as rejected", func() bool { return rejected() > before })
 				ctx++
 				if err := s.send(good(ctx)); err != nil {
 					t.Fatalf("%s: the link refused a good batch afterwards: %v", name, err)
 				}
-				b.rec.waitFor(t, waitLong, "the good batch after "+name, func(m []Message) bool { return count(m, withContext(ctx)) == 2 })
+				b.rec.waitFor(t, transportWait, "the good batch after "+name, func(m []Message) bool { return countMsgs(m, withMsgContext(ctx)) == 2 })
 				expectFlowing(t, b, 1, "after "+name)
 			}
 			msgs, _ := b.rec.snapshot()
-			if n := count(msgs, withContext(100)); n != 0 {
+			if n := countMsgs(msgs, withMsgContext(100)); n != 0 {
 				t.Fatalf("%d messages of refused payloads were delivered", n)
 			}
 
 			// One malformed message in a batch costs only that message (S28).
-			three := mustEncode(t, "x", "b", []Message{heartbeat(1, 300), heartbeat(2, 301), heartbeat(3, 300)})
+			three := mustEncode(t, "x", "b", []Message{testHeartbeat(1, 300), testHeartbeat(2, 301), testHeartbeat(3, 300)})
 			three[batchHeaderSize("x", "b")+minRecordOnWire+4] = 0xee // the second record's type
 			before := rejected()
 			if err := s.send(three); err != nil {
 				t.Fatalf("a batch with one bad message was refused whole: %v", err)
 			}
-			b.rec.waitFor(t, waitLong, "the two good messages", func(m []Message) bool { return count(m, withContext(300)) == 2 })
+			b.rec.waitFor(t, transportWait, "the two good messages", func(m []Message) bool { return countMsgs(m, withMsgContext(300)) == 2 })
 			if got := rejected(); got != before+1 {
 				t.Fatalf("rejected went from %d to %d, want one more", before, got)
 			}
@@ -490,7 +490,7 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 				dupsBefore := b.tr.Stats().DuplicateNodeIDs
 				s, err := tc.raw(t, b.tr, r.l)
 				if err == nil {
-					err = s.send(mustEncode(t, r.l.from, "b", []Message{heartbeat(9, 500)}))
+					err = s.send(mustEncode(t, r.l.from, "b", []Message{testHeartbeat(9, 500)}))
 					s.close()
 				}
 				if !errors.Is(err, r.want) {
@@ -502,7 +502,7 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 				expectFlowing(t, b, 1, "after "+r.name)
 			}
 			msgs, _ = b.rec.snapshot()
-			if n := count(msgs, withContext(500)) + count(msgs, withContext(400)); n != 0 {
+			if n := countMsgs(msgs, withMsgContext(500)) + countMsgs(msgs, withMsgContext(400)); n != 0 {
 				t.Fatalf("%d messages of refused links were delivered", n)
 			}
 		})
@@ -525,7 +525,7 @@ func openRawTCP(t *testing.T, target testTransport, l rawLink) (rawSession, erro
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	conn.SetDeadline(time.Now().Add(waitLong))
+	conn.SetDeadline(time.Now().Add(transportWait))
 	h := tcpHello{version: l.version, cluster: l.cluster, from: l.from, to: l.to, instance: l.instance}
 	if err := clientHandshake(conn, h, l.secret); err != nil {
 		conn.Close()
@@ -557,7 +557,7 @@ type rawHTTP struct {
 }
 
 func openRawHTTP(t *testing.T, target testTransport, l rawLink) (rawSession, error) {
-	return &rawHTTP{client: &http.Client{Timeout: waitLong}, addr: target.Addr(), l: l}, nil
+	return &rawHTTP{client: &http.Client{Timeout: transportWait}, addr: target.Addr(), l: l}, nil
 }
 
 func (r *rawHTTP) request(payload []byte) *http.Request {
@@ -580,8 +580,11 @@ func (r *rawHTTP) request(payload []byte) *http.Request {
 	return req
 }
 
-func (r *rawHTTP) send(payload []byte) error {
-	resp, err := r.client.Do(r.request(payload))
+func (r *rawHTTP) send(payload []byte) error { return r.do(r.request(payload)) }
+
+// do sends req and returns nil for 204 and otherwise the refusal's sentinel.
+func (r *rawHTTP) do(req *http.Request) error {
+	resp, err := r.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -713,36 +716,46 @@ func (p *freezingProxy) freeze() {
 func TestTransportConformanceSharedSecretKeepsOutWrongSecret(t *testing.T) {
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			cfgA, cfgB, cfgC := testConfig("a"), testConfig("b"), testConfig("c")
+			cfgA, cfgB, cfgC := transportTestConfig("a"), transportTestConfig("b"), transportTestConfig("c")
 			cfgA.Secret = []byte("the-cluster-shared-secret")
 			cfgB.Secret = cfgA.Secret
 			cfgC.Secret = []byte("a-different-secret-entirely")
-			a, b, c := startNode(t, tc, cfgA), startNode(t, tc, cfgB), startNode(t, tc, cfgC)
-			connect(a, b, c)
-			stop := make(chan struct{})
-			wgB := keepSending(b, "a", 1, stop)
-			wgC := keepSending(c, "a", 2, stop)
-			wgA := keepSending(a, "c", 3, stop)
-			defer func() { close(stop); wgA.Wait(); wgB.Wait(); wgC.Wait() }()
-			a.rec.waitFor(t, waitLong, "b's signed traffic", func(m []Message) bool { return count(m, withContext(1)) >= 5 })
-			waitUntil(t, waitLong, "c's attempts to fail", func() bool { return c.tr.Stats().Dropped >= 5 })
-			waitUntil(t, waitLong, "a's attempts to reach c to fail", func() bool { return a.tr.Stats().Dropped >= 5 })
-			waitUntil(t, waitLong, "authentication failures to be counted", func() bool {
+			a, b, c := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB), startTransportNode(t, tc, cfgC)
+			expectKeptOut(t, a, b, c, "the wrong secret")
+			waitForCondition(t, transportWait, "authentication failures to be counted", func() bool {
 				return a.tr.Stats().AuthFailures+c.tr.Stats().AuthFailures > 0
 			})
-			expectFlowing(t, a, 1, "while c knocks")
-			if got, _ := a.rec.snapshot(); count(got, withContext(2)) != 0 {
-				t.Fatal("a accepted messages from a node with the wrong secret")
-			}
-			if got, _ := c.rec.snapshot(); count(got, withContext(3)) != 0 {
-				t.Fatal("a sent messages to a node with the wrong secret")
-			}
 		})
 	}
 }
 
+// expectKeptOut checks that a and b talk while c, which a must not trust, gets no message
+// in and is sent none.
+func expectKeptOut(t *testing.T, a, b, c *transportNode, why string) {
+	t.Helper()
+	connectAll(a, b, c)
+	stop := make(chan struct{})
+	wgB := keepSending(b, "a", 1, stop)
+	wgC := keepSending(c, "a", 2, stop)
+	wgA := keepSending(a, "c", 3, stop)
+	defer func() { close(stop); wgA.Wait(); wgB.Wait(); wgC.Wait() }()
+	a.rec.waitFor(t, transportWait, "b's traffic", func(m []Message) bool { return countMsgs(m, withMsgContext(1)) >= 5 })
+	waitForCondition(t, transportWait, "c's attempts to fail", func() bool { return c.tr.Stats().Dropped >= 5 })
+	waitForCondition(t, transportWait, "a's attempts to reach c to fail", func() bool { return a.tr.Stats().Dropped >= 5 })
+	expectFlowing(t, a, 1, "while c knocks")
+	if got, _ := a.rec.snapshot(); countMsgs(got, withMsgContext(2)) != 0 {
+		t.Fatalf("a accepted messages from a node with %s", why)
+	}
+	if got, _ := c.rec.snapshot(); countMsgs(got, withMsgContext(3)) != 0 {
+		t.Fatalf("a sent messages to a node with %s", why)
+	}
+	if s := c.tr.Stats(); s.Sent != 0 {
+		t.Fatalf("c's stats %+v: it got messages through with %s", s, why)
+	}
+}
+
 func TestTransportConfigValidateRejectsWhatCannotWork(t *testing.T) {
-	ok := testConfig("a")
+	ok := transportTestConfig("a")
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
@@ -761,7 +774,7 @@ func TestTransportConfigValidateRejectsWhatCannotWork(t *testing.T) {
 		"default keepalive too": func(c *TransportConfig) { c.KeepAlive, c.PeerTimeout = 0, 500*time.Millisecond },
 	}
 	for name, f := range bad {
-		c := testConfig("a")
+		c := transportTestConfig("a")
 		f(&c)
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted it", name)
@@ -773,7 +786,7 @@ func TestTransportConfigValidateRejectsWhatCannotWork(t *testing.T) {
 			t.Errorf("%s: NewHTTPTransport accepted it", name)
 		}
 	}
-	noAddr := testConfig("a")
+	noAddr := transportTestConfig("a")
 	noAddr.Addr = ""
 	if _, err := NewTCPTransport(noAddr); err == nil {
 		t.Error("TCP without Addr accepted")
@@ -797,5 +810,65 @@ func TestBackoffGrowsToItsCapWithJitter(t *testing.T) {
 	b.reset()
 	if d := b.next(); d >= 2*minTransportBackoff {
 		t.Fatalf("after reset waited %v", d)
+	}
+}
+
+// BenchmarkTransportThroughput measures messages per second from one node to another over
+// loopback: appends of one 128-byte entry, 64 per Send, with at most 4096 in flight so
+// that nothing is dropped.
+func BenchmarkTransportThroughput(b *testing.B) {
+	for _, tc := range transportCases() {
+		b.Run(tc.name, func(b *testing.B) {
+			var received atomic.Int64
+			progress := make(chan struct{}, 1)
+			cfgA, cfgB := transportTestConfig("a"), transportTestConfig("b")
+			cfgA.QueueSize, cfgA.PeerTimeout, cfgB.PeerTimeout = 8192, 10*time.Second, 10*time.Second
+			ta, err := tc.new(cfgA)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tb, err := tc.new(cfgB)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ta.Close()
+			defer tb.Close()
+			ta.Start(func([]Message) {})
+			tb.Start(func(m []Message) {
+				received.Add(int64(len(m)))
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			})
+			ta.SetPeer("b", tb.Addr())
+			data := make([]byte, 128)
+			batch := make([]Message, 64)
+			for i := range batch {
+				batch[i] = Message{Type: MsgAppend, Partition: uint32(i), Term: 1, Index: 10, LogTerm: 1, Commit: 9,
+					Entries: []Entry{{Term: 1, Index: 11, Type: "SetValue", Data: data}}}
+			}
+			const window = 4096
+			b.SetBytes(int64(encodedMessageSize(&batch[0])))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			sent := int64(0)
+			for sent < int64(b.N) {
+				for sent-received.Load() > window {
+					<-progress
+				}
+				n := min(int64(len(batch)), int64(b.N)-sent)
+				ta.Send("b", batch[:n:n])
+				sent += n
+			}
+			for received.Load() < sent {
+				<-progress
+			}
+			b.ReportMetric(float64(sent)/time.Since(start).Seconds(), "msgs/s")
+			if s := ta.Stats(); s.Dropped != 0 {
+				b.Fatalf("dropped %d", s.Dropped)
+			}
+		})
 	}
 }

@@ -78,33 +78,13 @@ func TestTransportMutualTLSPairWorksAndWrongCertificateIsKeptOut(t *testing.T) {
 	cluster, rogue := newTestPKI(t, "cluster"), newTestPKI(t, "rogue")
 	for _, tc := range transportCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			cfgA, cfgB, cfgC := testConfig("a"), testConfig("b"), testConfig("c")
+			cfgA, cfgB, cfgC := transportTestConfig("a"), transportTestConfig("b"), transportTestConfig("c")
 			cfgA.TLS, cfgB.TLS = mutualTLS(cluster, cluster), mutualTLS(cluster, cluster)
 			// c trusts the cluster's authority (so it would accept a's certificate) but
 			// presents one the cluster does not trust.
 			cfgC.TLS = mutualTLS(rogue, cluster)
-			a, b, c := startNode(t, tc, cfgA), startNode(t, tc, cfgB), startNode(t, tc, cfgC)
-			connect(a, b, c)
-
-			stop := make(chan struct{})
-			wgB := keepSending(b, "a", 1, stop)
-			wgC := keepSending(c, "a", 2, stop)
-			wgA := keepSending(a, "c", 3, stop)
-			defer func() { close(stop); wgA.Wait(); wgB.Wait(); wgC.Wait() }()
-
-			a.rec.waitFor(t, waitLong, "b's traffic over mutual TLS", func(m []Message) bool { return count(m, withContext(1)) >= 5 })
-			waitUntil(t, waitLong, "c's attempts to fail", func() bool { return c.tr.Stats().Dropped >= 5 })
-			waitUntil(t, waitLong, "a's attempts to reach c to fail", func() bool { return a.tr.Stats().Dropped >= 5 })
-			expectFlowing(t, a, 1, "while c knocks")
-			if got, _ := a.rec.snapshot(); count(got, withContext(2)) != 0 {
-				t.Fatal("a accepted messages from a node with an untrusted certificate")
-			}
-			if got, _ := c.rec.snapshot(); count(got, withContext(3)) != 0 {
-				t.Fatal("a sent messages to a node with an untrusted certificate")
-			}
-			if s := c.tr.Stats(); s.Sent != 0 {
-				t.Fatalf("c's stats %+v: it got messages through", s)
-			}
+			a, b, c := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB), startTransportNode(t, tc, cfgC)
+			expectKeptOut(t, a, b, c, "an untrusted certificate")
 		})
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -78,22 +80,19 @@ func FuzzWALOpen(f *testing.F) {
 	f.Add(uint8(0), walFuzzFrames(1, nil))
 	f.Add(uint8(1), []byte{3, 0, 4, 1, 0})
 	f.Fuzz(func(t *testing.T, mode uint8, data []byte) {
-		dir := t.TempDir()
+		const dir = "/wal"
+		fs := newMemFS()
 		seg := data
 		if mode&1 == 1 {
 			seg = walFuzzFrames(1, data)
 		}
-		if err := os.WriteFile(filepath.Join(dir, walSegmentName(1)), seg, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		fs.files[filepath.Join(dir, walSegmentName(1))] = &memFile{fs: fs, data: seg}
 		if mode&2 == 2 {
 			// Make segment 1 a non-last segment: no torn tail allowed there.
-			if err := os.WriteFile(filepath.Join(dir, walSegmentName(2)), walFuzzFrames(2, nil), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			fs.files[filepath.Join(dir, walSegmentName(2))] = &memFile{fs: fs, data: walFuzzFrames(2, nil)}
 		}
-		opts := WALOptions{SegmentSize: minWALSegmentSize, UnsafeNoSync: true, Logger: quietLogger()}
-		w, err := OpenWAL(dir, opts)
+		opts := WALOptions{SegmentSize: minWALSegmentSize, Logger: quietLogger()}
+		w, err := openWAL(dir, opts, fs)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("OpenWAL failed with an error that is not ErrCorrupt: %v", err)
@@ -108,7 +107,7 @@ func FuzzWALOpen(f *testing.F) {
 		}
 		after := captureWALState(t, w)
 		w.Close()
-		w, err = OpenWAL(dir, opts)
+		w, err = openWAL(dir, opts, fs)
 		if err != nil {
 			t.Fatalf("second OpenWAL: %v", err)
 		}
@@ -180,3 +179,104 @@ func FuzzWALRecord(f *testing.F) {
 		}
 	})
 }
+
+// memFS is an in-memory walFS, so that the fuzzer spends its time in the WAL rather than in
+// creating files.
+type memFS struct {
+	mu    sync.Mutex
+	files map[string]*memFile
+}
+
+type memFile struct {
+	fs   *memFS
+	data []byte
+}
+
+func newMemFS() *memFS { return &memFS{files: map[string]*memFile{}} }
+
+func (m *memFS) OpenFile(name string, flag int) (walFile, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, ok := m.files[name]
+	if !ok {
+		if flag&os.O_CREATE == 0 {
+			return nil, os.ErrNotExist
+		}
+		f = &memFile{fs: m}
+		m.files[name] = f
+	}
+	if flag&os.O_TRUNC != 0 {
+		f.data = nil
+	}
+	return f, nil
+}
+
+func (m *memFS) Remove(name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.files, name)
+	return nil
+}
+
+func (m *memFS) Rename(from, to string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.files[to] = m.files[from]
+	delete(m.files, from)
+	return nil
+}
+
+func (m *memFS) SyncDir(string) error  { return nil }
+func (m *memFS) MkdirAll(string) error { return nil }
+
+func (m *memFS) ReadDir(dir string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var names []string
+	for name := range m.files {
+		if filepath.Dir(name) == filepath.Clean(dir) {
+			names = append(names, filepath.Base(name))
+		}
+	}
+	return names, nil
+}
+
+func (f *memFile) ReadAt(b []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if off >= int64(len(f.data)) {
+		return 0, io.EOF
+	}
+	n := copy(b, f.data[off:])
+	if n < len(b) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *memFile) WriteAt(b []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if end := off + int64(len(b)); end > int64(len(f.data)) {
+		f.data = append(f.data, make([]byte, end-int64(len(f.data)))...)
+	}
+	return copy(f.data[off:], b), nil
+}
+
+func (f *memFile) Truncate(size int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if size < int64(len(f.data)) {
+		f.data = f.data[:size]
+	}
+	return nil
+}
+
+func (f *memFile) Size() (int64, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	return int64(len(f.data)), nil
+}
+
+func (f *memFile) Sync() error  { return nil }
+func (f *memFile) Close() error { return nil }
