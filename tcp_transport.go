@@ -2,6 +2,7 @@ package kommander
 
 import (
 	"bufio"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/tls"
@@ -99,8 +100,10 @@ type TCPTransport struct {
 	instance uint64
 	counters transportCounters
 
-	done chan struct{}
-	wg   sync.WaitGroup
+	done   chan struct{}
+	ctx    context.Context // cancelled by Close: aborts dials in progress
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
@@ -146,6 +149,7 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 		inbound: make(map[inboundKey]*tcpInbound),
 		conns:   make(map[net.Conn]struct{}),
 	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
 }
 
@@ -198,6 +202,7 @@ func (t *TCPTransport) Close() error {
 	t.closed = true
 	t.peers.close()
 	close(t.done)
+	t.cancel()
 	err := t.ln.Close()
 	for c := range t.conns {
 		c.Close()
@@ -236,6 +241,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 	q := p.queues[lane]
 	bo := backoff{max: t.cfg.MaxBackoff}
 	buf := make([]byte, 0, tcpWriteBuffer)
+	failures := 0
 	for {
 		select { // dial lazily: an idle lane holds no connection
 		case <-t.done:
@@ -248,7 +254,14 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 		}
 		conn, err := t.dial(p, lane)
 		if err != nil {
-			t.log.Warn("connect to peer failed", "peer", p.id, "addr", p.address(), "lane", lane, "err", err)
+			// A peer that is down would log every backoff step; warn on the first failure
+			// in a row and then every 100th.
+			level := slog.LevelDebug
+			if failures%100 == 0 {
+				level = slog.LevelWarn
+			}
+			failures++
+			t.log.Log(t.ctx, level, "connect to peer failed", "peer", p.id, "addr", p.address(), "lane", lane, "attempt", failures, "err", err)
 			if msgs := q.take(); len(msgs) > 0 { // stale by the time we are back
 				t.counters.dropped.Add(uint64(len(msgs)))
 				q.giveBack(msgs)
@@ -258,6 +271,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 			}
 			continue
 		}
+		failures = 0
 		t.counters.connects.Add(1)
 		t.log.Debug("connected to peer", "peer", p.id, "addr", conn.RemoteAddr(), "lane", lane)
 		since := time.Now()
@@ -283,7 +297,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
 	addr := p.address()
 	d := net.Dialer{Timeout: t.cfg.DialTimeout, KeepAlive: t.cfg.PeerTimeout}
-	raw, err := d.Dial("tcp", addr)
+	raw, err := d.DialContext(t.ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -38,9 +38,8 @@ func TestTCPReconnectOfSameProcessReplacesItsOldConnection(t *testing.T) {
 	if _, err := openRawTCP(t, b.tr, withLink(link, func(l *rawLink) { l.instance = 6 })); !errors.Is(err, ErrDuplicateNodeID) {
 		t.Fatalf("second process: err = %v, want ErrDuplicateNodeID", err)
 	}
-	if n := b.tr.Stats().DuplicateNodeIDs; n != 1 {
-		t.Fatalf("DuplicateNodeIDs = %d, want 1", n)
-	}
+	// The server counts after it has answered, so wait for it.
+	waitForCondition(t, transportWait, "the duplicate to be counted", func() bool { return b.tr.Stats().DuplicateNodeIDs == 1 })
 }
 
 // TestTCPHandshakeRefusesWrongTargetAndOwnID: a peer that dialed the wrong node, or that
@@ -89,4 +88,23 @@ func FuzzTCPServerHandshake(f *testing.F) {
 			tr.mu.Unlock()
 		}
 	})
+}
+
+// TestTCPSnapshotsTravelOnTheirOwnConnection: a snapshot chunk goes on a second connection,
+// so that a large one never sits in front of heartbeats.
+func TestTCPSnapshotsTravelOnTheirOwnConnection(t *testing.T) {
+	tc := transportCases()[0]
+	a, b := startTransportNode(t, tc, transportTestConfig("a")), startTransportNode(t, tc, transportTestConfig("b"))
+	connectAll(a, b)
+	a.tr.Send("b", []Message{testHeartbeat(1, 1)})
+	b.rec.waitFor(t, transportWait, "the heartbeat", func(m []Message) bool { return len(m) == 1 })
+	if n := a.tr.Stats().Connects; n != 1 {
+		t.Fatalf("%d connections for heartbeats alone, want 1", n)
+	}
+	a.tr.Send("b", []Message{{Type: MsgSnapshot, Partition: 1, Term: 1,
+		Snapshot: &SnapshotChunk{Index: 9, Term: 1, Data: make([]byte, 32<<10)}}})
+	b.rec.waitFor(t, transportWait, "the snapshot chunk", func(m []Message) bool { return len(m) == 2 })
+	if n := a.tr.Stats().Connects; n != 2 {
+		t.Fatalf("%d connections after a snapshot chunk, want 2 (one per lane)", n)
+	}
 }
