@@ -539,7 +539,7 @@ func TestWALGroupCommitOneFrameOneFsyncPerRound(t *testing.T) {
 	defer w.Close()
 	rng := rand.New(rand.NewPCG(7, 8))
 	mk := func(batch []Update) *walRequest {
-		r, err := encodeWALBatch(batch)
+		r, err := encodeWALBatch(batch, &w.bufs)
 		if err != nil {
 			t.Fatal(err)
 		}
