@@ -1260,6 +1260,9 @@ func (w *WAL) fail(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err == nil {
+		if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrDiskFull) {
+			err = fmt.Errorf("%w: %w", ErrDiskFull, err) // e.g. while creating a segment
+		}
 		w.err = fmt.Errorf("wal failed, no further writes: %w", err)
 		w.log.Error("wal: write failure; the WAL accepts no further writes", "err", err)
 	}
