@@ -90,6 +90,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -381,12 +382,13 @@ func (p *walPartition) cache(limit int, ents ...Entry) {
 // walRequest is one Save or Compact waiting for the committer.
 type walRequest struct {
 	batch   []Update
-	payload []byte   // encoded records of batch, without truncation records
+	payload []byte   // room for a frame header, then the batch's records (no truncations)
 	updOff  []uint32 // start of each update's records in payload
 	entOff  []uint32 // offset of each entry record relative to its update's start
 	compact *walCompact
 
 	updBase []uint32 // set by the committer: start of each update's records in the frame payload
+	trunc   []bool   // set by the committer: whether each update needs a truncation record
 	err     error
 	done    chan struct{}
 }
@@ -417,6 +419,8 @@ type WAL struct {
 	segs   []*walSegment // contiguous sequence numbers; the last is active
 	err    error         // sticky write failure
 	closed bool
+
+	bufs sync.Pool // large Save buffers for reuse, see walPooledPayload
 
 	// Owned by the committer goroutine.
 	frame   []byte
@@ -884,7 +888,7 @@ func writeFull(f walFile, b []byte, off int64) error {
 // later Save. Save keeps references to the entries' Type and Data (for the recent-entry
 // cache): callers must not modify them afterwards.
 func (w *WAL) Save(batch []Update) error {
-	req, err := encodeWALBatch(batch)
+	req, err := encodeWALBatch(batch, &w.bufs)
 	if err != nil {
 		return err
 	}
@@ -912,7 +916,7 @@ func (w *WAL) submit(req *walRequest) error {
 
 // encodeWALBatch encodes a batch in the caller's goroutine, so that encoding runs in
 // parallel; it returns nil for a batch with nothing to write.
-func encodeWALBatch(batch []Update) (*walRequest, error) {
+func encodeWALBatch(batch []Update, bufs *sync.Pool) (*walRequest, error) {
 	size, nents := 0, 0
 	for i := range batch {
 		u := &batch[i]
@@ -942,7 +946,7 @@ func encodeWALBatch(batch []Update) (*walRequest, error) {
 	}
 	req := &walRequest{
 		batch:   batch,
-		payload: make([]byte, 0, size),
+		payload: payloadBuffer(bufs, walFrameHeaderSize+size),
 		updOff:  make([]uint32, len(batch)),
 		entOff:  make([]uint32, 0, nents),
 	}
@@ -959,6 +963,32 @@ func encodeWALBatch(batch []Update) (*walRequest, error) {
 		}
 	}
 	return req, nil
+}
+
+// walPooledPayload is the size from which a Save's buffer is recycled after its round
+// instead of being left to the garbage collector (and its entries are not cached, since
+// cached entries share the buffer). Clearing fresh large buffers costs as much as a copy.
+const walPooledPayload = 64 << 10
+
+// payloadBuffer returns a buffer of the given capacity with room for a frame header.
+func payloadBuffer(bufs *sync.Pool, size int) []byte {
+	if size >= walPooledPayload {
+		if b, _ := bufs.Get().(*[]byte); b != nil && cap(*b) >= size {
+			return (*b)[:walFrameHeaderSize]
+		}
+	}
+	return make([]byte, walFrameHeaderSize, size)
+}
+
+// recycle returns the large Save buffers of a finished round to the pool.
+func (w *WAL) recycle(round []*walRequest) {
+	for _, r := range round {
+		if cap(r.payload) >= walPooledPayload && cap(r.payload) <= walRoundSoftLimit {
+			b := r.payload
+			r.payload = nil
+			w.bufs.Put(&b)
+		}
+	}
 }
 
 // commitLoop is the committer: the one goroutine that writes. Each round gathers the
@@ -984,21 +1014,32 @@ func (w *WAL) commitLoop() {
 			continue
 		}
 		size := len(round[0].payload)
-	gather:
-		for size < walRoundSoftLimit {
-			select {
-			case r := <-w.reqs:
-				if r.compact != nil || size+len(r.payload)+13*len(r.batch) > maxWALFrame {
-					w.pending = r
-					break gather
+		for w.pending == nil && size < walRoundSoftLimit {
+			// Let the callers woken by the previous round submit again before this round
+			// closes: that is what turns many concurrent Saves into one write and fsync.
+			runtime.Gosched()
+			got := 0
+		drain:
+			for size < walRoundSoftLimit {
+				select {
+				case r := <-w.reqs:
+					if r.compact != nil || size+len(r.payload)+13*len(r.batch) > maxWALFrame {
+						w.pending = r
+						break drain
+					}
+					round = append(round, r)
+					size += len(r.payload)
+					got++
+				default:
+					break drain
 				}
-				round = append(round, r)
-				size += len(r.payload)
-			default:
-				break gather
+			}
+			if got == 0 {
+				break
 			}
 		}
 		w.commitRound(round)
+		w.recycle(round)
 	}
 }
 
@@ -1029,8 +1070,8 @@ func (w *WAL) viewOf(p uint32) walView {
 	return walView{compactIndex: ps.compactIndex, last: ps.last()}
 }
 
-// stage checks a Save against the logs as the earlier Saves of the round leave them and
-// appends its records, with the truncation records it needs, to the frame.
+// stage checks a Save against the logs as the earlier Saves of the round leave them, and
+// notes which of its updates need a truncation record first.
 func (w *WAL) stage(r *walRequest) error {
 	type undo struct {
 		p   uint32
@@ -1038,7 +1079,6 @@ func (w *WAL) stage(r *walRequest) error {
 		had bool
 	}
 	var undos []undo
-	mark := len(w.frame)
 	fail := func(err error) error {
 		for i := len(undos) - 1; i >= 0; i-- {
 			if undos[i].had {
@@ -1047,19 +1087,12 @@ func (w *WAL) stage(r *walRequest) error {
 				delete(w.view, undos[i].p)
 			}
 		}
-		w.frame = w.frame[:mark]
 		return err
 	}
-	if cap(r.updBase) < len(r.batch) {
-		r.updBase = make([]uint32, len(r.batch))
-	}
-	r.updBase = r.updBase[:len(r.batch)]
+	r.trunc = r.trunc[:0]
 	for i := range r.batch {
 		u := &r.batch[i]
-		end := len(r.payload)
-		if i+1 < len(r.batch) {
-			end = int(r.updOff[i+1])
-		}
+		trunc := false
 		if len(u.Entries) > 0 {
 			v := w.viewOf(u.Partition)
 			e0 := u.Entries[0].Index
@@ -1069,18 +1102,52 @@ func (w *WAL) stage(r *walRequest) error {
 			if e0 > v.last+1 {
 				return fail(fmt.Errorf("wal: partition %d: entry %d leaves a gap after last index %d", u.Partition, e0, v.last))
 			}
-			if e0 <= v.last {
-				w.frame = appendWALTruncate(w.frame, u.Partition, e0)
-			}
+			trunc = e0 <= v.last
 			old, had := w.view[u.Partition]
 			undos = append(undos, undo{u.Partition, old, had})
 			v.last = e0 + uint64(len(u.Entries)) - 1
 			w.view[u.Partition] = v
 		}
-		r.updBase[i] = uint32(len(w.frame) - walFrameHeaderSize)
-		w.frame = append(w.frame, r.payload[r.updOff[i]:end]...)
+		r.trunc = append(r.trunc, trunc)
 	}
 	return nil
+}
+
+// assemble builds the round's frame from the accepted Saves, with their truncation records,
+// and notes where each update's records start in the frame payload. A round of one Save
+// without truncations is written straight from that Save's buffer, which keeps room for the
+// frame header at its front: no copy.
+func (w *WAL) assemble(round []*walRequest, accepted int) []byte {
+	if accepted == 1 {
+		for _, r := range round {
+			if r.err == nil && !slices.Contains(r.trunc, true) {
+				r.updBase = r.updBase[:0]
+				for _, o := range r.updOff {
+					r.updBase = append(r.updBase, o-walFrameHeaderSize)
+				}
+				return r.payload
+			}
+		}
+	}
+	w.frame = append(w.frame[:0], zeroFrameHeader[:]...)
+	for _, r := range round {
+		if r.err != nil {
+			continue
+		}
+		r.updBase = r.updBase[:0]
+		for i := range r.batch {
+			end := len(r.payload)
+			if i+1 < len(r.batch) {
+				end = int(r.updOff[i+1])
+			}
+			if r.trunc[i] {
+				w.frame = appendWALTruncate(w.frame, r.batch[i].Partition, r.batch[i].Entries[0].Index)
+			}
+			r.updBase = append(r.updBase, uint32(len(w.frame)-walFrameHeaderSize))
+			w.frame = append(w.frame, r.payload[r.updOff[i]:end]...)
+		}
+	}
+	return w.frame
 }
 
 func (w *WAL) commitRound(round []*walRequest) {
@@ -1089,7 +1156,6 @@ func (w *WAL) commitRound(round []*walRequest) {
 		return
 	}
 	clear(w.view)
-	w.frame = append(w.frame[:0], zeroFrameHeader[:]...)
 	accepted := 0
 	for _, r := range round {
 		if r.err = w.stage(r); r.err == nil {
@@ -1100,7 +1166,7 @@ func (w *WAL) commitRound(round []*walRequest) {
 		reply(round, nil)
 		return
 	}
-	seg, off, rolled, err := w.writeFrame(w.frame)
+	seg, off, rolled, err := w.writeFrame(w.assemble(round, accepted))
 	if err != nil {
 		reply(round, err)
 		return
@@ -1135,7 +1201,7 @@ func (w *WAL) applySave(r *walRequest, seg uint32, frameOff int64) {
 				size := uint32(walEntryHeaderSize + len(e.Type) + len(e.Data))
 				ps.appendLoc(walLoc{term: e.Term, seg: seg, off: base + rel, size: size})
 			}
-			if w.opts.CacheEntries > 0 {
+			if w.opts.CacheEntries > 0 && cap(r.payload) < walPooledPayload {
 				// Cache only the last CacheEntries entries, with Data aliasing the payload.
 				from := max(0, len(u.Entries)-w.opts.CacheEntries)
 				cached := make([]Entry, len(u.Entries)-from)
@@ -1194,6 +1260,9 @@ func (w *WAL) fail(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err == nil {
+		if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrDiskFull) {
+			err = fmt.Errorf("%w: %w", ErrDiskFull, err) // e.g. while creating a segment
+		}
 		w.err = fmt.Errorf("wal failed, no further writes: %w", err)
 		w.log.Error("wal: write failure; the WAL accepts no further writes", "err", err)
 	}

@@ -539,7 +539,7 @@ func TestWALGroupCommitOneFrameOneFsyncPerRound(t *testing.T) {
 	defer w.Close()
 	rng := rand.New(rand.NewPCG(7, 8))
 	mk := func(batch []Update) *walRequest {
-		r, err := encodeWALBatch(batch)
+		r, err := encodeWALBatch(batch, &w.bufs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1011,4 +1011,43 @@ func TestWALCrashBetweenCarryAndRemovalS24(t *testing.T) {
 	w = mustOpenWAL(t, dir, opts)
 	defer w.Close()
 	m.check(t, w, 1<<20)
+}
+
+// fullFS fails the creation of new files with ENOSPC, as a full disk does.
+type fullFS struct{ osFS }
+
+func (fullFS) OpenFile(name string, flag int) (walFile, error) {
+	if flag&os.O_CREATE != 0 {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
+	}
+	return osFS{}.OpenFile(name, flag)
+}
+
+func TestWALFullDiskWhileStartingASegmentIsReportedS26(t *testing.T) {
+	dir := t.TempDir()
+	opts := testWALOptions(4 << 10)
+	w := mustOpenWAL(t, dir, opts)
+	m := newWALModel()
+	rng := rand.New(rand.NewPCG(18, 0))
+	saveBoth(t, w, m, []Update{{Partition: 1, Entries: makeEntries(rng, 1, 3, 1, 100)}})
+	w.Close()
+	w, err := openWAL(dir, opts, fullFS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var saveErr error
+	for i := 0; saveErr == nil && i < 100; i++ {
+		u := []Update{{Partition: 1, Entries: makeEntries(rng, m.last(1)+1, 1, 1, 500)}}
+		if saveErr = w.Save(u); saveErr == nil {
+			m.save(u)
+		}
+	}
+	if !errors.Is(saveErr, ErrDiskFull) || !errors.Is(saveErr, syscall.ENOSPC) {
+		t.Fatalf("Save on a full disk: %v, want ErrDiskFull", saveErr)
+	}
+	if err := w.Save([]Update{{Partition: 2, Entries: makeEntries(rng, 1, 1, 1, 10)}}); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("a later Save: %v", err)
+	}
+	m.check(t, w, 1<<20) // still readable
 }
