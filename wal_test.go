@@ -905,6 +905,9 @@ func TestWALDiskStaysBoundedUnderEndlessWritesS23(t *testing.T) {
 		saveBoth(t, w, m, []Update{{Partition: p, Entries: makeEntries(rng, 1, 3, 1, 40),
 			SaveHardState: true, HardState: HardState{Term: 1, Vote: "a", Commit: 3}}})
 	}
+	// And one idle partition that stopped compacting with more live data than a quarter
+	// segment: it too must not pin the disk forever.
+	saveBoth(t, w, m, []Update{{Partition: 103, Entries: makeEntries(rng, 1, 20, 1, 250)}})
 	busy := partitionIDs(6)
 	rounds := 4000
 	if testing.Short() {
