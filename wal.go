@@ -75,11 +75,13 @@ package kommander
 //
 // Segments are deleted oldest first, each removal followed by a directory fsync, once no
 // partition needs them: a partition needs the segments from the one holding its first live
-// entry, its latest hard state or its latest compaction mark. A partition that pins the
-// oldest segment while holding few live bytes (an idle partition) is carried forward: a
-// reset record, its hard state and its live entries are rewritten into the active segment in
-// one frame, after which the old segment can go. Disk use thus stays a small multiple of the
-// live data plus one segment.
+// entry, its latest hard state or its latest compaction mark. When a new segment is started,
+// the partitions that pin the oldest segment (typically idle ones) are carried forward if
+// their live bytes add up to at most a quarter segment per segment beyond the active one: a
+// reset record, the hard state and the live entries of each are rewritten into the active
+// segment, a partition never split across frames, after which the old segment can go.
+// Disk use thus stays a small multiple of the live data plus a few segments. (A partition
+// with more than maxWALFrame/2 live bytes is never carried; its own compaction frees it.)
 
 import (
 	"encoding/binary"
@@ -1300,8 +1302,11 @@ func (w *WAL) commitCompact(r *walRequest) {
 
 // maintain deletes the oldest segments while no partition needs them. With carry set (after
 // a new segment was started) it first carries forward the partitions that pin the oldest
-// segment when their live bytes add up to at most a quarter segment, so that freeing a
-// segment never costs more than a quarter segment of writes. It runs in the committer.
+// segment, when their live bytes add up to at most a quarter segment for every segment
+// beyond the active one. Freeing the oldest segment thus costs little while few segments
+// exist, and a partition with more live data (one that stopped compacting) is still carried
+// once enough segments pile up behind it, so disk use stays bounded by a small multiple of
+// the live data. It runs in the committer.
 func (w *WAL) maintain(carry bool) {
 	carried := int64(0)
 	for w.failure() == nil {
@@ -1311,10 +1316,13 @@ func (w *WAL) maintain(carry bool) {
 		oldest := uint32(w.segs[0].seq)
 		var pinners []uint32
 		live := int64(0)
+		tooBig := false
 		for p, ps := range w.parts {
 			if s, ok := ps.pin(); ok && s <= oldest {
 				pinners = append(pinners, p)
 				live += ps.liveBytes
+				// A carried partition must fit in one frame.
+				tooBig = tooBig || ps.liveBytes > maxWALFrame/2
 			}
 		}
 		if len(pinners) == 0 {
@@ -1323,7 +1331,8 @@ func (w *WAL) maintain(carry bool) {
 			}
 			continue
 		}
-		if !carry || live > w.opts.SegmentSize/4 || carried > w.opts.SegmentSize {
+		budget := int64(len(w.segs)-1) * w.opts.SegmentSize / 4
+		if !carry || tooBig || live > budget || carried > budget {
 			return
 		}
 		sort.Slice(pinners, func(i, j int) bool { return pinners[i] < pinners[j] })
