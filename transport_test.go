@@ -874,3 +874,16 @@ func BenchmarkTransportThroughput(b *testing.B) {
 		})
 	}
 }
+
+func TestNewTransportBuildsEachKind(t *testing.T) {
+	for _, kind := range []TransportKind{TCP, HTTP} {
+		tr, err := newTransport(kind, transportTestConfig("a"))
+		if err != nil {
+			t.Fatalf("%v: %v", kind, err)
+		}
+		tr.Close()
+	}
+	if _, err := newTransport(TransportKind(9), transportTestConfig("a")); err == nil {
+		t.Fatal("an unknown kind was built")
+	}
+}
