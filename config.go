@@ -321,10 +321,26 @@ func tickTimes(c Config) (tick time.Duration, election, heartbeat int) {
 
 // openDefaultStorage opens the WAL in cfg.DataDir.
 func openDefaultStorage(cfg Config) (Storage, error) {
-	return nil, errors.New("the WAL is not built into this version yet; set Config.Storage")
+	return OpenWAL(cfg.DataDir, WALOptions{UnsafeNoSync: cfg.UnsafeNoSync, Logger: cfg.Logger})
 }
 
-// newNetworkTransport builds the TCP or HTTP transport cfg asks for.
-func newNetworkTransport(cfg Config) (Transport, error) {
-	return nil, fmt.Errorf("the %s transport is not built into this version yet; set Config.CustomTransport", cfg.Transport)
+// newNetworkTransport builds the TCP or HTTP transport cfg asks for; status feeds the HTTP
+// transport's status endpoint.
+func newNetworkTransport(cfg Config, status func() any) (Transport, error) {
+	tc := TransportConfig{
+		NodeID:        cfg.NodeID,
+		Addr:          cfg.Addr,
+		ClusterName:   cfg.ClusterName,
+		Secret:        cfg.Secret,
+		TLS:           cfg.TLS,
+		Logger:        cfg.Logger,
+		MaxBatchBytes: max(DefaultTransportMaxBatchBytes, 2*cfg.MaxMessageBytes),
+		Status:        status,
+	}
+	switch cfg.Transport {
+	case HTTP:
+		return NewHTTPTransport(tc)
+	default:
+		return NewTCPTransport(tc)
+	}
 }

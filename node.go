@@ -338,7 +338,7 @@ func (n *Node) Start(ctx context.Context) error {
 	t := n.cfg.CustomTransport
 	if t == nil {
 		var err error
-		if t, err = newNetworkTransport(n.cfg); err != nil {
+		if t, err = newNetworkTransport(n.cfg, func() any { return n.Status() }); err != nil {
 			n.state.Store(stateStopped)
 			return fmt.Errorf("kommander: node %s: transport: %w", n.cfg.NodeID, err)
 		}

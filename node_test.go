@@ -111,6 +111,12 @@ func (s *kvSM) stall() (release func()) {
 	}
 }
 
+func (s *kvSM) stalled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delay != nil
+}
+
 func (s *kvSM) appliedIndex(p int) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -138,11 +144,12 @@ func (s *kvSM) problems() []string {
 
 func put(k, v string) []byte { return []byte(k + "\x00" + v) }
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // testCluster is a whole cluster in one process, running its real goroutines, over a
 // MemoryNetwork and MemoryStorage, driven by a FakeClock: nothing sleeps.
 type testCluster struct {
+	mu         sync.Mutex // guards nodes and sms against the pump goroutine
 	t          *testing.T
 	clock      *FakeClock
 	net        *MemoryNetwork
@@ -153,6 +160,17 @@ type testCluster struct {
 	sms        []*kvSM
 	cfg        func(i int, c *Config) // optional per-test config changes
 	tick       time.Duration
+	dataDirs   []string // when set, nodes use the default Storage (the WAL) in these
+}
+
+// useWAL makes the cluster's nodes keep their logs in a real WAL, one directory each,
+// kept across restarts.
+func (c *testCluster) useWAL() {
+	c.dataDirs = make([]string, len(c.ids))
+	for i := range c.ids {
+		c.dataDirs[i] = c.t.TempDir()
+		c.stores[i] = nil
+	}
 }
 
 func newTestCluster(t *testing.T, nodes, partitions int, durableSM bool) *testCluster {
@@ -184,8 +202,11 @@ func (c *testCluster) config(i int) Config {
 		ElectionTimeout:   10 * c.tick,
 		HeartbeatInterval: c.tick,
 		Clock:             c.clock,
-		Logger:            quietLogger(),
+		Logger:            discardLogger(),
 		RandSeed:          int64(i + 1),
+	}
+	if c.dataDirs != nil {
+		cfg.Storage, cfg.DataDir = nil, c.dataDirs[i]
 	}
 	if c.cfg != nil {
 		c.cfg(i, &cfg)
@@ -202,7 +223,9 @@ func (c *testCluster) start(i int) {
 	if err := n.Start(context.Background()); err != nil {
 		c.t.Fatalf("Start %s: %v", c.ids[i], err)
 	}
+	c.mu.Lock()
 	c.nodes[i] = n
+	c.mu.Unlock()
 }
 
 func (c *testCluster) startAll() {
@@ -221,7 +244,9 @@ func (c *testCluster) stop(i int) {
 	if err := c.nodes[i].Stop(ctx); err != nil {
 		c.t.Errorf("Stop %s: %v", c.ids[i], err)
 	}
+	c.mu.Lock()
 	c.nodes[i] = nil
+	c.mu.Unlock()
 	if ms, ok := c.stores[i].(*MemoryStorage); ok {
 		ms.Reopen()
 	}
@@ -356,9 +381,9 @@ func (c *testCluster) pump() (stop func()) {
 			default:
 			}
 			c.clock.Advance(c.tick)
-			// Give the apply goroutines a moment to catch up, so that fake time does not
-			// run far ahead of them (a stalled state machine only slows the pump).
-			for start := time.Now(); c.applyBacklog() > 0 && time.Since(start) < 2*time.Millisecond; {
+			// Let the apply goroutines catch up with what is committed before time moves
+			// on, so that fake time does not run ahead of them (they run in real time).
+			for start := time.Now(); c.applyBacklog() > 0 && time.Since(start) < 5*time.Second; {
 				runtime.Gosched()
 			}
 			runtime.Gosched()
@@ -367,15 +392,21 @@ func (c *testCluster) pump() (stop func()) {
 	return func() { close(done); <-exited }
 }
 
+// applyBacklog counts the committed entries not yet applied on running nodes, leaving out
+// failed nodes and stalled state machines, which will not catch up.
 func (c *testCluster) applyBacklog() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	n := 0
-	for _, nd := range c.nodes {
-		if nd == nil {
+	for i, nd := range c.nodes {
+		if nd == nil || nd.failed.Load() != nil || c.sms[i].stalled() {
 			continue
 		}
 		for _, p := range nd.parts {
 			p.mu.Lock()
-			n += len(p.applyQ)
+			if p.status.Commit > p.applied {
+				n += int(p.status.Commit - p.applied)
+			}
 			p.mu.Unlock()
 		}
 	}
@@ -590,9 +621,13 @@ func TestIsolatedLeaderStepsDownAndCallersGetAnswer(t *testing.T) {
 // applied exactly once per node lifetime; with a durable state machine, restart replays
 // only what it lacks.
 func TestRestartAllKeepsEveryAcknowledgedEntryAppliedOnce(t *testing.T) {
-	for _, durable := range []bool{false, true} {
-		t.Run(fmt.Sprintf("durableSM=%v", durable), func(t *testing.T) {
+	for _, tc := range []struct{ durable, wal bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		durable := tc.durable
+		t.Run(fmt.Sprintf("durableSM=%v/wal=%v", tc.durable, tc.wal), func(t *testing.T) {
 			c := newTestCluster(t, 3, 4, durable)
+			if tc.wal {
+				c.useWAL()
+			}
 			c.startAll()
 			c.leaders()
 			stop := c.pump()
@@ -602,15 +637,20 @@ func TestRestartAllKeepsEveryAcknowledgedEntryAppliedOnce(t *testing.T) {
 				key := fmt.Sprintf("k%d", k)
 				r, err := c.nodes[k%3].Replicate(ctxT(t), p, "put", put(key, "v"))
 				if err != nil {
+					for _, n := range c.nodes {
+						t.Logf("%s: %+v\n%+v", n.ID(), n.Status(), n.Metrics())
+					}
 					t.Fatal(err)
 				}
 				acked[key] = r
 			}
 			stop()
 			c.stopAll()
+			c.mu.Lock()
 			for i := range c.sms {
 				c.sms[i] = c.sms[i].restarted()
 			}
+			c.mu.Unlock()
 			c.startAll()
 			c.leaders()
 			defer c.pump()()

@@ -132,7 +132,7 @@ func (s *nodeSim) startNode(i int) {
 		ElectionTimeout:   10 * simTick,
 		HeartbeatInterval: simTick,
 		Clock:             s.clock,
-		Logger:            quietLogger(),
+		Logger:            discardLogger(),
 		RandSeed:          s.o.seed*1000 + int64(i*100+s.gen[i]),
 		testHooks:         &testHooks{manual: true},
 	})
