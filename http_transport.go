@@ -441,15 +441,19 @@ func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
 	// The body is read with a deadline even when the handler is mounted in a server
 	// without timeouts; a server that cannot set one has its own.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(t.cfg.PeerTimeout))
-	body, herr := t.readBody(w, r)
+	id, herr := t.checkHeaders(r)
+	var body []byte
 	if herr == nil {
-		herr = t.authenticate(r, body, true)
+		body, herr = t.readBody(w, r)
+	}
+	if herr == nil {
+		herr = t.authenticate(r, id, body, true)
 	}
 	if herr != nil {
 		t.refuse(w, r, herr)
 		return
 	}
-	node := r.Header.Get(hdrNode)
+	node := id.node
 	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.log.With("peer", node)); err != nil {
 		w.Header().Set(hdrError, httpErrorCode(err))
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -480,59 +484,79 @@ func (t *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 	return buf.Bytes(), nil
 }
 
-// authenticate checks a request's version, cluster and, with a shared secret, signature,
-// timestamp and sequence, then (when claim is set: Raft traffic) that no other process
-// holds its node ID (S30). Nothing of an unauthenticated request reaches the node.
-func (t *HTTPTransport) authenticate(r *http.Request, body []byte, claim bool) *httpError {
+// reqIdentity is what a request's headers claim.
+type reqIdentity struct {
+	node, instance, ts, nonce string
+	sig                       []byte
+	replay                    replayKey
+	seq                       uint64
+}
+
+// checkHeaders checks what can be checked before reading the body: version, cluster, and
+// with a shared secret the timestamp window and the nonce's form. A request that fails here
+// costs no body buffer.
+func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) {
 	h := r.Header
+	id := reqIdentity{node: h.Get(hdrNode), instance: h.Get(hdrInstance)}
 	if v := h.Get(hdrVersion); v != strconv.Itoa(codecVersion) {
-		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
 	}
 	if c := h.Get(hdrCluster); c != t.cfg.ClusterName {
-		return &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
+		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
 	}
-	node, instance := h.Get(hdrNode), h.Get(hdrInstance)
-	if node == "" || len(node) > maxNameBytes || instance == "" || len(instance) > 64 {
-		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
+	if id.node == "" || len(id.node) > maxNameBytes || id.instance == "" || len(id.instance) > 64 {
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
+	}
+	if t.cfg.Secret == nil {
+		return id, nil
+	}
+	id.ts, id.nonce = h.Get(hdrTimestamp), h.Get(hdrNonce)
+	sig, err := hex.DecodeString(h.Get(hdrSignature))
+	if err != nil || len(sig) != sha256.Size {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: missing or malformed signature", ErrAuthFailed)}
+	}
+	id.sig = sig
+	nanos, err := strconv.ParseInt(id.ts, 10, 64)
+	if err != nil {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
+	}
+	if skew := time.Since(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
+	}
+	lane, seqText, ok := strings.Cut(id.nonce, "-")
+	l, err1 := strconv.ParseUint(lane, 10, 8)
+	seq, err2 := strconv.ParseUint(seqText, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
+	}
+	id.replay, id.seq = replayKey{id.node, id.instance, uint8(l)}, seq
+	return id, nil
+}
+
+// authenticate finishes what checkHeaders began: with a shared secret, the signature over
+// the body (compared in constant time) and the replay check; then, when claim is set (Raft
+// traffic), that no other process holds the node ID (S30). Nothing of a request that fails
+// reaches the node.
+func (t *HTTPTransport) authenticate(r *http.Request, id reqIdentity, body []byte, claim bool) *httpError {
+	if t.cfg.Secret != nil && !hmac.Equal(id.sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path,
+		t.cfg.ClusterName, id.node, id.instance, id.ts, id.nonce, body)) {
+		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
 	}
 	now := time.Now()
-	var rk replayKey
-	var seq uint64
-	if t.cfg.Secret != nil {
-		ts, nonce := h.Get(hdrTimestamp), h.Get(hdrNonce)
-		sig, err := hex.DecodeString(h.Get(hdrSignature))
-		if err != nil || !hmac.Equal(sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path, t.cfg.ClusterName, node, instance, ts, nonce, body)) {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
-		}
-		nanos, err := strconv.ParseInt(ts, 10, 64)
-		if err != nil {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
-		}
-		if skew := now.Sub(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
-		}
-		lane, seqText, ok := strings.Cut(nonce, "-")
-		l, err1 := strconv.ParseUint(lane, 10, 8)
-		s, err2 := strconv.ParseUint(seqText, 10, 64)
-		if !ok || err1 != nil || err2 != nil {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
-		}
-		rk, seq = replayKey{node, instance, uint8(l)}, s
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.cfg.Secret != nil {
-		if herr := t.checkReplayLocked(rk, seq, now); herr != nil {
+		if herr := t.checkReplayLocked(id.replay, id.seq, now); herr != nil {
 			return herr
 		}
 	}
 	if claim {
-		if herr := t.claimLocked(node, instance, now); herr != nil {
+		if herr := t.claimLocked(id.node, id.instance, now); herr != nil {
 			return herr
 		}
 	}
 	if t.cfg.Secret != nil {
-		t.replay[rk] = replayState{seq, now}
+		t.replay[id.replay] = replayState{id.seq, now}
 	}
 	return nil
 }
@@ -594,7 +618,11 @@ func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.cfg.Secret != nil { // no status for a peer that cannot sign either
-		if herr := t.authenticate(r, nil, false); herr != nil {
+		id, herr := t.checkHeaders(r)
+		if herr == nil {
+			herr = t.authenticate(r, id, nil, false)
+		}
+		if herr != nil {
 			t.refuse(w, r, herr)
 			return
 		}

@@ -500,14 +500,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 		}
 		return
 	}
-	key := inboundKey{h.from, h.lane}
-	defer func() {
-		t.mu.Lock()
-		if in := t.inbound[key]; in != nil && in.conn == conn {
-			delete(t.inbound, key)
-		}
-		t.mu.Unlock()
-	}()
+	defer t.releaseInbound(h, conn)
 	raw.SetDeadline(time.Time{})
 	err = t.readFrames(conn, h.from, log.With("peer", h.from))
 	select {
@@ -781,6 +774,7 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 		return final(tcpDuplicate, err)
 	}
 	if _, err := conn.Write([]byte{tcpOK}); err != nil {
+		t.releaseInbound(h, conn) // or the node ID stays taken by a dead connection
 		return h, err
 	}
 	return h, nil
@@ -807,4 +801,14 @@ func (t *TCPTransport) claimInbound(h tcpHello, conn net.Conn) error {
 	}
 	t.inbound[key] = &tcpInbound{instance: h.instance, conn: conn}
 	return nil
+}
+
+// releaseInbound forgets conn as node h.from's inbound connection, if it still is.
+func (t *TCPTransport) releaseInbound(h tcpHello, conn net.Conn) {
+	key := inboundKey{h.from, h.lane}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if in := t.inbound[key]; in != nil && in.conn == conn {
+		delete(t.inbound, key)
+	}
 }
