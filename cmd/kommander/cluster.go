@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/kommander-go/kommander"
@@ -40,6 +41,8 @@ type liveNode struct {
 	wal  *kommander.WAL
 	tr   kommander.Transport
 	addr string // the address the transport listens on
+	// running is node once it started, for the transport's status callback.
+	running atomic.Pointer[kommander.Node]
 }
 
 // listenNode opens the node's WAL and binds its transport, so that its address is known
@@ -52,6 +55,7 @@ func listenNode(s nodeSpec) (*liveNode, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", s.id, err)
 	}
+	ln := &liveNode{spec: s, wal: wal}
 	tc := kommander.TransportConfig{
 		NodeID:      s.id,
 		Addr:        s.listener,
@@ -59,8 +63,14 @@ func listenNode(s nodeSpec) (*liveNode, error) {
 		Secret:      s.secret,
 		TLS:         s.tls,
 		Logger:      s.logger,
+		// The HTTP transport serves this at /kommander/v1/status.
+		Status: func() any {
+			if n := ln.running.Load(); n != nil {
+				return n.Status()
+			}
+			return nil
+		},
 	}
-	ln := &liveNode{spec: s, wal: wal}
 	switch s.transport {
 	case kommander.HTTP:
 		t, err := kommander.NewHTTPTransport(tc)
@@ -112,6 +122,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		return err
 	}
 	ln.node = n
+	ln.running.Store(n)
 	return nil
 }
 
