@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,6 +67,7 @@ func kommanderBinary(t *testing.T) string {
 type procNode struct {
 	id, raft, http, data string
 	logPath              string
+	peers                string // this node's -peers, when it differs from the cluster's
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -82,11 +84,109 @@ type procCluster struct {
 	extra []string
 	nodes []*procNode
 	http  *http.Client
+	proxy [][]*linkProxy // proxy[i][j]: the link from node i to node j, when proxied
+}
+
+// isolate cuts (or, with cut false, heals) every link to and from node i.
+func (c *procCluster) isolate(i int, cut bool) {
+	for j := range c.nodes {
+		if j != i {
+			c.proxy[i][j].setCut(cut)
+			c.proxy[j][i].setCut(cut)
+		}
+	}
+}
+
+// linkProxy forwards TCP connections to a target until it is cut; while cut, it closes
+// the connections it carries and refuses new ones, as a network partition would.
+type linkProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]struct{}
+}
+
+func newLinkProxy(t *testing.T, target string) *linkProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &linkProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	t.Cleanup(p.close)
+	go p.serve()
+	return p
+}
+
+func (p *linkProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *linkProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		if !p.track(in, out) {
+			in.Close()
+			out.Close()
+			continue
+		}
+		for _, pair := range [][2]net.Conn{{in, out}, {out, in}} {
+			go func(dst, src net.Conn) {
+				_, _ = io.Copy(dst, src)
+				dst.Close()
+				src.Close()
+			}(pair[0], pair[1])
+		}
+	}
+}
+
+// track records the connections of a forwarded link, or reports false while cut.
+func (p *linkProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *linkProxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+func (p *linkProxy) close() {
+	p.ln.Close()
+	p.setCut(true)
 }
 
 // startProcCluster starts n node processes with parts partitions and extra flags, and
 // waits until every partition has a leader all of them agree on.
 func startProcCluster(t *testing.T, n, parts int, extra ...string) *procCluster {
+	t.Helper()
+	return startProcClusterWith(t, n, parts, false, extra...)
+}
+
+// startProcClusterWith is startProcCluster; with proxied, every node reaches every peer
+// through a proxy of the test's own (proxy[i][j] carries what node i sends to node j), so
+// that the test can cut links.
+func startProcClusterWith(t *testing.T, n, parts int, proxied bool, extra ...string) *procCluster {
 	t.Helper()
 	c := &procCluster{
 		t: t, bin: kommanderBinary(t), parts: parts, extra: extra,
@@ -112,6 +212,22 @@ func startProcCluster(t *testing.T, n, parts int, extra ...string) *procCluster 
 	}
 	c.peers = strings.Join(peers, ",")
 	t.Cleanup(c.shutdown)
+	if proxied {
+		c.proxy = make([][]*linkProxy, n)
+		for i := range c.nodes {
+			c.proxy[i] = make([]*linkProxy, n)
+			var mine []string
+			for j, peer := range c.nodes {
+				addr := peer.raft
+				if j != i {
+					c.proxy[i][j] = newLinkProxy(t, peer.raft)
+					addr = c.proxy[i][j].addr()
+				}
+				mine = append(mine, peer.id+"="+addr)
+			}
+			c.nodes[i].peers = strings.Join(mine, ",")
+		}
+	}
 	for i := range c.nodes {
 		c.start(i)
 	}
@@ -127,8 +243,12 @@ func (c *procCluster) start(i int) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	peers := c.peers
+	if n.peers != "" {
+		peers = n.peers
+	}
 	args := append([]string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data,
-		"-peers", c.peers, "-partitions", fmt.Sprint(c.parts)}, c.extra...)
+		"-peers", peers, "-partitions", fmt.Sprint(c.parts)}, c.extra...)
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
