@@ -1,8 +1,9 @@
+//go:build unix
+
 package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -493,11 +494,4 @@ func (c *procCluster) keyIn(prefix string, p int) string {
 			return k
 		}
 	}
-}
-
-// waitContext is a helper for goroutines that must stop with the test.
-func waitContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	return ctx
 }
