@@ -322,7 +322,7 @@ func (n *Node) newPartition(id uint32) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)
 	}
-	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied}
+	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote}
 	n.publish(p)
 	return p, nil
 }
@@ -764,16 +764,40 @@ func (n *Node) runPass() bool {
 	}
 	n.flushOut()
 
+	// Committed entries are durable on this node already (Raft hands out only those), so
+	// they go to the apply goroutine now, not after this pass's fsync.
+	applyNeeded := false
+	for i := range n.readies {
+		r := &n.readies[i]
+		if len(r.rd.CommittedEntries) > 0 {
+			r.p.mu.Lock()
+			r.p.applyQ = append(r.p.applyQ, r.rd.CommittedEntries...)
+			r.p.mu.Unlock()
+			applyNeeded = true
+		}
+	}
+	if applyNeeded {
+		n.signalApply()
+	}
+
+	// One Save, one fsync, for every partition. A hard state whose only change is the
+	// commit index does not need one of its own: the commit index need not be durable
+	// for safety (a restarted node learns it again), so it rides along with the next save.
 	n.updates = n.updates[:0]
 	var entries, bytes uint64
+	needSave := false
 	for i := range n.readies {
 		r := &n.readies[i]
 		if len(r.rd.Entries) == 0 && !r.rd.SaveHardState {
 			continue
 		}
+		hs := r.rd.HardState
+		if len(r.rd.Entries) > 0 || (r.rd.SaveHardState && (hs.Term != r.p.savedTerm || hs.Vote != r.p.savedVote)) {
+			needSave = true
+		}
 		n.updates = append(n.updates, Update{
 			Partition:     r.p.id,
-			HardState:     r.rd.HardState,
+			HardState:     hs,
 			SaveHardState: r.rd.SaveHardState,
 			Entries:       r.rd.Entries,
 		})
@@ -782,7 +806,7 @@ func (n *Node) runPass() bool {
 			bytes += r.rd.Entries[j].size()
 		}
 	}
-	if len(n.updates) > 0 {
+	if needSave {
 		if err := n.storage.Save(n.updates); err != nil {
 			// S26: a failed fsync cannot be retried; nothing of this batch may be
 			// acknowledged, and the node stops driving Raft.
@@ -793,6 +817,12 @@ func (n *Node) runPass() bool {
 		n.metrics.fsyncs.Add(1)
 		n.metrics.entriesSaved.Add(entries)
 		n.metrics.bytesSaved.Add(bytes)
+		for i := range n.readies {
+			r := &n.readies[i]
+			if r.rd.SaveHardState {
+				r.p.savedTerm, r.p.savedVote = r.rd.HardState.Term, r.rd.HardState.Vote
+			}
+		}
 	}
 	clear(n.updates)
 
@@ -801,22 +831,12 @@ func (n *Node) runPass() bool {
 	}
 	n.flushOut()
 
-	applyNeeded := false
 	for i := range n.readies {
 		r := &n.readies[i]
-		if len(r.rd.CommittedEntries) > 0 {
-			r.p.mu.Lock()
-			r.p.applyQ = append(r.p.applyQ, r.rd.CommittedEntries...)
-			r.p.mu.Unlock()
-			applyNeeded = true
-		}
 		r.p.raft.advance(r.rd)
 		n.publish(r.p)
 	}
 	clear(n.readies)
-	if applyNeeded {
-		n.signalApply()
-	}
 	return true
 }
 

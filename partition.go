@@ -14,7 +14,10 @@ type partition struct {
 	id   uint32
 	raft *raft // loop only
 
-	// loop only: what the loop last saw, to notice changes.
+	// loop only: the term and vote last saved, and what the loop last saw, to notice
+	// changes.
+	savedTerm  uint64
+	savedVote  string
 	lastRole   string
 	lastLeader string
 	lastTerm   uint64
