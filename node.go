@@ -322,7 +322,10 @@ func (n *Node) newPartition(id uint32) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)
 	}
-	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote}
+	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote, maxBacklog: maxApplyBacklog}
+	if h := n.cfg.testHooks; h != nil && h.applyBacklog > 0 {
+		p.maxBacklog = h.applyBacklog
+	}
 	n.publish(p)
 	return p, nil
 }
@@ -529,6 +532,11 @@ func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
 		n.metrics.rejected.Add(1)
 		return nil, fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, p.pending, ErrOverloaded)
 	}
+	if p.applyFull() {
+		p.mu.Unlock()
+		n.metrics.rejected.Add(1)
+		return nil, fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, len(p.applyQ), ErrOverloaded)
+	}
 	p.pending += len(cmds)
 	p.queue = append(p.queue, pr)
 	p.mu.Unlock()
@@ -722,7 +730,14 @@ func (n *Node) runPass() bool {
 			n.metrics.dropped.Add(1)
 			continue
 		}
-		if err := n.parts[m.Partition].raft.step(*m); err != nil {
+		p := n.parts[m.Partition]
+		if len(m.Entries) > 0 && (m.Type == MsgAppend || m.Type == MsgPropose) && p.backlogged() {
+			// The state machine is far behind: take no more entries for now. The leader
+			// resends unacknowledged appends; a dropped forwarded proposal times out.
+			n.metrics.dropped.Add(1)
+			continue
+		}
+		if err := p.raft.step(*m); err != nil {
 			n.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
 		}
 	}
@@ -772,6 +787,9 @@ func (n *Node) runPass() bool {
 		if len(r.rd.CommittedEntries) > 0 {
 			r.p.mu.Lock()
 			r.p.applyQ = append(r.p.applyQ, r.rd.CommittedEntries...)
+			for j := range r.rd.CommittedEntries {
+				r.p.applyBytes += r.rd.CommittedEntries[j].size()
+			}
 			r.p.mu.Unlock()
 			applyNeeded = true
 		}
@@ -1048,6 +1066,9 @@ func (n *Node) applyPartition(p *partition) bool {
 		return false
 	}
 	ents := append(n.applySpare[:0], p.applyQ[:k]...)
+	for i := range ents {
+		p.applyBytes -= ents[i].size()
+	}
 	clear(p.applyQ[:k])
 	p.applyQ = p.applyQ[k:]
 	if len(p.applyQ) == 0 {
