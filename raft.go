@@ -187,9 +187,6 @@ type progress struct {
 	probeSent    bool // probe: an append is out and unanswered
 	recentActive bool // heard from since the last CheckQuorum round
 	sentCommit   uint64
-	// sentAtBeat is next-1 at the previous heartbeat response: entries sent by then and
-	// still unacknowledged a heartbeat round later were lost.
-	sentAtBeat uint64
 	inflight   inflights
 }
 
@@ -995,17 +992,17 @@ func (r *raft) stepLeader(m Message, from int) error {
 		}
 	case MsgHeartbeatResp:
 		pr.recentActive = true
-		last := r.log.lastIndex()
 		switch {
 		case pr.state == progressProbe:
 			pr.probeSent = false // the probe or its answer may have been lost: probe again
-		case pr.match < pr.sentAtBeat:
-			// Appends sent before the previous heartbeat round are still unacknowledged:
-			// they were lost. Fall back to probing from the match index.
-			pr.becomeProbe(pr.match + 1)
-		}
-		pr.sentAtBeat = pr.next - 1
-		if pr.match < last {
+			r.sendAppends(from)
+		case pr.match+1 < pr.next:
+			// Appends are outstanding. Ask whether the follower has the last one: an empty
+			// append at next-1. If appends were lost it rejects, with a hint, and we probe
+			// from there; otherwise it acknowledges. Without this, a lost append would stall
+			// a follower whose window is full until the next proposal.
+			r.sendEmptyAppend(from, pr.next-1)
+		default:
 			r.sendAppends(from)
 		}
 	}
@@ -1097,16 +1094,21 @@ func (r *raft) sendAppends(i int) {
 			break
 		}
 	}
-	if !sent && pr.state == progressReplicate && pr.sentCommit < r.log.committed && !pr.inflight.full() {
+	if !sent && pr.state == progressReplicate && pr.sentCommit < r.log.committed {
 		// prev = match: the follower has it, so this never causes a spurious rejection.
-		prevTerm, err := r.log.term(pr.match)
-		if err != nil {
-			return
-		}
-		r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
-			Index: pr.match, Commit: r.log.committed})
-		pr.sentCommit = r.log.committed
+		r.sendEmptyAppend(i, pr.match)
 	}
+}
+
+// sendEmptyAppend sends an append without entries at prevIndex, carrying the commit index.
+func (r *raft) sendEmptyAppend(i int, prevIndex uint64) {
+	prevTerm, err := r.log.term(prevIndex)
+	if err != nil {
+		return
+	}
+	r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
+		Index: prevIndex, Commit: r.log.committed})
+	r.prs[i].sentCommit = r.log.committed
 }
 
 // sendAppend sends one append with entries from pr.next, if the progress state allows.
