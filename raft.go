@@ -187,7 +187,7 @@ type progress struct {
 	probeSent    bool // probe: an append is out and unanswered
 	recentActive bool // heard from since the last CheckQuorum round
 	sentCommit   uint64
-	inflight   inflights
+	inflight     inflights
 }
 
 func (pr *progress) becomeProbe(next uint64) {
@@ -814,6 +814,9 @@ func (r *raft) step(m Message) error {
 		case MsgAppend, MsgHeartbeat:
 			// A deposed leader: tell it our term so that it steps down at once (S4).
 			r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: m.Index, Reject: true})
+		case MsgVote:
+			// RequestVote rule 1: reply false, with our term so the candidate catches up.
+			r.sendAfterPersist(Message{Type: MsgVoteResp, To: m.From, Term: r.term, Reject: true})
 		case MsgPreVote:
 			r.sendAfterPersist(Message{Type: MsgPreVoteResp, To: m.From, Term: r.term, Reject: true})
 		}
