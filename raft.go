@@ -304,6 +304,13 @@ func (l *raftLog) append(es []Entry) {
 	last := l.lastIndex()
 	switch {
 	case k == last+1:
+		if cap(l.ents)-len(l.ents) < len(es) {
+			// Grow with headroom: trim keeps reslicing the front away, and a tail that
+			// had to reallocate for every small append would cost an allocation per batch.
+			grown := make([]Entry, len(l.ents), max(2*len(l.ents)+len(es), 64))
+			copy(grown, l.ents)
+			l.ents = grown
+		}
 		l.ents = append(l.ents, es...)
 		for i := range es {
 			l.bytes += es[i].size()
@@ -376,17 +383,24 @@ func (l *raftLog) nextCommitted(maxBytes uint64) []Entry {
 	return ents
 }
 
-// trim drops persisted entries from the front of the in-memory tail when it has grown past
-// maxBytes; they are read back from storage when needed.
-func (l *raftLog) trim(maxBytes uint64) {
-	if l.bytes <= maxBytes {
-		return
-	}
+// trim drops entries from the front of the in-memory tail: all of them up to upTo (the
+// caller passes what is durable and no longer needed), and more persisted ones while the
+// tail exceeds maxBytes. Dropped entries are read back from storage when needed. Keeping the
+// tail short keeps appends to it cheap and gives the garbage collector little to scan.
+func (l *raftLog) trim(upTo, maxBytes uint64) {
+	upTo = min(upTo, l.stable)
 	n := 0
-	for n < len(l.ents) && l.ents[n].Index <= l.stable && l.bytes > maxBytes/2 {
+	for n < len(l.ents) && l.ents[n].Index <= upTo {
 		l.bytes -= l.ents[n].size()
 		n++
 	}
+	if l.bytes > maxBytes {
+		for n < len(l.ents) && l.ents[n].Index <= l.stable && l.bytes > maxBytes/2 {
+			l.bytes -= l.ents[n].size()
+			n++
+		}
+	}
+	// The dropped positions are not cleared: slices handed out earlier may still hold them.
 	l.ents = l.ents[n:]
 	l.first += uint64(n)
 }
@@ -1238,7 +1252,15 @@ func (r *raft) advance(rd Ready) {
 			r.maybeCommit()
 		}
 	}
-	r.log.trim(r.maxMemLogBytes)
+	// Entries applied here and, on a leader, acknowledged by every follower are no longer
+	// needed in memory.
+	upTo := min(r.log.stable, r.log.applied)
+	if r.role == roleLeader {
+		for i := range r.prs {
+			upTo = min(upTo, r.prs[i].match)
+		}
+	}
+	r.log.trim(upTo, r.maxMemLogBytes)
 }
 
 // status returns the group's state.

@@ -10,42 +10,47 @@ import (
 // a small synchronous cluster that delivers messages in order, for the table and scenario
 // tests. The randomized simulation (sim_test.go) has its own asynchronous network.
 
-// memLog is an in-memory logStorage that keeps exactly what was saved.
+// memLog is an in-memory logStorage that keeps exactly what was saved, from offset+1 on
+// (entries up to offset were compacted away; offsetTerm is the term at offset).
 type memLog struct {
-	ents []Entry // ents[i].Index == i+1
-	hs   HardState
+	ents       []Entry // ents[i].Index == offset+i+1
+	offset     uint64
+	offsetTerm uint64
+	hs         HardState
 }
 
-func (m *memLog) firstIndex() uint64 { return 1 }
-func (m *memLog) lastIndex() uint64  { return uint64(len(m.ents)) }
+func (m *memLog) firstIndex() uint64 { return m.offset + 1 }
+func (m *memLog) lastIndex() uint64  { return m.offset + uint64(len(m.ents)) }
 
 func (m *memLog) term(i uint64) (uint64, error) {
 	switch {
-	case i == 0:
-		return 0, nil
-	case i > uint64(len(m.ents)):
+	case i < m.offset:
+		return 0, ErrCompacted
+	case i == m.offset:
+		return m.offsetTerm, nil
+	case i > m.lastIndex():
 		return 0, ErrUnavailable
 	}
-	return m.ents[i-1].Term, nil
+	return m.ents[i-m.offset-1].Term, nil
 }
 
 func (m *memLog) entries(lo, hi, maxBytes uint64) ([]Entry, error) {
-	if lo < 1 {
+	if lo <= m.offset {
 		return nil, ErrCompacted
 	}
-	if hi > uint64(len(m.ents))+1 {
+	if hi > m.lastIndex()+1 {
 		return nil, ErrUnavailable
 	}
 	var size uint64
 	n := lo
 	for n < hi {
-		size += m.ents[n-1].size()
+		size += m.ents[n-m.offset-1].size()
 		if n > lo && size > maxBytes {
 			break
 		}
 		n++
 	}
-	return m.ents[lo-1 : n-1 : n-1], nil
+	return m.ents[lo-m.offset-1 : n-m.offset-1 : n-m.offset-1], nil
 }
 
 // save persists a Ready the way Storage.Save does: hard state and entries, replacing a
@@ -58,11 +63,25 @@ func (m *memLog) save(rd Ready) {
 		return
 	}
 	k := rd.Entries[0].Index
-	if k > uint64(len(m.ents))+1 {
-		panic(fmt.Sprintf("memLog: save at %d leaves a gap after %d", k, len(m.ents)))
+	if k > m.lastIndex()+1 || k <= m.offset {
+		panic(fmt.Sprintf("memLog: save at %d outside [%d, %d]", k, m.offset+1, m.lastIndex()+1))
 	}
-	// A fresh array on truncation: slices handed out by entries stay unchanged.
-	m.ents = append(m.ents[:k-1:k-1], rd.Entries...)
+	if keep := k - m.offset - 1; keep < uint64(len(m.ents)) {
+		// A fresh array on truncation: slices handed out by entries stay unchanged.
+		m.ents = m.ents[:keep:keep]
+	}
+	m.ents = append(m.ents, rd.Entries...)
+}
+
+// compact drops the entries up to index i, as a snapshot would allow.
+func (m *memLog) compact(i uint64) {
+	if i <= m.offset || i > m.lastIndex() {
+		return
+	}
+	m.offsetTerm, _ = m.term(i)
+	kept := m.ents[i-m.offset:]
+	m.ents = append(make([]Entry, 0, len(kept)+2048), kept...) // a fresh array: see save
+	m.offset = i
 }
 
 // setLog replaces the stored log with entries of the given terms (index i+1 has terms[i]).

@@ -26,8 +26,8 @@ func newNode(t *testing.T, id string, term uint64, logTerms []uint64, opts ...fu
 }
 
 func withVoters(v ...string) func(*raftConfig) { return func(c *raftConfig) { c.voters = v } }
-func withPreVote(c *raftConfig)                 { c.preVote = true }
-func withCheckQuorum(c *raftConfig)             { c.checkQuorum = true }
+func withPreVote(c *raftConfig)                { c.preVote = true }
+func withCheckQuorum(c *raftConfig)            { c.checkQuorum = true }
 
 func only(msgs []Message, typ MessageType) []Message {
 	var out []Message
