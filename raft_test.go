@@ -576,9 +576,7 @@ func TestLeaderSkipsConflictingTermInOneRoundTripS13(t *testing.T) {
 	rejections := 0
 	for range 20 {
 		c.node("n1").r.tick()
-		for _, m := range c.node("n1").flush() {
-			c.queue = append(c.queue, m)
-		}
+		c.queue = append(c.queue, c.node("n1").flush()...)
 		for len(c.queue) > 0 {
 			q := c.queue
 			c.queue = nil
