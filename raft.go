@@ -229,9 +229,9 @@ type raftTestHooks struct {
 // message may keep its Entries for as long as it likes, read-only.
 type raftLog struct {
 	storage logStorage
-	first   uint64  // index of ents[0]; ents cover [first, lastIndex]
-	ents    []Entry //
-	bytes   uint64  // sizes of ents
+	first   uint64 // index of ents[0]; ents cover [first, lastIndex]
+	ents    []Entry
+	bytes   uint64 // sizes of ents
 	// stable is the highest index known to be durable with the same entries as ents (an
 	// underestimate right after a truncation); first <= stable+1 always.
 	stable        uint64
@@ -472,7 +472,7 @@ type raft struct {
 	votes []voteState // (pre-)candidate only; indexed like members.voters
 
 	msgs, msgsAfterPersist []Message
-	spareMsgs, spareAfter  []Message // buffers handed out in the outstanding Ready
+	spareMsgs, spareAfter  []Message // buffers of the last advanced Ready, reused
 	prevHardState          HardState // last hard state handed out
 	readyOut               bool      // a Ready was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
