@@ -138,6 +138,8 @@ type Config struct {
 type testHooks struct {
 	// manual: Start runs no goroutines; the test calls tickAll, runPass and applyPending.
 	manual bool
+	// applyBacklog, if set, replaces maxApplyBacklog.
+	applyBacklog int
 }
 
 // Peer is a member of the cluster.

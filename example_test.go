@@ -2,199 +2,178 @@ package kommander_test
 
 import (
 	"context"
-	"encoding/binary"
+	"errors"
 	"fmt"
-	"log"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/kommander-go/kommander"
 )
 
-// counter is a tiny replicated state machine: each "Add" entry adds its payload (a
-// uvarint) to the partition's total, and Apply returns the new total to the caller.
-type counter struct {
-	mu     sync.Mutex
-	totals map[int]uint64
+// store is a small replicated key-value store: the application's StateMachine. Its
+// commands are "set" with "key=value" and "get" with "key"; a get goes through the log, so
+// it reads the latest committed value (a linearizable read).
+type store struct {
+	mu sync.Mutex
+	kv map[string]string
 }
 
-func (c *counter) Apply(partition int, entries []kommander.Entry, results []any) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func newStore() *store { return &store{kv: map[string]string{}} }
+
+func (s *store) Apply(partition int, entries []kommander.Entry, results []any) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i, e := range entries {
-		n, _ := binary.Uvarint(e.Data)
-		c.totals[partition] += n
-		results[i] = c.totals[partition]
+		switch e.Type {
+		case "set":
+			k, v, _ := strings.Cut(string(e.Data), "=")
+			s.kv[k] = v
+		case "get":
+			results[i] = s.kv[string(e.Data)]
+		}
 	}
 	return nil
 }
 
-// Applied says the counter keeps nothing across restarts: the node replays its log.
-func (c *counter) Applied(partition int) uint64 { return 0 }
+// Applied is 0: this store keeps nothing across restarts, so a restarted node replays
+// its whole log into it.
+func (s *store) Applied(partition int) uint64 { return 0 }
 
-// Example runs a three-node cluster in one process on an in-memory network and
-// replicates three commands through whichever node leads the partition of a key. A real
-// deployment sets DataDir and Addr instead of Storage and CustomTransport; see
-// ExampleNewNode_production.
-func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	network := kommander.NewMemoryNetwork(1)
-	ids := []string{"n1", "n2", "n3"}
+// cluster starts n nodes in one process, connected by a MemoryNetwork and driven by a
+// FakeClock: the way to test an application built on kommander without sleeping.
+func cluster(n int, clock *kommander.FakeClock, network *kommander.MemoryNetwork) []*kommander.Node {
 	var peers []kommander.Peer
-	for _, id := range ids {
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("n%d", i)
 		peers = append(peers, kommander.Peer{ID: id, Addr: id})
 	}
 	var nodes []*kommander.Node
-	for _, id := range ids {
+	for i, p := range peers {
 		node, err := kommander.NewNode(kommander.Config{
-			NodeID:          id,
+			NodeID:          p.ID,
 			Peers:           peers,
 			Partitions:      4,
-			StateMachine:    &counter{totals: map[int]uint64{}},
+			StateMachine:    newStore(),
 			Storage:         kommander.NewMemoryStorage(),
-			CustomTransport: network.Transport(id),
+			CustomTransport: network.Transport(p.ID),
+			Clock:           clock,
+			RandSeed:        int64(i + 1),
 		})
 		if err != nil {
-			log.Fatal(err)
+			panic(err)
 		}
-		if err := node.Start(ctx); err != nil {
-			log.Fatal(err)
+		if err := node.Start(context.Background()); err != nil {
+			panic(err)
 		}
-		defer node.Stop(context.Background())
 		nodes = append(nodes, node)
 	}
+	return nodes
+}
 
-	// Any node accepts a proposal: a follower forwards it to the partition's leader.
-	// Replicate returns once the entry is committed and applied on the node asked.
-	p := nodes[0].PartitionFor([]byte("visits"))
-	if _, err := nodes[0].WaitForLeader(ctx, p); err != nil {
-		log.Fatal(err)
-	}
-	for i, node := range nodes {
-		res, err := node.Replicate(ctx, p, "Add", binary.AppendUvarint(nil, uint64(i+1)))
-		if err != nil {
-			log.Fatal(err)
+// leaderOf advances the fake clock until some node leads the partition, and returns it.
+func leaderOf(nodes []*kommander.Node, partition int, clock *kommander.FakeClock) *kommander.Node {
+	for {
+		for _, n := range nodes {
+			if n.IsLeader(partition) {
+				return n
+			}
 		}
-		fmt.Printf("%s: total %d\n", node.ID(), res.Value)
+		clock.Advance(100 * time.Millisecond) // one heartbeat interval
 	}
-	// Output:
-	// n1: total 1
-	// n2: total 3
-	// n3: total 6
 }
 
-// ExampleNewNode_production shows the configuration of one node of a real cluster: its
-// WAL in DataDir, TCP between nodes, every member listed in Peers on every node.
-func ExampleNewNode_production() {
-	peers, err := kommander.ParsePeers("n1=10.0.0.1:7000,n2=10.0.0.2:7000,n3=10.0.0.3:7000")
-	if err != nil {
-		log.Fatal(err)
-	}
-	node, err := kommander.NewNode(kommander.Config{
-		NodeID:       "n1",
-		Addr:         "10.0.0.1:7000",
-		DataDir:      "/var/lib/myapp/raft",
-		Partitions:   16,
-		Peers:        peers,
-		Transport:    kommander.TCP,
-		StateMachine: &counter{totals: map[int]uint64{}},
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := node.Start(ctx); err != nil {
-		log.Fatal(err)
-	}
-	defer node.Stop(ctx)
-	// ... node.Replicate(ctx, node.PartitionFor(key), "Add", data) ...
-}
-
-// Example_testingWithFakeClock is how an application tests itself against failures: whole
-// nodes in one process, time that moves only when the test says so, and a network the test
-// can cut. Here the leader of a partition is isolated; the others elect a new one after an
-// election timeout of fake time, and writes go on through it.
-func Example_testingWithFakeClock() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// Example runs a three-node cluster in one process, replicates a write and reads it back
+// through the log.
+func Example() {
 	clock := kommander.NewFakeClock(time.Time{})
-	network := kommander.NewMemoryNetwork(7) // seeded: its drops and delays replay exactly
+	network := kommander.NewMemoryNetwork(1)
 	network.SetClock(clock)
-	ids := []string{"n1", "n2", "n3"}
-	var peers []kommander.Peer
-	for _, id := range ids {
-		peers = append(peers, kommander.Peer{ID: id, Addr: id})
-	}
-	nodes := map[string]*kommander.Node{}
-	for i, id := range ids {
-		node, err := kommander.NewNode(kommander.Config{
-			NodeID:          id,
-			Peers:           peers,
-			StateMachine:    &counter{totals: map[int]uint64{}},
-			Storage:         kommander.NewMemoryStorage(),
-			CustomTransport: network.Transport(id),
-			Clock:           clock,
-			RandSeed:        int64(i + 1), // reproducible election timeouts
-		})
-		if err != nil {
-			log.Fatal(err)
+	nodes := cluster(3, clock, network)
+	defer func() {
+		for _, n := range nodes {
+			_ = n.Stop(context.Background())
 		}
-		if err := node.Start(ctx); err != nil {
-			log.Fatal(err)
-		}
-		defer node.Stop(context.Background())
-		nodes[id] = node
-	}
-	// advanceUntil moves fake time in heartbeat-sized steps until cond holds.
-	advanceUntil := func(cond func() bool) {
-		for step := 0; !cond(); step++ {
-			if step == 100000 {
-				log.Fatal("condition not reached")
-			}
-			clock.Advance(10 * time.Millisecond)
-		}
-	}
-	leaderAmong := func(ids ...string) string {
-		for _, id := range ids {
-			if nodes[id].IsLeader(0) {
-				return id
-			}
-		}
-		return ""
-	}
-	advanceUntil(func() bool { return leaderAmong(ids...) != "" })
-	old := leaderAmong(ids...)
-	var others []string
-	for _, id := range ids {
-		if id != old {
-			others = append(others, id)
-		}
-	}
-
-	network.Isolate(old)
-	start := clock.Now()
-	advanceUntil(func() bool { return leaderAmong(others...) != "" })
-	fmt.Println("new leader elected within 3 election timeouts:", clock.Now().Sub(start) < 3*kommander.DefaultElectionTimeout)
-
-	// Replicate needs time to pass for its entry to commit, so it runs beside the clock.
-	done := make(chan error, 1)
-	go func() {
-		_, err := nodes[others[0]].Replicate(ctx, 0, "Add", binary.AppendUvarint(nil, 5))
-		done <- err
 	}()
-	var err error
-	advanceUntil(func() bool {
-		select {
-		case err = <-done:
-			return true
-		default:
-			return false
-		}
-	})
-	fmt.Println("write through the new leader:", err)
+
+	ctx := context.Background()
+	key := []byte("greeting")
+	partition := nodes[0].PartitionFor(key)
+	leader := leaderOf(nodes, partition, clock)
+
+	res, err := leader.Replicate(ctx, partition, "set", []byte("greeting=hello"))
+	if err != nil {
+		fmt.Println("write failed:", err)
+		return
+	}
+	fmt.Println("committed at index", res.Index)
+
+	res, err = leader.Replicate(ctx, partition, "get", key)
+	if err != nil {
+		fmt.Println("read failed:", err)
+		return
+	}
+	fmt.Println("read:", res.Value)
 	// Output:
-	// new leader elected within 3 election timeouts: true
-	// write through the new leader: <nil>
+	// committed at index 2
+	// read: hello
+}
+
+// ExampleMemoryNetwork cuts a partition's leader off from its peers: the others elect a
+// new leader, and writes go on.
+func ExampleMemoryNetwork() {
+	clock := kommander.NewFakeClock(time.Time{})
+	network := kommander.NewMemoryNetwork(7)
+	network.SetClock(clock)
+	nodes := cluster(3, clock, network)
+	defer func() {
+		for _, n := range nodes {
+			_ = n.Stop(context.Background())
+		}
+	}()
+
+	old := leaderOf(nodes, 0, clock)
+	network.Isolate(old.ID())
+	var others []*kommander.Node
+	for _, n := range nodes {
+		if n != old {
+			others = append(others, n)
+		}
+	}
+	leader := leaderOf(others, 0, clock)
+	fmt.Println("new leader differs from the isolated one:", leader.ID() != old.ID())
+
+	_, err := leader.Replicate(context.Background(), 0, "set", []byte("k=v"))
+	fmt.Println("write after failover:", err)
+	// Output:
+	// new leader differs from the isolated one: true
+	// write after failover: <nil>
+}
+
+// ExampleConfig_Validate shows the check of scenario S8: timers that cannot work are
+// refused with a message that says why.
+func ExampleConfig_Validate() {
+	err := kommander.Config{
+		NodeID:            "n1",
+		DataDir:           "/var/lib/app/raft",
+		StateMachine:      newStore(),
+		ElectionTimeout:   time.Second,
+		HeartbeatInterval: time.Second,
+	}.Validate()
+	fmt.Println(errors.Is(err, kommander.ErrInvalidConfig))
+	fmt.Println(err)
+	// Output:
+	// true
+	// kommander: invalid config: HeartbeatInterval (1s) must be shorter than ElectionTimeout (1s), or followers time out between heartbeats; use about a tenth
+}
+
+// ExampleKeyPartition maps keys to partitions the way Node.PartitionFor does.
+func ExampleKeyPartition() {
+	for _, key := range []string{"user:1", "user:2", "order:9"} {
+		fmt.Println(key, "->", kommander.KeyPartition([]byte(key), 16))
+	}
+	// Output:
+	// user:1 -> 11
+	// user:2 -> 14
+	// order:9 -> 10
 }

@@ -322,7 +322,10 @@ func (n *Node) newPartition(id uint32) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)
 	}
-	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied}
+	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote, maxBacklog: maxApplyBacklog}
+	if h := n.cfg.testHooks; h != nil && h.applyBacklog > 0 {
+		p.maxBacklog = h.applyBacklog
+	}
 	n.publish(p)
 	return p, nil
 }
@@ -529,6 +532,11 @@ func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
 		n.metrics.rejected.Add(1)
 		return nil, fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, p.pending, ErrOverloaded)
 	}
+	if p.applyFull() {
+		p.mu.Unlock()
+		n.metrics.rejected.Add(1)
+		return nil, fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, len(p.applyQ), ErrOverloaded)
+	}
 	p.pending += len(cmds)
 	p.queue = append(p.queue, pr)
 	p.mu.Unlock()
@@ -722,7 +730,14 @@ func (n *Node) runPass() bool {
 			n.metrics.dropped.Add(1)
 			continue
 		}
-		if err := n.parts[m.Partition].raft.step(*m); err != nil {
+		p := n.parts[m.Partition]
+		if len(m.Entries) > 0 && (m.Type == MsgAppend || m.Type == MsgPropose) && p.backlogged() {
+			// The state machine is far behind: take no more entries for now. The leader
+			// resends unacknowledged appends; a dropped forwarded proposal times out.
+			n.metrics.dropped.Add(1)
+			continue
+		}
+		if err := p.raft.step(*m); err != nil {
 			n.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
 		}
 	}
@@ -764,16 +779,43 @@ func (n *Node) runPass() bool {
 	}
 	n.flushOut()
 
+	// Committed entries are durable on this node already (Raft hands out only those), so
+	// they go to the apply goroutine now, not after this pass's fsync.
+	applyNeeded := false
+	for i := range n.readies {
+		r := &n.readies[i]
+		if len(r.rd.CommittedEntries) > 0 {
+			r.p.mu.Lock()
+			r.p.applyQ = append(r.p.applyQ, r.rd.CommittedEntries...)
+			for j := range r.rd.CommittedEntries {
+				r.p.applyBytes += r.rd.CommittedEntries[j].size()
+			}
+			r.p.mu.Unlock()
+			applyNeeded = true
+		}
+	}
+	if applyNeeded {
+		n.signalApply()
+	}
+
+	// One Save, one fsync, for every partition. A hard state whose only change is the
+	// commit index does not need one of its own: the commit index need not be durable
+	// for safety (a restarted node learns it again), so it rides along with the next save.
 	n.updates = n.updates[:0]
 	var entries, bytes uint64
+	needSave := false
 	for i := range n.readies {
 		r := &n.readies[i]
 		if len(r.rd.Entries) == 0 && !r.rd.SaveHardState {
 			continue
 		}
+		hs := r.rd.HardState
+		if len(r.rd.Entries) > 0 || (r.rd.SaveHardState && (hs.Term != r.p.savedTerm || hs.Vote != r.p.savedVote)) {
+			needSave = true
+		}
 		n.updates = append(n.updates, Update{
 			Partition:     r.p.id,
-			HardState:     r.rd.HardState,
+			HardState:     hs,
 			SaveHardState: r.rd.SaveHardState,
 			Entries:       r.rd.Entries,
 		})
@@ -782,7 +824,7 @@ func (n *Node) runPass() bool {
 			bytes += r.rd.Entries[j].size()
 		}
 	}
-	if len(n.updates) > 0 {
+	if needSave {
 		if err := n.storage.Save(n.updates); err != nil {
 			// S26: a failed fsync cannot be retried; nothing of this batch may be
 			// acknowledged, and the node stops driving Raft.
@@ -793,6 +835,12 @@ func (n *Node) runPass() bool {
 		n.metrics.fsyncs.Add(1)
 		n.metrics.entriesSaved.Add(entries)
 		n.metrics.bytesSaved.Add(bytes)
+		for i := range n.readies {
+			r := &n.readies[i]
+			if r.rd.SaveHardState {
+				r.p.savedTerm, r.p.savedVote = r.rd.HardState.Term, r.rd.HardState.Vote
+			}
+		}
 	}
 	clear(n.updates)
 
@@ -801,22 +849,12 @@ func (n *Node) runPass() bool {
 	}
 	n.flushOut()
 
-	applyNeeded := false
 	for i := range n.readies {
 		r := &n.readies[i]
-		if len(r.rd.CommittedEntries) > 0 {
-			r.p.mu.Lock()
-			r.p.applyQ = append(r.p.applyQ, r.rd.CommittedEntries...)
-			r.p.mu.Unlock()
-			applyNeeded = true
-		}
 		r.p.raft.advance(r.rd)
 		n.publish(r.p)
 	}
 	clear(n.readies)
-	if applyNeeded {
-		n.signalApply()
-	}
 	return true
 }
 
@@ -1028,6 +1066,9 @@ func (n *Node) applyPartition(p *partition) bool {
 		return false
 	}
 	ents := append(n.applySpare[:0], p.applyQ[:k]...)
+	for i := range ents {
+		p.applyBytes -= ents[i].size()
+	}
 	clear(p.applyQ[:k])
 	p.applyQ = p.applyQ[k:]
 	if len(p.applyQ) == 0 {

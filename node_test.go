@@ -795,6 +795,43 @@ func TestSlowStateMachineDoesNotBlockTheLoop(t *testing.T) {
 	release()
 }
 
+// TestSlowStateMachineBoundsItsQueue: a follower whose state machine is stuck takes no
+// more entries once its apply queue is full (memory stays bounded, the loop never waits),
+// the cluster keeps committing with the other follower, and the stuck one catches up
+// once its state machine resumes.
+func TestSlowStateMachineBoundsItsQueue(t *testing.T) {
+	const bound = 8
+	c := newTestCluster(t, 3, 1, false)
+	c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{applyBacklog: bound} }
+	c.startAll()
+	lead := c.leaders()[0]
+	slow := (lead + 1) % 3
+	release := c.sms[slow].stall()
+	stop := c.pump()
+	var last Result
+	for k := 0; k < 60; k++ {
+		r, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("k", fmt.Sprint(k)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+		p := c.nodes[slow].parts[0]
+		p.mu.Lock()
+		queued := len(p.applyQ)
+		p.mu.Unlock()
+		// The bound is checked before an append is taken, so one append's worth may
+		// exceed it; 60 writes one by one never come near that.
+		if queued > 2*bound {
+			t.Fatalf("stuck follower queued %d entries, bound %d", queued, bound)
+		}
+	}
+	stop()
+	release()
+	defer c.pump()()
+	c.waitApplied(0, last.Index)
+	c.checkSameLogs()
+}
+
 func TestValidateRejectsTimersThatCannotWork(t *testing.T) {
 	base := Config{NodeID: "n1", StateMachine: newKVSM(1, false), Storage: NewMemoryStorage()}
 	for name, tc := range map[string]struct {
@@ -947,5 +984,159 @@ func TestClusterOverRealTransports(t *testing.T) {
 				t.Fatalf("stopped node %s still leads", lead)
 			}
 		})
+	}
+}
+
+// TestCommittedEntriesReachEveryFollowerWithoutFurtherWrites is S16: after one write and
+// no more, every follower still applies it (the commit index reaches them through
+// heartbeats; nothing waits for a next write).
+func TestCommittedEntriesReachEveryFollowerWithoutFurtherWrites(t *testing.T) {
+	c := newTestCluster(t, 5, 3, false)
+	c.startAll()
+	leaders := c.leaders()
+	for p, l := range leaders {
+		r, err := c.nodes[l].Replicate(ctxT(t), p, "put", put("only", "write"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.waitApplied(p, r.Index) // only ticks from here on
+		for i, sm := range c.sms {
+			if v, _ := sm.get(p, "only"); v != "write" {
+				t.Fatalf("%s partition %d: value %q, want the committed write", c.ids[i], p, v)
+			}
+		}
+	}
+}
+
+// countingTransport records how a node's loop calls Send.
+type countingTransport struct {
+	Transport
+	mu    sync.Mutex
+	sends map[string]int
+	parts map[string]map[uint32]bool
+}
+
+func (c *countingTransport) Send(to string, msgs []Message) {
+	c.mu.Lock()
+	c.sends[to]++
+	for _, m := range msgs {
+		if c.parts[to] == nil {
+			c.parts[to] = map[uint32]bool{}
+		}
+		c.parts[to][m.Partition] = true
+	}
+	c.mu.Unlock()
+	c.Transport.Send(to, msgs)
+}
+
+// TestOnePassSavesAllPartitionsInOneFsyncAndOneSendPerPeer steps one node's loop by hand:
+// proposals for every partition it leads, queued together, are saved by one Storage.Save
+// (one fsync) and reach each peer in one Send before that fsync (the appends) and at
+// most one after it.
+func TestOnePassSavesAllPartitionsInOneFsyncAndOneSendPerPeer(t *testing.T) {
+	s := newNodeSim(t, nodeSimOptions{seed: 1, nodes: 3, partitions: 16, steps: 0})
+	s.net.HealAll()
+	var led []int
+	for k := 0; k < 500 && len(led) < 2; k++ {
+		s.advance()
+		led = nil
+		for p := 0; p < 16; p++ {
+			if s.nodes[0].IsLeader(p) {
+				led = append(led, p)
+			}
+		}
+	}
+	if len(led) < 2 {
+		t.Fatalf("n1 leads %d partitions after 500 ticks; the test needs two", len(led))
+	}
+	n := s.nodes[0]
+	ct := &countingTransport{Transport: n.transport, sends: map[string]int{}, parts: map[string]map[uint32]bool{}}
+	n.transport = ct
+	for _, p := range led {
+		if _, err := n.submit(p, []Command{{Type: "put", Data: put("k", "v")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	saves := s.stores[0].Saves()
+	if !n.runPass() {
+		t.Fatal("the pass found no work")
+	}
+	if got := s.stores[0].Saves() - saves; got != 1 {
+		t.Fatalf("one pass over %d partitions made %d saves, want 1", len(led), got)
+	}
+	for _, peer := range []string{"n2", "n3"} {
+		if ct.sends[peer] < 1 || ct.sends[peer] > 2 {
+			t.Fatalf("pass sent %d batches to %s, want 1 or 2", ct.sends[peer], peer)
+		}
+		if len(ct.parts[peer]) < len(led) {
+			t.Fatalf("%s got messages of %d partitions, want all %d the node leads", peer, len(ct.parts[peer]), len(led))
+		}
+	}
+}
+
+// gatedStorage holds Save calls until the test lets them through, and records how many
+// entries each carried.
+type gatedStorage struct {
+	*MemoryStorage
+	mu      sync.Mutex
+	gate    chan struct{}
+	entered chan struct{}
+	sizes   []int
+}
+
+func (g *gatedStorage) Save(batch []Update) error {
+	g.mu.Lock()
+	gate := g.gate
+	n := 0
+	for _, u := range batch {
+		n += len(u.Entries)
+	}
+	g.sizes = append(g.sizes, n)
+	g.mu.Unlock()
+	if gate != nil {
+		g.entered <- struct{}{}
+		<-gate
+	}
+	return g.MemoryStorage.Save(batch)
+}
+
+// TestProposalsDuringAnFsyncShareTheNextOne: while the loop waits for one fsync, new
+// proposals queue up, and the next pass saves all of them with a single fsync.
+func TestProposalsDuringAnFsyncShareTheNextOne(t *testing.T) {
+	c := newTestCluster(t, 1, 1, false)
+	gs := &gatedStorage{MemoryStorage: NewMemoryStorage(), entered: make(chan struct{}, 1)}
+	c.stores[0] = gs
+	c.startAll()
+	c.leaders()
+	n := c.nodes[0]
+	gs.mu.Lock()
+	gs.gate = make(chan struct{})
+	gs.mu.Unlock()
+	first := make(chan error, 1)
+	go func() { _, err := n.Replicate(ctxT(t), 0, "put", put("first", "1")); first <- err }()
+	<-gs.entered // the loop is inside Save with the first entry
+	const more = 50
+	errs := make(chan error, more)
+	for k := 0; k < more; k++ {
+		go func() { _, err := n.Replicate(ctxT(t), 0, "put", put("k", fmt.Sprint(k))); errs <- err }()
+	}
+	c.await("50 proposals queued behind the fsync", func() bool { return n.Metrics().PendingProposals == more+1 })
+	gs.mu.Lock()
+	gate := gs.gate
+	gs.gate = nil
+	gs.mu.Unlock()
+	close(gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < more; k++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if last := gs.sizes[len(gs.sizes)-1]; last != more {
+		t.Fatalf("entries per save after the gate: %v; want the %d queued proposals in one save", gs.sizes, more)
 	}
 }

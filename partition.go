@@ -14,7 +14,10 @@ type partition struct {
 	id   uint32
 	raft *raft // loop only
 
-	// loop only: what the loop last saw, to notice changes.
+	// loop only: the term and vote last saved, and what the loop last saw, to notice
+	// changes.
+	savedTerm  uint64
+	savedVote  string
 	lastRole   string
 	lastLeader string
 	lastTerm   uint64
@@ -30,10 +33,11 @@ type partition struct {
 	local []*proposal
 	// pending counts the entries in queue and waiting (admission control).
 	pending int
-	// applyQ holds committed entries not yet applied, in log order.
-	applyQ []Entry
-	// applying is set while the apply goroutine works on entries taken from applyQ.
-	applying bool
+	// applyQ holds committed entries not yet applied, in log order; applyBytes is their
+	// size. The loop bounds them (see applyFull) without ever waiting for the applier.
+	applyQ     []Entry
+	applyBytes uint64
+	maxBacklog int // maxApplyBacklog, or less in tests
 	// applied is the index of the last entry applied (or skipped as internal).
 	applied uint64
 	// status is what the loop last published.
@@ -160,6 +164,27 @@ func (p *partition) resolveApplied(ents []Entry, results []any) {
 			pr.finish(fmt.Errorf("%w: partition %d: a new leader replaced %d of %d entries from index %d; the others were applied", ErrNotLeader, p.id, pr.remaining, len(pr.cmds), pr.index))
 		}
 	}
+}
+
+// Bounds of a partition's apply queue. Past them the partition takes no more entries
+// into its log (appends from a leader are dropped, to be retried by the leader once the
+// state machine caught up; proposals fail with ErrOverloaded), so a slow state machine
+// costs bounded memory and never blocks the loop.
+const (
+	maxApplyBacklog      = 1 << 16
+	maxApplyBacklogBytes = 64 << 20
+)
+
+// applyFull reports whether the apply queue is past its bounds. The caller holds mu.
+func (p *partition) applyFull() bool {
+	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes
+}
+
+// backlogged is applyFull for the loop.
+func (p *partition) backlogged() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applyFull()
 }
 
 // abandon answers a proposal whose caller gave up (cause): a queued one was certainly not

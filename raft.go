@@ -187,10 +187,7 @@ type progress struct {
 	probeSent    bool // probe: an append is out and unanswered
 	recentActive bool // heard from since the last CheckQuorum round
 	sentCommit   uint64
-	// sentAtBeat is next-1 at the previous heartbeat response: entries sent by then and
-	// still unacknowledged a heartbeat round later were lost.
-	sentAtBeat uint64
-	inflight   inflights
+	inflight     inflights
 }
 
 func (pr *progress) becomeProbe(next uint64) {
@@ -232,9 +229,9 @@ type raftTestHooks struct {
 // message may keep its Entries for as long as it likes, read-only.
 type raftLog struct {
 	storage logStorage
-	first   uint64  // index of ents[0]; ents cover [first, lastIndex]
-	ents    []Entry //
-	bytes   uint64  // sizes of ents
+	first   uint64 // index of ents[0]; ents cover [first, lastIndex]
+	ents    []Entry
+	bytes   uint64 // sizes of ents
 	// stable is the highest index known to be durable with the same entries as ents (an
 	// underestimate right after a truncation); first <= stable+1 always.
 	stable        uint64
@@ -307,6 +304,13 @@ func (l *raftLog) append(es []Entry) {
 	last := l.lastIndex()
 	switch {
 	case k == last+1:
+		if cap(l.ents)-len(l.ents) < len(es) {
+			// Grow with headroom: trim keeps reslicing the front away, and a tail that
+			// had to reallocate for every small append would cost an allocation per batch.
+			grown := make([]Entry, len(l.ents), max(2*len(l.ents)+len(es), 64))
+			copy(grown, l.ents)
+			l.ents = grown
+		}
 		l.ents = append(l.ents, es...)
 		for i := range es {
 			l.bytes += es[i].size()
@@ -379,17 +383,24 @@ func (l *raftLog) nextCommitted(maxBytes uint64) []Entry {
 	return ents
 }
 
-// trim drops persisted entries from the front of the in-memory tail when it has grown past
-// maxBytes; they are read back from storage when needed.
-func (l *raftLog) trim(maxBytes uint64) {
-	if l.bytes <= maxBytes {
-		return
-	}
+// trim drops entries from the front of the in-memory tail: all of them up to upTo (the
+// caller passes what is durable and no longer needed), and more persisted ones while the
+// tail exceeds maxBytes. Dropped entries are read back from storage when needed. Keeping the
+// tail short keeps appends to it cheap and gives the garbage collector little to scan.
+func (l *raftLog) trim(upTo, maxBytes uint64) {
+	upTo = min(upTo, l.stable)
 	n := 0
-	for n < len(l.ents) && l.ents[n].Index <= l.stable && l.bytes > maxBytes/2 {
+	for n < len(l.ents) && l.ents[n].Index <= upTo {
 		l.bytes -= l.ents[n].size()
 		n++
 	}
+	if l.bytes > maxBytes {
+		for n < len(l.ents) && l.ents[n].Index <= l.stable && l.bytes > maxBytes/2 {
+			l.bytes -= l.ents[n].size()
+			n++
+		}
+	}
+	// The dropped positions are not cleared: slices handed out earlier may still hold them.
 	l.ents = l.ents[n:]
 	l.first += uint64(n)
 }
@@ -461,7 +472,7 @@ type raft struct {
 	votes []voteState // (pre-)candidate only; indexed like members.voters
 
 	msgs, msgsAfterPersist []Message
-	spareMsgs, spareAfter  []Message // buffers handed out in the outstanding Ready
+	spareMsgs, spareAfter  []Message // buffers of the last advanced Ready, reused
 	prevHardState          HardState // last hard state handed out
 	readyOut               bool      // a Ready was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
@@ -817,6 +828,9 @@ func (r *raft) step(m Message) error {
 		case MsgAppend, MsgHeartbeat:
 			// A deposed leader: tell it our term so that it steps down at once (S4).
 			r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: m.Index, Reject: true})
+		case MsgVote:
+			// RequestVote rule 1: reply false, with our term so the candidate catches up.
+			r.sendAfterPersist(Message{Type: MsgVoteResp, To: m.From, Term: r.term, Reject: true})
 		case MsgPreVote:
 			r.sendAfterPersist(Message{Type: MsgPreVoteResp, To: m.From, Term: r.term, Reject: true})
 		}
@@ -995,17 +1009,17 @@ func (r *raft) stepLeader(m Message, from int) error {
 		}
 	case MsgHeartbeatResp:
 		pr.recentActive = true
-		last := r.log.lastIndex()
 		switch {
 		case pr.state == progressProbe:
 			pr.probeSent = false // the probe or its answer may have been lost: probe again
-		case pr.match < pr.sentAtBeat:
-			// Appends sent before the previous heartbeat round are still unacknowledged:
-			// they were lost. Fall back to probing from the match index.
-			pr.becomeProbe(pr.match + 1)
-		}
-		pr.sentAtBeat = pr.next - 1
-		if pr.match < last {
+			r.sendAppends(from)
+		case pr.match+1 < pr.next:
+			// Appends are outstanding. Ask whether the follower has the last one: an empty
+			// append at next-1. If appends were lost it rejects, with a hint, and we probe
+			// from there; otherwise it acknowledges. Without this, a lost append would stall
+			// a follower whose window is full until the next proposal.
+			r.sendEmptyAppend(from, pr.next-1)
+		default:
 			r.sendAppends(from)
 		}
 	}
@@ -1097,16 +1111,21 @@ func (r *raft) sendAppends(i int) {
 			break
 		}
 	}
-	if !sent && pr.state == progressReplicate && pr.sentCommit < r.log.committed && !pr.inflight.full() {
+	if !sent && pr.state == progressReplicate && pr.sentCommit < r.log.committed {
 		// prev = match: the follower has it, so this never causes a spurious rejection.
-		prevTerm, err := r.log.term(pr.match)
-		if err != nil {
-			return
-		}
-		r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
-			Index: pr.match, Commit: r.log.committed})
-		pr.sentCommit = r.log.committed
+		r.sendEmptyAppend(i, pr.match)
 	}
+}
+
+// sendEmptyAppend sends an append without entries at prevIndex, carrying the commit index.
+func (r *raft) sendEmptyAppend(i int, prevIndex uint64) {
+	prevTerm, err := r.log.term(prevIndex)
+	if err != nil {
+		return
+	}
+	r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
+		Index: prevIndex, Commit: r.log.committed})
+	r.prs[i].sentCommit = r.log.committed
 }
 
 // sendAppend sends one append with entries from pr.next, if the progress state allows.
@@ -1233,7 +1252,15 @@ func (r *raft) advance(rd Ready) {
 			r.maybeCommit()
 		}
 	}
-	r.log.trim(r.maxMemLogBytes)
+	// Entries applied here and, on a leader, acknowledged by every follower are no longer
+	// needed in memory.
+	upTo := min(r.log.stable, r.log.applied)
+	if r.role == roleLeader {
+		for i := range r.prs {
+			upTo = min(upTo, r.prs[i].match)
+		}
+	}
+	r.log.trim(upTo, r.maxMemLogBytes)
 }
 
 // status returns the group's state.

@@ -1,0 +1,705 @@
+package kommander
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The randomized simulation: several nodes, each running several groups, over a seeded
+// network that drops, delays, duplicates and reorders messages and partitions nodes
+// (including one-way cuts), with crashes that restart a node from what it persisted only.
+// Persistence is asynchronous, as in the node: a Ready's Messages go out at once, its
+// entries and hard state become durable at a later "persist" event (or are lost in a
+// crash), and only then go its MessagesAfterPersist, apply and advance. Steps and ticks
+// happen while a Ready is outstanding.
+//
+// After every event the checker verifies the safety properties (Raft Figure 3) against a
+// global record: at most one leader per term, no node grants two votes in one term, log
+// matching, leader completeness, committed entries never change, applied sequences are
+// prefixes of one another with no gap and no entry applied twice. After the random phase
+// the network heals and every node restarts; a leader must then commit a new entry on every
+// node within a bounded number of ticks.
+
+var (
+	simSeedFlag   = flag.Uint64("sim.seed", 0, "run only this simulation seed (replay a failure)")
+	simSeedsFlag  = flag.Int("sim.seeds", 0, "number of simulation seeds per test (0: the default)")
+	simEventsFlag = flag.Int("sim.events", 0, "events per simulation seed (0: the default)")
+	simTraceFlag  = flag.Bool("sim.trace", false, "log every simulation event (use with -sim.seed)")
+)
+
+const (
+	simDefaultEvents = 2500
+	simMaxNet        = 400 // messages in flight; beyond, sends are dropped (a full queue)
+)
+
+// simParams describe one simulated cluster; most are drawn from the seed.
+type simParams struct {
+	nodes, groups                 int
+	electionTicks, heartbeatTicks int
+	preVote, checkQuorum          bool
+	maxMsgBytes                   uint64
+	maxInflight                   int
+	dropP, dupP                   float64
+	crashP                        float64
+	events                        int
+	hooks                         raftTestHooks
+}
+
+func simParamsFor(seed uint64, nodes int) simParams {
+	rng := rand.New(rand.NewPCG(seed, 0x9a7a))
+	p := simParams{
+		nodes:          nodes,
+		groups:         2 + rng.IntN(2),
+		electionTicks:  5 + rng.IntN(6),
+		heartbeatTicks: 1 + rng.IntN(2),
+		preVote:        rng.IntN(4) != 0,
+		checkQuorum:    rng.IntN(4) != 0,
+		maxMsgBytes:    []uint64{1, 120, 1 << 20}[rng.IntN(3)],
+		maxInflight:    []int{1, 4, 64}[rng.IntN(3)],
+		dropP:          []float64{0, 0.05, 0.2}[rng.IntN(3)],
+		dupP:           []float64{0, 0.05}[rng.IntN(2)],
+		crashP:         []float64{0.002, 0.01}[rng.IntN(2)],
+		events:         simDefaultEvents,
+	}
+	if *simEventsFlag > 0 {
+		p.events = *simEventsFlag
+	}
+	return p
+}
+
+type simGroup struct {
+	log     *memLog
+	r       *raft
+	pending bool
+	rd      Ready
+	applied uint64 // the state machine is durable: it survives crashes
+	checked uint64 // committed prefix of this incarnation already checked
+}
+
+type simNode struct {
+	id     string
+	down   bool
+	groups []*simGroup
+}
+
+type simEntryRec struct {
+	term, id, prevTerm uint64
+	kind               EntryKind
+}
+
+type simVoteKey struct {
+	voter string
+	term  uint64
+}
+
+type sim struct {
+	seed  uint64
+	p     simParams
+	rng   *rand.Rand
+	nodes []*simNode
+	byID  map[string]int
+	net   []Message
+	cut   map[[2]int]bool
+	now   int
+
+	// The global record the invariants are checked against, per group.
+	leaders   []map[uint64]string
+	votes     []map[simVoteKey]string
+	logRec    []map[[2]uint64]simEntryRec // (index, term) -> entry and the term before it
+	committed [][]simEntryRec             // committed[g][i-1] is the entry committed at i
+	applied   [][]simEntryRec             // applied[g][i-1] is the entry applied at i
+	appliedAt []map[uint64]uint64         // proposal ID -> index it was applied at
+
+	nextID uint64
+	err    error
+	trace  func(string, ...any)
+}
+
+func newSim(seed uint64, p simParams) *sim {
+	s := &sim{
+		seed: seed,
+		p:    p,
+		rng:  rand.New(rand.NewPCG(seed, 0x51)),
+		byID: map[string]int{},
+		cut:  map[[2]int]bool{},
+	}
+	ids := make([]string, p.nodes)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("n%d", i+1)
+		s.byID[ids[i]] = i
+	}
+	for g := 0; g < p.groups; g++ {
+		s.leaders = append(s.leaders, map[uint64]string{})
+		s.votes = append(s.votes, map[simVoteKey]string{})
+		s.logRec = append(s.logRec, map[[2]uint64]simEntryRec{})
+		s.committed = append(s.committed, nil)
+		s.applied = append(s.applied, nil)
+		s.appliedAt = append(s.appliedAt, map[uint64]uint64{})
+	}
+	for i, id := range ids {
+		n := &simNode{id: id}
+		for range p.groups {
+			n.groups = append(n.groups, &simGroup{log: &memLog{}})
+		}
+		s.nodes = append(s.nodes, n)
+		s.start(i, ids)
+	}
+	return s
+}
+
+// start (re)creates node i's groups from what they persisted.
+func (s *sim) start(i int, ids []string) {
+	n := s.nodes[i]
+	n.down = false
+	for g, sg := range n.groups {
+		r, err := newRaft(raftConfig{
+			id:               n.id,
+			partition:        uint32(g),
+			voters:           ids,
+			electionTicks:    s.p.electionTicks,
+			heartbeatTicks:   s.p.heartbeatTicks,
+			storage:          sg.log,
+			hardState:        sg.log.hs,
+			applied:          sg.applied,
+			rand:             rand.New(rand.NewPCG(s.seed, uint64(i*1000+g)+s.rng.Uint64()%1000*100000)),
+			maxMsgBytes:      s.p.maxMsgBytes,
+			maxInflightMsgs:  s.p.maxInflight,
+			checkQuorum:      s.p.checkQuorum,
+			preVote:          s.p.preVote,
+			maxMemLogBytes:   512, // small, so that reads from storage are exercised
+			maxInflightBytes: 0,
+		})
+		if err != nil {
+			s.failf("restart %s group %d: %v", n.id, g, err)
+			return
+		}
+		r.hooks = s.p.hooks
+		sg.r, sg.pending, sg.rd, sg.checked = r, false, Ready{}, 0
+	}
+}
+
+func (s *sim) ids() []string {
+	ids := make([]string, len(s.nodes))
+	for i, n := range s.nodes {
+		ids[i] = n.id
+	}
+	return ids
+}
+
+func (s *sim) failf(format string, args ...any) {
+	if s.err == nil {
+		s.err = fmt.Errorf("event %d: "+format, append([]any{s.now}, args...)...)
+	}
+}
+
+// send puts a message on the network, which may drop or duplicate it. Vote grants are
+// recorded as they leave: a node that grants two candidates in one term is a violation.
+func (s *sim) send(m Message) {
+	if m.Type == MsgVoteResp && !m.Reject {
+		k := simVoteKey{m.From, m.Term}
+		if prev, ok := s.votes[m.Partition][k]; ok && prev != m.To {
+			s.failf("S1: %s granted votes to %s and %s in term %d (group %d)", m.From, prev, m.To, m.Term, m.Partition)
+		}
+		s.votes[m.Partition][k] = m.To
+	}
+	if len(s.net) >= simMaxNet || s.rng.Float64() < s.p.dropP {
+		return
+	}
+	s.net = append(s.net, m)
+	if m.Type != MsgPropose && s.rng.Float64() < s.p.dupP {
+		s.net = append(s.net, m)
+	}
+}
+
+// process hands out a Ready if the group has one and none is outstanding: its Messages go
+// out now, the rest waits for the node's next persist event.
+func (s *sim) process(i, g int) {
+	sg := s.nodes[i].groups[g]
+	if sg.pending || !sg.r.hasReady() {
+		return
+	}
+	rd := sg.r.ready()
+	for _, e := range rd.Entries {
+		prevTerm, err := sg.r.log.term(e.Index - 1)
+		if err != nil {
+			s.failf("%s group %d: term of %d: %v", s.nodes[i].id, g, e.Index-1, err)
+			return
+		}
+		rec := simEntryRec{term: e.Term, id: e.ID, prevTerm: prevTerm, kind: e.Kind}
+		key := [2]uint64{e.Index, e.Term}
+		if old, ok := s.logRec[g][key]; ok && old != rec {
+			s.failf("log matching: %s group %d has entry (%d, %d) = %+v, elsewhere %+v", s.nodes[i].id, g, e.Index, e.Term, rec, old)
+		}
+		s.logRec[g][key] = rec
+	}
+	for _, m := range rd.Messages {
+		s.send(m)
+	}
+	sg.rd, sg.pending = rd, true
+}
+
+// persist completes node i's outstanding Readies: durable, after-persist messages out,
+// committed entries applied, advanced.
+func (s *sim) persist(i int) {
+	for g, sg := range s.nodes[i].groups {
+		if !sg.pending {
+			continue
+		}
+		rd := sg.rd
+		sg.log.save(rd)
+		for _, m := range rd.MessagesAfterPersist {
+			s.send(m)
+		}
+		for _, e := range rd.CommittedEntries {
+			s.apply(i, g, e)
+		}
+		sg.pending, sg.rd = false, Ready{}
+		sg.r.advance(rd)
+		s.process(i, g)
+	}
+}
+
+func (s *sim) apply(i, g int, e Entry) {
+	sg := s.nodes[i].groups[g]
+	id := s.nodes[i].id
+	if e.Index != sg.applied+1 {
+		s.failf("S17: %s group %d applies index %d after %d (gap or applied twice)", id, g, e.Index, sg.applied)
+		return
+	}
+	sg.applied = e.Index
+	rec := simEntryRec{term: e.Term, id: e.ID, kind: e.Kind}
+	if e.Index <= uint64(len(s.applied[g])) {
+		if old := s.applied[g][e.Index-1]; old != rec {
+			s.failf("applied sequences diverge: %s group %d applied %+v at %d, another node %+v", id, g, rec, e.Index, old)
+		}
+	} else {
+		s.applied[g] = append(s.applied[g], rec)
+	}
+	if e.Kind == EntryNormal && e.ID != 0 {
+		if at, ok := s.appliedAt[g][e.ID]; ok && at != e.Index {
+			s.failf("entry %d applied twice, at %d and %d (group %d)", e.ID, at, e.Index, g)
+		}
+		s.appliedAt[g][e.ID] = e.Index
+	}
+}
+
+// check verifies the per-node invariants of node i after an event.
+func (s *sim) check(i int) {
+	n := s.nodes[i]
+	if n.down {
+		return
+	}
+	for g, sg := range n.groups {
+		r := sg.r
+		if r.role == roleLeader {
+			if l, ok := s.leaders[g][r.term]; !ok {
+				s.leaders[g][r.term] = n.id
+				s.checkLeaderCompleteness(i, g)
+			} else if l != n.id {
+				s.failf("two leaders in term %d of group %d: %s and %s", r.term, g, l, n.id)
+			}
+		}
+		for idx := sg.checked + 1; idx <= r.log.committed; idx++ {
+			ents, err := r.log.entries(idx, idx+1, 1)
+			if err != nil || len(ents) != 1 {
+				s.failf("%s group %d: committed entry %d unreadable: %v", n.id, g, idx, err)
+				return
+			}
+			e := ents[0]
+			rec := simEntryRec{term: e.Term, id: e.ID, kind: e.Kind}
+			if idx <= uint64(len(s.committed[g])) {
+				if old := s.committed[g][idx-1]; old != rec {
+					s.failf("committed entry %d of group %d changed: %s has %+v, committed was %+v", idx, g, n.id, rec, old)
+					return
+				}
+			} else {
+				s.committed[g] = append(s.committed[g], rec)
+				s.checkCommitDurable(g, idx, rec)
+			}
+			sg.checked = idx
+		}
+	}
+}
+
+// simLogView is what the checker reads of a node's log: its memory when it is up, what it
+// persisted when it is down.
+type simLogView interface {
+	lastIndex() uint64
+	term(uint64) (uint64, error)
+}
+
+func (s *sim) logView(i, g int) simLogView {
+	if s.nodes[i].down {
+		return s.nodes[i].groups[g].log
+	}
+	return &s.nodes[i].groups[g].r.log
+}
+
+// checkCommitDurable runs when entry idx first commits: no node that lacks it may have a log
+// at least as up to date as a quorum's, since that node could then win an election and
+// overwrite the entry (Raft §5.4). This catches an unsafe commit at once, before a
+// particular schedule of failures has to turn it into a lost entry.
+func (s *sim) checkCommitDurable(g int, idx uint64, rec simEntryRec) {
+	for x := range s.nodes {
+		lx := s.logView(x, g)
+		if t, err := lx.term(idx); err == nil && t == rec.term {
+			continue
+		}
+		xi := lx.lastIndex()
+		xt, _ := lx.term(xi)
+		n := 0
+		for y := range s.nodes {
+			ly := s.logView(y, g)
+			yi := ly.lastIndex()
+			yt, _ := ly.term(yi)
+			if xt > yt || (xt == yt && xi >= yi) {
+				n++
+			}
+		}
+		if n >= len(s.nodes)/2+1 {
+			s.failf("committed entry %d (term %d) of group %d can be lost: %s lacks it and its log (%d, %d) is as up to date as a quorum's",
+				idx, rec.term, g, s.nodes[x].id, xi, xt)
+			return
+		}
+	}
+}
+
+// checkLeaderCompleteness: a new leader's log holds every entry committed so far (Raft
+// §5.4, S15: it never reissues an index another leader had committed).
+func (s *sim) checkLeaderCompleteness(i, g int) {
+	r := s.nodes[i].groups[g].r
+	for idx, rec := range s.committed[g] {
+		if !r.log.matchTerm(uint64(idx+1), rec.term) {
+			s.failf("leader completeness: new leader %s of term %d lacks committed entry %d (term %d) of group %d",
+				s.nodes[i].id, r.term, idx+1, rec.term, g)
+			return
+		}
+	}
+}
+
+func (s *sim) live() []int {
+	var l []int
+	for i, n := range s.nodes {
+		if !n.down {
+			l = append(l, i)
+		}
+	}
+	return l
+}
+
+// deliver steps one message into its destination.
+func (s *sim) deliver(m Message) int {
+	to, ok := s.byID[m.To]
+	from := s.byID[m.From]
+	if !ok || s.nodes[to].down || s.cut[[2]int{from, to}] {
+		return -1
+	}
+	g := int(m.Partition)
+	err := s.nodes[to].groups[g].r.step(m)
+	if err != nil && !errors.Is(err, errNotLeader) && !errors.Is(err, errProposalDropped) {
+		s.failf("%s group %d refused %v from %s: %v", m.To, g, m.Type, m.From, err)
+	}
+	s.process(to, g)
+	return to
+}
+
+func (s *sim) propose(i, g int) {
+	sg := s.nodes[i].groups[g]
+	k := 1 + s.rng.IntN(3)
+	ents := make([]Entry, k)
+	for j := range ents {
+		s.nextID++
+		ents[j] = Entry{ID: s.nextID, Type: "set", Data: make([]byte, s.rng.IntN(40))}
+	}
+	if sg.r.role == roleLeader {
+		if _, _, err := sg.r.propose(ents); err != nil && !errors.Is(err, errProposalDropped) {
+			s.failf("%s group %d: propose on leader: %v", s.nodes[i].id, g, err)
+		}
+	} else if lead := sg.r.lead; lead != "" {
+		s.send(Message{Type: MsgPropose, Partition: uint32(g), From: s.nodes[i].id, To: lead, Entries: ents})
+	}
+	s.process(i, g)
+}
+
+// event runs one random event and returns the node it touched (-1 for none).
+func (s *sim) event() int {
+	live := s.live()
+	x := s.rng.Float64()
+	switch {
+	case x < 0.62:
+		if len(s.net) == 0 {
+			return -1
+		}
+		j := s.rng.IntN(len(s.net)) // any message: reordering and delay
+		m := s.net[j]
+		s.net[j] = s.net[len(s.net)-1]
+		s.net = s.net[:len(s.net)-1]
+		s.tracef("deliver %v %s->%s g%d t%d i%d lt%d n%d c%d rej%v", m.Type, m.From, m.To, m.Partition, m.Term, m.Index, m.LogTerm, len(m.Entries), m.Commit, m.Reject)
+		return s.deliver(m)
+	case x < 0.74:
+		if len(live) == 0 {
+			return -1
+		}
+		i := live[s.rng.IntN(len(live))]
+		s.tracef("tick %s", s.nodes[i].id)
+		for g, sg := range s.nodes[i].groups {
+			sg.r.tick()
+			s.process(i, g)
+		}
+		return i
+	case x < 0.86:
+		if len(live) == 0 {
+			return -1
+		}
+		i := live[s.rng.IntN(len(live))]
+		s.tracef("persist %s", s.nodes[i].id)
+		s.persist(i)
+		return i
+	case x < 0.93:
+		if len(live) == 0 {
+			return -1
+		}
+		i := live[s.rng.IntN(len(live))]
+		g := s.rng.IntN(s.p.groups)
+		s.tracef("propose %s g%d", s.nodes[i].id, g)
+		s.propose(i, g)
+		return i
+	case x < 0.93+s.p.crashP:
+		if len(live) == 0 {
+			return -1
+		}
+		i := live[s.rng.IntN(len(live))]
+		s.tracef("crash %s", s.nodes[i].id)
+		s.nodes[i].down = true // unpersisted Readies are lost
+		return -1
+	case x < 0.96:
+		for i, n := range s.nodes {
+			if n.down && s.rng.IntN(2) == 0 {
+				s.tracef("restart %s", n.id)
+				s.start(i, s.ids())
+				for g := range n.groups {
+					s.process(i, g)
+				}
+				return i
+			}
+		}
+		return -1
+	case x < 0.97:
+		// A partition: a random side cut off from the rest, both ways.
+		side := s.rng.Uint64()
+		s.tracef("partition %b", side)
+		for a := range s.nodes {
+			for b := range s.nodes {
+				if (side>>a)&1 != (side>>b)&1 {
+					s.cut[[2]int{a, b}] = true
+				}
+			}
+		}
+		return -1
+	case x < 0.975:
+		a, b := s.rng.IntN(len(s.nodes)), s.rng.IntN(len(s.nodes))
+		s.tracef("cut %d->%d", a, b)
+		s.cut[[2]int{a, b}] = true // asymmetric: b still reaches a
+		return -1
+	default:
+		s.tracef("heal")
+		clear(s.cut)
+		return -1
+	}
+}
+
+func (s *sim) tracef(format string, args ...any) {
+	if s.trace != nil {
+		s.trace(fmt.Sprintf("%5d ", s.now)+format, args...)
+	}
+}
+
+// run plays the random phase, then the liveness phase, and returns the first violation.
+func (s *sim) run() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("event %d: panic: %v", s.now, p)
+		}
+	}()
+	for s.now = 0; s.now < s.p.events && s.err == nil; s.now++ {
+		if i := s.event(); i >= 0 {
+			s.check(i)
+		}
+	}
+	if s.err != nil {
+		return s.err
+	}
+	return s.liveness()
+}
+
+// liveness heals the network and restarts every node; every group must then elect a
+// leader and commit (and apply on every node) a new entry within a bounded number of ticks.
+func (s *sim) liveness() error {
+	clear(s.cut)
+	s.p.dropP, s.p.dupP = 0, 0
+	for i, n := range s.nodes {
+		if n.down {
+			s.start(i, s.ids())
+		}
+	}
+	// The bound grows with the backlog a follower may have to catch up on, one entry per
+	// message in the slowest configurations.
+	var backlog uint64
+	for _, n := range s.nodes {
+		for _, sg := range n.groups {
+			backlog = max(backlog, sg.r.log.lastIndex()-sg.r.log.committed)
+		}
+	}
+	maxTicks := 30*s.p.electionTicks + 50 + 2*int(backlog)
+	marker := make([]uint64, s.p.groups) // index of the entry to see applied everywhere
+	markerTerm := make([]uint64, s.p.groups)
+	for tick := 0; tick < maxTicks; tick++ {
+		s.now++
+		// The network and the disks are faster than a tick: three rounds of delivery and
+		// persistence per tick.
+		for range 3 {
+			q := s.net
+			s.net = nil
+			s.rng.Shuffle(len(q), func(a, b int) { q[a], q[b] = q[b], q[a] })
+			for _, m := range q {
+				s.tracef("deliver %v %s->%s g%d t%d i%d lt%d n%d c%d rej%v", m.Type, m.From, m.To, m.Partition, m.Term, m.Index, m.LogTerm, len(m.Entries), m.Commit, m.Reject)
+				if i := s.deliver(m); i >= 0 {
+					s.check(i)
+				}
+			}
+			for i := range s.nodes {
+				s.persist(i)
+				s.check(i)
+			}
+		}
+		for i := range s.nodes {
+			for g, sg := range s.nodes[i].groups {
+				sg.r.tick()
+				s.process(i, g)
+			}
+			s.check(i)
+		}
+		if s.err != nil {
+			return s.err
+		}
+		done := true
+		for g := range s.p.groups {
+			if s.markerApplied(g, marker[g]) {
+				continue
+			}
+			done = false
+			for i, n := range s.nodes {
+				r := n.groups[g].r
+				if r.role == roleLeader && markerTerm[g] != r.term {
+					s.nextID++
+					idx, term, err := r.propose([]Entry{{ID: s.nextID, Type: "marker"}})
+					if err == nil {
+						marker[g], markerTerm[g] = idx, term
+					}
+					s.process(i, g)
+				}
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+	var b strings.Builder
+	for g := range s.p.groups {
+		for _, n := range s.nodes {
+			st := n.groups[g].r.status()
+			fmt.Fprintf(&b, "\n  g%d %s %v term %d leader %q commit %d applied %d last %d", g, n.id, st.role, st.term, st.leader, st.commit, st.applied, st.lastIndex)
+		}
+	}
+	return fmt.Errorf("liveness: after healing, no entry committed on every node within %d ticks:%s", maxTicks, b.String())
+}
+
+func (s *sim) markerApplied(g int, idx uint64) bool {
+	if idx == 0 || idx > uint64(len(s.applied[g])) {
+		return false
+	}
+	for _, n := range s.nodes {
+		if n.groups[g].applied < idx {
+			return false
+		}
+	}
+	return true
+}
+
+// runSims runs the simulation for seeds [1, count] (or only -sim.seed) and fails the test
+// at the first violation, with the line that replays it.
+func runSims(t *testing.T, name string, nodes, count int) {
+	if testing.Short() {
+		count /= 5
+	}
+	if *simSeedsFlag > 0 {
+		count = *simSeedsFlag
+	}
+	seeds := make([]uint64, 0, count)
+	if *simSeedFlag != 0 {
+		seeds = append(seeds, *simSeedFlag)
+	} else {
+		for i := 1; i <= count; i++ {
+			seeds = append(seeds, uint64(i))
+		}
+	}
+	start := time.Now()
+	events := 0
+	for _, seed := range seeds {
+		p := simParamsFor(seed, nodes)
+		s := newSim(seed, p)
+		if *simTraceFlag {
+			s.trace = t.Logf
+		}
+		if err := s.run(); err != nil {
+			t.Fatalf("seed %d (%+v): %v\nreplay: go test -run '^%s$' -sim.seed=%d -sim.trace -v .", seed, p, err, name, seed)
+		}
+		events += s.now
+	}
+	t.Logf("%d seeds, %d events in %v", len(seeds), events, time.Since(start).Round(time.Millisecond))
+}
+
+// TestSimThreeNodes runs the simulation with 3 nodes (S12, S15, S17 and the invariants of
+// Figure 3 under drops, duplicates, reordering, partitions and crashes).
+func TestSimThreeNodes(t *testing.T) { runSims(t, "TestSimThreeNodes", 3, 1000) }
+
+// TestSimFiveNodes runs the simulation with 5 nodes.
+func TestSimFiveNodes(t *testing.T) { runSims(t, "TestSimFiveNodes", 5, 1000) }
+
+// findPlantedBug runs seeds with a planted bug until the simulation reports a violation,
+// and fails if none does within maxSeeds.
+func findPlantedBug(t *testing.T, nodes, maxSeeds int, hooks raftTestHooks) {
+	start := time.Now()
+	for seed := uint64(1); seed <= uint64(maxSeeds); seed++ {
+		p := simParamsFor(seed, nodes)
+		p.hooks = hooks
+		if err := newSim(seed, p).run(); err != nil {
+			t.Logf("found after %d seeds (%v): %v", seed, time.Since(start).Round(time.Millisecond), err)
+			return
+		}
+	}
+	t.Fatalf("the simulation did not find the planted bug %+v in %d seeds", hooks, maxSeeds)
+}
+
+// TestSimFindsCommitOfOlderTermByCounting plants bug (a): a leader commits an entry of an
+// older term by counting replicas (Figure 8, S11).
+func TestSimFindsCommitOfOlderTermByCounting(t *testing.T) {
+	findPlantedBug(t, 3, 1000, raftTestHooks{commitOlderTerms: true})
+}
+
+// TestSimFindsVoteReleasedBeforePersist plants bug (b): a vote grant goes out before the
+// vote is durable, so a crash lets the node vote twice in one term (S1).
+func TestSimFindsVoteReleasedBeforePersist(t *testing.T) {
+	findPlantedBug(t, 3, 1000, raftTestHooks{voteBeforePersist: true})
+}
+
+// TestSimFindsAppendWithoutPrevTermCheck plants bug (c): a follower accepts an append
+// whose prevTerm does not match its log.
+func TestSimFindsAppendWithoutPrevTermCheck(t *testing.T) {
+	findPlantedBug(t, 3, 1000, raftTestHooks{skipPrevTermCheck: true})
+}
