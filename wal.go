@@ -42,12 +42,15 @@ package kommander
 //	5 membership:  partition u32, body length u32, body: reserved for membership records;
 //	               read and bounds-checked, otherwise ignored by this version
 //	6 reset:       partition u32, compaction index u64, compaction term u64: the partition's
-//	               log restarts after that point; the entries that follow in the same frame
-//	               are its live entries carried forward from an old segment
+//	               log restarts after that point; its hard state and its live entries,
+//	               carried forward from an old segment, follow in the same frame
 //
 // The in-memory state is the result of applying the records in order: a partition's entries
 // always follow index after index from its compaction point + 1. Save writes a truncation
-// record before entries whose first index is at or below the stored last index.
+// record before entries whose first index is at or below the stored last index. Entries
+// that follow a gap are expected only when their predecessors lived in deleted segments:
+// a later compaction, reset or truncation record must then cover the gap, or opening fails
+// with ErrCorrupt (a segment was lost).
 //
 // # Crash assumptions
 //
@@ -65,7 +68,9 @@ package kommander
 // the last segment a bad frame at offset X is a torn tail when no valid frame starts
 // anywhere after X: the file is truncated at X, fsynced and the loss logged (no caller was
 // told that frame was durable). If a valid frame does follow, the damage is not a torn
-// tail and opening fails with ErrCorrupt.
+// tail and opening fails with ErrCorrupt. The one case this cannot tell apart: a bit that
+// flips, after the fsync, inside the very last frame looks like a torn write, and that
+// frame is dropped.
 //
 // A failed write or fsync is sticky (fsyncgate: after a failed fsync the kernel may have
 // dropped the dirty pages and a retry would report success for lost data): the Save that saw
