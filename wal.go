@@ -20,7 +20,7 @@ package kommander
 //	20  4  zero (reserved)
 //
 // The header is followed by frames, back to back, until the end of the file. A frame is the
-// unit of atomicity: the committer writes exactly one frame per write and fsync, holding
+// unit of atomicity: the committing caller writes one frame per write and fsync, holding
 // every batch (Save call) gathered in that round, so each batch lies wholly inside one
 // frame. Frame, 12 bytes of header then the payload:
 //
@@ -42,12 +42,15 @@ package kommander
 //	5 membership:  partition u32, body length u32, body: reserved for membership records;
 //	               read and bounds-checked, otherwise ignored by this version
 //	6 reset:       partition u32, compaction index u64, compaction term u64: the partition's
-//	               log restarts after that point; the entries that follow in the same frame
-//	               are its live entries carried forward from an old segment
+//	               log restarts after that point; its hard state and its live entries,
+//	               carried forward from an old segment, follow in the same frame
 //
 // The in-memory state is the result of applying the records in order: a partition's entries
 // always follow index after index from its compaction point + 1. Save writes a truncation
-// record before entries whose first index is at or below the stored last index.
+// record before entries whose first index is at or below the stored last index. Entries
+// that follow a gap are expected only when their predecessors lived in deleted segments:
+// a later compaction, reset or truncation record must then cover the gap, or opening fails
+// with ErrCorrupt (a segment was lost).
 //
 // # Crash assumptions
 //
@@ -65,7 +68,9 @@ package kommander
 // the last segment a bad frame at offset X is a torn tail when no valid frame starts
 // anywhere after X: the file is truncated at X, fsynced and the loss logged (no caller was
 // told that frame was durable). If a valid frame does follow, the damage is not a torn
-// tail and opening fails with ErrCorrupt.
+// tail and opening fails with ErrCorrupt. The one case this cannot tell apart: a bit that
+// flips, after the fsync, inside the very last frame looks like a torn write, and that
+// frame is dropped.
 //
 // A failed write or fsync is sticky (fsyncgate: after a failed fsync the kernel may have
 // dropped the dirty pages and a retry would report success for lost data): the Save that saw
@@ -120,7 +125,7 @@ const (
 	walEntryHeaderSize   = 36
 	// maxWALFrame bounds a frame's payload and so any allocation made while reading one.
 	maxWALFrame = 256 << 20
-	// walRoundSoftLimit stops the committer from gathering more batches into a frame.
+	// walRoundSoftLimit stops a round from gathering more batches into its frame.
 	walRoundSoftLimit = 8 << 20
 	walMagic          = "kmdrwal\x01"
 	// maxWALIndex bounds log indexes, so that index arithmetic can never overflow.
@@ -381,7 +386,7 @@ func (p *walPartition) cache(limit int, ents ...Entry) {
 	}
 }
 
-// walRequest is one Save or Compact waiting for the committer.
+// walRequest is one Save or Compact waiting to be committed.
 type walRequest struct {
 	batch   []Update
 	payload []byte   // room for a frame header, then the batch's records (no truncations)
@@ -389,10 +394,11 @@ type walRequest struct {
 	entOff  []uint32 // offset of each entry record relative to its update's start
 	compact *walCompact
 
-	updBase []uint32 // set by the committer: start of each update's records in the frame payload
-	trunc   []bool   // set by the committer: whether each update needs a truncation record
+	updBase []uint32 // set when committed: start of each update's records in the frame payload
+	trunc   []bool   // set when committed: whether each update needs a truncation record
 	err     error
-	done    chan struct{}
+	done    chan struct{} // closed when err is final
+	lead    chan struct{} // closed when this caller is to lead the commits
 }
 
 type walCompact struct {
@@ -411,10 +417,13 @@ type WAL struct {
 	log  *slog.Logger
 	fs   walFS
 
-	reqs      chan *walRequest
-	closing   chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	// Group commit (see submit): the Saves and Compacts waiting, and whether a caller is
+	// committing them.
+	qmu     sync.Mutex
+	queue   []*walRequest
+	leading bool
+	qclosed bool
+	idle    *sync.Cond // on qmu: leading became false
 
 	mu     sync.RWMutex
 	parts  map[uint32]*walPartition
@@ -424,10 +433,9 @@ type WAL struct {
 
 	bufs sync.Pool // large Save buffers for reuse, see walPooledPayload
 
-	// Owned by the committer goroutine.
+	// Owned by the caller that leads the commits (see submit).
 	frame   []byte
 	view    map[uint32]walView
-	pending *walRequest
 	scratch []byte
 }
 
@@ -446,12 +454,10 @@ func openWAL(dir string, opts WALOptions, fs walFS) (*WAL, error) {
 	}
 	w := &WAL{
 		dir: dir, opts: opts, log: opts.Logger, fs: fs,
-		reqs:    make(chan *walRequest),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
-		parts:   make(map[uint32]*walPartition),
-		view:    make(map[uint32]walView),
+		parts: make(map[uint32]*walPartition),
+		view:  make(map[uint32]walView),
 	}
+	w.idle = sync.NewCond(&w.qmu)
 	if err := fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("wal: create dir %s: %w", dir, err)
 	}
@@ -459,7 +465,6 @@ func openWAL(dir string, opts WALOptions, fs walFS) (*WAL, error) {
 		w.closeFiles()
 		return nil, err
 	}
-	go w.commitLoop()
 	return w, nil
 }
 
@@ -905,15 +910,84 @@ func (w *WAL) Save(batch []Update) error {
 	return w.submit(req)
 }
 
+// submit queues a request and waits for its outcome. Group commit needs no goroutine of
+// its own: the caller that finds nobody committing becomes the leader and commits rounds
+// (everything queued at that moment: one frame, one write, one fsync) until its own request
+// is done, then hands the lead to the oldest waiting caller. A lone caller thus writes and
+// fsyncs in its own goroutine without any hand-off, and concurrent callers share fsyncs.
 func (w *WAL) submit(req *walRequest) error {
 	req.done = make(chan struct{})
-	select {
-	case w.reqs <- req:
-	case <-w.closing:
+	req.lead = make(chan struct{})
+	w.qmu.Lock()
+	if w.qclosed {
+		w.qmu.Unlock()
 		return ErrWALClosed
+	}
+	w.queue = append(w.queue, req)
+	if !w.leading {
+		w.leading = true
+		w.qmu.Unlock()
+		w.lead(req)
+	} else {
+		w.qmu.Unlock()
+		select {
+		case <-req.done:
+		case <-req.lead:
+			w.lead(req)
+		}
 	}
 	<-req.done
 	return req.err
+}
+
+// lead commits rounds until self is done, then passes the lead on.
+func (w *WAL) lead(self *walRequest) {
+	for {
+		// Let the callers that the previous round woke queue up again first, so that this
+		// round carries them too: that is what turns concurrent Saves into one fsync.
+		runtime.Gosched()
+		w.qmu.Lock()
+		select {
+		case <-self.done:
+			if len(w.queue) > 0 {
+				close(w.queue[0].lead)
+			} else {
+				w.leading = false
+				w.idle.Broadcast()
+			}
+			w.qmu.Unlock()
+			return
+		default:
+		}
+		round := w.queue
+		w.queue = nil
+		w.qmu.Unlock()
+		w.commitQueued(round)
+	}
+}
+
+// commitQueued commits the requests of a round in order: runs of Saves as one frame each
+// (split only to keep frames below walRoundSoftLimit), a Compact on its own.
+func (w *WAL) commitQueued(round []*walRequest) {
+	for len(round) > 0 {
+		if round[0].compact != nil {
+			w.commitCompact(round[0])
+			round = round[1:]
+			continue
+		}
+		n, size := 0, 0
+		for n < len(round) && round[n].compact == nil {
+			add := len(round[n].payload) + 13*len(round[n].batch)
+			if n > 0 && size+add > walRoundSoftLimit {
+				break
+			}
+			size += add
+			n++
+		}
+		w.commitRound(round[:n])
+		w.recycle(round[:n])
+		round = round[n:]
+	}
 }
 
 // encodeWALBatch encodes a batch in the caller's goroutine, so that encoding runs in
@@ -993,58 +1067,6 @@ func (w *WAL) recycle(round []*walRequest) {
 	}
 }
 
-// commitLoop is the committer: the one goroutine that writes. Each round gathers the
-// Saves waiting now into one frame, writes and fsyncs it once, then answers each caller.
-func (w *WAL) commitLoop() {
-	defer close(w.done)
-	var round []*walRequest
-	for {
-		round = round[:0]
-		if w.pending != nil {
-			round = append(round, w.pending)
-			w.pending = nil
-		} else {
-			select {
-			case r := <-w.reqs:
-				round = append(round, r)
-			case <-w.closing:
-				return
-			}
-		}
-		if round[0].compact != nil {
-			w.commitCompact(round[0])
-			continue
-		}
-		size := len(round[0].payload)
-		for w.pending == nil && size < walRoundSoftLimit {
-			// Let the callers woken by the previous round submit again before this round
-			// closes: that is what turns many concurrent Saves into one write and fsync.
-			runtime.Gosched()
-			got := 0
-		drain:
-			for size < walRoundSoftLimit {
-				select {
-				case r := <-w.reqs:
-					if r.compact != nil || size+len(r.payload)+13*len(r.batch) > maxWALFrame {
-						w.pending = r
-						break drain
-					}
-					round = append(round, r)
-					size += len(r.payload)
-					got++
-				default:
-					break drain
-				}
-			}
-			if got == 0 {
-				break
-			}
-		}
-		w.commitRound(round)
-		w.recycle(round)
-	}
-}
-
 func (w *WAL) failure() error {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -1065,7 +1087,7 @@ func (w *WAL) viewOf(p uint32) walView {
 	if v, ok := w.view[p]; ok {
 		return v
 	}
-	ps := w.parts[p] // read without the lock: only this goroutine writes parts
+	ps := w.parts[p] // read without the lock: only the leading caller writes parts
 	if ps == nil {
 		return walView{}
 	}
@@ -1306,7 +1328,7 @@ func (w *WAL) commitCompact(r *walRequest) {
 // beyond the active one. Freeing the oldest segment thus costs little while few segments
 // exist, and a partition with more live data (one that stopped compacting) is still carried
 // once enough segments pile up behind it, so disk use stays bounded by a small multiple of
-// the live data. It runs in the committer.
+// the live data. It runs in the caller leading the commits.
 func (w *WAL) maintain(carry bool) {
 	carried := int64(0)
 	for w.failure() == nil {
@@ -1414,7 +1436,7 @@ func (w *WAL) carry(parts []uint32) (int64, error) {
 }
 
 // segment returns the segment with sequence number seq. Called with w.mu held (or from
-// the committer).
+// the leading caller).
 func (w *WAL) segment(seq uint32) *walSegment {
 	if len(w.segs) == 0 {
 		return nil
@@ -1567,21 +1589,23 @@ func (w *WAL) Entries(partition uint32, lo, hi, maxBytes uint64) ([]Entry, error
 	return out, nil
 }
 
-// Close stops the committer (Saves in progress finish first) and closes the files. Calls
-// after Close fail with ErrWALClosed.
+// Close waits for the Saves and Compacts already queued to finish, then closes the files.
+// Calls after Close fail with ErrWALClosed.
 func (w *WAL) Close() error {
-	w.closeOnce.Do(func() {
-		close(w.closing)
-		<-w.done
-		if w.pending != nil {
-			reply([]*walRequest{w.pending}, ErrWALClosed)
-			w.pending = nil
-		}
-		w.mu.Lock()
-		w.closed = true
-		w.mu.Unlock()
-		w.closeFiles()
-	})
+	w.qmu.Lock()
+	if w.qclosed {
+		w.qmu.Unlock()
+		return nil
+	}
+	w.qclosed = true
+	for w.leading {
+		w.idle.Wait()
+	}
+	w.qmu.Unlock()
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.closeFiles()
 	return nil
 }
 
