@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -119,9 +120,13 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		holders: make(map[string]holder),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	var tlsClient = cfg.TLS
-	if tlsClient != nil {
-		tlsClient = tlsClient.Clone()
+	// HTTP/1.1 only, on both sides: the batches need nothing of HTTP/2, and net/http would
+	// otherwise add "h2" to a *tls.Config (the caller's, which may be shared) on Serve.
+	var tlsClient, tlsServer *tls.Config
+	if cfg.TLS != nil {
+		tlsClient, tlsServer = cfg.TLS.Clone(), cfg.TLS.Clone()
+		tlsClient.NextProtos = []string{"http/1.1"}
+		tlsServer.NextProtos = []string{"http/1.1"}
 	}
 	t.client = &http.Client{
 		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
@@ -131,6 +136,7 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
 			ResponseHeaderTimeout: cfg.PeerTimeout,
 			MaxIdleConnsPerHost:   laneCount,
+			TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
 			IdleConnTimeout:       4 * cfg.PeerTimeout,
 		},
 	}
@@ -150,7 +156,8 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 			ReadTimeout:       cfg.PeerTimeout,
 			WriteTimeout:      cfg.PeerTimeout,
 			IdleTimeout:       4 * cfg.PeerTimeout,
-			TLSConfig:         cfg.TLS,
+			TLSConfig:         tlsServer,
+			TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
 			ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelWarn),
 		}
 	}

@@ -134,6 +134,9 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 		return nil, errors.New("kommander: transport config: Addr is required for TCP")
 	}
 	cfg = cfg.withDefaults()
+	if cfg.TLS != nil {
+		cfg.TLS = cfg.TLS.Clone() // later changes by the caller do not reach a running transport
+	}
 	instance, err := newInstanceID()
 	if err != nil {
 		return nil, err
