@@ -327,10 +327,16 @@ func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 
 // post sends one batch and reads the answer; anything but 204 is an error.
 func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) error {
-	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, bytes.NewReader(body))
+	// net/http may still read a request body after Do returns (a peer that answers before
+	// reading it all); the sender reuses body for the next batch, so the reader is cut off
+	// from it first.
+	br := &detachableBody{r: bytes.NewReader(body)}
+	defer br.detach()
+	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, br)
 	if err != nil {
 		return err
 	}
+	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", httpContentType)
 	t.sign(req, strconv.Itoa(int(lane))+"-"+strconv.FormatUint(seq, 10), body)
 	resp, err := t.client.Do(req)
@@ -377,6 +383,28 @@ func httpRefusal(resp *http.Response) error {
 		}
 	}
 	return fmt.Errorf("kommander: peer refused the batch (%s)", code)
+}
+
+// detachableBody reads a request body until detach, and then nothing more.
+type detachableBody struct {
+	mu       sync.Mutex
+	r        *bytes.Reader
+	detached bool
+}
+
+func (d *detachableBody) Read(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return 0, errors.New("kommander: request body read after its request ended")
+	}
+	return d.r.Read(p)
+}
+
+func (d *detachableBody) detach() {
+	d.mu.Lock()
+	d.detached = true
+	d.mu.Unlock()
 }
 
 // sign sets the identifying headers of a request and, with a shared secret, its signature.
