@@ -38,6 +38,12 @@ import (
 // zero-length frame is a ping from the client; the server answers each with a
 // zero-length pong. Both sides treat PeerTimeout without a frame as a dead connection
 // (S28).
+//
+// Bad input after the handshake (S28): a frame that does not decode is refused and counted
+// and the connection carries on, since its length prefix still frames the next one; a
+// malformed message inside a batch costs that message only; a frame above MaxBatchBytes
+// is skipped without being buffered; a connection that ends inside a frame loses that
+// frame and nothing else.
 
 const (
 	tcpMagic            = "KMDR"
@@ -774,7 +780,11 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 		return final(tcpAuthFailed, fmt.Errorf("%w: peer %q could not prove the shared secret", ErrAuthFailed, h.from))
 	}
 	if err := t.claimInbound(h, conn); err != nil {
-		return final(tcpDuplicate, err)
+		status := tcpDuplicate
+		if errors.Is(err, errTransportClosed) {
+			status = tcpClosing
+		}
+		return final(status, err)
 	}
 	if _, err := conn.Write([]byte{tcpOK}); err != nil {
 		t.releaseInbound(h, conn) // or the node ID stays taken by a dead connection
