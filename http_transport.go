@@ -39,9 +39,16 @@ import (
 // A signed request is accepted only within MaxClockSkew of this node's clock and only with
 // a sequence above the last one seen for its (node, instance, lane): a replay is refused.
 // That cache holds one entry per live sender and is bounded; entries expire once their
-// requests would be too old anyway. Outcomes: 204 delivered; 400 malformed (logged);
-// 401 bad signature, stale timestamp or replay; 403 another cluster; 409 node ID in use by
-// another process; 413 body above MaxBatchBytes; 503 not started yet.
+// requests would be too old anyway. Version, cluster, timestamp and nonce are checked
+// before the body is read; the signature, the replay check and the node ID claim after.
+//
+// Outcomes, each logged and counted, with the sentinel named in X-Kommander-Error: 204
+// delivered (a malformed message inside a batch costs only itself, S28); 400 malformed
+// body or wrong version; 401 bad signature, stale timestamp or replay; 403 another
+// cluster; 409 node ID in use by another process (S30: the first process keeps it until
+// it has been quiet for PeerTimeout, so a restarted node waits that long to be heard);
+// 413 body above MaxBatchBytes; 503 not started, closing, or replay cache full. With a
+// shared secret GET /kommander/v1/status needs a signed request too.
 
 const (
 	httpRaftPath    = "/kommander/v1/raft"
