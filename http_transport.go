@@ -160,6 +160,7 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		t.srv = &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			MaxHeaderBytes:    16 << 10, // our headers are a few hundred bytes
 			ReadTimeout:       cfg.PeerTimeout,
 			WriteTimeout:      cfg.PeerTimeout,
 			IdleTimeout:       4 * cfg.PeerTimeout,

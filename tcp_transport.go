@@ -52,6 +52,7 @@ const (
 	tcpProofSize        = 32
 	tcpReadBuffer       = 64 << 10
 	tcpWriteBuffer      = 64 << 10
+	tcpMaxHandshakes    = 256 // unauthenticated connections at once
 )
 
 // Handshake statuses.
@@ -106,10 +107,11 @@ type TCPTransport struct {
 	instance uint64
 	counters transportCounters
 
-	done   chan struct{}
-	ctx    context.Context // cancelled by Close: aborts dials in progress
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	done       chan struct{}
+	handshakes chan struct{}   // a slot per inbound handshake in progress
+	ctx        context.Context // cancelled by Close: aborts dials in progress
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
@@ -153,10 +155,11 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 	}
 	t := &TCPTransport{
 		cfg: cfg, lim: cfg.limits(), ln: ln, instance: instance,
-		log:     cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
-		done:    make(chan struct{}),
-		inbound: make(map[inboundKey]*tcpInbound),
-		conns:   make(map[net.Conn]struct{}),
+		log:        cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
+		done:       make(chan struct{}),
+		handshakes: make(chan struct{}, tcpMaxHandshakes),
+		inbound:    make(map[inboundKey]*tcpInbound),
+		conns:      make(map[net.Conn]struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
@@ -467,6 +470,16 @@ func (t *TCPTransport) acceptLoop() {
 			continue
 		}
 		bo.reset()
+		select {
+		case t.handshakes <- struct{}{}:
+		default:
+			// Unauthenticated connections cost a goroutine each until their handshake
+			// deadline; beyond a bound, newcomers are turned away at once.
+			t.counters.rejected.Add(1)
+			t.log.Warn("too many handshakes in progress; connection refused", "remote", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
 		if !t.track(c) {
 			return
 		}
@@ -488,6 +501,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 	if t.cfg.TLS != nil {
 		tconn := tls.Server(raw, t.cfg.TLS)
 		if err := tconn.Handshake(); err != nil {
+			<-t.handshakes
 			t.counters.rejected.Add(1)
 			t.counters.authFailures.Add(1)
 			log.Warn("inbound tls handshake failed", "err", err)
@@ -496,6 +510,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 		conn = tconn
 	}
 	h, err := t.serverHandshake(conn)
+	<-t.handshakes
 	if err != nil {
 		t.counters.rejected.Add(1)
 		if errors.Is(err, ErrAuthFailed) {
