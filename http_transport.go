@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -38,9 +39,16 @@ import (
 // A signed request is accepted only within MaxClockSkew of this node's clock and only with
 // a sequence above the last one seen for its (node, instance, lane): a replay is refused.
 // That cache holds one entry per live sender and is bounded; entries expire once their
-// requests would be too old anyway. Outcomes: 204 delivered; 400 malformed (logged);
-// 401 bad signature, stale timestamp or replay; 403 another cluster; 409 node ID in use by
-// another process; 413 body above MaxBatchBytes; 503 not started yet.
+// requests would be too old anyway. Version, cluster, timestamp and nonce are checked
+// before the body is read; the signature, the replay check and the node ID claim after.
+//
+// Outcomes, each logged and counted, with the sentinel named in X-Kommander-Error: 204
+// delivered (a malformed message inside a batch costs only itself, S28); 400 malformed
+// body or wrong version; 401 bad signature, stale timestamp or replay; 403 another
+// cluster; 409 node ID in use by another process (S30: the first process keeps it until
+// it has been quiet for PeerTimeout, so a restarted node waits that long to be heard);
+// 413 body above MaxBatchBytes; 503 not started, closing, or replay cache full. With a
+// shared secret GET /kommander/v1/status needs a signed request too.
 
 const (
 	httpRaftPath    = "/kommander/v1/raft"
@@ -119,9 +127,13 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		holders: make(map[string]holder),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	var tlsClient = cfg.TLS
-	if tlsClient != nil {
-		tlsClient = tlsClient.Clone()
+	// HTTP/1.1 only, on both sides: the batches need nothing of HTTP/2, and net/http would
+	// otherwise add "h2" to a *tls.Config (the caller's, which may be shared) on Serve.
+	var tlsClient, tlsServer *tls.Config
+	if cfg.TLS != nil {
+		tlsClient, tlsServer = cfg.TLS.Clone(), cfg.TLS.Clone()
+		tlsClient.NextProtos = []string{"http/1.1"}
+		tlsServer.NextProtos = []string{"http/1.1"}
 	}
 	t.client = &http.Client{
 		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
@@ -131,6 +143,7 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
 			ResponseHeaderTimeout: cfg.PeerTimeout,
 			MaxIdleConnsPerHost:   laneCount,
+			TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
 			IdleConnTimeout:       4 * cfg.PeerTimeout,
 		},
 	}
@@ -147,10 +160,12 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		t.srv = &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			MaxHeaderBytes:    16 << 10, // our headers are a few hundred bytes
 			ReadTimeout:       cfg.PeerTimeout,
 			WriteTimeout:      cfg.PeerTimeout,
 			IdleTimeout:       4 * cfg.PeerTimeout,
-			TLSConfig:         cfg.TLS,
+			TLSConfig:         tlsServer,
+			TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
 			ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelWarn),
 		}
 	}
@@ -320,10 +335,16 @@ func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 
 // post sends one batch and reads the answer; anything but 204 is an error.
 func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) error {
-	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, bytes.NewReader(body))
+	// net/http may still read a request body after Do returns (a peer that answers before
+	// reading it all); the sender reuses body for the next batch, so the reader is cut off
+	// from it first.
+	br := &detachableBody{r: bytes.NewReader(body)}
+	defer br.detach()
+	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, br)
 	if err != nil {
 		return err
 	}
+	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", httpContentType)
 	t.sign(req, strconv.Itoa(int(lane))+"-"+strconv.FormatUint(seq, 10), body)
 	resp, err := t.client.Do(req)
@@ -370,6 +391,28 @@ func httpRefusal(resp *http.Response) error {
 		}
 	}
 	return fmt.Errorf("kommander: peer refused the batch (%s)", code)
+}
+
+// detachableBody reads a request body until detach, and then nothing more.
+type detachableBody struct {
+	mu       sync.Mutex
+	r        *bytes.Reader
+	detached bool
+}
+
+func (d *detachableBody) Read(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return 0, errors.New("kommander: request body read after its request ended")
+	}
+	return d.r.Read(p)
+}
+
+func (d *detachableBody) detach() {
+	d.mu.Lock()
+	d.detached = true
+	d.mu.Unlock()
 }
 
 // sign sets the identifying headers of a request and, with a shared secret, its signature.

@@ -38,6 +38,12 @@ import (
 // zero-length frame is a ping from the client; the server answers each with a
 // zero-length pong. Both sides treat PeerTimeout without a frame as a dead connection
 // (S28).
+//
+// Bad input after the handshake (S28): a frame that does not decode is refused and counted
+// and the connection carries on, since its length prefix still frames the next one; a
+// malformed message inside a batch costs that message only; a frame above MaxBatchBytes
+// is skipped without being buffered; a connection that ends inside a frame loses that
+// frame and nothing else.
 
 const (
 	tcpMagic            = "KMDR"
@@ -46,6 +52,7 @@ const (
 	tcpProofSize        = 32
 	tcpReadBuffer       = 64 << 10
 	tcpWriteBuffer      = 64 << 10
+	tcpMaxHandshakes    = 256 // unauthenticated connections at once
 )
 
 // Handshake statuses.
@@ -100,10 +107,11 @@ type TCPTransport struct {
 	instance uint64
 	counters transportCounters
 
-	done   chan struct{}
-	ctx    context.Context // cancelled by Close: aborts dials in progress
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	done       chan struct{}
+	handshakes chan struct{}   // a slot per inbound handshake in progress
+	ctx        context.Context // cancelled by Close: aborts dials in progress
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
@@ -134,6 +142,9 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 		return nil, errors.New("kommander: transport config: Addr is required for TCP")
 	}
 	cfg = cfg.withDefaults()
+	if cfg.TLS != nil {
+		cfg.TLS = cfg.TLS.Clone() // later changes by the caller do not reach a running transport
+	}
 	instance, err := newInstanceID()
 	if err != nil {
 		return nil, err
@@ -144,10 +155,11 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 	}
 	t := &TCPTransport{
 		cfg: cfg, lim: cfg.limits(), ln: ln, instance: instance,
-		log:     cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
-		done:    make(chan struct{}),
-		inbound: make(map[inboundKey]*tcpInbound),
-		conns:   make(map[net.Conn]struct{}),
+		log:        cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
+		done:       make(chan struct{}),
+		handshakes: make(chan struct{}, tcpMaxHandshakes),
+		inbound:    make(map[inboundKey]*tcpInbound),
+		conns:      make(map[net.Conn]struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
@@ -458,6 +470,16 @@ func (t *TCPTransport) acceptLoop() {
 			continue
 		}
 		bo.reset()
+		select {
+		case t.handshakes <- struct{}{}:
+		default:
+			// Unauthenticated connections cost a goroutine each until their handshake
+			// deadline; beyond a bound, newcomers are turned away at once.
+			t.counters.rejected.Add(1)
+			t.log.Warn("too many handshakes in progress; connection refused", "remote", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
 		if !t.track(c) {
 			return
 		}
@@ -479,6 +501,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 	if t.cfg.TLS != nil {
 		tconn := tls.Server(raw, t.cfg.TLS)
 		if err := tconn.Handshake(); err != nil {
+			<-t.handshakes
 			t.counters.rejected.Add(1)
 			t.counters.authFailures.Add(1)
 			log.Warn("inbound tls handshake failed", "err", err)
@@ -487,6 +510,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 		conn = tconn
 	}
 	h, err := t.serverHandshake(conn)
+	<-t.handshakes
 	if err != nil {
 		t.counters.rejected.Add(1)
 		if errors.Is(err, ErrAuthFailed) {
@@ -771,7 +795,11 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 		return final(tcpAuthFailed, fmt.Errorf("%w: peer %q could not prove the shared secret", ErrAuthFailed, h.from))
 	}
 	if err := t.claimInbound(h, conn); err != nil {
-		return final(tcpDuplicate, err)
+		status := tcpDuplicate
+		if errors.Is(err, errTransportClosed) {
+			status = tcpClosing
+		}
+		return final(status, err)
 	}
 	if _, err := conn.Write([]byte{tcpOK}); err != nil {
 		t.releaseInbound(h, conn) // or the node ID stays taken by a dead connection

@@ -108,3 +108,49 @@ func TestTCPSnapshotsTravelOnTheirOwnConnection(t *testing.T) {
 		t.Fatalf("%d connections after a snapshot chunk, want 2 (one per lane)", n)
 	}
 }
+
+// TestTCPBoundsHandshakesInProgress: connections that never finish a handshake hold at most
+// tcpMaxHandshakes goroutines; the next one is closed at once, and once they are gone a
+// real peer gets in.
+func TestTCPBoundsHandshakesInProgress(t *testing.T) {
+	tc := transportCases()[0]
+	cfg := transportTestConfig("b")
+	cfg.HandshakeTimeout = transportWait
+	b := startTransportNode(t, tc, cfg)
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for i := 0; i < tcpMaxHandshakes; i++ {
+		c, err := net.Dial("tcp", b.tr.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	extra, err := net.Dial("tcp", b.tr.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(transportWait))
+	if _, err := extra.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection beyond the handshake bound: read %v, want EOF", err)
+	}
+	if n := b.tr.Stats().Rejected; n != 1 {
+		t.Fatalf("Rejected = %d, want 1", n)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	idle = nil
+	a := startTransportNode(t, tc, transportTestConfig("a"))
+	connectAll(a, b)
+	stop := make(chan struct{})
+	wg := keepSending(a, "b", 5, stop)
+	b.rec.waitFor(t, transportWait, "a real peer after the idle ones left", func(m []Message) bool { return countMsgs(m, withMsgContext(5)) > 0 })
+	close(stop)
+	wg.Wait()
+}
