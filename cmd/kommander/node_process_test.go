@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +32,7 @@ func TestNodeProcesses(t *testing.T) {
 	t.Run("CompareAndSetAndIfAbsent", func(t *testing.T) { c.t = t; testCompareAndSet(c) })
 	t.Run("Lists", func(t *testing.T) { c.t = t; testLists(c) })
 	t.Run("Errors", func(t *testing.T) { c.t = t; testErrors(c) })
+	t.Run("S30DuplicateNodeIDIsRefused", func(t *testing.T) { c.t = t; testDuplicateNodeID(c) })
 	t.Run("S19PausedLeaderStepsDownAndAnswers", func(t *testing.T) { c.t = t; testSIGSTOPLeader(c) })
 	t.Run("S24SIGKILLLosesNothingAcknowledged", func(t *testing.T) { c.t = t; testSIGKILL(c) })
 	t.Run("SIGTERMExitsZeroAndRestartResumes", func(t *testing.T) { c.t = t; testSIGTERM(c) })
@@ -417,5 +420,52 @@ func testSIGTERM(c *procCluster) {
 			r, err := c.do(i, "GET", "/kv/"+k+"?stale", nil)
 			return err == nil && r.code == http.StatusOK && string(r.body) == v
 		})
+	}
+}
+
+// testDuplicateNodeID is S30 with real processes: a second process started with the ID of
+// a running node (its own ports and data) is refused by the peers, which say so in their
+// logs; nobody crashes, and the cluster goes on serving.
+func testDuplicateNodeID(c *procCluster) {
+	raft, err := freeLoopbackAddr()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	httpAddr, err := freeLoopbackAddr()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	dir := c.t.TempDir()
+	imp := &procNode{id: "n1", raft: raft, http: httpAddr, data: filepath.Join(dir, "impostor"), logPath: filepath.Join(dir, "impostor.log"),
+		peers: "n1=" + raft + "," + strings.Join(strings.Split(c.peers, ",")[1:], ",")}
+	c.nodes = append(c.nodes, imp)
+	i := len(c.nodes) - 1
+	defer func() {
+		if c.running(i) {
+			c.signal(i, syscall.SIGTERM)
+			c.waitExit(i, 30*time.Second)
+		}
+		c.nodes = c.nodes[:i]
+	}()
+	c.start(i)
+	c.eventually(30*time.Second, "a peer reports the second process with ID n1", func() bool {
+		for _, n := range c.nodes[1:3] {
+			if b, _ := os.ReadFile(n.logPath); strings.Contains(string(b), "node ID connected from two processes") {
+				return true
+			}
+		}
+		return false
+	})
+	c.expect(1, "PUT", "/kv/after-impostor", []byte("fine"), http.StatusNoContent)
+	if r := c.expect(0, "GET", "/kv/after-impostor", nil, http.StatusOK); string(r.body) != "fine" {
+		c.t.Fatalf("the real n1 reads %q", r.body)
+	}
+	if !c.running(i) {
+		c.t.Fatalf("the second process with ID n1 exited instead of being refused")
+	}
+	for j := 0; j < 3; j++ {
+		if !c.running(j) {
+			c.t.Fatalf("%s is no longer running", c.nodes[j].id)
+		}
 	}
 }
