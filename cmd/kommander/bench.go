@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,7 +29,7 @@ type benchOptions struct {
 	duration, warmup, election  time.Duration
 	transport                   kommander.TransportKind
 	noSync, json                bool
-	dir                         string
+	dir, cpuProfile             string
 }
 
 // benchResult is what one run measured; -json prints it as is.
@@ -69,6 +70,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.noSync, "nosync", false, "UNSAFE: skip fsync (the figures then say nothing about a durable setup)")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&o.dir, "dir", "", "directory for the WALs (default: a new temporary directory, removed after)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -182,11 +184,28 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	wait(o.warmup)
 	errs.Store(0)
 	fsyncs0, saved0 := fsyncTotals(nodes)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			stop.Store(true)
+			wg.Wait()
+			return benchResult{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			stop.Store(true)
+			wg.Wait()
+			return benchResult{}, err
+		}
+	}
 	cpu0, cpuOK := processCPUTime()
 	t0 := time.Now()
 	measuring.Store(true)
 	wait(o.duration)
 	measuring.Store(false)
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	elapsed := time.Since(t0)
 	cpu1, _ := processCPUTime()
 	fsyncs1, saved1 := fsyncTotals(nodes)

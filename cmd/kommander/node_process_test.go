@@ -19,9 +19,11 @@ import (
 // These tests drive real `kommander node` processes (DESIGN §4, layer 4). One cluster of
 // three is shared by the steps of TestNodeProcesses, which run in order.
 
-// processFlags are the extra flags of the test clusters: a short election timeout keeps
-// failovers quick, long enough that the race detector's slowness does not cause churn.
-var processFlags = []string{"-election-timeout", "500ms", "-timeout", "5s", "-log-level", "info"}
+// processFlags are the extra flags of the test clusters. The election timeout is the
+// default, 1s: shorter ones make failovers quicker but let the race detector's slowness on
+// a busy machine cause leader churn, and a compare-and-set answered 504 in the middle of a
+// check cannot be retried.
+var processFlags = []string{"-election-timeout", "1s", "-timeout", "5s", "-log-level", "info"}
 
 func TestNodeProcesses(t *testing.T) {
 	if testing.Short() {
