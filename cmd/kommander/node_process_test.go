@@ -443,10 +443,6 @@ func testDuplicateNodeID(c *procCluster) {
 	c.nodes = append(c.nodes, imp)
 	i := len(c.nodes) - 1
 	defer func() {
-		if c.running(i) {
-			c.signal(i, syscall.SIGTERM)
-			c.waitExit(i, 30*time.Second)
-		}
 		c.nodes = c.nodes[:i]
 	}()
 	c.start(i)
@@ -469,5 +465,10 @@ func testDuplicateNodeID(c *procCluster) {
 		if !c.running(j) {
 			c.t.Fatalf("%s is no longer running", c.nodes[j].id)
 		}
+	}
+	// SIGINT (Ctrl-C) stops a node as gracefully as SIGTERM.
+	c.signal(i, syscall.SIGINT)
+	if code := c.waitExit(i, 30*time.Second); code != 0 {
+		c.t.Fatalf("the second n1 exited with %d after SIGINT, want 0", code)
 	}
 }
