@@ -109,8 +109,10 @@ type Config struct {
 	// instead of queueing without bound. Default 4096.
 	MaxPendingProposals int
 
-	// MaxMessageBytes bounds the entries in one append message, in bytes. Default 4 MiB
-	// (always at least MaxEntrySize plus room for headers).
+	// MaxMessageBytes bounds the entries in one append or forwarded proposal, in bytes,
+	// and so the size of a ReplicateBatch. Default 4 MiB (always at least MaxEntrySize
+	// plus room for headers): large enough to batch well, small enough that one message
+	// never holds up a connection for long.
 	MaxMessageBytes int
 
 	// MaxInflightMessages bounds the appends a leader has in flight to one follower, per

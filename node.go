@@ -479,7 +479,9 @@ func (n *Node) Replicate(ctx context.Context, partition int, typ string, data []
 }
 
 // ReplicateBatch appends several commands to a partition's log as consecutive entries and
-// returns once all are committed and applied on this node. Errors are those of Replicate;
+// returns once all are committed and applied on this node. A batch travels in one
+// message, so its total size may not exceed Config.MaxMessageBytes (ErrTooLarge). Errors
+// are those of Replicate;
 // in the rare case that a leader change lets only some of the entries through, the error
 // says so and the results of the applied ones have a non-zero Index.
 func (n *Node) ReplicateBatch(ctx context.Context, partition int, cmds []Command) ([]Result, error) {
@@ -509,11 +511,19 @@ func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
 	if err := n.writable(); err != nil {
 		return nil, err
 	}
+	total := 0
 	for _, c := range cmds {
-		if size := len(c.Type) + len(c.Data); size > n.cfg.MaxEntrySize {
+		size := len(c.Type) + len(c.Data)
+		if size > n.cfg.MaxEntrySize {
 			n.metrics.rejected.Add(1)
 			return nil, fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
 		}
+		total += size
+	}
+	if len(cmds) > 1 && total > n.cfg.MaxMessageBytes {
+		// A batch travels in one message; bigger ones would not fit.
+		n.metrics.rejected.Add(1)
+		return nil, fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
 	}
 	first := n.idSeq.Add(uint64(len(cmds))) - uint64(len(cmds)) + 1
 	if first == 0 || first+uint64(len(cmds)) < first { // keep 0 meaning "no ID"
@@ -896,23 +906,31 @@ func (n *Node) proposeQueued(p *partition) {
 	st := p.raft.status()
 	switch {
 	case st.leader == n.cfg.NodeID && st.role == roleLeader:
-		ents := make([]Entry, 0, len(p.queue))
-		for _, pr := range p.queue {
-			ents = append(ents, pr.entries()...)
+		// Proposals go to Raft in chunks of about MaxMessageBytes (a proposal is never
+		// split), so that one Ready stays bounded however much was queued.
+		for len(p.queue) > 0 {
+			k, size := n.chunk(p.queue)
+			var ents []Entry
+			for _, pr := range p.queue[:k] {
+				ents = append(ents, pr.entries()...)
+			}
+			first, term, err := p.raft.propose(ents)
+			if err != nil {
+				// Too much unpersisted: the rest waits for the next pass.
+				n.log.Debug("raft refused a proposal", "partition", p.id, "bytes", size, "err", err)
+				return
+			}
+			idx := first
+			for _, pr := range p.queue[:k] {
+				pr.stage, pr.index, pr.term = stageLocal, idx, term
+				idx += uint64(len(pr.cmds))
+				n.await(p, pr)
+				p.local = append(p.local, pr)
+			}
+			clear(p.queue[:k])
+			p.queue = p.queue[k:]
 		}
-		first, term, err := p.raft.propose(ents)
-		if err != nil {
-			n.log.Debug("raft refused a proposal", "partition", p.id, "err", err)
-			return
-		}
-		idx := first
-		for _, pr := range p.queue {
-			pr.stage, pr.index, pr.term = stageLocal, idx, term
-			idx += uint64(len(pr.cmds))
-			n.await(p, pr)
-			p.local = append(p.local, pr)
-		}
-		p.queue = p.queue[:0]
+		p.queue = nil
 	case st.leader == "":
 		// Wait for an election; give up after a while with a definite error.
 		for _, pr := range p.queue {
@@ -927,18 +945,43 @@ func (n *Node) proposeQueued(p *partition) {
 		}
 		p.queue = p.queue[:0]
 	default:
-		var ents []Entry
-		for _, pr := range p.queue {
-			ents = append(ents, pr.entries()...)
-			pr.stage, pr.leader = stageForwarded, st.leader
-			n.await(p, pr)
-			// The MsgPropose or the leader's answer may be lost: bound the wait (S14).
-			pr.deadline = n.now + uint64(noLeaderTimeouts*n.elTicks)
+		// One MsgPropose per chunk of about MaxMessageBytes, so that no message exceeds
+		// what the transport carries.
+		for len(p.queue) > 0 {
+			k, _ := n.chunk(p.queue)
+			var ents []Entry
+			for _, pr := range p.queue[:k] {
+				ents = append(ents, pr.entries()...)
+				pr.stage, pr.leader = stageForwarded, st.leader
+				n.await(p, pr)
+				// The MsgPropose or the leader's answer may be lost: bound the wait (S14).
+				pr.deadline = n.now + uint64(noLeaderTimeouts*n.elTicks)
+			}
+			n.metrics.forwarded.Add(uint64(len(ents)))
+			n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: st.leader, Term: st.term, Entries: ents}})
+			clear(p.queue[:k])
+			p.queue = p.queue[k:]
 		}
-		n.metrics.forwarded.Add(uint64(len(ents)))
-		n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: st.leader, Term: st.term, Entries: ents}})
-		p.queue = p.queue[:0]
+		p.queue = nil
 	}
+}
+
+// chunk returns how many of the queued proposals fit in about MaxMessageBytes (at least
+// one) and their size.
+func (n *Node) chunk(queue []*proposal) (k int, size uint64) {
+	limit := uint64(n.cfg.MaxMessageBytes)
+	for k < len(queue) {
+		var s uint64
+		for _, c := range queue[k].cmds {
+			s += uint64(len(c.Type)+len(c.Data)) + 64
+		}
+		if k > 0 && size+s > limit {
+			break
+		}
+		size += s
+		k++
+	}
+	return k, size
 }
 
 // noLeaderTimeouts is how many election timeouts a proposal waits for a leader to be known

@@ -1140,3 +1140,44 @@ func TestProposalsDuringAnFsyncShareTheNextOne(t *testing.T) {
 		t.Fatalf("entries per save after the gate: %v; want the %d queued proposals in one save", gs.sizes, more)
 	}
 }
+
+// TestProposalsAreChunkedToMaxMessageBytes: queued proposals go to Raft, or to the
+// leader in MsgPropose messages, in chunks of about MaxMessageBytes, never splitting one
+// proposal; a batch larger than a message is refused with ErrTooLarge.
+func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
+	n := &Node{cfg: Config{MaxMessageBytes: 8 << 10}}
+	var queue []*proposal
+	for k := 0; k < 40; k++ {
+		queue = append(queue, &proposal{cmds: []Command{{Type: "put", Data: make([]byte, 900)}}})
+	}
+	var chunks []int
+	for len(queue) > 0 {
+		k, size := n.chunk(queue)
+		if size > 8<<10 {
+			t.Fatalf("chunk of %d bytes, limit %d", size, 8<<10)
+		}
+		chunks = append(chunks, k)
+		queue = queue[k:]
+	}
+	if len(chunks) < 4 {
+		t.Fatalf("40 proposals of 900 bytes went in chunks %v, want several", chunks)
+	}
+	big := &proposal{cmds: make([]Command, 20)}
+	for i := range big.cmds {
+		big.cmds[i] = Command{Type: "put", Data: make([]byte, 900)}
+	}
+	if k, _ := n.chunk([]*proposal{big}); k != 1 {
+		t.Fatalf("a proposal was split: chunk of %d", k)
+	}
+
+	c := newNodeCluster(t, 1, 1, false)
+	c.cfg = func(_ int, cfg *Config) { cfg.MaxEntrySize, cfg.MaxMessageBytes = 1000, 8<<10 }
+	c.startAll()
+	c.leaders()
+	if _, err := c.nodes[0].ReplicateBatch(ctxT(t), 0, big.cmds); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("an 18 KB batch with MaxMessageBytes 8 KB: %v, want ErrTooLarge", err)
+	}
+	if _, err := c.nodes[0].ReplicateBatch(ctxT(t), 0, big.cmds[:5]); err != nil {
+		t.Fatalf("a batch within the limit: %v", err)
+	}
+}
