@@ -485,6 +485,28 @@ func (n *Node) Replicate(ctx context.Context, partition int, typ string, data []
 // in the rare case that a leader change lets only some of the entries through, the error
 // says so and the results of the applied ones have a non-zero Index.
 func (n *Node) ReplicateBatch(ctx context.Context, partition int, cmds []Command) ([]Result, error) {
+	for _, c := range cmds {
+		if c.Type == barrierType {
+			return nil, fmt.Errorf("kommander: partition %d: command type %q is reserved", partition, barrierType)
+		}
+	}
+	return n.replicate(ctx, partition, cmds)
+}
+
+// barrierType is the reserved command type of ReadBarrier's entries; they are never
+// handed to the StateMachine.
+const barrierType = "kommander.barrier"
+
+// ReadBarrier returns once every entry committed in the partition before the call is
+// applied on this node: a read of the local state machine after it is linearizable. It
+// costs one small log entry (forwarded to the leader like any proposal); errors are those
+// of Replicate.
+func (n *Node) ReadBarrier(ctx context.Context, partition int) error {
+	_, err := n.replicate(ctx, partition, []Command{{Type: barrierType}})
+	return err
+}
+
+func (n *Node) replicate(ctx context.Context, partition int, cmds []Command) ([]Result, error) {
 	pr, err := n.submit(partition, cmds)
 	if err != nil {
 		return nil, err
@@ -1120,9 +1142,14 @@ func (n *Node) applyPartition(p *partition) bool {
 	p.mu.Unlock()
 
 	normal := ents[:0:0]
+	barriers := ents[:0:0]
 	for _, e := range ents {
 		if e.Kind == EntryNormal && e.Index > p.applied {
-			normal = append(normal, e)
+			if e.Type == barrierType {
+				barriers = append(barriers, e)
+			} else {
+				normal = append(normal, e)
+			}
 		}
 	}
 	results := make([]any, len(normal))
@@ -1139,6 +1166,9 @@ func (n *Node) applyPartition(p *partition) bool {
 		p.applied = last
 	}
 	p.resolveApplied(normal, results)
+	if len(barriers) > 0 {
+		p.resolveApplied(barriers, make([]any, len(barriers)))
+	}
 	p.mu.Unlock()
 	clear(ents)
 	n.applySpare = ents[:0]
