@@ -259,6 +259,8 @@ func (c Config) Validate() error {
 		return bad("limits must not be negative")
 	case c.Transport != TCP && c.Transport != HTTP:
 		return bad("Transport %d is unknown", int(c.Transport))
+	case c.CustomTransport == nil && c.Addr == "" && len(c.Peers) > 1:
+		return bad("Addr is empty: peers need an address to reach this node")
 	}
 	if sp, ok := c.Discovery.(staticDiscovery); ok {
 		if err := validatePeers(c.NodeID, sp); err != nil {

@@ -339,6 +339,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("kommander: node %s: Start called twice or after Stop: %w", n.cfg.NodeID, ErrStopped)
 	}
 	t := n.cfg.CustomTransport
+	if t == nil && len(n.voters) == 1 && n.cfg.Addr == "" {
+		t = nullTransport{} // a single node with no address talks to no one
+	}
 	if t == nil {
 		var err error
 		if t, err = newNetworkTransport(n.cfg, func() any { return n.Status() }); err != nil {
@@ -658,6 +661,14 @@ func (n *Node) fail(err error) {
 		n.log.Error("node failed; it accepts no more writes", "err", err)
 	}
 }
+
+// nullTransport is the transport of a single-node cluster without an address.
+type nullTransport struct{}
+
+func (nullTransport) Start(func([]Message)) error { return nil }
+func (nullTransport) SetPeer(string, string)      {}
+func (nullTransport) Send(string, []Message)      {}
+func (nullTransport) Close() error                { return nil }
 
 // signal wakes the loop.
 func (n *Node) signal() {

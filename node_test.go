@@ -3,7 +3,9 @@ package kommander
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"expvar"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -1038,6 +1041,51 @@ func TestReadBarrierMakesLocalReadsLinearizable(t *testing.T) {
 		t.Fatal("the reserved barrier type was accepted from a caller")
 	}
 }
+
+// TestSingleNodeWithTheDefaultsNeedsNoNetwork: a one-node cluster with only a DataDir and
+// a state machine runs on the WAL, elects itself and takes writes; its Status marshals to
+// the JSON the status endpoints serve, and its metrics publish through expvar.
+func TestSingleNodeWithTheDefaultsNeedsNoNetwork(t *testing.T) {
+	sm := newKVSM(2, false)
+	id := fmt.Sprintf("solo%d", soloRuns.Add(1)) // expvar names are process-wide: -count=N
+	n, err := NewNode(Config{NodeID: id, DataDir: t.TempDir(), Partitions: 2, StateMachine: sm, Logger: discardLogger(),
+		ElectionTimeout: 50 * time.Millisecond, HeartbeatInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	r, err := n.Replicate(ctxT(t), 1, "put", put("k", "v"))
+	if err != nil || r.Index != 2 {
+		t.Fatalf("Replicate = %+v, %v; want index 2 after the leader's no-op", r, err)
+	}
+	b, err := json.Marshal(n.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"node":"` + id + `"`, `"partition":1`, `"role":"leader"`, `"leader":"` + id + `"`, `"commit":2`, `"applied":2`} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("status JSON %s lacks %s", b, want)
+		}
+	}
+	if err := n.PublishExpvar(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.PublishExpvar(); err == nil {
+		t.Fatal("publishing the same expvar twice succeeded")
+	}
+	v := expvar.Get("kommander." + id).String()
+	if !strings.Contains(v, `"fsyncs":`) || !strings.Contains(v, `"role":"leader"`) {
+		t.Fatalf("expvar = %s", v)
+	}
+	if m := n.Metrics(); m.Proposals != 1 || m.Fsyncs == 0 || m.Leaders != 2 {
+		t.Fatalf("metrics = %+v", m)
+	}
+}
+
+var soloRuns atomic.Int64
 
 // countingTransport records how a node's loop calls Send.
 type countingTransport struct {
