@@ -109,8 +109,10 @@ type Config struct {
 	// instead of queueing without bound. Default 4096.
 	MaxPendingProposals int
 
-	// MaxMessageBytes bounds the entries in one append message, in bytes. Default 4 MiB
-	// (always at least MaxEntrySize plus room for headers).
+	// MaxMessageBytes bounds the entries in one append or forwarded proposal, in bytes,
+	// and so the size of a ReplicateBatch. Default 4 MiB (always at least MaxEntrySize
+	// plus room for headers): large enough to batch well, small enough that one message
+	// never holds up a connection for long.
 	MaxMessageBytes int
 
 	// MaxInflightMessages bounds the appends a leader has in flight to one follower, per
@@ -257,6 +259,8 @@ func (c Config) Validate() error {
 		return bad("limits must not be negative")
 	case c.Transport != TCP && c.Transport != HTTP:
 		return bad("Transport %d is unknown", int(c.Transport))
+	case c.CustomTransport == nil && c.Addr == "" && len(c.Peers) > 1:
+		return bad("Addr is empty: peers need an address to reach this node")
 	}
 	if sp, ok := c.Discovery.(staticDiscovery); ok {
 		if err := validatePeers(c.NodeID, sp); err != nil {

@@ -339,6 +339,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("kommander: node %s: Start called twice or after Stop: %w", n.cfg.NodeID, ErrStopped)
 	}
 	t := n.cfg.CustomTransport
+	if t == nil && len(n.voters) == 1 && n.cfg.Addr == "" {
+		t = nullTransport{} // a single node with no address talks to no one
+	}
 	if t == nil {
 		var err error
 		if t, err = newNetworkTransport(n.cfg, func() any { return n.Status() }); err != nil {
@@ -479,10 +482,34 @@ func (n *Node) Replicate(ctx context.Context, partition int, typ string, data []
 }
 
 // ReplicateBatch appends several commands to a partition's log as consecutive entries and
-// returns once all are committed and applied on this node. Errors are those of Replicate;
+// returns once all are committed and applied on this node. A batch travels in one
+// message, so its total size may not exceed Config.MaxMessageBytes (ErrTooLarge). Errors
+// are those of Replicate;
 // in the rare case that a leader change lets only some of the entries through, the error
 // says so and the results of the applied ones have a non-zero Index.
 func (n *Node) ReplicateBatch(ctx context.Context, partition int, cmds []Command) ([]Result, error) {
+	for _, c := range cmds {
+		if c.Type == barrierType {
+			return nil, fmt.Errorf("kommander: partition %d: command type %q is reserved", partition, barrierType)
+		}
+	}
+	return n.replicate(ctx, partition, cmds)
+}
+
+// barrierType is the reserved command type of ReadBarrier's entries; they are never
+// handed to the StateMachine.
+const barrierType = "kommander.barrier"
+
+// ReadBarrier returns once every entry committed in the partition before the call is
+// applied on this node: a read of the local state machine after it is linearizable. It
+// costs one small log entry (forwarded to the leader like any proposal); errors are those
+// of Replicate.
+func (n *Node) ReadBarrier(ctx context.Context, partition int) error {
+	_, err := n.replicate(ctx, partition, []Command{{Type: barrierType}})
+	return err
+}
+
+func (n *Node) replicate(ctx context.Context, partition int, cmds []Command) ([]Result, error) {
 	pr, err := n.submit(partition, cmds)
 	if err != nil {
 		return nil, err
@@ -509,11 +536,19 @@ func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
 	if err := n.writable(); err != nil {
 		return nil, err
 	}
+	total := 0
 	for _, c := range cmds {
-		if size := len(c.Type) + len(c.Data); size > n.cfg.MaxEntrySize {
+		size := len(c.Type) + len(c.Data)
+		if size > n.cfg.MaxEntrySize {
 			n.metrics.rejected.Add(1)
 			return nil, fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
 		}
+		total += size
+	}
+	if len(cmds) > 1 && total > n.cfg.MaxMessageBytes {
+		// A batch travels in one message; bigger ones would not fit.
+		n.metrics.rejected.Add(1)
+		return nil, fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
 	}
 	first := n.idSeq.Add(uint64(len(cmds))) - uint64(len(cmds)) + 1
 	if first == 0 || first+uint64(len(cmds)) < first { // keep 0 meaning "no ID"
@@ -626,6 +661,14 @@ func (n *Node) fail(err error) {
 		n.log.Error("node failed; it accepts no more writes", "err", err)
 	}
 }
+
+// nullTransport is the transport of a single-node cluster without an address.
+type nullTransport struct{}
+
+func (nullTransport) Start(func([]Message)) error { return nil }
+func (nullTransport) SetPeer(string, string)      {}
+func (nullTransport) Send(string, []Message)      {}
+func (nullTransport) Close() error                { return nil }
 
 // signal wakes the loop.
 func (n *Node) signal() {
@@ -896,23 +939,31 @@ func (n *Node) proposeQueued(p *partition) {
 	st := p.raft.status()
 	switch {
 	case st.leader == n.cfg.NodeID && st.role == roleLeader:
-		ents := make([]Entry, 0, len(p.queue))
-		for _, pr := range p.queue {
-			ents = append(ents, pr.entries()...)
+		// Proposals go to Raft in chunks of about MaxMessageBytes (a proposal is never
+		// split), so that one Ready stays bounded however much was queued.
+		for len(p.queue) > 0 {
+			k, size := n.chunk(p.queue)
+			var ents []Entry
+			for _, pr := range p.queue[:k] {
+				ents = append(ents, pr.entries()...)
+			}
+			first, term, err := p.raft.propose(ents)
+			if err != nil {
+				// Too much unpersisted: the rest waits for the next pass.
+				n.log.Debug("raft refused a proposal", "partition", p.id, "bytes", size, "err", err)
+				return
+			}
+			idx := first
+			for _, pr := range p.queue[:k] {
+				pr.stage, pr.index, pr.term = stageLocal, idx, term
+				idx += uint64(len(pr.cmds))
+				n.await(p, pr)
+				p.local = append(p.local, pr)
+			}
+			clear(p.queue[:k])
+			p.queue = p.queue[k:]
 		}
-		first, term, err := p.raft.propose(ents)
-		if err != nil {
-			n.log.Debug("raft refused a proposal", "partition", p.id, "err", err)
-			return
-		}
-		idx := first
-		for _, pr := range p.queue {
-			pr.stage, pr.index, pr.term = stageLocal, idx, term
-			idx += uint64(len(pr.cmds))
-			n.await(p, pr)
-			p.local = append(p.local, pr)
-		}
-		p.queue = p.queue[:0]
+		p.queue = nil
 	case st.leader == "":
 		// Wait for an election; give up after a while with a definite error.
 		for _, pr := range p.queue {
@@ -927,18 +978,43 @@ func (n *Node) proposeQueued(p *partition) {
 		}
 		p.queue = p.queue[:0]
 	default:
-		var ents []Entry
-		for _, pr := range p.queue {
-			ents = append(ents, pr.entries()...)
-			pr.stage, pr.leader = stageForwarded, st.leader
-			n.await(p, pr)
-			// The MsgPropose or the leader's answer may be lost: bound the wait (S14).
-			pr.deadline = n.now + uint64(noLeaderTimeouts*n.elTicks)
+		// One MsgPropose per chunk of about MaxMessageBytes, so that no message exceeds
+		// what the transport carries.
+		for len(p.queue) > 0 {
+			k, _ := n.chunk(p.queue)
+			var ents []Entry
+			for _, pr := range p.queue[:k] {
+				ents = append(ents, pr.entries()...)
+				pr.stage, pr.leader = stageForwarded, st.leader
+				n.await(p, pr)
+				// The MsgPropose or the leader's answer may be lost: bound the wait (S14).
+				pr.deadline = n.now + uint64(noLeaderTimeouts*n.elTicks)
+			}
+			n.metrics.forwarded.Add(uint64(len(ents)))
+			n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: st.leader, Term: st.term, Entries: ents}})
+			clear(p.queue[:k])
+			p.queue = p.queue[k:]
 		}
-		n.metrics.forwarded.Add(uint64(len(ents)))
-		n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: st.leader, Term: st.term, Entries: ents}})
-		p.queue = p.queue[:0]
+		p.queue = nil
 	}
+}
+
+// chunk returns how many of the queued proposals fit in about MaxMessageBytes (at least
+// one) and their size.
+func (n *Node) chunk(queue []*proposal) (k int, size uint64) {
+	limit := uint64(n.cfg.MaxMessageBytes)
+	for k < len(queue) {
+		var s uint64
+		for _, c := range queue[k].cmds {
+			s += uint64(len(c.Type)+len(c.Data)) + 64
+		}
+		if k > 0 && size+s > limit {
+			break
+		}
+		size += s
+		k++
+	}
+	return k, size
 }
 
 // noLeaderTimeouts is how many election timeouts a proposal waits for a leader to be known
@@ -1077,9 +1153,14 @@ func (n *Node) applyPartition(p *partition) bool {
 	p.mu.Unlock()
 
 	normal := ents[:0:0]
+	barriers := ents[:0:0]
 	for _, e := range ents {
 		if e.Kind == EntryNormal && e.Index > p.applied {
-			normal = append(normal, e)
+			if e.Type == barrierType {
+				barriers = append(barriers, e)
+			} else {
+				normal = append(normal, e)
+			}
 		}
 	}
 	results := make([]any, len(normal))
@@ -1096,6 +1177,9 @@ func (n *Node) applyPartition(p *partition) bool {
 		p.applied = last
 	}
 	p.resolveApplied(normal, results)
+	if len(barriers) > 0 {
+		p.resolveApplied(barriers, make([]any, len(barriers)))
+	}
 	p.mu.Unlock()
 	clear(ents)
 	n.applySpare = ents[:0]

@@ -3,7 +3,9 @@ package kommander
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"expvar"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -147,9 +150,9 @@ func put(k, v string) []byte { return []byte(k + "\x00" + v) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// testCluster is a whole cluster in one process, running its real goroutines, over a
+// nodeCluster is a whole cluster in one process, running its real goroutines, over a
 // MemoryNetwork and MemoryStorage, driven by a FakeClock: nothing sleeps.
-type testCluster struct {
+type nodeCluster struct {
 	mu         sync.Mutex // guards nodes and sms against the pump goroutine
 	t          *testing.T
 	clock      *FakeClock
@@ -166,7 +169,7 @@ type testCluster struct {
 
 // useWAL makes the cluster's nodes keep their logs in a real WAL, one directory each,
 // kept across restarts.
-func (c *testCluster) useWAL() {
+func (c *nodeCluster) useWAL() {
 	c.dataDirs = make([]string, len(c.ids))
 	for i := range c.ids {
 		c.dataDirs[i] = c.t.TempDir()
@@ -174,9 +177,9 @@ func (c *testCluster) useWAL() {
 	}
 }
 
-func newTestCluster(t *testing.T, nodes, partitions int, durableSM bool) *testCluster {
+func newNodeCluster(t *testing.T, nodes, partitions int, durableSM bool) *nodeCluster {
 	t.Helper()
-	c := &testCluster{t: t, clock: NewFakeClock(time.Time{}), net: NewMemoryNetwork(1), partitions: partitions, tick: 10 * time.Millisecond}
+	c := &nodeCluster{t: t, clock: NewFakeClock(time.Time{}), net: NewMemoryNetwork(1), partitions: partitions, tick: 10 * time.Millisecond}
 	c.net.SetClock(c.clock)
 	for i := 0; i < nodes; i++ {
 		c.ids = append(c.ids, fmt.Sprintf("n%d", i+1))
@@ -188,7 +191,7 @@ func newTestCluster(t *testing.T, nodes, partitions int, durableSM bool) *testCl
 	return c
 }
 
-func (c *testCluster) config(i int) Config {
+func (c *nodeCluster) config(i int) Config {
 	var peers []Peer
 	for _, id := range c.ids {
 		peers = append(peers, Peer{ID: id, Addr: id})
@@ -215,7 +218,7 @@ func (c *testCluster) config(i int) Config {
 	return cfg
 }
 
-func (c *testCluster) start(i int) {
+func (c *nodeCluster) start(i int) {
 	c.t.Helper()
 	n, err := NewNode(c.config(i))
 	if err != nil {
@@ -229,13 +232,13 @@ func (c *testCluster) start(i int) {
 	c.mu.Unlock()
 }
 
-func (c *testCluster) startAll() {
+func (c *nodeCluster) startAll() {
 	for i := range c.ids {
 		c.start(i)
 	}
 }
 
-func (c *testCluster) stop(i int) {
+func (c *nodeCluster) stop(i int) {
 	c.t.Helper()
 	if c.nodes[i] == nil {
 		return
@@ -253,7 +256,7 @@ func (c *testCluster) stop(i int) {
 	}
 }
 
-func (c *testCluster) stopAll() {
+func (c *nodeCluster) stopAll() {
 	for i := range c.nodes {
 		c.stop(i)
 	}
@@ -261,7 +264,7 @@ func (c *testCluster) stopAll() {
 
 // waitFor advances the fake clock one tick at a time until cond holds; it fails the test
 // after maxTicks ticks or 20 s of real time, whichever comes first.
-func (c *testCluster) waitFor(what string, maxTicks int, cond func() bool) {
+func (c *nodeCluster) waitFor(what string, maxTicks int, cond func() bool) {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for i := 0; ; i++ {
@@ -283,7 +286,7 @@ func (c *testCluster) waitFor(what string, maxTicks int, cond func() bool) {
 
 // await waits, without moving the fake clock, until cond holds (for example until
 // callers' goroutines have submitted their proposals); it fails after 20 s of real time.
-func (c *testCluster) await(what string, cond func() bool) {
+func (c *nodeCluster) await(what string, cond func() bool) {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -296,7 +299,7 @@ func (c *testCluster) await(what string, cond func() bool) {
 
 // leaders waits until every partition has a leader that all running nodes agree on and
 // returns the leader index per partition.
-func (c *testCluster) leaders() []int {
+func (c *nodeCluster) leaders() []int {
 	c.t.Helper()
 	out := make([]int, c.partitions)
 	c.waitFor("a leader in every partition", 2000, func() bool {
@@ -323,7 +326,7 @@ func (c *testCluster) leaders() []int {
 	return out
 }
 
-func (c *testCluster) index(id string) int {
+func (c *nodeCluster) index(id string) int {
 	for i, x := range c.ids {
 		if x == id {
 			return i
@@ -333,7 +336,7 @@ func (c *testCluster) index(id string) int {
 }
 
 // waitApplied waits until every running node applied index idx of partition p.
-func (c *testCluster) waitApplied(p int, idx uint64) {
+func (c *nodeCluster) waitApplied(p int, idx uint64) {
 	c.t.Helper()
 	c.waitFor(fmt.Sprintf("partition %d applied through %d everywhere", p, idx), 5000, func() bool {
 		for i, n := range c.nodes {
@@ -347,7 +350,7 @@ func (c *testCluster) waitApplied(p int, idx uint64) {
 
 // checkSameLogs checks that every node applied the same entries in the same order in
 // every partition (S17), each once, and reports the state machines' own complaints.
-func (c *testCluster) checkSameLogs() {
+func (c *nodeCluster) checkSameLogs() {
 	c.t.Helper()
 	for i, sm := range c.sms {
 		for _, e := range sm.problems() {
@@ -371,7 +374,7 @@ func (c *testCluster) checkSameLogs() {
 // for tests that wait on calls which need time to pass (heartbeats carry commit indexes
 // to followers, elections need timeouts). Each Advance returns only once every running
 // loop took its tick, so fake time never runs ahead of the loops.
-func (c *testCluster) pump() (stop func()) {
+func (c *nodeCluster) pump() (stop func()) {
 	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)
@@ -395,7 +398,7 @@ func (c *testCluster) pump() (stop func()) {
 
 // applyBacklog counts the committed entries not yet applied on running nodes, leaving out
 // failed nodes and stalled state machines, which will not catch up.
-func (c *testCluster) applyBacklog() int {
+func (c *nodeCluster) applyBacklog() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
@@ -423,7 +426,7 @@ func ctxT(t *testing.T) context.Context {
 func TestClusterElectsLeaderInEveryPartitionAndSpreadsThem(t *testing.T) {
 	for _, tc := range []struct{ nodes, partitions int }{{3, 1}, {3, 32}, {5, 1}, {5, 32}} {
 		t.Run(fmt.Sprintf("%dnodes_%dpartitions", tc.nodes, tc.partitions), func(t *testing.T) {
-			c := newTestCluster(t, tc.nodes, tc.partitions, false)
+			c := newNodeCluster(t, tc.nodes, tc.partitions, false)
 			c.startAll()
 			leaders := c.leaders()
 			spread := map[int]int{}
@@ -446,7 +449,7 @@ func TestClusterElectsLeaderInEveryPartitionAndSpreadsThem(t *testing.T) {
 }
 
 func TestReplicateFromAnyNodeAppliesEverywhereInOneOrder(t *testing.T) {
-	c := newTestCluster(t, 3, 4, false)
+	c := newNodeCluster(t, 3, 4, false)
 	c.startAll()
 	c.leaders()
 	defer c.pump()()
@@ -479,7 +482,7 @@ func TestReplicateFromAnyNodeAppliesEverywhereInOneOrder(t *testing.T) {
 }
 
 func TestDisabledForwardingReturnsNotLeaderWithHint(t *testing.T) {
-	c := newTestCluster(t, 3, 1, false)
+	c := newNodeCluster(t, 3, 1, false)
 	c.cfg = func(_ int, cfg *Config) { cfg.DisableForwarding = true }
 	c.startAll()
 	lead := c.leaders()[0]
@@ -495,7 +498,7 @@ func TestDisabledForwardingReturnsNotLeaderWithHint(t *testing.T) {
 }
 
 func TestReplicateRejectsTooLargeAndOverload(t *testing.T) {
-	c := newTestCluster(t, 1, 1, false)
+	c := newNodeCluster(t, 1, 1, false)
 	c.cfg = func(_ int, cfg *Config) { cfg.MaxEntrySize = 100; cfg.MaxPendingProposals = 2 }
 	c.startAll()
 	c.leaders()
@@ -528,7 +531,7 @@ func TestReplicateRejectsTooLargeAndOverload(t *testing.T) {
 // callers waiting on a leader that goes away get an answer, a new leader takes over, and
 // writes continue.
 func TestStoppedLeaderIsReplacedAndItsCallersAnswered(t *testing.T) {
-	c := newTestCluster(t, 3, 2, false)
+	c := newNodeCluster(t, 3, 2, false)
 	c.startAll()
 	lead := c.leaders()[0]
 	// Followers do not answer: the leader's entries cannot commit, its callers wait.
@@ -575,7 +578,7 @@ func TestStoppedLeaderIsReplacedAndItsCallersAnswered(t *testing.T) {
 // steps down (CheckQuorum), and the callers waiting on it get ErrTimeout, not a hang; once
 // healed, the outcome is the same on every node.
 func TestIsolatedLeaderStepsDownAndCallersGetAnswer(t *testing.T) {
-	c := newTestCluster(t, 3, 1, false)
+	c := newNodeCluster(t, 3, 1, false)
 	c.startAll()
 	lead := c.leaders()[0]
 	c.net.Isolate(c.ids[lead])
@@ -625,7 +628,7 @@ func TestRestartAllKeepsEveryAcknowledgedEntryAppliedOnce(t *testing.T) {
 	for _, tc := range []struct{ durable, wal bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 		durable := tc.durable
 		t.Run(fmt.Sprintf("durableSM=%v/wal=%v", tc.durable, tc.wal), func(t *testing.T) {
-			c := newTestCluster(t, 3, 4, durable)
+			c := newNodeCluster(t, 3, 4, durable)
 			if tc.wal {
 				c.useWAL()
 			}
@@ -680,7 +683,7 @@ func TestRestartAllKeepsEveryAcknowledgedEntryAppliedOnce(t *testing.T) {
 // replicate across partitions through every node (S12, S16, S17).
 func TestConcurrentReplicateAppliesEachAcknowledgedEntryOnceInOneOrder(t *testing.T) {
 	const clients, perClient, partitions = 64, 20, 8
-	c := newTestCluster(t, 3, partitions, false)
+	c := newNodeCluster(t, 3, partitions, false)
 	c.startAll()
 	c.leaders()
 	defer c.pump()()
@@ -743,7 +746,7 @@ func TestConcurrentReplicateAppliesEachAcknowledgedEntryOnceInOneOrder(t *testin
 // TestFailedSaveStopsWrites is S26: a failed Save is never reported as success, and the
 // node accepts no more writes.
 func TestFailedSaveStopsWrites(t *testing.T) {
-	c := newTestCluster(t, 3, 1, false)
+	c := newNodeCluster(t, 3, 1, false)
 	c.startAll()
 	lead := c.leaders()[0]
 	boom := errors.New("fsync failed")
@@ -774,7 +777,7 @@ func TestFailedSaveStopsWrites(t *testing.T) {
 // heartbeating and voting (apply runs beside the loop), so leadership stays put and
 // entries keep committing; the callers are answered once Apply resumes.
 func TestSlowStateMachineDoesNotBlockTheLoop(t *testing.T) {
-	c := newTestCluster(t, 3, 1, false)
+	c := newNodeCluster(t, 3, 1, false)
 	c.startAll()
 	lead := c.leaders()[0]
 	term := c.nodes[lead].Status().Partitions[0].Term
@@ -801,7 +804,7 @@ func TestSlowStateMachineDoesNotBlockTheLoop(t *testing.T) {
 // once its state machine resumes.
 func TestSlowStateMachineBoundsItsQueue(t *testing.T) {
 	const bound = 8
-	c := newTestCluster(t, 3, 1, false)
+	c := newNodeCluster(t, 3, 1, false)
 	c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{applyBacklog: bound} }
 	c.startAll()
 	lead := c.leaders()[0]
@@ -879,7 +882,7 @@ func TestPartitionForIsStable(t *testing.T) {
 }
 
 func TestLeaderChangesAreNotified(t *testing.T) {
-	c := newTestCluster(t, 3, 2, false)
+	c := newNodeCluster(t, 3, 2, false)
 	var mu sync.Mutex
 	seen := map[string]LeaderChange{}
 	c.cfg = func(i int, cfg *Config) {
@@ -991,7 +994,7 @@ func TestClusterOverRealTransports(t *testing.T) {
 // no more, every follower still applies it (the commit index reaches them through
 // heartbeats; nothing waits for a next write).
 func TestCommittedEntriesReachEveryFollowerWithoutFurtherWrites(t *testing.T) {
-	c := newTestCluster(t, 5, 3, false)
+	c := newNodeCluster(t, 5, 3, false)
 	c.startAll()
 	leaders := c.leaders()
 	for p, l := range leaders {
@@ -1007,6 +1010,82 @@ func TestCommittedEntriesReachEveryFollowerWithoutFurtherWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBarrierMakesLocalReadsLinearizable: after ReadBarrier on a follower, its local
+// state machine has every write acknowledged before the call; the barrier entries never
+// reach the state machine, and the reserved type cannot be replicated directly.
+func TestReadBarrierMakesLocalReadsLinearizable(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	f := (lead + 1) % 3
+	defer c.pump()()
+	for k := 0; k < 5; k++ {
+		v := fmt.Sprint(k)
+		if _, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("x", v)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.nodes[f].ReadBarrier(ctxT(t), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := c.sms[f].get(0, "x"); got != v {
+			t.Fatalf("after ReadBarrier the follower reads %q, want %q", got, v)
+		}
+	}
+	for _, e := range c.sms[f].entries(0) {
+		if e.Type == barrierType {
+			t.Fatal("a barrier entry reached the state machine")
+		}
+	}
+	if _, err := c.nodes[f].Replicate(ctxT(t), 0, barrierType, nil); err == nil {
+		t.Fatal("the reserved barrier type was accepted from a caller")
+	}
+}
+
+// TestSingleNodeWithTheDefaultsNeedsNoNetwork: a one-node cluster with only a DataDir and
+// a state machine runs on the WAL, elects itself and takes writes; its Status marshals to
+// the JSON the status endpoints serve, and its metrics publish through expvar.
+func TestSingleNodeWithTheDefaultsNeedsNoNetwork(t *testing.T) {
+	sm := newKVSM(2, false)
+	id := fmt.Sprintf("solo%d", soloRuns.Add(1)) // expvar names are process-wide: -count=N
+	n, err := NewNode(Config{NodeID: id, DataDir: t.TempDir(), Partitions: 2, StateMachine: sm, Logger: discardLogger(),
+		ElectionTimeout: 50 * time.Millisecond, HeartbeatInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	r, err := n.Replicate(ctxT(t), 1, "put", put("k", "v"))
+	if err != nil || r.Index != 2 {
+		t.Fatalf("Replicate = %+v, %v; want index 2 after the leader's no-op", r, err)
+	}
+	b, err := json.Marshal(n.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"node":"` + id + `"`, `"partition":1`, `"role":"leader"`, `"leader":"` + id + `"`, `"commit":2`, `"applied":2`} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("status JSON %s lacks %s", b, want)
+		}
+	}
+	if err := n.PublishExpvar(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.PublishExpvar(); err == nil {
+		t.Fatal("publishing the same expvar twice succeeded")
+	}
+	v := expvar.Get("kommander." + id).String()
+	if !strings.Contains(v, `"fsyncs":`) || !strings.Contains(v, `"role":"leader"`) {
+		t.Fatalf("expvar = %s", v)
+	}
+	if m := n.Metrics(); m.Proposals != 1 || m.Fsyncs == 0 || m.Leaders != 2 {
+		t.Fatalf("metrics = %+v", m)
+	}
+}
+
+var soloRuns atomic.Int64
 
 // countingTransport records how a node's loop calls Send.
 type countingTransport struct {
@@ -1103,7 +1182,7 @@ func (g *gatedStorage) Save(batch []Update) error {
 // TestProposalsDuringAnFsyncShareTheNextOne: while the loop waits for one fsync, new
 // proposals queue up, and the next pass saves all of them with a single fsync.
 func TestProposalsDuringAnFsyncShareTheNextOne(t *testing.T) {
-	c := newTestCluster(t, 1, 1, false)
+	c := newNodeCluster(t, 1, 1, false)
 	gs := &gatedStorage{MemoryStorage: NewMemoryStorage(), entered: make(chan struct{}, 1)}
 	c.stores[0] = gs
 	c.startAll()
@@ -1138,5 +1217,46 @@ func TestProposalsDuringAnFsyncShareTheNextOne(t *testing.T) {
 	defer gs.mu.Unlock()
 	if last := gs.sizes[len(gs.sizes)-1]; last != more {
 		t.Fatalf("entries per save after the gate: %v; want the %d queued proposals in one save", gs.sizes, more)
+	}
+}
+
+// TestProposalsAreChunkedToMaxMessageBytes: queued proposals go to Raft, or to the
+// leader in MsgPropose messages, in chunks of about MaxMessageBytes, never splitting one
+// proposal; a batch larger than a message is refused with ErrTooLarge.
+func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
+	n := &Node{cfg: Config{MaxMessageBytes: 8 << 10}}
+	var queue []*proposal
+	for k := 0; k < 40; k++ {
+		queue = append(queue, &proposal{cmds: []Command{{Type: "put", Data: make([]byte, 900)}}})
+	}
+	var chunks []int
+	for len(queue) > 0 {
+		k, size := n.chunk(queue)
+		if size > 8<<10 {
+			t.Fatalf("chunk of %d bytes, limit %d", size, 8<<10)
+		}
+		chunks = append(chunks, k)
+		queue = queue[k:]
+	}
+	if len(chunks) < 4 {
+		t.Fatalf("40 proposals of 900 bytes went in chunks %v, want several", chunks)
+	}
+	big := &proposal{cmds: make([]Command, 20)}
+	for i := range big.cmds {
+		big.cmds[i] = Command{Type: "put", Data: make([]byte, 900)}
+	}
+	if k, _ := n.chunk([]*proposal{big}); k != 1 {
+		t.Fatalf("a proposal was split: chunk of %d", k)
+	}
+
+	c := newNodeCluster(t, 1, 1, false)
+	c.cfg = func(_ int, cfg *Config) { cfg.MaxEntrySize, cfg.MaxMessageBytes = 1000, 8<<10 }
+	c.startAll()
+	c.leaders()
+	if _, err := c.nodes[0].ReplicateBatch(ctxT(t), 0, big.cmds); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("an 18 KB batch with MaxMessageBytes 8 KB: %v, want ErrTooLarge", err)
+	}
+	if _, err := c.nodes[0].ReplicateBatch(ctxT(t), 0, big.cmds[:5]); err != nil {
+		t.Fatalf("a batch within the limit: %v", err)
 	}
 }
