@@ -300,6 +300,12 @@ func (s *sim) check(i int) {
 			if l, ok := s.leaders[g][r.term]; !ok {
 				s.leaders[g][r.term] = n.id
 				s.checkLeaderCompleteness(i, g)
+				// A leader counted its own vote: it must never grant another in this term.
+				k := simVoteKey{n.id, r.term}
+				if v, ok := s.votes[g][k]; ok && v != n.id {
+					s.failf("S1: %s leads term %d of group %d after granting its vote to %s", n.id, r.term, g, v)
+				}
+				s.votes[g][k] = n.id
 			} else if l != n.id {
 				s.failf("two leaders in term %d of group %d: %s and %s", r.term, g, l, n.id)
 			}
@@ -702,4 +708,10 @@ func TestSimFindsVoteReleasedBeforePersist(t *testing.T) {
 // whose prevTerm does not match its log.
 func TestSimFindsAppendWithoutPrevTermCheck(t *testing.T) {
 	findPlantedBug(t, 3, 1000, raftTestHooks{skipPrevTermCheck: true})
+}
+
+// TestSimFindsSelfVoteCountedBeforePersist plants bug (d): a candidate counts its own vote
+// before it is durable, wins, crashes, forgets, and votes for a second leader of the term.
+func TestSimFindsSelfVoteCountedBeforePersist(t *testing.T) {
+	findPlantedBug(t, 3, 1000, raftTestHooks{selfVoteAtOnce: true})
 }
