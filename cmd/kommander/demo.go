@@ -192,6 +192,11 @@ func (d *demo) run(ctx context.Context) (err error) {
 	st := d.sms[victim]
 	d.printf("  %s is running again after %s and caught up with every partition's leader %s later (%d entries applied).\n",
 		vid, ms(restartTook), ms(caughtUp), st.total())
+	if leaders, err = d.waitLeaders(ctx); err != nil {
+		return err
+	}
+	d.printf("  leaders now (no leadership transfer yet: %s leads again only when an election picks it):\n", vid)
+	d.printLeaders(leaders)
 
 	// 5. Stop writing, let every node apply everything, and compare.
 	d.stopClientsAndWait()

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 func main() {
@@ -39,12 +41,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
-	case "demo":
-		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "demo", "bench":
+		// Ctrl-C ends the run early but still stops the nodes and removes the temporary
+		// directory.
+		sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if args[0] == "demo" {
+			err = runDemo(sctx, args[1:], stdout, stderr)
+		} else {
+			err = runBench(sctx, args[1:], stdout, stderr)
+		}
 	case "node":
 		err = runNode(ctx, args[1:], stderr)
-	case "bench":
-		err = runBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
