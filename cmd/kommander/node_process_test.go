@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kommander-go/kommander"
 )
 
 // These tests drive real `kommander node` processes (DESIGN §4, layer 4). One cluster of
@@ -37,6 +39,7 @@ func TestNodeProcesses(t *testing.T) {
 	t.Run("S30DuplicateNodeIDIsRefused", func(t *testing.T) { c.t = t; testDuplicateNodeID(c) })
 	t.Run("S19PausedLeaderStepsDownAndAnswers", func(t *testing.T) { c.t = t; testSIGSTOPLeader(c) })
 	t.Run("S24SIGKILLLosesNothingAcknowledged", func(t *testing.T) { c.t = t; testSIGKILL(c) })
+	t.Run("S12S15AppendsAcrossALeaderKill", func(t *testing.T) { c.t = t; testAppendsAcrossLeaderKill(c) })
 	t.Run("SIGTERMExitsZeroAndRestartResumes", func(t *testing.T) { c.t = t; testSIGTERM(c) })
 }
 
@@ -471,4 +474,86 @@ func testDuplicateNodeID(c *procCluster) {
 	if code := c.waitExit(i, 30*time.Second); code != 0 {
 		c.t.Fatalf("the second n1 exited with %d after SIGINT, want 0", code)
 	}
+}
+
+// testAppendsAcrossLeaderKill is S12 and S15 with real processes: clients on every node
+// append unique elements to one list while the list's leader is killed with SIGKILL and
+// restarted. Every acknowledged append must sit at exactly the index it was answered
+// with, no two acknowledged appends share an index, and no element is applied twice.
+func testAppendsAcrossLeaderKill(c *procCluster) {
+	const list = "/list/appends"
+	p := kommander.KeyPartition([]byte("appends"), c.parts)
+	leaders := c.waitLeaders(30 * time.Second)
+	victim := c.index(leaders[p])
+	var mu sync.Mutex
+	acked := map[string]int{} // element -> index it was answered with
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for seq := 0; ; seq++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				elem := fmt.Sprintf("w%d-%d", w, seq)
+				r, err := c.do(w%3, "POST", list, []byte(elem))
+				if err != nil {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					continue
+				}
+				var got struct{ Index int }
+				if r.code == http.StatusOK && json.Unmarshal(r.body, &got) == nil {
+					mu.Lock()
+					acked[elem] = got.Index
+					mu.Unlock()
+				}
+			}
+		}(w)
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	grow := func(n int, what string) {
+		target := count() + n
+		c.eventually(60*time.Second, what, func() bool { return count() >= target })
+	}
+	grow(50, "appends are acknowledged before the kill")
+	c.signal(victim, syscall.SIGKILL)
+	c.waitExit(victim, 10*time.Second)
+	grow(50, "appends are acknowledged while the leader is down")
+	c.start(victim)
+	c.waitLeaders(60 * time.Second)
+	grow(50, "appends are acknowledged after the restart")
+	close(stop)
+	wg.Wait()
+
+	var got []string
+	r := c.expect(victim, "GET", list, nil, http.StatusOK)
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		c.t.Fatalf("list: %v: %.200s", err, r.body)
+	}
+	seen := map[string]bool{}
+	for i, e := range got {
+		if seen[e] {
+			c.t.Fatalf("element %q is in the list twice (again at index %d)", e, i+1)
+		}
+		seen[e] = true
+	}
+	byIndex := map[int]string{}
+	for e, idx := range acked {
+		if other, dup := byIndex[idx]; dup {
+			c.t.Fatalf("appends %q and %q were both acknowledged at index %d", other, e, idx)
+		}
+		byIndex[idx] = e
+		if idx < 1 || idx > len(got) || got[idx-1] != e {
+			c.t.Fatalf("append %q was acknowledged at index %d, but the list (length %d) holds something else there", e, idx, len(got))
+		}
+	}
+	c.t.Logf("%d appends acknowledged, %d in the list, every one at its index", len(acked), len(got))
 }
