@@ -63,6 +63,9 @@ func listenNode(s nodeSpec) (*liveNode, error) {
 		Secret:      s.secret,
 		TLS:         s.tls,
 		Logger:      s.logger,
+		// Room for two append messages of the largest entry, as NewNode's own transports
+		// have; larger batches would be dropped.
+		MaxBatchBytes: max(kommander.DefaultTransportMaxBatchBytes, 2*max(kommander.DefaultMaxMessageBytes, s.maxEntry+4096)),
 		// The HTTP transport serves this at /kommander/v1/status.
 		Status: func() any {
 			if n := ln.running.Load(); n != nil {

@@ -27,10 +27,11 @@ import (
 
 // Limits of the key-value API.
 const (
-	defaultMaxValue = 1 << 20 // bytes of a value or list element (413 beyond)
-	maxKeyBytes     = 4 << 10 // bytes of a key (400 beyond)
-	// entryOverhead is room in a log entry beyond the value: the key, the old value of
-	// a compare-and-set is counted separately.
+	defaultMaxValue = 1 << 20  // bytes of a value or list element (413 beyond)
+	maxMaxValue     = 64 << 20 // the largest -max-value
+	maxKeyBytes     = 4 << 10  // bytes of a key (400 beyond)
+	// entryOverhead is room in a log entry beyond its values (a compare-and-set holds two,
+	// counted apart): the key, the field lengths and the command type.
 	entryOverhead = maxKeyBytes + 64
 )
 
@@ -83,8 +84,8 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	if *parts < 1 {
 		return fmt.Errorf("node: -partitions must be at least 1")
 	}
-	if *maxValue < 1 {
-		return fmt.Errorf("node: -max-value must be at least 1")
+	if *maxValue < 1 || *maxValue > maxMaxValue {
+		return fmt.Errorf("node: -max-value must be in [1, %d]", maxMaxValue)
 	}
 	if *heartbeat == 0 {
 		*heartbeat = *election / 10

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -177,8 +178,17 @@ func testErrors(c *procCluster) {
 			c.t.Errorf("%s %.40s: got %.200v, want %d with a JSON error body", tc.method, tc.path, r, tc.code)
 		}
 	}
-	// A value of exactly the limit is accepted.
+	// A value of exactly the limit is accepted, and reads back whole on every node.
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
 	c.expect(1, "PUT", "/kv/big", big[:1<<20], http.StatusNoContent)
+	c.expect(2, "PUT", "/kv/after-big", []byte("small"), http.StatusNoContent)
+	for i := range c.nodes {
+		if r := c.expect(i, "GET", "/kv/big", nil, http.StatusOK); !bytes.Equal(r.body, big[:1<<20]) {
+			c.t.Fatalf("the 1 MiB value reads back through %s as %d different bytes", c.nodes[i].id, len(r.body))
+		}
+	}
 }
 
 // leaderOfMost returns the index of the node that leads the most partitions.
