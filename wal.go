@@ -900,8 +900,7 @@ func writeFull(f walFile, b []byte, off int64) error {
 // durable. Saves from many goroutines are gathered into one write and one fsync. An invalid
 // update (indexes not consecutive, a gap after the last index, entries at or below the
 // compaction point) fails only its own Save; a failed write or fsync fails this and every
-// later Save. Save keeps references to the entries' Type and Data (for the recent-entry
-// cache): callers must not modify them afterwards.
+// later Save. The entries' Data is copied; the caller may reuse it once Save returns.
 func (w *WAL) Save(batch []Update) error {
 	req, err := encodeWALBatch(batch, &w.bufs)
 	if err != nil {
