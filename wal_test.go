@@ -1253,3 +1253,17 @@ func TestWALReadErrorsAreReportedNotRepaired(t *testing.T) {
 	defer w.Close()
 	want.check(t, w, 1<<20)
 }
+
+func TestWALSaveCopiesEntryData(t *testing.T) {
+	w := mustOpenWAL(t, t.TempDir(), testWALOptions(0))
+	defer w.Close()
+	data := []byte("original")
+	if err := w.Save([]Update{{Partition: 1, Entries: []Entry{{Term: 1, Index: 1, Data: data}}}}); err != nil {
+		t.Fatal(err)
+	}
+	copy(data, "CHANGED!") // the caller reuses its buffer
+	ents, err := w.Entries(1, 1, 2, 100)
+	if err != nil || len(ents) != 1 || string(ents[0].Data) != "original" {
+		t.Fatalf("Entries after the caller changed its buffer: %q, %v", ents, err)
+	}
+}
