@@ -546,7 +546,10 @@ func (w *WAL) replaySegment(s *walSegment, last bool) error {
 	}
 	off := int64(walSegmentHeaderSize)
 	for off < size {
-		payload, reason := w.readFrame(s, off, size)
+		payload, reason, err := w.readFrame(s, off, size)
+		if err != nil {
+			return err
+		}
 		if reason != "" {
 			if !last {
 				return fmt.Errorf("%w: %s: offset %d: %s", ErrCorrupt, s.path, off, reason)
@@ -603,30 +606,31 @@ func checkFrameHeader(hdr []byte, seq uint64, off, size int64) (int64, string) {
 }
 
 // readFrame reads and checks the frame at off, returning its payload or why it is bad.
-// The payload buffer is reused by the next call.
-func (w *WAL) readFrame(s *walSegment, off, size int64) ([]byte, string) {
+// An I/O error is returned as such: it says nothing about the bytes, so it must never be
+// mistaken for a torn tail and cut off. The payload buffer is reused by the next call.
+func (w *WAL) readFrame(s *walSegment, off, size int64) ([]byte, string, error) {
 	var hdr [walFrameHeaderSize]byte
 	if size-off < walFrameHeaderSize {
-		return nil, "file ends inside a frame header"
+		return nil, "file ends inside a frame header", nil
 	}
 	if _, err := s.f.ReadAt(hdr[:], off); err != nil {
-		return nil, "read error: " + err.Error()
+		return nil, "", fmt.Errorf("wal: read %s at offset %d: %w", s.path, off, err)
 	}
 	n, reason := checkFrameHeader(hdr[:], s.seq, off, size)
 	if reason != "" {
-		return nil, reason
+		return nil, reason, nil
 	}
 	if int64(cap(w.scratch)) < n {
 		w.scratch = make([]byte, n) // n <= remaining file size and <= maxWALFrame
 	}
 	payload := w.scratch[:n]
 	if _, err := s.f.ReadAt(payload, off+walFrameHeaderSize); err != nil {
-		return nil, "read error: " + err.Error()
+		return nil, "", fmt.Errorf("wal: read %s at offset %d: %w", s.path, off+walFrameHeaderSize, err)
 	}
 	if crc32.Checksum(payload, walCRC) != binary.LittleEndian.Uint32(hdr[4:]) {
-		return nil, "frame payload checksum mismatch"
+		return nil, "frame payload checksum mismatch", nil
 	}
-	return payload, ""
+	return payload, "", nil
 }
 
 // findFrame returns the offset of the first valid frame starting in [from, size), or -1.
@@ -647,7 +651,11 @@ func (w *WAL) findFrame(s *walSegment, from, size int64) (int64, error) {
 			if _, reason := checkFrameHeader(b[i:], s.seq, c+i, size); reason != "" {
 				continue
 			}
-			if _, reason := w.readFrame(s, c+i, size); reason == "" {
+			_, reason, err := w.readFrame(s, c+i, size)
+			if err != nil {
+				return 0, err
+			}
+			if reason == "" {
 				return c + i, nil
 			}
 		}
@@ -892,8 +900,7 @@ func writeFull(f walFile, b []byte, off int64) error {
 // durable. Saves from many goroutines are gathered into one write and one fsync. An invalid
 // update (indexes not consecutive, a gap after the last index, entries at or below the
 // compaction point) fails only its own Save; a failed write or fsync fails this and every
-// later Save. Save keeps references to the entries' Type and Data (for the recent-entry
-// cache): callers must not modify them afterwards.
+// later Save. The entries' Data is copied; the caller may reuse it once Save returns.
 func (w *WAL) Save(batch []Update) error {
 	req, err := encodeWALBatch(batch, &w.bufs)
 	if err != nil {

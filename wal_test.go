@@ -1180,3 +1180,90 @@ func TestWALReadsWhileWritingAndCompacting(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// failingReadFS fails every read after the first okReads with EIO, as a dying disk does.
+type failingReadFS struct {
+	osFS
+	okReads *atomic.Int64
+}
+
+type failingReadFile struct {
+	walFile
+	okReads *atomic.Int64
+}
+
+func (f failingReadFS) OpenFile(name string, flag int) (walFile, error) {
+	wf, err := f.osFS.OpenFile(name, flag)
+	if err != nil {
+		return nil, err
+	}
+	return failingReadFile{wf, f.okReads}, nil
+}
+
+func (f failingReadFile) ReadAt(b []byte, off int64) (int, error) {
+	if f.okReads.Add(-1) < 0 {
+		n, _ := f.walFile.ReadAt(b[:len(b)/2], off)
+		return n, syscall.EIO
+	}
+	return f.walFile.ReadAt(b, off)
+}
+
+func TestWALReadErrorsAreReportedNotRepaired(t *testing.T) {
+	// A read error while recovering must fail the open (it says nothing about the bytes):
+	// it must never be taken for a torn tail and cut off, nor panic. Reads of entries that
+	// fail return the error.
+	dir := t.TempDir()
+	snaps := buildCrashLog(t, dir, 20, 30)
+	want := snaps[len(snaps)-1].model
+	files := segmentFiles(t, dir)
+	sizes := map[string]int64{}
+	for _, f := range files {
+		st, _ := os.Stat(f)
+		sizes[f] = st.Size()
+	}
+	opts := testWALOptions(4 << 10)
+	opts.CacheEntries = -1
+	for ok := int64(0); ; ok++ {
+		var budget atomic.Int64
+		budget.Store(ok)
+		w, err := openWAL(dir, opts, failingReadFS{okReads: &budget})
+		if err == nil {
+			// Enough reads succeeded to open; now reads of entries hit the failure.
+			_, err := w.Entries(1, w.FirstIndex(1), w.LastIndex(1)+1, 1<<20)
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("Entries with a failing disk: %v", err)
+			}
+			w.Close()
+			t.Logf("opening failed cleanly with each of the first %d reads failing", ok)
+			break
+		}
+		if !errors.Is(err, syscall.EIO) {
+			t.Fatalf("open with read %d failing: %v, want the EIO", ok, err)
+		}
+		if ok > 10000 {
+			t.Fatal("open never succeeded")
+		}
+	}
+	for _, f := range files {
+		if st, _ := os.Stat(f); st.Size() != sizes[f] {
+			t.Fatalf("%s was cut from %d to %d bytes after read errors", f, sizes[f], st.Size())
+		}
+	}
+	w := mustOpenWAL(t, dir, opts)
+	defer w.Close()
+	want.check(t, w, 1<<20)
+}
+
+func TestWALSaveCopiesEntryData(t *testing.T) {
+	w := mustOpenWAL(t, t.TempDir(), testWALOptions(0))
+	defer w.Close()
+	data := []byte("original")
+	if err := w.Save([]Update{{Partition: 1, Entries: []Entry{{Term: 1, Index: 1, Data: data}}}}); err != nil {
+		t.Fatal(err)
+	}
+	copy(data, "CHANGED!") // the caller reuses its buffer
+	ents, err := w.Entries(1, 1, 2, 100)
+	if err != nil || len(ents) != 1 || string(ents[0].Data) != "original" {
+		t.Fatalf("Entries after the caller changed its buffer: %q, %v", ents, err)
+	}
+}
