@@ -1080,6 +1080,9 @@ func TestSingleNodeWithTheDefaultsNeedsNoNetwork(t *testing.T) {
 	if !strings.Contains(v, `"fsyncs":`) || !strings.Contains(v, `"role":"leader"`) {
 		t.Fatalf("expvar = %s", v)
 	}
+	if _, err := n.WaitForLeader(ctxT(t), 0); err != nil {
+		t.Fatal(err)
+	}
 	if m := n.Metrics(); m.Proposals != 1 || m.Fsyncs == 0 || m.Leaders != 2 {
 		t.Fatalf("metrics = %+v", m)
 	}
