@@ -189,7 +189,8 @@ func (t *TCPTransport) Start(deliver func(batch []Message)) error {
 }
 
 // SetPeer records the address of peer id. A changed address takes effect at once: the
-// current connection is closed at its next keepalive tick and the new address dialed.
+// current connection is closed at its next keepalive tick and the new address is dialed
+// with the next message.
 func (t *TCPTransport) SetPeer(id, addr string) {
 	if id == t.cfg.NodeID {
 		return

@@ -154,3 +154,25 @@ func TestTCPBoundsHandshakesInProgress(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestTCPRedialsAPeerWhoseAddressChanged: SetPeer with a new address moves the live
+// connection there; traffic no longer goes to the old address.
+func TestTCPRedialsAPeerWhoseAddressChanged(t *testing.T) {
+	tc := transportCases()[0]
+	a, b := startTransportNode(t, tc, transportTestConfig("a")), startTransportNode(t, tc, transportTestConfig("b"))
+	px := newFreezingProxy(t, b.tr.Addr())
+	a.tr.SetPeer("b", px.addr())
+	a.tr.Send("b", []Message{testHeartbeat(1, 1)})
+	b.rec.waitFor(t, transportWait, "the first message, through the old address", func(m []Message) bool { return len(m) == 1 })
+	a.tr.SetPeer("b", b.tr.Addr())
+	stop := make(chan struct{})
+	wg := keepSending(a, "b", 2, stop) // a lane dials only when it has something to send
+	waitForCondition(t, transportWait, "a second connection, to the new address", func() bool { return a.tr.Stats().Connects == 2 })
+	px.freeze() // anything still sent to the old address would now vanish
+	expectFlowing(t, b, 2, "to the new address")
+	close(stop)
+	wg.Wait()
+	if n := px.accepted(); n != 1 {
+		t.Fatalf("the old address saw %d connections, want 1", n)
+	}
+}
