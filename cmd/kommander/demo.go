@@ -172,7 +172,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 		d.printf("  partition %d: %s -> %s, new leader after %s\n", p, vid, newLeaders[i], ms(times[i]))
 		worst = max(worst, times[i])
 	}
-	d.printf("  every partition has a leader again, %s after the stop; %d writes failed meanwhile (none was acknowledged).\n",
+	d.printf("  every partition has a leader again, %s after the stop; meanwhile %d writes got an error instead of an acknowledgement.\n",
 		ms(worst), d.failed.Load()-failedBefore)
 
 	// 4. Restart it from its WAL and wait until it has caught up.
