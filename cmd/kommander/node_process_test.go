@@ -567,3 +567,61 @@ func testAppendsAcrossLeaderKill(c *procCluster) {
 	}
 	c.t.Logf("%d appends acknowledged, %d in the list, every one at its index", len(acked), len(got))
 }
+
+// TestNodeProcessDiskFailureS26 is S26 with a real process: n3 runs under a file size
+// limit, so that once its WAL reaches it a write fails (EFBIG). The node must stop
+// accepting writes and say so in its status, never acknowledge a write after the failure,
+// and stay up to answer; the other two go on. Restarted without the limit on the same data
+// directory, n3 recovers its WAL (a torn tail is cut off, S24) and reads back every
+// acknowledged write.
+func TestNodeProcessDiskFailureS26(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes; skipped with -short")
+	}
+	c := startProcCluster(t, 3, 2, processFlags...)
+	const sick = 2
+	c.signal(sick, syscall.SIGTERM)
+	c.waitExit(sick, 30*time.Second)
+	c.nodes[sick].fileLimitBlocks = 2048 // 1 MiB; the log file is small at -log-level info
+	c.start(sick)
+	c.waitLeaders(60 * time.Second)
+
+	value := bytes.Repeat([]byte("v"), 16<<10)
+	acked := &ackLog{keys: map[string]string{}}
+	failed := func() bool {
+		s, err := c.status(sick)
+		return err == nil && s.Error != ""
+	}
+	for i := 0; !failed(); i++ {
+		if i == 2000 {
+			t.Fatalf("n3 never failed after %d writes of %d bytes under a 1 MiB file size limit", i, len(value))
+		}
+		k := fmt.Sprintf("fill-%d", i)
+		if r := c.must(i%2, "PUT", "/kv/"+k, value); r.code == http.StatusNoContent {
+			acked.add(k, string(value))
+		}
+	}
+	s, _ := c.status(sick)
+	t.Logf("n3 failed: %s", s.Error)
+	for i := 0; i < 5; i++ {
+		r, err := c.do(sick, "PUT", fmt.Sprintf("/kv/after-failure-%d", i), []byte("x"))
+		if err != nil {
+			t.Fatalf("n3 no longer answers after its disk failed: %v", err)
+		}
+		if r.code != http.StatusServiceUnavailable {
+			t.Fatalf("a write to n3 after its disk failed: got %v, want 503", r)
+		}
+	}
+	if !c.running(sick) {
+		t.Fatal("n3 exited when its disk failed; it should stay up and refuse writes")
+	}
+	c.expect(0, "PUT", "/kv/after-failure", []byte("two of three"), http.StatusNoContent)
+	acked.add("after-failure", "two of three")
+
+	c.signal(sick, syscall.SIGKILL)
+	c.waitExit(sick, 10*time.Second)
+	c.nodes[sick].fileLimitBlocks = 0
+	c.start(sick)
+	c.waitLeaders(60 * time.Second)
+	c.verifyAcked(sick, acked)
+}

@@ -69,6 +69,9 @@ type procNode struct {
 	id, raft, http, data string
 	logPath              string
 	peers                string // this node's -peers, when it differs from the cluster's
+	// fileLimitBlocks, when set, starts the process under `ulimit -f` (512-byte blocks):
+	// a write past it fails with EFBIG, a disk that fails under the node.
+	fileLimitBlocks int
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -251,6 +254,10 @@ func (c *procCluster) start(i int) {
 	args := append([]string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data,
 		"-peers", peers, "-partitions", fmt.Sprint(c.parts)}, c.extra...)
 	cmd := exec.Command(c.bin, args...)
+	if n.fileLimitBlocks > 0 {
+		// Go ignores SIGXFSZ, so the node sees the failed write as an error.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -f %d && exec "$0" "$@"`, n.fileLimitBlocks), c.bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
