@@ -94,7 +94,7 @@ func listenNode(s nodeSpec) (*liveNode, error) {
 }
 
 // start creates the node over the WAL and transport listenNode prepared, with peers as
-// the cluster's members, and starts it.
+// the cluster's members, and starts it. When it fails, the caller closes ln.
 func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 	s := ln.spec
 	s.peers = peers
@@ -117,11 +117,9 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		Logger:            s.logger,
 	})
 	if err != nil {
-		ln.close()
 		return err
 	}
 	if err := n.Start(ctx); err != nil {
-		ln.close()
 		return err
 	}
 	ln.node = n

@@ -444,6 +444,7 @@ func (d *demo) restartNode(ctx context.Context, i int) error {
 		return err
 	}
 	if err := ln.start(ctx, old.spec.peers); err != nil {
+		ln.close()
 		return err
 	}
 	d.mu.Lock()

@@ -63,9 +63,9 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("node: unexpected argument %q", fs.Arg(0))
 	}
-	for name, v := range map[string]string{"-id": *id, "-raft": *raftAddr, "-http": *httpAddr, "-data": *dataDir, "-peers": *peersFlag} {
-		if v == "" {
-			return fmt.Errorf("node: %s is required", name)
+	for _, f := range []struct{ name, value string }{{"-id", *id}, {"-raft", *raftAddr}, {"-http", *httpAddr}, {"-data", *dataDir}, {"-peers", *peersFlag}} {
+		if f.value == "" {
+			return fmt.Errorf("node: %s is required", f.name)
 		}
 	}
 	var level slog.Level
@@ -117,6 +117,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if err := ln.start(ctx, peers); err != nil {
+		ln.close()
 		return err
 	}
 	httpLn, err := net.Listen("tcp", *httpAddr)
