@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ func TestNodeProcesses(t *testing.T) {
 	}
 	c := startProcCluster(t, 3, 4, processFlags...)
 	t.Run("WriteOnOneNodeReadOnAnother", func(t *testing.T) { c.t = t; testWriteReadAcrossNodes(c) })
+	t.Run("LinearizableReadsSeeEveryAcknowledgedWrite", func(t *testing.T) { c.t = t; testLinearizableReads(c) })
 	t.Run("CompareAndSetAndIfAbsent", func(t *testing.T) { c.t = t; testCompareAndSet(c) })
 	t.Run("Lists", func(t *testing.T) { c.t = t; testLists(c) })
 	t.Run("Errors", func(t *testing.T) { c.t = t; testErrors(c) })
@@ -626,4 +628,79 @@ func TestNodeProcessDiskFailureS26(t *testing.T) {
 	c.start(sick)
 	c.waitLeaders(60 * time.Second)
 	c.verifyAcked(sick, acked)
+}
+
+// testLinearizableReads: a writer on n1 sets a register to 1, 2, 3... one acknowledged
+// write after another, while readers on n2 and n3 read it without ?stale. A read that
+// starts after a write was acknowledged must see that value or a later one; followers
+// must not serve their own, possibly stale, state.
+func testLinearizableReads(c *procCluster) {
+	var acked, attempted atomic.Int64
+	var writerStopped atomic.Bool
+	stop := make(chan struct{})
+	writerDone := make(chan string, 1)
+	go func() {
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				writerDone <- ""
+				return
+			default:
+			}
+			attempted.Store(i)
+			r, err := c.do(0, "PUT", "/kv/register", []byte(fmt.Sprint(i)))
+			if err != nil || r.code != http.StatusNoContent {
+				// Without an acknowledgement the order of later writes is not known: stop
+				// writing and check what was recorded so far.
+				writerDone <- fmt.Sprintf("write %d: %v %v", i, r, err)
+				writerStopped.Store(true)
+				return
+			}
+			acked.Store(i)
+		}
+	}()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var problems []string
+	reads := atomic.Int64{}
+	for rd := 0; rd < 4; rd++ {
+		wg.Add(1)
+		go func(node int) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				before := acked.Load()
+				r, err := c.do(node, "GET", "/kv/register", nil)
+				if err != nil || r.code == http.StatusNotFound && before == 0 {
+					continue
+				}
+				var v int64
+				if r.code != http.StatusOK || func() bool { _, err := fmt.Sscan(string(r.body), &v); return err != nil }() {
+					continue // a 503/504 says nothing about the order
+				}
+				reads.Add(1)
+				if v < before || v > attempted.Load() {
+					mu.Lock()
+					problems = append(problems, fmt.Sprintf("%s read %d after %d was acknowledged (highest attempted %d)", c.nodes[node].id, v, before, attempted.Load()))
+					mu.Unlock()
+				}
+			}
+		}(1 + rd%2)
+	}
+	c.eventually(60*time.Second, "200 acknowledged writes and 200 reads", func() bool {
+		return (acked.Load() >= 200 || writerStopped.Load()) && reads.Load() >= 200
+	})
+	close(stop)
+	wg.Wait()
+	if why := <-writerDone; why != "" {
+		c.t.Logf("the writer stopped early: %s", why)
+	}
+	if len(problems) > 0 {
+		c.t.Fatalf("%d stale linearizable reads, e.g. %v", len(problems), problems[:min(5, len(problems))])
+	}
+	c.t.Logf("%d writes, %d linearizable reads through followers, none stale", acked.Load(), reads.Load())
 }
