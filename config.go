@@ -142,6 +142,9 @@ type testHooks struct {
 	manual bool
 	// applyBacklog, if set, replaces maxApplyBacklog.
 	applyBacklog int
+	// deferPersist (with manual): a pass leaves its Save pending until the test calls
+	// completePersist, as an fsync that takes a while; a crash before loses the batch.
+	deferPersist bool
 }
 
 // Peer is a member of the cluster.

@@ -1143,6 +1143,11 @@ func TestOnePassSavesAllPartitionsInOneFsyncAndOneSendPerPeer(t *testing.T) {
 	if !n.runPass() {
 		t.Fatal("the pass found no work")
 	}
+	if !n.persisting {
+		t.Fatal("the pass saved nothing")
+	}
+	n.completePersist() // the fsync returns
+	n.finishPersist()   // and the pass completes
 	if got := s.stores[0].Saves() - saves; got != 1 {
 		t.Fatalf("one pass over %d partitions made %d saves, want 1", len(led), got)
 	}

@@ -135,7 +135,7 @@ func (s *nodeSim) startNode(i int) {
 		Clock:             s.clock,
 		Logger:            discardLogger(),
 		RandSeed:          s.o.seed*1000 + int64(i*100+s.gen[i]),
-		testHooks:         &testHooks{manual: true},
+		testHooks:         &testHooks{manual: true, deferPersist: true},
 	})
 	if err != nil {
 		s.fail("step %d: restart %s: %v", s.step, s.ids[i], err)
@@ -391,6 +391,14 @@ func (s *nodeSim) advance() {
 			n := s.nodes[i]
 			for k := 0; k < 100 && n.runPass(); k++ {
 				busy = true
+			}
+			// An fsync in flight finishes now or in a later round: meanwhile the node
+			// keeps stepping messages, and a crash loses the batch.
+			if n.persisting && !n.persistFinished {
+				busy = true
+				if s.rnd.IntN(3) != 0 {
+					n.completePersist()
+				}
 			}
 			n.applyPending()
 		}
