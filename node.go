@@ -776,11 +776,17 @@ func (n *Node) signalApply() {
 	}
 }
 
-// runPass is one turn of the loop: it feeds Raft what arrived (messages, ticks,
-// proposals), gathers the Ready of every partition with work, sends the leaders' appends,
-// saves all partitions' entries and hard states in one Storage.Save (one fsync), sends
-// what had to wait for that, and hands committed entries to the apply goroutine. It
-// reports whether there was work, so the caller runs it again at once.
+// runPass is one turn of the loop. It feeds Raft what arrived (messages, ticks,
+// proposals). If the previous batch's Save is still running, that is all: Raft takes
+// input while a Ready is outstanding, and what comes in forms the next batch. Otherwise
+// it completes the previous batch (sends what had to wait for the fsync, advances Raft),
+// gathers the Ready of every partition with work, sends the leaders' appends, hands
+// committed entries to the apply goroutine and starts one Storage.Save (one fsync) for all
+// partitions' entries and hard states. It reports whether there was work, so that the
+// caller runs it again at once; the caller also wakes when the Save returns.
+//
+// Driven by hand (testHooks.manual), the Save runs inside the pass, or, with
+// deferPersist, when the test calls completePersist.
 func (n *Node) runPass() bool {
 	if n.failed.Load() != nil {
 		return false
