@@ -25,7 +25,7 @@ import (
 
 var (
 	nodeSimSeed  = flag.Int64("nodesim.seed", 0, "run the node simulation for this seed only")
-	nodeSimSeeds = flag.Int("nodesim.seeds", 0, "number of node simulation seeds (default 120, 30 with -short)")
+	nodeSimSeeds = flag.Int("nodesim.seeds", 0, "number of node simulation seeds (default 200, 50 with -short)")
 )
 
 // nodeSimOptions shape one simulation run.
@@ -461,9 +461,9 @@ func nodeSimSeedList() []int64 {
 	}
 	n := *nodeSimSeeds
 	if n == 0 {
-		n = 120
+		n = 200
 		if testing.Short() {
-			n = 30
+			n = 50
 		}
 	}
 	seeds := make([]int64, n)
