@@ -218,6 +218,7 @@ type raftTestHooks struct {
 	commitOlderTerms  bool // (a) count replicas of entries from older terms toward commit
 	voteBeforePersist bool // (b) send vote grants before the vote is persisted
 	skipPrevTermCheck bool // (c) accept an append whose prevTerm does not match
+	selfVoteAtOnce    bool // (d) count the candidate's self-vote before it is persisted
 }
 
 // raftLog is a group's log: the stable prefix in storage and an in-memory tail. Every entry
@@ -650,6 +651,9 @@ func (r *raft) becomeCandidate() {
 	r.lead = ""
 	r.resetElectionTimer()
 	r.resetVotes()
+	if r.hooks.selfVoteAtOnce {
+		r.votes[r.self] = voteGranted // planted bug (d)
+	}
 	r.requestVotes(MsgVote, r.term)
 }
 

@@ -1021,3 +1021,57 @@ func TestSingleVoterGroupCommitsAlone(t *testing.T) {
 		t.Fatalf("commit %d applied %d, want %d", n.r.log.committed, len(n.applied), idx)
 	}
 }
+
+// Nothing read from the network may panic the process: arbitrary messages (wrong terms,
+// indexes past the log, malformed entries, unknown types) stepped into a group in every
+// role are refused or ignored.
+func TestStepSurvivesArbitraryMessages(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2024, 11))
+	types := []MessageType{MsgNone, MsgVote, MsgVoteResp, MsgPreVote, MsgPreVoteResp, MsgAppend, MsgAppendResp,
+		MsgHeartbeat, MsgHeartbeatResp, MsgTimeoutNow, MsgSnapshot, MsgPropose, MsgReadIndex, MsgReadIndexResp, msgTypeCount, 200}
+	small := func() uint64 { return []uint64{0, 1, 2, 3, 4, 5, 8, 1 << 62, ^uint64(0)}[rng.IntN(9)] }
+	for round := range 200 {
+		opts := []func(*raftConfig){withCheckQuorum}
+		if round%2 == 0 {
+			opts = append(opts, withPreVote)
+		}
+		n := newNode(t, "n1", 2, []uint64{1, 1, 2, 2}, opts...)
+		n.log.hs.Commit = uint64(round % 4) // committed entries a bad append must not rewrite
+		n.start(t)
+		switch round % 3 {
+		case 1:
+			if !n.r.preVote {
+				makeLeader(t, n)
+			}
+		case 2:
+			for n.r.role == roleFollower {
+				n.r.tick()
+			}
+		}
+		for range 100 {
+			m := Message{
+				Type:       types[rng.IntN(len(types))],
+				From:       []string{"n1", "n2", "n3", "n9", ""}[rng.IntN(5)],
+				To:         "n1",
+				Term:       small(),
+				LogTerm:    small(),
+				Index:      small(),
+				Commit:     small(),
+				Reject:     rng.IntN(2) == 0,
+				RejectHint: small(),
+			}
+			for j := range rng.IntN(4) {
+				e := Entry{Index: m.Index + 1 + uint64(j), Term: m.LogTerm, Kind: EntryKind(rng.IntN(4))}
+				if rng.IntN(4) == 0 {
+					e.Index, e.Term = small(), small()
+				}
+				m.Entries = append(m.Entries, e)
+			}
+			_ = n.r.step(m) // refusals are fine; a panic fails the test
+			if rng.IntN(4) == 0 {
+				n.r.tick()
+			}
+			n.flush()
+		}
+	}
+}

@@ -28,6 +28,7 @@ import (
 var (
 	simSeedFlag   = flag.Uint64("sim.seed", 0, "run only this simulation seed (replay a failure)")
 	simSeedsFlag  = flag.Int("sim.seeds", 0, "number of simulation seeds per test (0: the default)")
+	simFirstFlag  = flag.Uint64("sim.first", 1, "first simulation seed of a run")
 	simEventsFlag = flag.Int("sim.events", 0, "events per simulation seed (0: the default)")
 	simTraceFlag  = flag.Bool("sim.trace", false, "log every simulation event (use with -sim.seed)")
 )
@@ -300,6 +301,16 @@ func (s *sim) check(i int) {
 			if l, ok := s.leaders[g][r.term]; !ok {
 				s.leaders[g][r.term] = n.id
 				s.checkLeaderCompleteness(i, g)
+				// A leader that counted its own vote toward its win must never grant
+				// another in this term. (A leader may also win on others' votes alone,
+				// before its self-vote is durable; then that vote was never used.)
+				if r.votes[r.self] == voteGranted {
+					k := simVoteKey{n.id, r.term}
+					if v, ok := s.votes[g][k]; ok && v != n.id {
+						s.failf("S1: %s leads term %d of group %d after granting its vote to %s", n.id, r.term, g, v)
+					}
+					s.votes[g][k] = n.id
+				}
 			} else if l != n.id {
 				s.failf("two leaders in term %d of group %d: %s and %s", r.term, g, l, n.id)
 			}
@@ -644,8 +655,8 @@ func runSims(t *testing.T, name string, nodes, count int) {
 	if *simSeedFlag != 0 {
 		seeds = append(seeds, *simSeedFlag)
 	} else {
-		for i := 1; i <= count; i++ {
-			seeds = append(seeds, uint64(i))
+		for i := range uint64(count) {
+			seeds = append(seeds, *simFirstFlag+i)
 		}
 	}
 	start := time.Now()
@@ -702,4 +713,10 @@ func TestSimFindsVoteReleasedBeforePersist(t *testing.T) {
 // whose prevTerm does not match its log.
 func TestSimFindsAppendWithoutPrevTermCheck(t *testing.T) {
 	findPlantedBug(t, 3, 1000, raftTestHooks{skipPrevTermCheck: true})
+}
+
+// TestSimFindsSelfVoteCountedBeforePersist plants bug (d): a candidate counts its own vote
+// before it is durable, wins, crashes, forgets, and votes for a second leader of the term.
+func TestSimFindsSelfVoteCountedBeforePersist(t *testing.T) {
+	findPlantedBug(t, 3, 1000, raftTestHooks{selfVoteAtOnce: true})
 }
