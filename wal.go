@@ -20,7 +20,7 @@ package kommander
 //	20  4  zero (reserved)
 //
 // The header is followed by frames, back to back, until the end of the file. A frame is the
-// unit of atomicity: the committer writes exactly one frame per write and fsync, holding
+// unit of atomicity: the committing caller writes one frame per write and fsync, holding
 // every batch (Save call) gathered in that round, so each batch lies wholly inside one
 // frame. Frame, 12 bytes of header then the payload:
 //
@@ -42,12 +42,15 @@ package kommander
 //	5 membership:  partition u32, body length u32, body: reserved for membership records;
 //	               read and bounds-checked, otherwise ignored by this version
 //	6 reset:       partition u32, compaction index u64, compaction term u64: the partition's
-//	               log restarts after that point; the entries that follow in the same frame
-//	               are its live entries carried forward from an old segment
+//	               log restarts after that point; its hard state and its live entries,
+//	               carried forward from an old segment, follow in the same frame
 //
 // The in-memory state is the result of applying the records in order: a partition's entries
 // always follow index after index from its compaction point + 1. Save writes a truncation
-// record before entries whose first index is at or below the stored last index.
+// record before entries whose first index is at or below the stored last index. Entries
+// that follow a gap are expected only when their predecessors lived in deleted segments:
+// a later compaction, reset or truncation record must then cover the gap, or opening fails
+// with ErrCorrupt (a segment was lost).
 //
 // # Crash assumptions
 //
@@ -65,7 +68,9 @@ package kommander
 // the last segment a bad frame at offset X is a torn tail when no valid frame starts
 // anywhere after X: the file is truncated at X, fsynced and the loss logged (no caller was
 // told that frame was durable). If a valid frame does follow, the damage is not a torn
-// tail and opening fails with ErrCorrupt.
+// tail and opening fails with ErrCorrupt. The one case this cannot tell apart: a bit that
+// flips, after the fsync, inside the very last frame looks like a torn write, and that
+// frame is dropped.
 //
 // A failed write or fsync is sticky (fsyncgate: after a failed fsync the kernel may have
 // dropped the dirty pages and a retry would report success for lost data): the Save that saw
@@ -75,11 +80,13 @@ package kommander
 //
 // Segments are deleted oldest first, each removal followed by a directory fsync, once no
 // partition needs them: a partition needs the segments from the one holding its first live
-// entry, its latest hard state or its latest compaction mark. A partition that pins the
-// oldest segment while holding few live bytes (an idle partition) is carried forward: a
-// reset record, its hard state and its live entries are rewritten into the active segment in
-// one frame, after which the old segment can go. Disk use thus stays a small multiple of the
-// live data plus one segment.
+// entry, its latest hard state or its latest compaction mark. When a new segment is started,
+// the partitions that pin the oldest segment (typically idle ones) are carried forward if
+// their live bytes add up to at most a quarter segment per segment beyond the active one: a
+// reset record, the hard state and the live entries of each are rewritten into the active
+// segment, a partition never split across frames, after which the old segment can go.
+// Disk use thus stays a small multiple of the live data plus a few segments. (A partition
+// with more than maxWALFrame/2 live bytes is never carried; its own compaction frees it.)
 
 import (
 	"encoding/binary"
@@ -90,6 +97,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -117,7 +125,7 @@ const (
 	walEntryHeaderSize   = 36
 	// maxWALFrame bounds a frame's payload and so any allocation made while reading one.
 	maxWALFrame = 256 << 20
-	// walRoundSoftLimit stops the committer from gathering more batches into a frame.
+	// walRoundSoftLimit stops a round from gathering more batches into its frame.
 	walRoundSoftLimit = 8 << 20
 	walMagic          = "kmdrwal\x01"
 	// maxWALIndex bounds log indexes, so that index arithmetic can never overflow.
@@ -378,17 +386,19 @@ func (p *walPartition) cache(limit int, ents ...Entry) {
 	}
 }
 
-// walRequest is one Save or Compact waiting for the committer.
+// walRequest is one Save or Compact waiting to be committed.
 type walRequest struct {
 	batch   []Update
-	payload []byte   // encoded records of batch, without truncation records
+	payload []byte   // room for a frame header, then the batch's records (no truncations)
 	updOff  []uint32 // start of each update's records in payload
 	entOff  []uint32 // offset of each entry record relative to its update's start
 	compact *walCompact
 
-	updBase []uint32 // set by the committer: start of each update's records in the frame payload
+	updBase []uint32 // set when committed: start of each update's records in the frame payload
+	trunc   []bool   // set when committed: whether each update needs a truncation record
 	err     error
-	done    chan struct{}
+	done    chan struct{} // closed when err is final
+	lead    chan struct{} // closed when this caller is to lead the commits
 }
 
 type walCompact struct {
@@ -407,10 +417,13 @@ type WAL struct {
 	log  *slog.Logger
 	fs   walFS
 
-	reqs      chan *walRequest
-	closing   chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	// Group commit (see submit): the Saves and Compacts waiting, and whether a caller is
+	// committing them.
+	qmu     sync.Mutex
+	queue   []*walRequest
+	leading bool
+	qclosed bool
+	idle    *sync.Cond // on qmu: leading became false
 
 	mu     sync.RWMutex
 	parts  map[uint32]*walPartition
@@ -418,10 +431,11 @@ type WAL struct {
 	err    error         // sticky write failure
 	closed bool
 
-	// Owned by the committer goroutine.
+	bufs sync.Pool // large Save buffers for reuse, see walPooledPayload
+
+	// Owned by the caller that leads the commits (see submit).
 	frame   []byte
 	view    map[uint32]walView
-	pending *walRequest
 	scratch []byte
 }
 
@@ -440,12 +454,10 @@ func openWAL(dir string, opts WALOptions, fs walFS) (*WAL, error) {
 	}
 	w := &WAL{
 		dir: dir, opts: opts, log: opts.Logger, fs: fs,
-		reqs:    make(chan *walRequest),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
-		parts:   make(map[uint32]*walPartition),
-		view:    make(map[uint32]walView),
+		parts: make(map[uint32]*walPartition),
+		view:  make(map[uint32]walView),
 	}
+	w.idle = sync.NewCond(&w.qmu)
 	if err := fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("wal: create dir %s: %w", dir, err)
 	}
@@ -453,7 +465,6 @@ func openWAL(dir string, opts WALOptions, fs walFS) (*WAL, error) {
 		w.closeFiles()
 		return nil, err
 	}
-	go w.commitLoop()
 	return w, nil
 }
 
@@ -535,7 +546,10 @@ func (w *WAL) replaySegment(s *walSegment, last bool) error {
 	}
 	off := int64(walSegmentHeaderSize)
 	for off < size {
-		payload, reason := w.readFrame(s, off, size)
+		payload, reason, err := w.readFrame(s, off, size)
+		if err != nil {
+			return err
+		}
 		if reason != "" {
 			if !last {
 				return fmt.Errorf("%w: %s: offset %d: %s", ErrCorrupt, s.path, off, reason)
@@ -592,30 +606,31 @@ func checkFrameHeader(hdr []byte, seq uint64, off, size int64) (int64, string) {
 }
 
 // readFrame reads and checks the frame at off, returning its payload or why it is bad.
-// The payload buffer is reused by the next call.
-func (w *WAL) readFrame(s *walSegment, off, size int64) ([]byte, string) {
+// An I/O error is returned as such: it says nothing about the bytes, so it must never be
+// mistaken for a torn tail and cut off. The payload buffer is reused by the next call.
+func (w *WAL) readFrame(s *walSegment, off, size int64) ([]byte, string, error) {
 	var hdr [walFrameHeaderSize]byte
 	if size-off < walFrameHeaderSize {
-		return nil, "file ends inside a frame header"
+		return nil, "file ends inside a frame header", nil
 	}
 	if _, err := s.f.ReadAt(hdr[:], off); err != nil {
-		return nil, "read error: " + err.Error()
+		return nil, "", fmt.Errorf("wal: read %s at offset %d: %w", s.path, off, err)
 	}
 	n, reason := checkFrameHeader(hdr[:], s.seq, off, size)
 	if reason != "" {
-		return nil, reason
+		return nil, reason, nil
 	}
 	if int64(cap(w.scratch)) < n {
 		w.scratch = make([]byte, n) // n <= remaining file size and <= maxWALFrame
 	}
 	payload := w.scratch[:n]
 	if _, err := s.f.ReadAt(payload, off+walFrameHeaderSize); err != nil {
-		return nil, "read error: " + err.Error()
+		return nil, "", fmt.Errorf("wal: read %s at offset %d: %w", s.path, off+walFrameHeaderSize, err)
 	}
 	if crc32.Checksum(payload, walCRC) != binary.LittleEndian.Uint32(hdr[4:]) {
-		return nil, "frame payload checksum mismatch"
+		return nil, "frame payload checksum mismatch", nil
 	}
-	return payload, ""
+	return payload, "", nil
 }
 
 // findFrame returns the offset of the first valid frame starting in [from, size), or -1.
@@ -636,7 +651,11 @@ func (w *WAL) findFrame(s *walSegment, from, size int64) (int64, error) {
 			if _, reason := checkFrameHeader(b[i:], s.seq, c+i, size); reason != "" {
 				continue
 			}
-			if _, reason := w.readFrame(s, c+i, size); reason == "" {
+			_, reason, err := w.readFrame(s, c+i, size)
+			if err != nil {
+				return 0, err
+			}
+			if reason == "" {
 				return c + i, nil
 			}
 		}
@@ -881,10 +900,9 @@ func writeFull(f walFile, b []byte, off int64) error {
 // durable. Saves from many goroutines are gathered into one write and one fsync. An invalid
 // update (indexes not consecutive, a gap after the last index, entries at or below the
 // compaction point) fails only its own Save; a failed write or fsync fails this and every
-// later Save. Save keeps references to the entries' Type and Data (for the recent-entry
-// cache): callers must not modify them afterwards.
+// later Save. The entries' Data is copied; the caller may reuse it once Save returns.
 func (w *WAL) Save(batch []Update) error {
-	req, err := encodeWALBatch(batch)
+	req, err := encodeWALBatch(batch, &w.bufs)
 	if err != nil {
 		return err
 	}
@@ -899,20 +917,89 @@ func (w *WAL) Save(batch []Update) error {
 	return w.submit(req)
 }
 
+// submit queues a request and waits for its outcome. Group commit needs no goroutine of
+// its own: the caller that finds nobody committing becomes the leader and commits rounds
+// (everything queued at that moment: one frame, one write, one fsync) until its own request
+// is done, then hands the lead to the oldest waiting caller. A lone caller thus writes and
+// fsyncs in its own goroutine without any hand-off, and concurrent callers share fsyncs.
 func (w *WAL) submit(req *walRequest) error {
 	req.done = make(chan struct{})
-	select {
-	case w.reqs <- req:
-	case <-w.closing:
+	req.lead = make(chan struct{})
+	w.qmu.Lock()
+	if w.qclosed {
+		w.qmu.Unlock()
 		return ErrWALClosed
+	}
+	w.queue = append(w.queue, req)
+	if !w.leading {
+		w.leading = true
+		w.qmu.Unlock()
+		w.lead(req)
+	} else {
+		w.qmu.Unlock()
+		select {
+		case <-req.done:
+		case <-req.lead:
+			w.lead(req)
+		}
 	}
 	<-req.done
 	return req.err
 }
 
+// lead commits rounds until self is done, then passes the lead on.
+func (w *WAL) lead(self *walRequest) {
+	for {
+		// Let the callers that the previous round woke queue up again first, so that this
+		// round carries them too: that is what turns concurrent Saves into one fsync.
+		runtime.Gosched()
+		w.qmu.Lock()
+		select {
+		case <-self.done:
+			if len(w.queue) > 0 {
+				close(w.queue[0].lead)
+			} else {
+				w.leading = false
+				w.idle.Broadcast()
+			}
+			w.qmu.Unlock()
+			return
+		default:
+		}
+		round := w.queue
+		w.queue = nil
+		w.qmu.Unlock()
+		w.commitQueued(round)
+	}
+}
+
+// commitQueued commits the requests of a round in order: runs of Saves as one frame each
+// (split only to keep frames below walRoundSoftLimit), a Compact on its own.
+func (w *WAL) commitQueued(round []*walRequest) {
+	for len(round) > 0 {
+		if round[0].compact != nil {
+			w.commitCompact(round[0])
+			round = round[1:]
+			continue
+		}
+		n, size := 0, 0
+		for n < len(round) && round[n].compact == nil {
+			add := len(round[n].payload) + 13*len(round[n].batch)
+			if n > 0 && size+add > walRoundSoftLimit {
+				break
+			}
+			size += add
+			n++
+		}
+		w.commitRound(round[:n])
+		w.recycle(round[:n])
+		round = round[n:]
+	}
+}
+
 // encodeWALBatch encodes a batch in the caller's goroutine, so that encoding runs in
 // parallel; it returns nil for a batch with nothing to write.
-func encodeWALBatch(batch []Update) (*walRequest, error) {
+func encodeWALBatch(batch []Update, bufs *sync.Pool) (*walRequest, error) {
 	size, nents := 0, 0
 	for i := range batch {
 		u := &batch[i]
@@ -942,7 +1029,7 @@ func encodeWALBatch(batch []Update) (*walRequest, error) {
 	}
 	req := &walRequest{
 		batch:   batch,
-		payload: make([]byte, 0, size),
+		payload: payloadBuffer(bufs, walFrameHeaderSize+size),
 		updOff:  make([]uint32, len(batch)),
 		entOff:  make([]uint32, 0, nents),
 	}
@@ -961,44 +1048,29 @@ func encodeWALBatch(batch []Update) (*walRequest, error) {
 	return req, nil
 }
 
-// commitLoop is the committer: the one goroutine that writes. Each round gathers the
-// Saves waiting now into one frame, writes and fsyncs it once, then answers each caller.
-func (w *WAL) commitLoop() {
-	defer close(w.done)
-	var round []*walRequest
-	for {
-		round = round[:0]
-		if w.pending != nil {
-			round = append(round, w.pending)
-			w.pending = nil
-		} else {
-			select {
-			case r := <-w.reqs:
-				round = append(round, r)
-			case <-w.closing:
-				return
-			}
+// walPooledPayload is the size from which a Save's buffer is recycled after its round
+// instead of being left to the garbage collector (and its entries are not cached, since
+// cached entries share the buffer). Clearing fresh large buffers costs as much as a copy.
+const walPooledPayload = 64 << 10
+
+// payloadBuffer returns a buffer of the given capacity with room for a frame header.
+func payloadBuffer(bufs *sync.Pool, size int) []byte {
+	if size >= walPooledPayload {
+		if b, _ := bufs.Get().(*[]byte); b != nil && cap(*b) >= size {
+			return (*b)[:walFrameHeaderSize]
 		}
-		if round[0].compact != nil {
-			w.commitCompact(round[0])
-			continue
+	}
+	return make([]byte, walFrameHeaderSize, size)
+}
+
+// recycle returns the large Save buffers of a finished round to the pool.
+func (w *WAL) recycle(round []*walRequest) {
+	for _, r := range round {
+		if cap(r.payload) >= walPooledPayload && cap(r.payload) <= walRoundSoftLimit {
+			b := r.payload
+			r.payload = nil
+			w.bufs.Put(&b)
 		}
-		size := len(round[0].payload)
-	gather:
-		for size < walRoundSoftLimit {
-			select {
-			case r := <-w.reqs:
-				if r.compact != nil || size+len(r.payload)+13*len(r.batch) > maxWALFrame {
-					w.pending = r
-					break gather
-				}
-				round = append(round, r)
-				size += len(r.payload)
-			default:
-				break gather
-			}
-		}
-		w.commitRound(round)
 	}
 }
 
@@ -1022,15 +1094,15 @@ func (w *WAL) viewOf(p uint32) walView {
 	if v, ok := w.view[p]; ok {
 		return v
 	}
-	ps := w.parts[p] // read without the lock: only this goroutine writes parts
+	ps := w.parts[p] // read without the lock: only the leading caller writes parts
 	if ps == nil {
 		return walView{}
 	}
 	return walView{compactIndex: ps.compactIndex, last: ps.last()}
 }
 
-// stage checks a Save against the logs as the earlier Saves of the round leave them and
-// appends its records, with the truncation records it needs, to the frame.
+// stage checks a Save against the logs as the earlier Saves of the round leave them, and
+// notes which of its updates need a truncation record first.
 func (w *WAL) stage(r *walRequest) error {
 	type undo struct {
 		p   uint32
@@ -1038,7 +1110,6 @@ func (w *WAL) stage(r *walRequest) error {
 		had bool
 	}
 	var undos []undo
-	mark := len(w.frame)
 	fail := func(err error) error {
 		for i := len(undos) - 1; i >= 0; i-- {
 			if undos[i].had {
@@ -1047,19 +1118,12 @@ func (w *WAL) stage(r *walRequest) error {
 				delete(w.view, undos[i].p)
 			}
 		}
-		w.frame = w.frame[:mark]
 		return err
 	}
-	if cap(r.updBase) < len(r.batch) {
-		r.updBase = make([]uint32, len(r.batch))
-	}
-	r.updBase = r.updBase[:len(r.batch)]
+	r.trunc = r.trunc[:0]
 	for i := range r.batch {
 		u := &r.batch[i]
-		end := len(r.payload)
-		if i+1 < len(r.batch) {
-			end = int(r.updOff[i+1])
-		}
+		trunc := false
 		if len(u.Entries) > 0 {
 			v := w.viewOf(u.Partition)
 			e0 := u.Entries[0].Index
@@ -1069,18 +1133,52 @@ func (w *WAL) stage(r *walRequest) error {
 			if e0 > v.last+1 {
 				return fail(fmt.Errorf("wal: partition %d: entry %d leaves a gap after last index %d", u.Partition, e0, v.last))
 			}
-			if e0 <= v.last {
-				w.frame = appendWALTruncate(w.frame, u.Partition, e0)
-			}
+			trunc = e0 <= v.last
 			old, had := w.view[u.Partition]
 			undos = append(undos, undo{u.Partition, old, had})
 			v.last = e0 + uint64(len(u.Entries)) - 1
 			w.view[u.Partition] = v
 		}
-		r.updBase[i] = uint32(len(w.frame) - walFrameHeaderSize)
-		w.frame = append(w.frame, r.payload[r.updOff[i]:end]...)
+		r.trunc = append(r.trunc, trunc)
 	}
 	return nil
+}
+
+// assemble builds the round's frame from the accepted Saves, with their truncation records,
+// and notes where each update's records start in the frame payload. A round of one Save
+// without truncations is written straight from that Save's buffer, which keeps room for the
+// frame header at its front: no copy.
+func (w *WAL) assemble(round []*walRequest, accepted int) []byte {
+	if accepted == 1 {
+		for _, r := range round {
+			if r.err == nil && !slices.Contains(r.trunc, true) {
+				r.updBase = r.updBase[:0]
+				for _, o := range r.updOff {
+					r.updBase = append(r.updBase, o-walFrameHeaderSize)
+				}
+				return r.payload
+			}
+		}
+	}
+	w.frame = append(w.frame[:0], zeroFrameHeader[:]...)
+	for _, r := range round {
+		if r.err != nil {
+			continue
+		}
+		r.updBase = r.updBase[:0]
+		for i := range r.batch {
+			end := len(r.payload)
+			if i+1 < len(r.batch) {
+				end = int(r.updOff[i+1])
+			}
+			if r.trunc[i] {
+				w.frame = appendWALTruncate(w.frame, r.batch[i].Partition, r.batch[i].Entries[0].Index)
+			}
+			r.updBase = append(r.updBase, uint32(len(w.frame)-walFrameHeaderSize))
+			w.frame = append(w.frame, r.payload[r.updOff[i]:end]...)
+		}
+	}
+	return w.frame
 }
 
 func (w *WAL) commitRound(round []*walRequest) {
@@ -1089,7 +1187,6 @@ func (w *WAL) commitRound(round []*walRequest) {
 		return
 	}
 	clear(w.view)
-	w.frame = append(w.frame[:0], zeroFrameHeader[:]...)
 	accepted := 0
 	for _, r := range round {
 		if r.err = w.stage(r); r.err == nil {
@@ -1100,7 +1197,7 @@ func (w *WAL) commitRound(round []*walRequest) {
 		reply(round, nil)
 		return
 	}
-	seg, off, rolled, err := w.writeFrame(w.frame)
+	seg, off, rolled, err := w.writeFrame(w.assemble(round, accepted))
 	if err != nil {
 		reply(round, err)
 		return
@@ -1135,7 +1232,7 @@ func (w *WAL) applySave(r *walRequest, seg uint32, frameOff int64) {
 				size := uint32(walEntryHeaderSize + len(e.Type) + len(e.Data))
 				ps.appendLoc(walLoc{term: e.Term, seg: seg, off: base + rel, size: size})
 			}
-			if w.opts.CacheEntries > 0 {
+			if w.opts.CacheEntries > 0 && cap(r.payload) < walPooledPayload {
 				// Cache only the last CacheEntries entries, with Data aliasing the payload.
 				from := max(0, len(u.Entries)-w.opts.CacheEntries)
 				cached := make([]Entry, len(u.Entries)-from)
@@ -1194,6 +1291,9 @@ func (w *WAL) fail(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err == nil {
+		if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrDiskFull) {
+			err = fmt.Errorf("%w: %w", ErrDiskFull, err) // e.g. while creating a segment
+		}
 		w.err = fmt.Errorf("wal failed, no further writes: %w", err)
 		w.log.Error("wal: write failure; the WAL accepts no further writes", "err", err)
 	}
@@ -1231,8 +1331,11 @@ func (w *WAL) commitCompact(r *walRequest) {
 
 // maintain deletes the oldest segments while no partition needs them. With carry set (after
 // a new segment was started) it first carries forward the partitions that pin the oldest
-// segment when their live bytes add up to at most a quarter segment, so that freeing a
-// segment never costs more than a quarter segment of writes. It runs in the committer.
+// segment, when their live bytes add up to at most a quarter segment for every segment
+// beyond the active one. Freeing the oldest segment thus costs little while few segments
+// exist, and a partition with more live data (one that stopped compacting) is still carried
+// once enough segments pile up behind it, so disk use stays bounded by a small multiple of
+// the live data. It runs in the caller leading the commits.
 func (w *WAL) maintain(carry bool) {
 	carried := int64(0)
 	for w.failure() == nil {
@@ -1242,10 +1345,13 @@ func (w *WAL) maintain(carry bool) {
 		oldest := uint32(w.segs[0].seq)
 		var pinners []uint32
 		live := int64(0)
+		tooBig := false
 		for p, ps := range w.parts {
 			if s, ok := ps.pin(); ok && s <= oldest {
 				pinners = append(pinners, p)
 				live += ps.liveBytes
+				// A carried partition must fit in one frame.
+				tooBig = tooBig || ps.liveBytes > maxWALFrame/2
 			}
 		}
 		if len(pinners) == 0 {
@@ -1254,7 +1360,8 @@ func (w *WAL) maintain(carry bool) {
 			}
 			continue
 		}
-		if !carry || live > w.opts.SegmentSize/4 || carried > w.opts.SegmentSize {
+		budget := int64(len(w.segs)-1) * w.opts.SegmentSize / 4
+		if !carry || tooBig || live > budget || carried > budget {
 			return
 		}
 		sort.Slice(pinners, func(i, j int) bool { return pinners[i] < pinners[j] })
@@ -1336,7 +1443,7 @@ func (w *WAL) carry(parts []uint32) (int64, error) {
 }
 
 // segment returns the segment with sequence number seq. Called with w.mu held (or from
-// the committer).
+// the leading caller).
 func (w *WAL) segment(seq uint32) *walSegment {
 	if len(w.segs) == 0 {
 		return nil
@@ -1489,21 +1596,23 @@ func (w *WAL) Entries(partition uint32, lo, hi, maxBytes uint64) ([]Entry, error
 	return out, nil
 }
 
-// Close stops the committer (Saves in progress finish first) and closes the files. Calls
-// after Close fail with ErrWALClosed.
+// Close waits for the Saves and Compacts already queued to finish, then closes the files.
+// Calls after Close fail with ErrWALClosed.
 func (w *WAL) Close() error {
-	w.closeOnce.Do(func() {
-		close(w.closing)
-		<-w.done
-		if w.pending != nil {
-			reply([]*walRequest{w.pending}, ErrWALClosed)
-			w.pending = nil
-		}
-		w.mu.Lock()
-		w.closed = true
-		w.mu.Unlock()
-		w.closeFiles()
-	})
+	w.qmu.Lock()
+	if w.qclosed {
+		w.qmu.Unlock()
+		return nil
+	}
+	w.qclosed = true
+	for w.leading {
+		w.idle.Wait()
+	}
+	w.qmu.Unlock()
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.closeFiles()
 	return nil
 }
 

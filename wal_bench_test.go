@@ -166,3 +166,105 @@ func BenchmarkRawWriteSync(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWALVersusRawSync alternates, in one loop, a raw append + fdatasync of one
+// frame's worth of bytes and a WAL Save of the same batch, timing each, so that both see
+// the same disk at the same moment: on a machine whose fsync latency swings with other
+// tenants' I/O, separate runs are not comparable. wal/raw is the WAL's batches/s as a
+// fraction of the raw loop's.
+func BenchmarkWALVersusRawSync(b *testing.B) {
+	for _, size := range []int{128, 4096} {
+		for _, batch := range []int{1, 64} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
+				w, _ := openBenchWAL(b, false)
+				defer w.Close()
+				f, err := os.Create(filepath.Join(b.TempDir(), "raw"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				frame := make([]byte, walFrameHeaderSize+batch*(walEntryHeaderSize+size))
+				ups := benchEntries(0, 1, batch, size)
+				var rawTime, walTime time.Duration
+				next := uint64(1)
+				b.ResetTimer()
+				for range b.N {
+					t0 := time.Now()
+					if _, err := f.Write(frame); err != nil {
+						b.Fatal(err)
+					}
+					if err := dataSync(f); err != nil {
+						b.Fatal(err)
+					}
+					t1 := time.Now()
+					for j := range ups[0].Entries {
+						ups[0].Entries[j].Index = next + uint64(j)
+					}
+					if err := w.Save(ups); err != nil {
+						b.Fatal(err)
+					}
+					t2 := time.Now()
+					next += uint64(batch)
+					rawTime += t1.Sub(t0)
+					walTime += t2.Sub(t1)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/rawTime.Seconds(), "raw-batches/s")
+				b.ReportMetric(float64(b.N)/walTime.Seconds(), "wal-batches/s")
+				b.ReportMetric(rawTime.Seconds()/walTime.Seconds(), "wal/raw")
+			})
+		}
+	}
+}
+
+// BenchmarkWALConcurrentVersusSingle alternates short bursts of one appender and of 64
+// concurrent appenders (128 B entries, fsync on), for the same reason: it reports the
+// speed-up of group commit measured under the same disk conditions.
+func BenchmarkWALConcurrentVersusSingle(b *testing.B) {
+	for _, size := range []int{128, 4096} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			w, _ := openBenchWAL(b, false)
+			defer w.Close()
+			const appenders, burst = 64, 20
+			next := make([]uint64, appenders)
+			save := func(g int) {
+				next[g]++
+				if err := w.Save(benchEntries(uint32(g), next[g], 1, size)); err != nil {
+					b.Error(err)
+				}
+			}
+			var singleTime, concTime time.Duration
+			var singleOps, concOps int
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				for range burst {
+					save(0)
+				}
+				t1 := time.Now()
+				var wg sync.WaitGroup
+				for g := range appenders {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range burst {
+							save(g)
+						}
+					}()
+				}
+				wg.Wait()
+				t2 := time.Now()
+				singleTime += t1.Sub(t0)
+				concTime += t2.Sub(t1)
+				singleOps += burst
+				concOps += burst * appenders
+			}
+			b.StopTimer()
+			single := float64(singleOps) / singleTime.Seconds()
+			conc := float64(concOps) / concTime.Seconds()
+			b.ReportMetric(single, "single-appends/s")
+			b.ReportMetric(conc, "64-appends/s")
+			b.ReportMetric(conc/single, "speedup")
+		})
+	}
+}
