@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -38,9 +39,16 @@ import (
 // A signed request is accepted only within MaxClockSkew of this node's clock and only with
 // a sequence above the last one seen for its (node, instance, lane): a replay is refused.
 // That cache holds one entry per live sender and is bounded; entries expire once their
-// requests would be too old anyway. Outcomes: 204 delivered; 400 malformed (logged);
-// 401 bad signature, stale timestamp or replay; 403 another cluster; 409 node ID in use by
-// another process; 413 body above MaxBatchBytes; 503 not started yet.
+// requests would be too old anyway. Version, cluster, timestamp and nonce are checked
+// before the body is read; the signature, the replay check and the node ID claim after.
+//
+// Outcomes, each logged and counted, with the sentinel named in X-Kommander-Error: 204
+// delivered (a malformed message inside a batch costs only itself, S28); 400 malformed
+// body or wrong version; 401 bad signature, stale timestamp or replay; 403 another
+// cluster; 409 node ID in use by another process (S30: the first process keeps it until
+// it has been quiet for PeerTimeout, so a restarted node waits that long to be heard);
+// 413 body above MaxBatchBytes; 503 not started, closing, or replay cache full. With a
+// shared secret GET /kommander/v1/status needs a signed request too.
 
 const (
 	httpRaftPath    = "/kommander/v1/raft"
@@ -119,9 +127,13 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		holders: make(map[string]holder),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	var tlsClient = cfg.TLS
-	if tlsClient != nil {
-		tlsClient = tlsClient.Clone()
+	// HTTP/1.1 only, on both sides: the batches need nothing of HTTP/2, and net/http would
+	// otherwise add "h2" to a *tls.Config (the caller's, which may be shared) on Serve.
+	var tlsClient, tlsServer *tls.Config
+	if cfg.TLS != nil {
+		tlsClient, tlsServer = cfg.TLS.Clone(), cfg.TLS.Clone()
+		tlsClient.NextProtos = []string{"http/1.1"}
+		tlsServer.NextProtos = []string{"http/1.1"}
 	}
 	t.client = &http.Client{
 		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
@@ -131,6 +143,7 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
 			ResponseHeaderTimeout: cfg.PeerTimeout,
 			MaxIdleConnsPerHost:   laneCount,
+			TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
 			IdleConnTimeout:       4 * cfg.PeerTimeout,
 		},
 	}
@@ -147,10 +160,12 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		t.srv = &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			MaxHeaderBytes:    16 << 10, // our headers are a few hundred bytes
 			ReadTimeout:       cfg.PeerTimeout,
 			WriteTimeout:      cfg.PeerTimeout,
 			IdleTimeout:       4 * cfg.PeerTimeout,
-			TLSConfig:         cfg.TLS,
+			TLSConfig:         tlsServer,
+			TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
 			ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelWarn),
 		}
 	}
@@ -320,10 +335,16 @@ func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 
 // post sends one batch and reads the answer; anything but 204 is an error.
 func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) error {
-	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, bytes.NewReader(body))
+	// net/http may still read a request body after Do returns (a peer that answers before
+	// reading it all); the sender reuses body for the next batch, so the reader is cut off
+	// from it first.
+	br := &detachableBody{r: bytes.NewReader(body)}
+	defer br.detach()
+	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, br)
 	if err != nil {
 		return err
 	}
+	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", httpContentType)
 	t.sign(req, strconv.Itoa(int(lane))+"-"+strconv.FormatUint(seq, 10), body)
 	resp, err := t.client.Do(req)
@@ -370,6 +391,28 @@ func httpRefusal(resp *http.Response) error {
 		}
 	}
 	return fmt.Errorf("kommander: peer refused the batch (%s)", code)
+}
+
+// detachableBody reads a request body until detach, and then nothing more.
+type detachableBody struct {
+	mu       sync.Mutex
+	r        *bytes.Reader
+	detached bool
+}
+
+func (d *detachableBody) Read(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return 0, errors.New("kommander: request body read after its request ended")
+	}
+	return d.r.Read(p)
+}
+
+func (d *detachableBody) detach() {
+	d.mu.Lock()
+	d.detached = true
+	d.mu.Unlock()
 }
 
 // sign sets the identifying headers of a request and, with a shared secret, its signature.
@@ -441,15 +484,19 @@ func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
 	// The body is read with a deadline even when the handler is mounted in a server
 	// without timeouts; a server that cannot set one has its own.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(t.cfg.PeerTimeout))
-	body, herr := t.readBody(w, r)
+	id, herr := t.checkHeaders(r)
+	var body []byte
 	if herr == nil {
-		herr = t.authenticate(r, body, true)
+		body, herr = t.readBody(w, r)
+	}
+	if herr == nil {
+		herr = t.authenticate(r, id, body, true)
 	}
 	if herr != nil {
 		t.refuse(w, r, herr)
 		return
 	}
-	node := r.Header.Get(hdrNode)
+	node := id.node
 	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.log.With("peer", node)); err != nil {
 		w.Header().Set(hdrError, httpErrorCode(err))
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -480,59 +527,79 @@ func (t *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 	return buf.Bytes(), nil
 }
 
-// authenticate checks a request's version, cluster and, with a shared secret, signature,
-// timestamp and sequence, then (when claim is set: Raft traffic) that no other process
-// holds its node ID (S30). Nothing of an unauthenticated request reaches the node.
-func (t *HTTPTransport) authenticate(r *http.Request, body []byte, claim bool) *httpError {
+// reqIdentity is what a request's headers claim.
+type reqIdentity struct {
+	node, instance, ts, nonce string
+	sig                       []byte
+	replay                    replayKey
+	seq                       uint64
+}
+
+// checkHeaders checks what can be checked before reading the body: version, cluster, and
+// with a shared secret the timestamp window and the nonce's form. A request that fails here
+// costs no body buffer.
+func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) {
 	h := r.Header
+	id := reqIdentity{node: h.Get(hdrNode), instance: h.Get(hdrInstance)}
 	if v := h.Get(hdrVersion); v != strconv.Itoa(codecVersion) {
-		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
 	}
 	if c := h.Get(hdrCluster); c != t.cfg.ClusterName {
-		return &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
+		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
 	}
-	node, instance := h.Get(hdrNode), h.Get(hdrInstance)
-	if node == "" || len(node) > maxNameBytes || instance == "" || len(instance) > 64 {
-		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
+	if id.node == "" || len(id.node) > maxNameBytes || id.instance == "" || len(id.instance) > 64 {
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
+	}
+	if t.cfg.Secret == nil {
+		return id, nil
+	}
+	id.ts, id.nonce = h.Get(hdrTimestamp), h.Get(hdrNonce)
+	sig, err := hex.DecodeString(h.Get(hdrSignature))
+	if err != nil || len(sig) != sha256.Size {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: missing or malformed signature", ErrAuthFailed)}
+	}
+	id.sig = sig
+	nanos, err := strconv.ParseInt(id.ts, 10, 64)
+	if err != nil {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
+	}
+	if skew := time.Since(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
+	}
+	lane, seqText, ok := strings.Cut(id.nonce, "-")
+	l, err1 := strconv.ParseUint(lane, 10, 8)
+	seq, err2 := strconv.ParseUint(seqText, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
+	}
+	id.replay, id.seq = replayKey{id.node, id.instance, uint8(l)}, seq
+	return id, nil
+}
+
+// authenticate finishes what checkHeaders began: with a shared secret, the signature over
+// the body (compared in constant time) and the replay check; then, when claim is set (Raft
+// traffic), that no other process holds the node ID (S30). Nothing of a request that fails
+// reaches the node.
+func (t *HTTPTransport) authenticate(r *http.Request, id reqIdentity, body []byte, claim bool) *httpError {
+	if t.cfg.Secret != nil && !hmac.Equal(id.sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path,
+		t.cfg.ClusterName, id.node, id.instance, id.ts, id.nonce, body)) {
+		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
 	}
 	now := time.Now()
-	var rk replayKey
-	var seq uint64
-	if t.cfg.Secret != nil {
-		ts, nonce := h.Get(hdrTimestamp), h.Get(hdrNonce)
-		sig, err := hex.DecodeString(h.Get(hdrSignature))
-		if err != nil || !hmac.Equal(sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path, t.cfg.ClusterName, node, instance, ts, nonce, body)) {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
-		}
-		nanos, err := strconv.ParseInt(ts, 10, 64)
-		if err != nil {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
-		}
-		if skew := now.Sub(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
-		}
-		lane, seqText, ok := strings.Cut(nonce, "-")
-		l, err1 := strconv.ParseUint(lane, 10, 8)
-		s, err2 := strconv.ParseUint(seqText, 10, 64)
-		if !ok || err1 != nil || err2 != nil {
-			return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
-		}
-		rk, seq = replayKey{node, instance, uint8(l)}, s
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.cfg.Secret != nil {
-		if herr := t.checkReplayLocked(rk, seq, now); herr != nil {
+		if herr := t.checkReplayLocked(id.replay, id.seq, now); herr != nil {
 			return herr
 		}
 	}
 	if claim {
-		if herr := t.claimLocked(node, instance, now); herr != nil {
+		if herr := t.claimLocked(id.node, id.instance, now); herr != nil {
 			return herr
 		}
 	}
 	if t.cfg.Secret != nil {
-		t.replay[rk] = replayState{seq, now}
+		t.replay[id.replay] = replayState{id.seq, now}
 	}
 	return nil
 }
@@ -594,7 +661,11 @@ func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.cfg.Secret != nil { // no status for a peer that cannot sign either
-		if herr := t.authenticate(r, nil, false); herr != nil {
+		id, herr := t.checkHeaders(r)
+		if herr == nil {
+			herr = t.authenticate(r, id, nil, false)
+		}
+		if herr != nil {
 			t.refuse(w, r, herr)
 			return
 		}

@@ -163,3 +163,21 @@ func TestHTTPHandlerMountsInAUsersServer(t *testing.T) {
 }
 
 func newBytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// TestHTTPLeavesTheCallersTLSConfigAlone: net/http adds "h2" to a server's *tls.Config; a
+// config shared with a later transport (a restarted node) then offered HTTP/2 to a client
+// that speaks HTTP/1.1 only, and every request failed.
+func TestHTTPLeavesTheCallersTLSConfigAlone(t *testing.T) {
+	pki := newTestPKI(t, "cluster")
+	shared := mutualTLS(pki, pki)
+	cfgA, cfgB := transportTestConfig("a"), transportTestConfig("b")
+	cfgA.TLS, cfgB.TLS = shared, shared
+	a := startTransportNode(t, transportCases()[1], cfgA)
+	b := startTransportNode(t, transportCases()[1], cfgB)
+	connectAll(a, b)
+	a.tr.Send("b", []Message{testHeartbeat(1, 1)})
+	b.rec.waitFor(t, transportWait, "a batch over TLS", func(m []Message) bool { return len(m) == 1 })
+	if len(shared.NextProtos) != 0 {
+		t.Fatalf("the caller's tls.Config was changed: NextProtos = %v", shared.NextProtos)
+	}
+}

@@ -2,6 +2,7 @@ package kommander
 
 import (
 	"bufio"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/tls"
@@ -37,6 +38,12 @@ import (
 // zero-length frame is a ping from the client; the server answers each with a
 // zero-length pong. Both sides treat PeerTimeout without a frame as a dead connection
 // (S28).
+//
+// Bad input after the handshake (S28): a frame that does not decode is refused and counted
+// and the connection carries on, since its length prefix still frames the next one; a
+// malformed message inside a batch costs that message only; a frame above MaxBatchBytes
+// is skipped without being buffered; a connection that ends inside a frame loses that
+// frame and nothing else.
 
 const (
 	tcpMagic            = "KMDR"
@@ -45,6 +52,7 @@ const (
 	tcpProofSize        = 32
 	tcpReadBuffer       = 64 << 10
 	tcpWriteBuffer      = 64 << 10
+	tcpMaxHandshakes    = 256 // unauthenticated connections at once
 )
 
 // Handshake statuses.
@@ -99,8 +107,11 @@ type TCPTransport struct {
 	instance uint64
 	counters transportCounters
 
-	done chan struct{}
-	wg   sync.WaitGroup
+	done       chan struct{}
+	handshakes chan struct{}   // a slot per inbound handshake in progress
+	ctx        context.Context // cancelled by Close: aborts dials in progress
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
@@ -131,6 +142,9 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 		return nil, errors.New("kommander: transport config: Addr is required for TCP")
 	}
 	cfg = cfg.withDefaults()
+	if cfg.TLS != nil {
+		cfg.TLS = cfg.TLS.Clone() // later changes by the caller do not reach a running transport
+	}
 	instance, err := newInstanceID()
 	if err != nil {
 		return nil, err
@@ -141,11 +155,13 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 	}
 	t := &TCPTransport{
 		cfg: cfg, lim: cfg.limits(), ln: ln, instance: instance,
-		log:     cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
-		done:    make(chan struct{}),
-		inbound: make(map[inboundKey]*tcpInbound),
-		conns:   make(map[net.Conn]struct{}),
+		log:        cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
+		done:       make(chan struct{}),
+		handshakes: make(chan struct{}, tcpMaxHandshakes),
+		inbound:    make(map[inboundKey]*tcpInbound),
+		conns:      make(map[net.Conn]struct{}),
 	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
 }
 
@@ -173,7 +189,8 @@ func (t *TCPTransport) Start(deliver func(batch []Message)) error {
 }
 
 // SetPeer records the address of peer id. A changed address takes effect at once: the
-// current connection is closed at its next keepalive tick and the new address dialed.
+// current connection is closed at its next keepalive tick and the new address is dialed
+// with the next message.
 func (t *TCPTransport) SetPeer(id, addr string) {
 	if id == t.cfg.NodeID {
 		return
@@ -198,6 +215,7 @@ func (t *TCPTransport) Close() error {
 	t.closed = true
 	t.peers.close()
 	close(t.done)
+	t.cancel()
 	err := t.ln.Close()
 	for c := range t.conns {
 		c.Close()
@@ -236,6 +254,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 	q := p.queues[lane]
 	bo := backoff{max: t.cfg.MaxBackoff}
 	buf := make([]byte, 0, tcpWriteBuffer)
+	failures := 0
 	for {
 		select { // dial lazily: an idle lane holds no connection
 		case <-t.done:
@@ -248,7 +267,14 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 		}
 		conn, err := t.dial(p, lane)
 		if err != nil {
-			t.log.Warn("connect to peer failed", "peer", p.id, "addr", p.address(), "lane", lane, "err", err)
+			// A peer that is down would log every backoff step; warn on the first failure
+			// in a row and then every 100th.
+			level := slog.LevelDebug
+			if failures%100 == 0 {
+				level = slog.LevelWarn
+			}
+			failures++
+			t.log.Log(t.ctx, level, "connect to peer failed", "peer", p.id, "addr", p.address(), "lane", lane, "attempt", failures, "err", err)
 			if msgs := q.take(); len(msgs) > 0 { // stale by the time we are back
 				t.counters.dropped.Add(uint64(len(msgs)))
 				q.giveBack(msgs)
@@ -258,6 +284,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 			}
 			continue
 		}
+		failures = 0
 		t.counters.connects.Add(1)
 		t.log.Debug("connected to peer", "peer", p.id, "addr", conn.RemoteAddr(), "lane", lane)
 		since := time.Now()
@@ -283,7 +310,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
 	addr := p.address()
 	d := net.Dialer{Timeout: t.cfg.DialTimeout, KeepAlive: t.cfg.PeerTimeout}
-	raw, err := d.Dial("tcp", addr)
+	raw, err := d.DialContext(t.ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -444,6 +471,16 @@ func (t *TCPTransport) acceptLoop() {
 			continue
 		}
 		bo.reset()
+		select {
+		case t.handshakes <- struct{}{}:
+		default:
+			// Unauthenticated connections cost a goroutine each until their handshake
+			// deadline; beyond a bound, newcomers are turned away at once.
+			t.counters.rejected.Add(1)
+			t.log.Warn("too many handshakes in progress; connection refused", "remote", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
 		if !t.track(c) {
 			return
 		}
@@ -465,6 +502,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 	if t.cfg.TLS != nil {
 		tconn := tls.Server(raw, t.cfg.TLS)
 		if err := tconn.Handshake(); err != nil {
+			<-t.handshakes
 			t.counters.rejected.Add(1)
 			t.counters.authFailures.Add(1)
 			log.Warn("inbound tls handshake failed", "err", err)
@@ -473,6 +511,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 		conn = tconn
 	}
 	h, err := t.serverHandshake(conn)
+	<-t.handshakes
 	if err != nil {
 		t.counters.rejected.Add(1)
 		if errors.Is(err, ErrAuthFailed) {
@@ -486,14 +525,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 		}
 		return
 	}
-	key := inboundKey{h.from, h.lane}
-	defer func() {
-		t.mu.Lock()
-		if in := t.inbound[key]; in != nil && in.conn == conn {
-			delete(t.inbound, key)
-		}
-		t.mu.Unlock()
-	}()
+	defer t.releaseInbound(h, conn)
 	raw.SetDeadline(time.Time{})
 	err = t.readFrames(conn, h.from, log.With("peer", h.from))
 	select {
@@ -764,9 +796,14 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 		return final(tcpAuthFailed, fmt.Errorf("%w: peer %q could not prove the shared secret", ErrAuthFailed, h.from))
 	}
 	if err := t.claimInbound(h, conn); err != nil {
-		return final(tcpDuplicate, err)
+		status := tcpDuplicate
+		if errors.Is(err, errTransportClosed) {
+			status = tcpClosing
+		}
+		return final(status, err)
 	}
 	if _, err := conn.Write([]byte{tcpOK}); err != nil {
+		t.releaseInbound(h, conn) // or the node ID stays taken by a dead connection
 		return h, err
 	}
 	return h, nil
@@ -793,4 +830,14 @@ func (t *TCPTransport) claimInbound(h tcpHello, conn net.Conn) error {
 	}
 	t.inbound[key] = &tcpInbound{instance: h.instance, conn: conn}
 	return nil
+}
+
+// releaseInbound forgets conn as node h.from's inbound connection, if it still is.
+func (t *TCPTransport) releaseInbound(h tcpHello, conn net.Conn) {
+	key := inboundKey{h.from, h.lane}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if in := t.inbound[key]; in != nil && in.conn == conn {
+		delete(t.inbound, key)
+	}
 }

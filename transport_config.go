@@ -415,3 +415,15 @@ func newInstanceID() (uint64, error) {
 	}
 	return binary.LittleEndian.Uint64(b[:]), nil
 }
+
+// newTransport builds the network transport kind names; the node calls it with its Config
+// translated into a TransportConfig.
+func newTransport(kind TransportKind, cfg TransportConfig) (Transport, error) {
+	switch kind {
+	case TCP:
+		return NewTCPTransport(cfg)
+	case HTTP:
+		return NewHTTPTransport(cfg)
+	}
+	return nil, fmt.Errorf("kommander: unknown transport kind %d", int(kind))
+}

@@ -76,7 +76,7 @@ func mutualTLS(own, trusted testPKI) *tls.Config {
 // nothing in, and is not sent anything either.
 func TestTransportMutualTLSPairWorksAndWrongCertificateIsKeptOut(t *testing.T) {
 	cluster, rogue := newTestPKI(t, "cluster"), newTestPKI(t, "rogue")
-	for _, tc := range transportCases() {
+	for _, tc := range networkCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			cfgA, cfgB, cfgC := transportTestConfig("a"), transportTestConfig("b"), transportTestConfig("c")
 			cfgA.TLS, cfgB.TLS = mutualTLS(cluster, cluster), mutualTLS(cluster, cluster)
