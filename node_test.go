@@ -847,6 +847,8 @@ func TestValidateRejectsTimersThatCannotWork(t *testing.T) {
 		"no node id":                           {func(c *Config) { c.NodeID = "" }, "NodeID is empty"},
 		"self not among peers":                 {func(c *Config) { c.Peers = []Peer{{ID: "n2", Addr: "x"}} }, `NodeID "n1" is not among the peers`},
 		"no storage":                           {func(c *Config) { c.Storage = nil }, "DataDir is empty"},
+		"short secret":                         {func(c *Config) { c.Secret = []byte("short") }, "Secret has 5 bytes"},
+		"peers but no address":                 {func(c *Config) { c.Peers = []Peer{{ID: "n1"}, {ID: "n2", Addr: "x"}} }, "Addr is empty"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := base
