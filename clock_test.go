@@ -2,6 +2,7 @@ package kommander
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,14 +20,14 @@ func TestFakeClockFiresTimersInDueOrder(t *testing.T) {
 		t.Fatal("Stop of a pending timer reported false")
 	}
 	c.Advance(25 * time.Millisecond)
-	if want := []int{10, 11}; !equalInts(got, want) {
+	if want := []int{10, 11}; !slices.Equal(got, want) {
 		t.Fatalf("after 25ms fired %v, want %v", got, want)
 	}
 	if d := c.Now().Sub(start); d != 25*time.Millisecond {
 		t.Fatalf("Now moved by %v, want 25ms", d)
 	}
 	c.Advance(5 * time.Millisecond)
-	if want := []int{10, 11, 30}; !equalInts(got, want) {
+	if want := []int{10, 11, 30}; !slices.Equal(got, want) {
 		t.Fatalf("after 30ms fired %v, want %v", got, want)
 	}
 }
@@ -83,16 +84,4 @@ func TestFakeClockStoppedTickerUnblocksAdvance(t *testing.T) {
 	if c.Waiters() != 0 {
 		t.Fatalf("Waiters = %d after Stop, want 0", c.Waiters())
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

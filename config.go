@@ -142,6 +142,9 @@ type testHooks struct {
 	manual bool
 	// applyBacklog, if set, replaces maxApplyBacklog.
 	applyBacklog int
+	// deferPersist (with manual): a pass leaves its Save pending until the test calls
+	// completePersist, as an fsync that takes a while; a crash before loses the batch.
+	deferPersist bool
 }
 
 // Peer is a member of the cluster.
@@ -259,6 +262,8 @@ func (c Config) Validate() error {
 		return bad("limits must not be negative")
 	case c.Transport != TCP && c.Transport != HTTP:
 		return bad("Transport %d is unknown", int(c.Transport))
+	case len(c.Secret) > 0 && len(c.Secret) < minSecretBytes:
+		return bad("Secret has %d bytes; use at least %d", len(c.Secret), minSecretBytes)
 	case c.CustomTransport == nil && c.Addr == "" && len(c.Peers) > 1:
 		return bad("Addr is empty: peers need an address to reach this node")
 	}

@@ -184,6 +184,16 @@ type Node struct {
 	out     [][]Message
 	updates []Update
 	readies []partitionReady
+	// The batch being persisted: its Readies and updates above, and the state of its Save.
+	persisting      bool
+	persistFinished bool
+	persistSaved    bool // the batch needed a Save (not only commit indexes)
+	persistErr      error
+	saveEntries     uint64
+	saveBytes       uint64
+	persistReq      chan struct{} // to the persister goroutine; nil when driven by hand
+	persistDone     chan error
+	persistStop     chan struct{}
 
 	applyWake  chan struct{}
 	notifyMu   sync.Mutex
@@ -364,6 +374,8 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	// The ticker exists before Start returns, so that a test's next FakeClock.Advance
 	// reaches the loop.
+	n.persistReq, n.persistDone, n.persistStop = make(chan struct{}), make(chan error, 1), make(chan struct{})
+	go n.runPersister()
 	go n.runLoop(n.clock.NewTicker(n.tick))
 	go n.runApply()
 	return nil
@@ -698,13 +710,26 @@ func (n *Node) deliver(batch []Message) {
 func (n *Node) runLoop(ticker Ticker) {
 	defer close(n.loopDone)
 	defer ticker.Stop()
+	defer func() {
+		// Never leave a Save running behind Stop: storage is closed next.
+		if n.persisting && !n.persistFinished {
+			<-n.persistDone
+		}
+		close(n.persistStop)
+	}()
 	busy := false
 	for {
+		// While an fsync runs, ticks wait (a time.Ticker keeps one): Raft time then moves
+		// with the disk, and a FakeClock cannot run ahead of a slow Save.
+		tickC := ticker.C()
+		if n.persisting && !n.persistFinished {
+			tickC = nil
+		}
 		if busy {
 			select {
 			case <-n.stopLoop:
 				return
-			case <-ticker.C():
+			case <-tickC:
 				n.addTick()
 			default:
 			}
@@ -712,9 +737,11 @@ func (n *Node) runLoop(ticker Ticker) {
 			select {
 			case <-n.stopLoop:
 				return
-			case <-ticker.C():
+			case <-tickC:
 				n.addTick()
 			case <-n.wake:
+			case err := <-n.persistDone:
+				n.persistErr, n.persistFinished = err, true
 			}
 		}
 		busy = n.runPass()
@@ -749,11 +776,17 @@ func (n *Node) signalApply() {
 	}
 }
 
-// runPass is one turn of the loop: it feeds Raft what arrived (messages, ticks,
-// proposals), gathers the Ready of every partition with work, sends the leaders' appends,
-// saves all partitions' entries and hard states in one Storage.Save (one fsync), sends
-// what had to wait for that, and hands committed entries to the apply goroutine. It
-// reports whether there was work, so the caller runs it again at once.
+// runPass is one turn of the loop. It feeds Raft what arrived (messages, ticks,
+// proposals). If the previous batch's Save is still running, that is all: Raft takes
+// input while a Ready is outstanding, and what comes in forms the next batch. Otherwise
+// it completes the previous batch (sends what had to wait for the fsync, advances Raft),
+// gathers the Ready of every partition with work, sends the leaders' appends, hands
+// committed entries to the apply goroutine and starts one Storage.Save (one fsync) for all
+// partitions' entries and hard states. It reports whether there was work, so that the
+// caller runs it again at once; the caller also wakes when the Save returns.
+//
+// Driven by hand (testHooks.manual), the Save runs inside the pass, or, with
+// deferPersist, when the test calls completePersist.
 func (n *Node) runPass() bool {
 	if n.failed.Load() != nil {
 		return false
@@ -801,6 +834,19 @@ func (n *Node) runPass() bool {
 		n.expireWaiters()
 	}
 
+	if n.persisting {
+		if !n.persistFinished && !n.pollPersist() {
+			// The fsync of the previous batch is still running: what arrived meanwhile
+			// has been stepped into Raft and goes out with the next batch.
+			n.flushOut() // forwarded proposals
+			return false
+		}
+		n.finishPersist()
+		if n.failed.Load() != nil {
+			return false
+		}
+	}
+
 	n.readies = n.readies[:0]
 	for _, p := range n.parts {
 		if p.raft.hasReady() {
@@ -845,7 +891,7 @@ func (n *Node) runPass() bool {
 	// commit index does not need one of its own: the commit index need not be durable
 	// for safety (a restarted node learns it again), so it rides along with the next save.
 	n.updates = n.updates[:0]
-	var entries, bytes uint64
+	n.saveEntries, n.saveBytes = 0, 0
 	needSave := false
 	for i := range n.readies {
 		r := &n.readies[i]
@@ -862,22 +908,76 @@ func (n *Node) runPass() bool {
 			SaveHardState: r.rd.SaveHardState,
 			Entries:       r.rd.Entries,
 		})
-		entries += uint64(len(r.rd.Entries))
+		n.saveEntries += uint64(len(r.rd.Entries))
 		for j := range r.rd.Entries {
-			bytes += r.rd.Entries[j].size()
+			n.saveBytes += r.rd.Entries[j].size()
 		}
 	}
-	if needSave {
-		if err := n.storage.Save(n.updates); err != nil {
-			// S26: a failed fsync cannot be retried; nothing of this batch may be
-			// acknowledged, and the node stops driving Raft.
-			n.fail(fmt.Errorf("kommander: node %s: save %d entries: %w", n.cfg.NodeID, entries, err))
-			n.failAll(fmt.Errorf("%w: %w", ErrStopped, err))
-			return false
+	n.persisting, n.persistFinished, n.persistSaved, n.persistErr = true, false, needSave, nil
+	switch {
+	case !needSave:
+		n.persistFinished = true
+		n.finishPersist()
+	case n.persistReq != nil:
+		// The fsync runs beside the loop: messages and proposals that arrive meanwhile
+		// are stepped into Raft and form the next batch.
+		n.persistReq <- struct{}{}
+	case n.cfg.testHooks != nil && n.cfg.testHooks.deferPersist:
+		// A simulation decides when the fsync completes (completePersist).
+	default:
+		n.completePersist()
+		n.finishPersist()
+	}
+	return true
+}
+
+// completePersist runs the pending Save: in the persister goroutine, or in the caller for
+// a node driven by hand.
+func (n *Node) completePersist() {
+	n.persistErr = n.storage.Save(n.updates)
+	n.persistFinished = true
+}
+
+// pollPersist reports, without waiting, whether the running Save has returned.
+func (n *Node) pollPersist() bool {
+	if n.persistDone == nil {
+		return n.persistFinished
+	}
+	select {
+	case err := <-n.persistDone:
+		n.persistErr, n.persistFinished = err, true
+	default:
+	}
+	return n.persistFinished
+}
+
+// runPersister is the goroutine that performs the loop's Saves, one at a time.
+func (n *Node) runPersister() {
+	for {
+		select {
+		case <-n.persistReq:
+			n.persistDone <- n.storage.Save(n.updates)
+		case <-n.persistStop:
+			return
 		}
+	}
+}
+
+// finishPersist completes a batch once its Save returned: it sends what had to wait for
+// the fsync and acknowledges the Readies to Raft.
+func (n *Node) finishPersist() {
+	n.persisting, n.persistFinished = false, false
+	if err := n.persistErr; err != nil {
+		// S26: a failed fsync cannot be retried; nothing of this batch may be
+		// acknowledged, and the node stops driving Raft.
+		n.fail(fmt.Errorf("kommander: node %s: save %d entries: %w", n.cfg.NodeID, n.saveEntries, err))
+		n.failAll(fmt.Errorf("%w: %w", ErrStopped, err))
+		return
+	}
+	if n.persistSaved {
 		n.metrics.fsyncs.Add(1)
-		n.metrics.entriesSaved.Add(entries)
-		n.metrics.bytesSaved.Add(bytes)
+		n.metrics.entriesSaved.Add(n.saveEntries)
+		n.metrics.bytesSaved.Add(n.saveBytes)
 		for i := range n.readies {
 			r := &n.readies[i]
 			if r.rd.SaveHardState {
@@ -886,19 +986,18 @@ func (n *Node) runPass() bool {
 		}
 	}
 	clear(n.updates)
-
+	n.updates = n.updates[:0]
 	for i := range n.readies {
 		n.queueOut(n.readies[i].rd.MessagesAfterPersist)
 	}
 	n.flushOut()
-
 	for i := range n.readies {
 		r := &n.readies[i]
 		r.p.raft.advance(r.rd)
 		n.publish(r.p)
 	}
 	clear(n.readies)
-	return true
+	n.readies = n.readies[:0]
 }
 
 // queueOut sorts messages by destination peer.

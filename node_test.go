@@ -417,6 +417,20 @@ func (c *nodeCluster) applyBacklog() int {
 	return n
 }
 
+// writeInBackground starts k writes to partition 0 through node i, with no deadline, and
+// returns the channel their errors arrive on.
+func (c *nodeCluster) writeInBackground(i, k int) <-chan error {
+	errs := make(chan error, k)
+	n := c.nodes[i]
+	for j := 0; j < k; j++ {
+		go func() {
+			_, err := n.Replicate(context.Background(), 0, "put", put("k", fmt.Sprint(j)))
+			errs <- err
+		}()
+	}
+	return errs
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -540,14 +554,7 @@ func TestStoppedLeaderIsReplacedAndItsCallersAnswered(t *testing.T) {
 			c.net.CutOneWay(c.ids[i], c.ids[lead])
 		}
 	}
-	errs := make(chan error, 8)
-	ln := c.nodes[lead]
-	for k := 0; k < 8; k++ {
-		go func() {
-			_, err := ln.Replicate(context.Background(), 0, "put", put("k", fmt.Sprint(k)))
-			errs <- err
-		}()
-	}
+	errs := c.writeInBackground(lead, 8)
 	c.await("8 pending proposals on the leader", func() bool { return c.nodes[lead].Metrics().PendingProposals == 8 })
 	c.stop(lead)
 	for k := 0; k < 8; k++ {
@@ -582,14 +589,7 @@ func TestIsolatedLeaderStepsDownAndCallersGetAnswer(t *testing.T) {
 	c.startAll()
 	lead := c.leaders()[0]
 	c.net.Isolate(c.ids[lead])
-	errs := make(chan error, 4)
-	ln := c.nodes[lead]
-	for k := 0; k < 4; k++ {
-		go func() {
-			_, err := ln.Replicate(context.Background(), 0, "put", put("k", fmt.Sprint(k)))
-			errs <- err
-		}()
-	}
+	errs := c.writeInBackground(lead, 4)
 	c.await("4 pending proposals", func() bool { return c.nodes[lead].Metrics().PendingProposals == 4 })
 	answered := 0
 	c.waitFor("callers of the isolated leader answered", 5000, func() bool {
@@ -847,6 +847,8 @@ func TestValidateRejectsTimersThatCannotWork(t *testing.T) {
 		"no node id":                           {func(c *Config) { c.NodeID = "" }, "NodeID is empty"},
 		"self not among peers":                 {func(c *Config) { c.Peers = []Peer{{ID: "n2", Addr: "x"}} }, `NodeID "n1" is not among the peers`},
 		"no storage":                           {func(c *Config) { c.Storage = nil }, "DataDir is empty"},
+		"short secret":                         {func(c *Config) { c.Secret = []byte("short") }, "Secret has 5 bytes"},
+		"peers but no address":                 {func(c *Config) { c.Peers = []Peer{{ID: "n1"}, {ID: "n2", Addr: "x"}} }, "Addr is empty"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := base
@@ -1143,6 +1145,11 @@ func TestOnePassSavesAllPartitionsInOneFsyncAndOneSendPerPeer(t *testing.T) {
 	if !n.runPass() {
 		t.Fatal("the pass found no work")
 	}
+	if !n.persisting {
+		t.Fatal("the pass saved nothing")
+	}
+	n.completePersist() // the fsync returns
+	n.finishPersist()   // and the pass completes
 	if got := s.stores[0].Saves() - saves; got != 1 {
 		t.Fatalf("one pass over %d partitions made %d saves, want 1", len(led), got)
 	}

@@ -25,7 +25,7 @@ import (
 
 var (
 	nodeSimSeed  = flag.Int64("nodesim.seed", 0, "run the node simulation for this seed only")
-	nodeSimSeeds = flag.Int("nodesim.seeds", 0, "number of node simulation seeds (default 120, 30 with -short)")
+	nodeSimSeeds = flag.Int("nodesim.seeds", 0, "number of node simulation seeds (default 200, 50 with -short)")
 )
 
 // nodeSimOptions shape one simulation run.
@@ -135,7 +135,7 @@ func (s *nodeSim) startNode(i int) {
 		Clock:             s.clock,
 		Logger:            discardLogger(),
 		RandSeed:          s.o.seed*1000 + int64(i*100+s.gen[i]),
-		testHooks:         &testHooks{manual: true},
+		testHooks:         &testHooks{manual: true, deferPersist: true},
 	})
 	if err != nil {
 		s.fail("step %d: restart %s: %v", s.step, s.ids[i], err)
@@ -392,6 +392,14 @@ func (s *nodeSim) advance() {
 			for k := 0; k < 100 && n.runPass(); k++ {
 				busy = true
 			}
+			// An fsync in flight finishes now or in a later round: meanwhile the node
+			// keeps stepping messages, and a crash loses the batch.
+			if n.persisting && !n.persistFinished {
+				busy = true
+				if s.rnd.IntN(3) != 0 {
+					n.completePersist()
+				}
+			}
 			n.applyPending()
 		}
 		for _, c := range s.clients {
@@ -453,9 +461,9 @@ func nodeSimSeedList() []int64 {
 	}
 	n := *nodeSimSeeds
 	if n == 0 {
-		n = 120
+		n = 200
 		if testing.Short() {
-			n = 30
+			n = 50
 		}
 	}
 	seeds := make([]int64, n)
