@@ -273,9 +273,13 @@ func testSIGSTOPLeader(c *procCluster) {
 	default:
 		c.t.Fatalf("the request that waited on the paused leader: got %v", a.r)
 	}
-	c.eventually(30*time.Second, "the resumed leader steps down and follows the new one", func() bool {
+	c.eventually(30*time.Second, "the resumed leader steps down and follows another", func() bool {
 		s, err := c.status(old)
-		return err == nil && s.Partitions[p].Role == "follower" && s.Partitions[p].Leader == newLeader
+		if err != nil {
+			return false
+		}
+		ps := s.Partitions[p]
+		return ps.Role == "follower" && ps.Leader != "" && ps.Leader != leaders[p]
 	})
 	got := c.must(others[1], "GET", "/kv/"+pausedKey, nil)
 	switch {
