@@ -21,21 +21,23 @@ import (
 // entry may yet be applied); any other error means the entry was not, and will never be,
 // applied.
 var (
-	// ErrNotLeader: this node does not lead the partition and did not forward the proposal
-	// (forwarding is off, or no leader was known in time). The error is a *NotLeaderError
+	// ErrNotLeader means this node does not lead the partition and did not forward the
+	// proposal (forwarding is off, or no leader was known in time). The error is a *NotLeaderError
 	// that names the leader when one is known.
 	ErrNotLeader = errors.New("kommander: not the leader")
-	// ErrStopped: the node is stopped (or stopping, or failed and stopped accepting writes).
+	// ErrStopped means the node is stopped (or stopping, or failed and stopped accepting
+	// writes).
 	ErrStopped = errors.New("kommander: node stopped")
-	// ErrTimeout: the entry was proposed, but whether it will be applied is unknown; the
-	// caller may retry only if the command is idempotent, or read to find out.
+	// ErrTimeout means the entry was proposed, but whether it will be applied is unknown;
+	// the caller may retry only if the command is idempotent, or read to find out.
 	ErrTimeout = errors.New("kommander: outcome unknown")
-	// ErrTooLarge: the entry is larger than Config.MaxEntrySize.
+	// ErrTooLarge means the entry (or batch) is larger than Config.MaxEntrySize (or
+	// Config.MaxMessageBytes).
 	ErrTooLarge = errors.New("kommander: entry too large")
-	// ErrOverloaded: the partition already has Config.MaxPendingProposals entries waiting;
-	// nothing was proposed. Back off and retry.
+	// ErrOverloaded means the partition already has Config.MaxPendingProposals entries
+	// waiting, or its state machine is far behind; nothing was proposed. Back off, retry.
 	ErrOverloaded = errors.New("kommander: too many pending proposals")
-	// ErrNoPartition: the partition number is out of range.
+	// ErrNoPartition means the partition number is out of range.
 	ErrNoPartition = errors.New("kommander: no such partition")
 )
 
