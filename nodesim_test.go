@@ -54,9 +54,9 @@ type nodeSim struct {
 	// pausedUntil is the step at which a paused node (SIGSTOP: no ticks, no passes, its
 	// inbox filling up) resumes.
 	pausedUntil []int
-	healAt int   // step at which a network partition heals (0: none)
-	step   int
-	now    int64 // logical time of the history
+	healAt      int // step at which a network partition heals (0: none)
+	step        int
+	now         int64 // logical time of the history
 
 	clients []*simClient
 	history []kvOp
