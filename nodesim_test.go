@@ -498,6 +498,9 @@ func simOptions(seed int64) nodeSimOptions {
 	if seed%4 == 0 {
 		o.nodes = 5
 	}
+	if seed%5 == 0 {
+		o.partitions = 8 // more groups than keys: idle partitions share every batch
+	}
 	return o
 }
 
