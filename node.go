@@ -816,6 +816,10 @@ func (n *Node) runPass() bool {
 			continue
 		}
 		if err := p.raft.step(*m); err != nil {
+			if m.Type == MsgPropose && errors.Is(err, errNotLeader) {
+				n.reforward(p, m)
+				continue
+			}
 			n.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
 		}
 	}
@@ -1116,6 +1120,26 @@ func (n *Node) chunk(queue []*proposal) (k int, size uint64) {
 		k++
 	}
 	return k, size
+}
+
+// maxForwardHops bounds how often a forwarded proposal is passed on by nodes that are no
+// longer (or not yet) the leader; the hop count travels in Message.Context.
+const maxForwardHops = 2
+
+// reforward passes a forwarded proposal that reached a node which does not lead the
+// partition on to the leader it knows. Raft refused the entries, so no log holds them and
+// passing them on cannot apply them twice; without it, proposals forwarded just before a
+// leader change would wait for their deadline.
+func (n *Node) reforward(p *partition, m *Message) {
+	st := p.raft.status()
+	if st.leader == "" || st.leader == n.cfg.NodeID || st.leader == m.From || m.Context >= maxForwardHops {
+		n.metrics.dropped.Add(1)
+		return
+	}
+	fwd := *m
+	fwd.From, fwd.To, fwd.Term, fwd.Context = n.cfg.NodeID, st.leader, st.term, m.Context+1
+	n.metrics.forwarded.Add(uint64(len(fwd.Entries)))
+	n.queueOut([]Message{fwd})
 }
 
 // noLeaderTimeouts is how many election timeouts a proposal waits for a leader to be known

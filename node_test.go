@@ -1270,3 +1270,34 @@ func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
 		t.Fatalf("a batch within the limit: %v", err)
 	}
 }
+
+// TestProposalForwardedToAFollowerIsPassedOnToTheLeader: a MsgPropose that reaches a node
+// which does not lead the partition (it was forwarded just before a leader change) is
+// passed on to the leader that node knows, and commits.
+func TestProposalForwardedToAFollowerIsPassedOnToTheLeader(t *testing.T) {
+	s := newNodeSim(t, nodeSimOptions{seed: 2, nodes: 3, partitions: 1, steps: 0})
+	s.net.HealAll()
+	lead := -1
+	for k := 0; k < 500 && lead < 0; k++ {
+		s.advance()
+		for i, n := range s.nodes {
+			if n.IsLeader(0) {
+				lead = i
+			}
+		}
+	}
+	if lead < 0 {
+		t.Fatal("no leader after 500 ticks")
+	}
+	follower, origin := (lead+1)%3, (lead+2)%3
+	s.nodes[follower].deliver([]Message{{Type: MsgPropose, Partition: 0, From: s.ids[origin], To: s.ids[follower],
+		Entries: []Entry{{Kind: EntryNormal, ID: 424242, Type: "put", Data: put("via", "follower")}}}})
+	for k := 0; k < 50; k++ {
+		s.advance()
+	}
+	for i := range s.nodes {
+		if v, _ := s.sms[i].get(0, "via"); v != "follower" {
+			t.Fatalf("%s: the proposal sent to follower %s did not commit (value %q)", s.ids[i], s.ids[follower], v)
+		}
+	}
+}
