@@ -423,7 +423,9 @@ type WAL struct {
 	queue   []*walRequest
 	leading bool
 	qclosed bool
-	idle    *sync.Cond // on qmu: leading became false
+	// lastRound is how many requests the last round carried.
+	lastRound int
+	idle      *sync.Cond // on qmu: leading became false
 
 	mu     sync.RWMutex
 	parts  map[uint32]*walPartition
@@ -950,9 +952,6 @@ func (w *WAL) submit(req *walRequest) error {
 // lead commits rounds until self is done, then passes the lead on.
 func (w *WAL) lead(self *walRequest) {
 	for {
-		// Let the callers that the previous round woke queue up again first, so that this
-		// round carries them too: that is what turns concurrent Saves into one fsync.
-		runtime.Gosched()
 		w.qmu.Lock()
 		select {
 		case <-self.done:
@@ -966,8 +965,19 @@ func (w *WAL) lead(self *walRequest) {
 			return
 		default:
 		}
+		if w.lastRound > 1 {
+			// Callers are concurrent: let those the previous round woke queue up again
+			// first, so that this round carries them too; that is what turns concurrent
+			// Saves into one fsync. A lone caller skips this: yielding right after an
+			// fsync invites the scheduler to move it to another thread, which costs more
+			// than the yield.
+			w.qmu.Unlock()
+			runtime.Gosched()
+			w.qmu.Lock()
+		}
 		round := w.queue
 		w.queue = nil
+		w.lastRound = len(round)
 		w.qmu.Unlock()
 		w.commitQueued(round)
 	}
