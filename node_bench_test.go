@@ -19,6 +19,8 @@ func (nopSM) Applied(int) uint64              { return 0 }
 // memory network, each with a real WAL (fsync on) in a temporary directory, 128-byte
 // entries, clients calling Replicate on each partition's leader. It reports ops/s,
 // latency percentiles and how many fsyncs each saved entry cost (below 1 means batching).
+// The three WALs share one disk, so the leader's and a follower's fsyncs, which overlap on
+// separate machines, queue behind each other here: a lone client waits about two fsyncs.
 //
 //	go test -run '^$' -bench BenchmarkNodeReplicate -benchtime 20000x .
 func BenchmarkNodeReplicate(b *testing.B) {
