@@ -63,7 +63,8 @@ func (t realTicker) Stop()               { t.t.Stop() }
 // it (or stopped the ticker). So when Advance returns, every node loop driven by this clock
 // has taken its ticks and gone back to waiting, which lets a test advance time in steps
 // without sleeping and without racing the loops. The flip side: a ticker that is never read
-// and never stopped blocks Advance.
+// and never stopped blocks Advance, and so does a node whose storage never returns from a
+// Save (a node takes no ticks while its fsync runs).
 type FakeClock struct {
 	advanceMu sync.Mutex // serializes Advance calls
 

@@ -85,7 +85,8 @@ type Config struct {
 	// starts an election; the actual timeout is randomized in [ElectionTimeout,
 	// 2*ElectionTimeout) per node and per partition so that votes rarely split (S7).
 	// Default 1s: long enough to ride out GC pauses and slow fsyncs, short enough for
-	// failover within a few seconds.
+	// failover within a few seconds. Raft counts time in ticks of HeartbeatInterval or
+	// ElectionTimeout/10, whichever is shorter; a node takes no ticks while its fsync runs.
 	ElectionTimeout time.Duration
 
 	// HeartbeatInterval is how often a leader with nothing to send tells its followers it

@@ -21,21 +21,23 @@ import (
 // entry may yet be applied); any other error means the entry was not, and will never be,
 // applied.
 var (
-	// ErrNotLeader: this node does not lead the partition and did not forward the proposal
-	// (forwarding is off, or no leader was known in time). The error is a *NotLeaderError
+	// ErrNotLeader means this node does not lead the partition and did not forward the
+	// proposal (forwarding is off, or no leader was known in time). The error is a *NotLeaderError
 	// that names the leader when one is known.
 	ErrNotLeader = errors.New("kommander: not the leader")
-	// ErrStopped: the node is stopped (or stopping, or failed and stopped accepting writes).
+	// ErrStopped means the node is stopped (or stopping, or failed and stopped accepting
+	// writes).
 	ErrStopped = errors.New("kommander: node stopped")
-	// ErrTimeout: the entry was proposed, but whether it will be applied is unknown; the
-	// caller may retry only if the command is idempotent, or read to find out.
+	// ErrTimeout means the entry was proposed, but whether it will be applied is unknown;
+	// the caller may retry only if the command is idempotent, or read to find out.
 	ErrTimeout = errors.New("kommander: outcome unknown")
-	// ErrTooLarge: the entry is larger than Config.MaxEntrySize.
+	// ErrTooLarge means the entry (or batch) is larger than Config.MaxEntrySize (or
+	// Config.MaxMessageBytes).
 	ErrTooLarge = errors.New("kommander: entry too large")
-	// ErrOverloaded: the partition already has Config.MaxPendingProposals entries waiting;
-	// nothing was proposed. Back off and retry.
+	// ErrOverloaded means the partition already has Config.MaxPendingProposals entries
+	// waiting, or its state machine is far behind; nothing was proposed. Back off, retry.
 	ErrOverloaded = errors.New("kommander: too many pending proposals")
-	// ErrNoPartition: the partition number is out of range.
+	// ErrNoPartition means the partition number is out of range.
 	ErrNoPartition = errors.New("kommander: no such partition")
 )
 
@@ -814,6 +816,10 @@ func (n *Node) runPass() bool {
 			continue
 		}
 		if err := p.raft.step(*m); err != nil {
+			if m.Type == MsgPropose && errors.Is(err, errNotLeader) {
+				n.reforward(p, m)
+				continue
+			}
 			n.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
 		}
 	}
@@ -1114,6 +1120,26 @@ func (n *Node) chunk(queue []*proposal) (k int, size uint64) {
 		k++
 	}
 	return k, size
+}
+
+// maxForwardHops bounds how often a forwarded proposal is passed on by nodes that are no
+// longer (or not yet) the leader; the hop count travels in Message.Context.
+const maxForwardHops = 2
+
+// reforward passes a forwarded proposal that reached a node which does not lead the
+// partition on to the leader it knows. Raft refused the entries, so no log holds them and
+// passing them on cannot apply them twice; without it, proposals forwarded just before a
+// leader change would wait for their deadline.
+func (n *Node) reforward(p *partition, m *Message) {
+	st := p.raft.status()
+	if st.leader == "" || st.leader == n.cfg.NodeID || st.leader == m.From || m.Context >= maxForwardHops {
+		n.metrics.dropped.Add(1)
+		return
+	}
+	fwd := *m
+	fwd.From, fwd.To, fwd.Term, fwd.Context = n.cfg.NodeID, st.leader, st.term, m.Context+1
+	n.metrics.forwarded.Add(uint64(len(fwd.Entries)))
+	n.queueOut([]Message{fwd})
 }
 
 // noLeaderTimeouts is how many election timeouts a proposal waits for a leader to be known

@@ -306,8 +306,8 @@ func (c *nodeCluster) leaders() []int {
 		for p := 0; p < c.partitions; p++ {
 			lead := ""
 			for _, n := range c.nodes {
-				if n == nil {
-					continue
+				if n == nil || n.failed.Load() != nil {
+					continue // stopped, or failed and frozen
 				}
 				l, ok := n.Leader(p)
 				if !ok || (lead != "" && l != lead) {
@@ -1182,7 +1182,7 @@ func (g *gatedStorage) Save(batch []Update) error {
 	}
 	g.sizes = append(g.sizes, n)
 	g.mu.Unlock()
-	if gate != nil {
+	if gate != nil && n > 0 { // hard-state-only saves pass
 		g.entered <- struct{}{}
 		<-gate
 	}
@@ -1198,6 +1198,10 @@ func TestProposalsDuringAnFsyncShareTheNextOne(t *testing.T) {
 	c.startAll()
 	c.leaders()
 	n := c.nodes[0]
+	// A first write makes sure the leader's no-op is saved before the gate goes up.
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("warm", "up")); err != nil {
+		t.Fatal(err)
+	}
 	gs.mu.Lock()
 	gs.gate = make(chan struct{})
 	gs.mu.Unlock()
@@ -1268,5 +1272,36 @@ func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
 	}
 	if _, err := c.nodes[0].ReplicateBatch(ctxT(t), 0, big.cmds[:5]); err != nil {
 		t.Fatalf("a batch within the limit: %v", err)
+	}
+}
+
+// TestProposalForwardedToAFollowerIsPassedOnToTheLeader: a MsgPropose that reaches a node
+// which does not lead the partition (it was forwarded just before a leader change) is
+// passed on to the leader that node knows, and commits.
+func TestProposalForwardedToAFollowerIsPassedOnToTheLeader(t *testing.T) {
+	s := newNodeSim(t, nodeSimOptions{seed: 2, nodes: 3, partitions: 1, steps: 0})
+	s.net.HealAll()
+	lead := -1
+	for k := 0; k < 500 && lead < 0; k++ {
+		s.advance()
+		for i, n := range s.nodes {
+			if n.IsLeader(0) {
+				lead = i
+			}
+		}
+	}
+	if lead < 0 {
+		t.Fatal("no leader after 500 ticks")
+	}
+	follower, origin := (lead+1)%3, (lead+2)%3
+	s.nodes[follower].deliver([]Message{{Type: MsgPropose, Partition: 0, From: s.ids[origin], To: s.ids[follower],
+		Entries: []Entry{{Kind: EntryNormal, ID: 424242, Type: "put", Data: put("via", "follower")}}}})
+	for k := 0; k < 50; k++ {
+		s.advance()
+	}
+	for i := range s.nodes {
+		if v, _ := s.sms[i].get(0, "via"); v != "follower" {
+			t.Fatalf("%s: the proposal sent to follower %s did not commit (value %q)", s.ids[i], s.ids[follower], v)
+		}
 	}
 }

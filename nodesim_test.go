@@ -51,9 +51,12 @@ type nodeSim struct {
 	sms    []*kvSM
 	gen    []int // incarnation per node
 	downAt []int // step at which a crashed node restarts
-	healAt int   // step at which a network partition heals (0: none)
-	step   int
-	now    int64 // logical time of the history
+	// pausedUntil is the step at which a paused node (SIGSTOP: no ticks, no passes, its
+	// inbox filling up) resumes.
+	pausedUntil []int
+	healAt      int // step at which a network partition heals (0: none)
+	step        int
+	now         int64 // logical time of the history
 
 	clients []*simClient
 	history []kvOp
@@ -100,6 +103,7 @@ func newNodeSim(t testing.TB, o nodeSimOptions) *nodeSim {
 	s.nodes = make([]*Node, o.nodes)
 	s.gen = make([]int, o.nodes)
 	s.downAt = make([]int, o.nodes)
+	s.pausedUntil = make([]int, o.nodes)
 	for i := 0; i < 5; i++ {
 		s.clients = append(s.clients, &simClient{id: i})
 	}
@@ -179,6 +183,17 @@ func (s *nodeSim) crash(i int) {
 	s.downAt[i] = s.step + 5 + s.rnd.IntN(60)
 }
 
+// running returns the live nodes that are not paused.
+func (s *nodeSim) running() []int {
+	var r []int
+	for _, i := range s.live() {
+		if s.step >= s.pausedUntil[i] {
+			r = append(r, i)
+		}
+	}
+	return r
+}
+
 func (s *nodeSim) live() []int {
 	var l []int
 	for i, n := range s.nodes {
@@ -203,6 +218,7 @@ func (s *nodeSim) run() []string {
 		if s.nodes[i] == nil {
 			s.startNode(i)
 		}
+		s.pausedUntil[i] = 0
 	}
 	s.healAt = 0
 	for k := 0; k < 400; k++ {
@@ -258,6 +274,10 @@ func (s *nodeSim) faults(allowNew bool) {
 		}
 	case x < 0.015:
 		s.crash(s.rnd.IntN(len(s.ids)))
+	case x < 0.02:
+		// S19: a paused node, often a leader, resumes after others moved on.
+		i := s.rnd.IntN(len(s.ids))
+		s.pausedUntil[i] = s.step + 10 + s.rnd.IntN(80)
 	case x < 0.025 && s.healAt == 0:
 		// Split the nodes in two random groups, or cut one node off one way.
 		if s.rnd.IntN(3) == 0 {
@@ -382,12 +402,12 @@ func (s *nodeSim) finish(c *simClient, ret int64, readValue string) {
 // advance moves time by one tick and runs every live node until the cluster is quiet.
 func (s *nodeSim) advance() {
 	s.clock.Advance(simTick) // delayed messages arrive
-	for _, i := range s.live() {
+	for _, i := range s.running() {
 		s.nodes[i].addTick()
 	}
 	for round := 0; round < 200; round++ {
 		busy := false
-		for _, i := range s.live() {
+		for _, i := range s.running() {
 			n := s.nodes[i]
 			for k := 0; k < 100 && n.runPass(); k++ {
 				busy = true
@@ -478,13 +498,17 @@ func simOptions(seed int64) nodeSimOptions {
 	if seed%4 == 0 {
 		o.nodes = 5
 	}
+	if seed%5 == 0 {
+		o.partitions = 8 // more groups than keys: idle partitions share every batch
+	}
 	return o
 }
 
 // TestNodeSimLinearizable runs the simulation over many seeds: crashes that lose unsynced
-// writes, partitions (also one-way), lossy, duplicating and reordering links. Every
+// writes (single nodes and whole-cluster power failures), paused nodes, partitions (also
+// one-way), lossy, duplicating and reordering links, fsyncs that finish late. Every
 // history must be linearizable, every index must hold one entry on all nodes, and writes
-// must succeed again after healing (S12, S14, S15, S16, S17, S18, S22).
+// must succeed again after healing (S1, S12, S14, S15, S16, S17, S18, S19, S22).
 func TestNodeSimLinearizable(t *testing.T) {
 	var ops, acked, unknown int
 	start := time.Now()

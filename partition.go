@@ -106,18 +106,16 @@ func (p *partition) forget(pr *proposal) {
 			delete(p.waiting, id)
 		}
 	}
-	for i, q := range p.queue {
-		if q == pr {
-			p.queue = append(p.queue[:i], p.queue[i+1:]...)
-			break
+	if pr.stage == stageQueued {
+		for i, q := range p.queue {
+			if q == pr {
+				p.queue = append(p.queue[:i], p.queue[i+1:]...)
+				break
+			}
 		}
 	}
-	for i, q := range p.local {
-		if q == pr {
-			p.local = append(p.local[:i], p.local[i+1:]...)
-			break
-		}
-	}
+	// p.local is filtered in bulk (resolveApplied, expire): removing one proposal at a
+	// time would cost O(pending) per answer.
 	p.pending -= len(pr.cmds)
 }
 
@@ -149,21 +147,37 @@ func (p *partition) resolveApplied(ents []Entry, results []any) {
 			pr.finish(nil)
 		}
 	}
-	for j := 0; j < len(p.local); j++ {
-		pr := p.local[j]
-		last := pr.index + uint64(len(pr.cmds)) - 1
-		if last > p.applied || pr.stage == stageDone {
+	kept := p.local[:0]
+	for _, pr := range p.local {
+		if pr.stage == stageDone {
+			continue
+		}
+		if last := pr.index + uint64(len(pr.cmds)) - 1; last > p.applied {
+			kept = append(kept, pr)
 			continue
 		}
 		done := len(pr.cmds) - pr.remaining
 		p.forget(pr)
-		j--
 		if done == 0 {
 			pr.finish(fmt.Errorf("%w: partition %d: a new leader replaced the entry at index %d (term %d); it was not applied", ErrNotLeader, p.id, pr.index, pr.term))
 		} else {
 			pr.finish(fmt.Errorf("%w: partition %d: a new leader replaced %d of %d entries from index %d; the others were applied", ErrNotLeader, p.id, pr.remaining, len(pr.cmds), pr.index))
 		}
 	}
+	clear(p.local[len(kept):])
+	p.local = kept
+}
+
+// dropAnswered removes answered proposals from p.local. The caller holds mu.
+func (p *partition) dropAnswered() {
+	kept := p.local[:0]
+	for _, pr := range p.local {
+		if pr.stage != stageDone {
+			kept = append(kept, pr)
+		}
+	}
+	clear(p.local[len(kept):])
+	p.local = kept
 }
 
 // Bounds of a partition's apply queue. Past them the partition takes no more entries
@@ -227,4 +241,5 @@ func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) 
 			pr.finish(noLeader(pr))
 		}
 	}
+	p.dropAnswered()
 }
