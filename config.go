@@ -1,0 +1,358 @@
+package kommander
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Defaults of Config. Each is explained on the Config field it fills.
+const (
+	DefaultPartitions          = 1
+	DefaultElectionTimeout     = time.Second
+	DefaultHeartbeatInterval   = 100 * time.Millisecond
+	DefaultMaxEntrySize        = 1 << 20
+	DefaultMaxPendingProposals = 4096
+	DefaultMaxMessageBytes     = 4 << 20
+	DefaultMaxInflightMessages = 256
+)
+
+// Config configures a Node. The zero value of every field but NodeID and StateMachine is
+// usable; NewNode fills defaults (see Validate for the rules a Config must meet).
+type Config struct {
+	// NodeID names this node in the cluster. Required. It must be unique and stable across
+	// restarts: it is what votes are recorded against.
+	NodeID string
+
+	// Addr is where peers reach this node (host:port for TCP and HTTP). The transport
+	// listens on it. Not used with CustomTransport.
+	Addr string
+
+	// DataDir is where the default Storage (the WAL) keeps its files. Required unless
+	// Storage is set.
+	DataDir string
+
+	// Partitions is the number of independent Raft groups, numbered 0..Partitions-1.
+	// Default 1. Every node of a cluster must use the same number; it cannot change later,
+	// because PartitionFor maps keys by it.
+	Partitions int
+
+	// Peers lists every voting member of the cluster, this node included, with the address
+	// at which it is reached. A single-node cluster may leave it empty. It is shorthand for
+	// Discovery: StaticDiscovery(Peers...).
+	Peers []Peer
+
+	// Discovery finds the members of the cluster when Peers is empty. Nil means
+	// StaticDiscovery(Peers...).
+	Discovery Discovery
+
+	// StateMachine receives committed entries. Required.
+	StateMachine StateMachine
+
+	// Transport selects the network transport, TCP (default) or HTTP. It is ignored when
+	// CustomTransport is set.
+	Transport TransportKind
+
+	// CustomTransport, when set, is used instead of a TCP or HTTP transport: for example
+	// a MemoryNetwork's Transport in tests. The node closes it on Stop.
+	CustomTransport Transport
+
+	// ClusterName is checked in the transport handshake so that nodes of different clusters
+	// never talk to each other by accident. Default "kommander".
+	ClusterName string
+
+	// Secret, when set, is a shared secret every node must prove it knows before its
+	// messages are accepted (HMAC; the secret never crosses the wire).
+	Secret []byte
+
+	// TLS, when set, secures the transport; set ClientCAs and ClientAuth for mutual TLS.
+	TLS *tls.Config
+
+	// Storage keeps the logs and hard states. Nil means the WAL in DataDir. A Storage
+	// passed here is not closed by Stop: it belongs to the caller.
+	Storage Storage
+
+	// UnsafeNoSync turns off fsync in the default WAL. Only for tests and benchmarks: a
+	// crash then loses entries that were acknowledged.
+	UnsafeNoSync bool
+
+	// ElectionTimeout is the time a follower waits without hearing from a leader before it
+	// starts an election; the actual timeout is randomized in [ElectionTimeout,
+	// 2*ElectionTimeout) per node and per partition so that votes rarely split (S7).
+	// Default 1s: long enough to ride out GC pauses and slow fsyncs, short enough for
+	// failover within a few seconds. Raft counts time in ticks of HeartbeatInterval or
+	// ElectionTimeout/10, whichever is shorter; a node takes no ticks while its fsync runs.
+	ElectionTimeout time.Duration
+
+	// HeartbeatInterval is how often a leader with nothing to send tells its followers it
+	// is alive. Default 100ms, a tenth of the default ElectionTimeout, so a follower
+	// misses several heartbeats before it gives up on a leader. It must be below
+	// ElectionTimeout (S8).
+	HeartbeatInterval time.Duration
+
+	// Clock is the source of time. Nil means the real clock; tests pass a FakeClock.
+	Clock Clock
+
+	// Logger receives the node's logs. Nil means slog.Default().
+	Logger *slog.Logger
+
+	// MaxEntrySize is the largest entry (type plus data, in bytes) Replicate accepts;
+	// larger ones fail with ErrTooLarge. Default 1 MiB.
+	MaxEntrySize int
+
+	// MaxPendingProposals bounds, per partition, the proposals that wait to be committed
+	// and applied on this node; beyond it Replicate fails at once with ErrOverloaded
+	// instead of queueing without bound. Default 4096.
+	MaxPendingProposals int
+
+	// MaxMessageBytes bounds the entries in one append or forwarded proposal, in bytes,
+	// and so the size of a ReplicateBatch. Default 4 MiB (always at least MaxEntrySize
+	// plus room for headers): large enough to batch well, small enough that one message
+	// never holds up a connection for long.
+	MaxMessageBytes int
+
+	// MaxInflightMessages bounds the appends a leader has in flight to one follower, per
+	// partition. Default 256.
+	MaxInflightMessages int
+
+	// DisableForwarding makes Replicate on a follower fail with a *NotLeaderError naming
+	// the leader, instead of forwarding the proposal to it (the default).
+	DisableForwarding bool
+
+	// OnLeaderChange, when set, is called whenever this node learns of a new leader (or of
+	// no leader) for a partition. It is called from the node's apply goroutine, in order,
+	// and must not block for long.
+	OnLeaderChange func(LeaderChange)
+
+	// RandSeed seeds the node's randomized election timeouts. 0 means a random seed. Set
+	// it, with a FakeClock and a MemoryNetwork, for a reproducible test cluster.
+	RandSeed int64
+
+	// testHooks, set only by this package's tests, drives the node step by step.
+	testHooks *testHooks
+}
+
+// testHooks changes how a node runs, for deterministic tests.
+type testHooks struct {
+	// manual: Start runs no goroutines; the test calls tickAll, runPass and applyPending.
+	manual bool
+	// applyBacklog, if set, replaces maxApplyBacklog.
+	applyBacklog int
+	// deferPersist (with manual): a pass leaves its Save pending until the test calls
+	// completePersist, as an fsync that takes a while; a crash before loses the batch.
+	deferPersist bool
+}
+
+// Peer is a member of the cluster.
+type Peer struct {
+	// ID is the peer's NodeID.
+	ID string
+	// Addr is where the peer is reached.
+	Addr string
+}
+
+// ParsePeers parses a comma-separated list of id=addr pairs, such as
+// "n1=10.0.0.1:7000,n2=10.0.0.2:7000".
+func ParsePeers(s string) ([]Peer, error) {
+	var peers []Peer
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(item, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("kommander: peer %q is not id=addr", item)
+		}
+		peers = append(peers, Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+// Discovery finds the members of a cluster and their addresses. Who votes is decided by
+// Raft; discovery only says where nodes are.
+type Discovery interface {
+	// Peers returns every member of the cluster, this node included.
+	Peers(ctx context.Context) ([]Peer, error)
+}
+
+// StaticDiscovery returns a Discovery that always answers with peers.
+func StaticDiscovery(peers ...Peer) Discovery { return staticDiscovery(peers) }
+
+type staticDiscovery []Peer
+
+func (s staticDiscovery) Peers(context.Context) ([]Peer, error) {
+	return append([]Peer(nil), s...), nil
+}
+
+// ErrInvalidConfig is returned (wrapped) by Validate and NewNode for a Config that cannot
+// work.
+var ErrInvalidConfig = errors.New("kommander: invalid config")
+
+// withDefaults returns c with every unset field that has a default filled in.
+func (c Config) withDefaults() Config {
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.Clock == nil {
+		c.Clock = RealClock()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxEntrySize == 0 {
+		c.MaxEntrySize = DefaultMaxEntrySize
+	}
+	if c.MaxPendingProposals == 0 {
+		c.MaxPendingProposals = DefaultMaxPendingProposals
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxMessageBytes < c.MaxEntrySize+4096 {
+		c.MaxMessageBytes = c.MaxEntrySize + 4096
+	}
+	if c.MaxInflightMessages == 0 {
+		c.MaxInflightMessages = DefaultMaxInflightMessages
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = "kommander"
+	}
+	if c.Discovery == nil {
+		c.Discovery = StaticDiscovery(c.Peers...)
+	}
+	return c
+}
+
+// Validate reports whether c, with defaults filled in, can work. The error wraps
+// ErrInvalidConfig and says which field is wrong and why.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case c.NodeID == "":
+		return bad("NodeID is empty")
+	case c.StateMachine == nil:
+		return bad("StateMachine is nil")
+	case c.Partitions < 0 || c.Partitions > 1<<16:
+		return bad("Partitions is %d; it must be in [1, 65536]", c.Partitions)
+	case c.ElectionTimeout < 0 || c.HeartbeatInterval < 0:
+		return bad("ElectionTimeout (%v) and HeartbeatInterval (%v) must be positive", c.ElectionTimeout, c.HeartbeatInterval)
+	case c.HeartbeatInterval >= c.ElectionTimeout:
+		// S8: with heartbeats no more frequent than the election timeout, followers time
+		// out between heartbeats and elections never stop.
+		return bad("HeartbeatInterval (%v) must be shorter than ElectionTimeout (%v), or followers time out between heartbeats; use about a tenth", c.HeartbeatInterval, c.ElectionTimeout)
+	case c.ElectionTimeout < time.Millisecond:
+		return bad("ElectionTimeout (%v) is below 1ms", c.ElectionTimeout)
+	case c.Storage == nil && c.DataDir == "":
+		return bad("DataDir is empty and no Storage is given")
+	case c.MaxEntrySize < 0 || c.MaxPendingProposals < 0 || c.MaxMessageBytes < 0 || c.MaxInflightMessages < 0:
+		return bad("limits must not be negative")
+	case c.Transport != TCP && c.Transport != HTTP:
+		return bad("Transport %d is unknown", int(c.Transport))
+	case len(c.Secret) > 0 && len(c.Secret) < minSecretBytes:
+		return bad("Secret has %d bytes; use at least %d", len(c.Secret), minSecretBytes)
+	case c.CustomTransport == nil && c.Addr == "" && len(c.Peers) > 1:
+		return bad("Addr is empty: peers need an address to reach this node")
+	}
+	if sp, ok := c.Discovery.(staticDiscovery); ok {
+		if err := validatePeers(c.NodeID, sp); err != nil {
+			return bad("%v", err)
+		}
+	}
+	return nil
+}
+
+func validatePeers(self string, peers []Peer) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	seen := make(map[string]bool)
+	for _, p := range peers {
+		if p.ID == "" {
+			return fmt.Errorf("a peer has an empty ID")
+		}
+		if seen[p.ID] {
+			return fmt.Errorf("peer %q is listed twice", p.ID)
+		}
+		seen[p.ID] = true
+	}
+	if !seen[self] {
+		return fmt.Errorf("NodeID %q is not among the peers", self)
+	}
+	return nil
+}
+
+// voterIDs returns the sorted IDs of peers, or just self for a single-node cluster.
+func voterIDs(self string, peers []Peer) []string {
+	if len(peers) == 0 {
+		return []string{self}
+	}
+	ids := make([]string, 0, len(peers))
+	for _, p := range peers {
+		ids = append(ids, p.ID)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// electionTicksPerTimeout is how many Raft ticks make up one ElectionTimeout. A tick is
+// ElectionTimeout/electionTicksPerTimeout or HeartbeatInterval, whichever is shorter, so
+// that both timers are whole numbers of ticks within 10%.
+const electionTicksPerTimeout = 10
+
+// tickTimes returns the tick interval and the election and heartbeat timeouts in ticks.
+func tickTimes(c Config) (tick time.Duration, election, heartbeat int) {
+	tick = c.ElectionTimeout / electionTicksPerTimeout
+	if c.HeartbeatInterval < tick {
+		tick = c.HeartbeatInterval
+	}
+	election = int(c.ElectionTimeout / tick)
+	heartbeat = int(c.HeartbeatInterval / tick)
+	if heartbeat < 1 {
+		heartbeat = 1
+	}
+	if heartbeat >= election {
+		heartbeat = election - 1
+	}
+	return tick, election, heartbeat
+}
+
+// openDefaultStorage opens the WAL in cfg.DataDir.
+func openDefaultStorage(cfg Config) (Storage, error) {
+	return OpenWAL(cfg.DataDir, WALOptions{UnsafeNoSync: cfg.UnsafeNoSync, Logger: cfg.Logger})
+}
+
+// newNetworkTransport builds the TCP or HTTP transport cfg asks for; status feeds the HTTP
+// transport's status endpoint.
+func newNetworkTransport(cfg Config, status func() any) (Transport, error) {
+	tc := TransportConfig{
+		NodeID:        cfg.NodeID,
+		Addr:          cfg.Addr,
+		ClusterName:   cfg.ClusterName,
+		Secret:        cfg.Secret,
+		TLS:           cfg.TLS,
+		Logger:        cfg.Logger,
+		MaxBatchBytes: max(DefaultTransportMaxBatchBytes, 2*cfg.MaxMessageBytes),
+		Status:        status,
+	}
+	switch cfg.Transport {
+	case HTTP:
+		return NewHTTPTransport(tc)
+	default:
+		return NewTCPTransport(tc)
+	}
+}

@@ -1,0 +1,681 @@
+package kommander
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The HTTP transport carries the same codec batches as the TCP one, as the bodies of POST
+// requests over keep-alive connections. Each peer and lane has a bounded queue and a sender
+// goroutine that posts one batch at a time, so Send never blocks (S29).
+//
+// Every request carries these headers:
+//
+//	X-Kommander-Version    the codec version, "1"
+//	X-Kommander-Cluster    the cluster name
+//	X-Kommander-Node       the sender's node ID
+//	X-Kommander-Instance   16 hex digits, random per transport: tells a reconnect from a
+//	                       second process with the same node ID (S30)
+//	X-Kommander-Timestamp  Unix time in nanoseconds            (with a shared secret)
+//	X-Kommander-Nonce      "<lane>-<sequence>"; the sequence grows per instance and lane
+//	X-Kommander-Signature  hex HMAC-SHA256(secret, "kommander-http-v1", method, path,
+//	                       cluster, node, instance, timestamp, nonce, sha256(body))
+//
+// A signed request is accepted only within MaxClockSkew of this node's clock and only with
+// a sequence above the last one seen for its (node, instance, lane): a replay is refused.
+// That cache holds one entry per live sender and is bounded; entries expire once their
+// requests would be too old anyway. Version, cluster, timestamp and nonce are checked
+// before the body is read; the signature, the replay check and the node ID claim after.
+//
+// Outcomes, each logged and counted, with the sentinel named in X-Kommander-Error: 204
+// delivered (a malformed message inside a batch costs only itself, S28); 400 malformed
+// body or wrong version; 401 bad signature, stale timestamp or replay; 403 another
+// cluster; 409 node ID in use by another process (S30: the first process keeps it until
+// it has been quiet for PeerTimeout, so a restarted node waits that long to be heard);
+// 413 body above MaxBatchBytes; 503 not started, closing, or replay cache full. With a
+// shared secret GET /kommander/v1/status needs a signed request too.
+
+const (
+	httpRaftPath    = "/kommander/v1/raft"
+	httpStatusPath  = "/kommander/v1/status"
+	httpContentType = "application/x-kommander-batch"
+	hdrVersion      = "X-Kommander-Version"
+	hdrCluster      = "X-Kommander-Cluster"
+	hdrNode         = "X-Kommander-Node"
+	hdrInstance     = "X-Kommander-Instance"
+	hdrTimestamp    = "X-Kommander-Timestamp"
+	hdrNonce        = "X-Kommander-Nonce"
+	hdrSignature    = "X-Kommander-Signature"
+	hdrError        = "X-Kommander-Error"
+	httpMACLabel    = "kommander-http-v1"
+	maxReplayKeys   = 4096
+)
+
+// HTTPTransport carries batches as HTTP POST bodies. Create it with NewHTTPTransport;
+// serve its Handler in your own server, or give it an Addr to listen on by itself.
+type HTTPTransport struct {
+	cfg      TransportConfig
+	lim      codecLimits
+	log      *slog.Logger
+	instance string
+	counters transportCounters
+	client   *http.Client
+	ln       net.Listener // nil without a standalone listener
+	srv      *http.Server
+	handler  http.Handler
+
+	done     chan struct{}
+	ctx      context.Context // cancelled by Close: aborts requests in flight
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // sender goroutines and the standalone server
+	inflight sync.WaitGroup // handlers between authentication and delivery
+
+	mu      sync.Mutex
+	closed  bool
+	deliver func([]Message)
+	peers   peerSet
+	replay  map[replayKey]replayState
+	holders map[string]holder // node ID -> the instance that holds it (S30)
+}
+
+type replayKey struct {
+	node, instance string
+	lane           uint8
+}
+
+type replayState struct {
+	seq      uint64
+	lastSeen time.Time
+}
+
+type holder struct {
+	instance string
+	lastSeen time.Time
+}
+
+// NewHTTPTransport validates cfg and, when cfg.Addr is set, listens there; requests are
+// served from Start on.
+func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	inst, err := newInstanceID()
+	if err != nil {
+		return nil, err
+	}
+	t := &HTTPTransport{
+		cfg: cfg, lim: cfg.limits(), instance: fmt.Sprintf("%016x", inst),
+		log:     cfg.Logger.With("transport", "http", "node", cfg.NodeID),
+		done:    make(chan struct{}),
+		replay:  make(map[replayKey]replayState),
+		holders: make(map[string]holder),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	// HTTP/1.1 only, on both sides: the batches need nothing of HTTP/2, and net/http would
+	// otherwise add "h2" to a *tls.Config (the caller's, which may be shared) on Serve.
+	var tlsClient, tlsServer *tls.Config
+	if cfg.TLS != nil {
+		tlsClient, tlsServer = cfg.TLS.Clone(), cfg.TLS.Clone()
+		tlsClient.NextProtos = []string{"http/1.1"}
+		tlsServer.NextProtos = []string{"http/1.1"}
+	}
+	t.client = &http.Client{
+		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
+		Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.PeerTimeout}).DialContext,
+			TLSClientConfig:       tlsClient,
+			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
+			ResponseHeaderTimeout: cfg.PeerTimeout,
+			MaxIdleConnsPerHost:   laneCount,
+			TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
+			IdleConnTimeout:       4 * cfg.PeerTimeout,
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(httpRaftPath, t.serveRaft)
+	mux.HandleFunc(httpStatusPath, t.serveStatus)
+	t.handler = mux
+	if cfg.Addr != "" {
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("kommander: http transport: listen on %s: %w", cfg.Addr, err)
+		}
+		t.ln = ln
+		t.srv = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			MaxHeaderBytes:    16 << 10, // our headers are a few hundred bytes
+			ReadTimeout:       cfg.PeerTimeout,
+			WriteTimeout:      cfg.PeerTimeout,
+			IdleTimeout:       4 * cfg.PeerTimeout,
+			TLSConfig:         tlsServer,
+			TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
+			ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelWarn),
+		}
+	}
+	return t, nil
+}
+
+// Handler returns the handler of /kommander/v1/raft and /kommander/v1/status, for
+// mounting in the application's own mux and server.
+func (t *HTTPTransport) Handler() http.Handler { return t.handler }
+
+// Addr returns the address of the standalone listener, or "" without one.
+func (t *HTTPTransport) Addr() string {
+	if t.ln == nil {
+		return ""
+	}
+	return t.ln.Addr().String()
+}
+
+// Stats returns the transport's counters.
+func (t *HTTPTransport) Stats() TransportStats { return t.counters.stats() }
+
+// Start serves requests (on the standalone listener too, when there is one) and hands
+// every batch received to deliver.
+func (t *HTTPTransport) Start(deliver func(batch []Message)) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errTransportClosed
+	}
+	if t.deliver != nil {
+		return errors.New("kommander: http transport already started")
+	}
+	t.deliver = deliver
+	if t.srv != nil {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			var err error
+			if t.cfg.TLS != nil {
+				err = t.srv.ServeTLS(t.ln, "", "")
+			} else {
+				err = t.srv.Serve(t.ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				t.log.Error("http server stopped", "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// SetPeer records where peer id is reached: "host:port" (http, or https with TLS) or a
+// base URL such as "https://host:port/prefix".
+func (t *HTTPTransport) SetPeer(id, addr string) {
+	base := addr
+	if !strings.Contains(addr, "://") {
+		scheme := "http://"
+		if t.cfg.TLS != nil {
+			scheme = "https://"
+		}
+		base = scheme + addr
+	}
+	if id == t.cfg.NodeID {
+		return
+	}
+	t.peers.set(id, strings.TrimSuffix(base, "/")+httpRaftPath, t.cfg.QueueSize, func(p *peer, lane uint8) {
+		t.wg.Add(1)
+		go t.runSender(p, lane)
+	})
+}
+
+// Send queues msgs for peer to; it never blocks (S29).
+func (t *HTTPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
+
+// Close stops the sender goroutines and the standalone server and waits for them.
+func (t *HTTPTransport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.peers.close()
+	close(t.done)
+	t.cancel()
+	t.mu.Unlock()
+	var err error
+	if t.srv != nil {
+		// Close, not Shutdown: a peer's idle keep-alive connection must not hold us up.
+		err = t.srv.Close()
+		if !t.started() { // Serve never ran, so nothing closed the listener
+			t.ln.Close()
+		}
+	}
+	t.wg.Wait()
+	t.inflight.Wait() // also for a Handler mounted in the user's server
+	t.client.CloseIdleConnections()
+	return err
+}
+
+func (t *HTTPTransport) started() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.deliver != nil
+}
+
+// ---- outbound ----
+
+// runSender posts the lane's queued messages, one batch per request. A failed request
+// drops its batch (Raft retries what matters) and waits a backoff before the next.
+func (t *HTTPTransport) runSender(p *peer, lane uint8) {
+	defer t.wg.Done()
+	q := p.queues[lane]
+	bo := backoff{max: t.cfg.MaxBackoff}
+	header := batchHeaderSize(t.cfg.NodeID, p.id)
+	var buf []byte
+	var seq uint64
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-q.wake:
+		}
+		msgs := q.take()
+		failed := false
+		for rest := msgs; len(rest) > 0; {
+			n := nextBatch(rest, header, t.cfg.MaxBatchBytes)
+			if n == 0 {
+				t.log.Warn("message too large for one batch, dropped", "peer", p.id,
+					"type", rest[0].Type, "partition", rest[0].Partition, "bytes", encodedMessageSize(&rest[0]))
+				t.counters.dropped.Add(1)
+				rest = rest[1:]
+				continue
+			}
+			batch := rest[:n]
+			rest = rest[n:]
+			if failed { // the peer just failed: do not queue up timeouts behind it
+				t.counters.dropped.Add(uint64(n))
+				continue
+			}
+			var err error
+			if buf, err = appendBatch(buf[:0], t.cfg.NodeID, p.id, batch); err != nil {
+				t.counters.dropped.Add(uint64(n))
+				t.log.Error("encode batch", "peer", p.id, "err", err)
+				continue
+			}
+			seq++
+			if err := t.post(p.address(), lane, seq, buf); err != nil {
+				t.counters.dropped.Add(uint64(n))
+				t.log.Warn("post to peer failed", "peer", p.id, "lane", lane, "err", err)
+				failed = true
+				continue
+			}
+			t.counters.sent.Add(uint64(n))
+		}
+		q.giveBack(msgs)
+		if cap(buf) > 1<<20 {
+			buf = nil // do not pin one huge snapshot batch forever
+		}
+		if !failed {
+			bo.reset()
+		} else if waitOrDone(bo.next(), t.done) {
+			return
+		}
+	}
+}
+
+// post sends one batch and reads the answer; anything but 204 is an error.
+func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) error {
+	// net/http may still read a request body after Do returns (a peer that answers before
+	// reading it all); the sender reuses body for the next batch, so the reader is cut off
+	// from it first.
+	br := &detachableBody{r: bytes.NewReader(body)}
+	defer br.detach()
+	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, br)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = int64(len(body))
+	req.Header.Set("Content-Type", httpContentType)
+	t.sign(req, strconv.Itoa(int(lane))+"-"+strconv.FormatUint(seq, 10), body)
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // drained, so the connection is reused
+	if resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	err = httpRefusal(resp)
+	if errors.Is(err, ErrAuthFailed) {
+		t.counters.authFailures.Add(1)
+	}
+	return fmt.Errorf("%w: %s: %s", err, resp.Status, bytes.TrimSpace(msg))
+}
+
+// httpErrorCodes name the sentinel behind a refusal in the X-Kommander-Error header, so that
+// the sender logs and counts what the receiver decided.
+var httpErrorCodes = []struct {
+	code string
+	err  error
+}{
+	{"version", ErrVersion}, {"malformed", ErrMalformed}, {"cluster", ErrClusterMismatch},
+	{"auth", ErrAuthFailed}, {"duplicate", ErrDuplicateNodeID},
+}
+
+func httpErrorCode(err error) string {
+	for _, c := range httpErrorCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "refused"
+}
+
+// httpRefusal turns a refused response back into an error wrapping its sentinel.
+func httpRefusal(resp *http.Response) error {
+	code := resp.Header.Get(hdrError)
+	for _, c := range httpErrorCodes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return fmt.Errorf("kommander: peer refused the batch (%s)", code)
+}
+
+// detachableBody reads a request body until detach, and then nothing more.
+type detachableBody struct {
+	mu       sync.Mutex
+	r        *bytes.Reader
+	detached bool
+}
+
+func (d *detachableBody) Read(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return 0, errors.New("kommander: request body read after its request ended")
+	}
+	return d.r.Read(p)
+}
+
+func (d *detachableBody) detach() {
+	d.mu.Lock()
+	d.detached = true
+	d.mu.Unlock()
+}
+
+// sign sets the identifying headers of a request and, with a shared secret, its signature.
+func (t *HTTPTransport) sign(req *http.Request, nonce string, body []byte) {
+	h := req.Header
+	h.Set(hdrVersion, strconv.Itoa(codecVersion))
+	h.Set(hdrCluster, t.cfg.ClusterName)
+	h.Set(hdrNode, t.cfg.NodeID)
+	h.Set(hdrInstance, t.instance)
+	if t.cfg.Secret == nil {
+		return
+	}
+	ts := strconv.FormatInt(time.Now().UnixNano(), 10)
+	h.Set(hdrTimestamp, ts)
+	h.Set(hdrNonce, nonce)
+	h.Set(hdrSignature, hex.EncodeToString(httpSignature(t.cfg.Secret, req.Method, req.URL.Path,
+		t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, body)))
+}
+
+func httpSignature(secret []byte, method, path, cluster, node, instance, ts, nonce string, body []byte) []byte {
+	sum := sha256.Sum256(body)
+	return mac(secret, httpMACLabel, []byte(method), []byte(path), []byte(cluster), []byte(node),
+		[]byte(instance), []byte(ts), []byte(nonce), sum[:])
+}
+
+// ---- inbound ----
+
+// httpError is a refusal: the status to answer and the error to log and count.
+type httpError struct {
+	status int
+	err    error
+}
+
+func (t *HTTPTransport) refuse(w http.ResponseWriter, r *http.Request, e *httpError) {
+	t.counters.rejected.Add(1)
+	switch e.status {
+	case http.StatusUnauthorized:
+		t.counters.authFailures.Add(1)
+	case http.StatusConflict:
+		t.counters.duplicates.Add(1)
+	}
+	level := slog.LevelWarn
+	if e.status == http.StatusConflict {
+		level = slog.LevelError
+	}
+	t.log.Log(r.Context(), level, "request refused", "remote", r.RemoteAddr, "peer", r.Header.Get(hdrNode),
+		"path", r.URL.Path, "status", e.status, "err", e.err)
+	w.Header().Set(hdrError, httpErrorCode(e.err))
+	http.Error(w, e.err.Error(), e.status)
+}
+
+func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	t.mu.Lock()
+	deliver, closed := t.deliver, t.closed
+	if deliver != nil && !closed {
+		t.inflight.Add(1)
+		defer t.inflight.Done()
+	}
+	t.mu.Unlock()
+	if deliver == nil || closed {
+		http.Error(w, "not serving", http.StatusServiceUnavailable)
+		return
+	}
+	// The body is read with a deadline even when the handler is mounted in a server
+	// without timeouts; a server that cannot set one has its own.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(t.cfg.PeerTimeout))
+	id, herr := t.checkHeaders(r)
+	var body []byte
+	if herr == nil {
+		body, herr = t.readBody(w, r)
+	}
+	if herr == nil {
+		herr = t.authenticate(r, id, body, true)
+	}
+	if herr != nil {
+		t.refuse(w, r, herr)
+		return
+	}
+	node := id.node
+	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.log.With("peer", node)); err != nil {
+		w.Header().Set(hdrError, httpErrorCode(err))
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// readBody reads a request body of at most MaxBatchBytes, growing its buffer only as
+// bytes arrive.
+func (t *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	if r.ContentLength > int64(t.lim.maxBatchBytes) {
+		return nil, &httpError{http.StatusRequestEntityTooLarge,
+			fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrMalformed, r.ContentLength, t.lim.maxBatchBytes)}
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(min(r.ContentLength, tcpReadBuffer)))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(t.lim.maxBatchBytes)))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("%w: body exceeds the limit of %d bytes", ErrMalformed, t.lim.maxBatchBytes)}
+		}
+		return nil, &httpError{http.StatusBadRequest, fmt.Errorf("%w: reading body: %v", ErrMalformed, err)}
+	}
+	return buf.Bytes(), nil
+}
+
+// reqIdentity is what a request's headers claim.
+type reqIdentity struct {
+	node, instance, ts, nonce string
+	sig                       []byte
+	replay                    replayKey
+	seq                       uint64
+}
+
+// checkHeaders checks what can be checked before reading the body: version, cluster, and
+// with a shared secret the timestamp window and the nonce's form. A request that fails here
+// costs no body buffer.
+func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) {
+	h := r.Header
+	id := reqIdentity{node: h.Get(hdrNode), instance: h.Get(hdrInstance)}
+	if v := h.Get(hdrVersion); v != strconv.Itoa(codecVersion) {
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
+	}
+	if c := h.Get(hdrCluster); c != t.cfg.ClusterName {
+		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
+	}
+	if id.node == "" || len(id.node) > maxNameBytes || id.instance == "" || len(id.instance) > 64 {
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
+	}
+	if t.cfg.Secret == nil {
+		return id, nil
+	}
+	id.ts, id.nonce = h.Get(hdrTimestamp), h.Get(hdrNonce)
+	sig, err := hex.DecodeString(h.Get(hdrSignature))
+	if err != nil || len(sig) != sha256.Size {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: missing or malformed signature", ErrAuthFailed)}
+	}
+	id.sig = sig
+	nanos, err := strconv.ParseInt(id.ts, 10, 64)
+	if err != nil {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
+	}
+	if skew := time.Since(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
+	}
+	lane, seqText, ok := strings.Cut(id.nonce, "-")
+	l, err1 := strconv.ParseUint(lane, 10, 8)
+	seq, err2 := strconv.ParseUint(seqText, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
+	}
+	id.replay, id.seq = replayKey{id.node, id.instance, uint8(l)}, seq
+	return id, nil
+}
+
+// authenticate finishes what checkHeaders began: with a shared secret, the signature over
+// the body (compared in constant time) and the replay check; then, when claim is set (Raft
+// traffic), that no other process holds the node ID (S30). Nothing of a request that fails
+// reaches the node.
+func (t *HTTPTransport) authenticate(r *http.Request, id reqIdentity, body []byte, claim bool) *httpError {
+	if t.cfg.Secret != nil && !hmac.Equal(id.sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path,
+		t.cfg.ClusterName, id.node, id.instance, id.ts, id.nonce, body)) {
+		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
+	}
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cfg.Secret != nil {
+		if herr := t.checkReplayLocked(id.replay, id.seq, now); herr != nil {
+			return herr
+		}
+	}
+	if claim {
+		if herr := t.claimLocked(id.node, id.instance, now); herr != nil {
+			return herr
+		}
+	}
+	if t.cfg.Secret != nil {
+		t.replay[id.replay] = replayState{id.seq, now}
+	}
+	return nil
+}
+
+// claimLocked records that instance holds node ID node. A second process with the same
+// node ID is refused with 409 and reported while the first one has been heard from within
+// PeerTimeout (S30); the first keeps the ID, as with TCP.
+func (t *HTTPTransport) claimLocked(node, instance string, now time.Time) *httpError {
+	hd, ok := t.holders[node]
+	if ok && hd.instance != instance && now.Sub(hd.lastSeen) < t.cfg.PeerTimeout {
+		return &httpError{http.StatusConflict, fmt.Errorf("%w: %q is in use by instance %s, request from instance %s",
+			ErrDuplicateNodeID, node, hd.instance, instance)}
+	}
+	if !ok && len(t.holders) >= maxReplayKeys {
+		t.expireLocked(now)
+		if len(t.holders) >= maxReplayKeys {
+			return &httpError{http.StatusServiceUnavailable, errors.New("kommander: too many node IDs")}
+		}
+	}
+	t.holders[node] = holder{instance, now}
+	return nil
+}
+
+// checkReplayLocked refuses a sequence at or below the last one seen for its key, and a new
+// key when the cache is full of live ones (failing closed rather than forgetting).
+func (t *HTTPTransport) checkReplayLocked(k replayKey, seq uint64, now time.Time) *httpError {
+	st, ok := t.replay[k]
+	if ok && seq <= st.seq {
+		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: replayed request (sequence %d, last %d)", ErrAuthFailed, seq, st.seq)}
+	}
+	if !ok && len(t.replay) >= maxReplayKeys {
+		t.expireLocked(now)
+		if len(t.replay) >= maxReplayKeys {
+			return &httpError{http.StatusServiceUnavailable, errors.New("kommander: replay cache full")}
+		}
+	}
+	return nil
+}
+
+// expireLocked forgets replay entries whose requests would now fail the timestamp check
+// anyway, and holders quiet for longer than PeerTimeout.
+func (t *HTTPTransport) expireLocked(now time.Time) {
+	for k, st := range t.replay {
+		if now.Sub(st.lastSeen) > 2*t.cfg.MaxClockSkew {
+			delete(t.replay, k)
+		}
+	}
+	for k, hd := range t.holders {
+		if now.Sub(hd.lastSeen) > t.cfg.PeerTimeout {
+			delete(t.holders, k)
+		}
+	}
+}
+
+func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "GET only", http.StatusMethodNotAllowed)
+		return
+	}
+	if t.cfg.Secret != nil { // no status for a peer that cannot sign either
+		id, herr := t.checkHeaders(r)
+		if herr == nil {
+			herr = t.authenticate(r, id, nil, false)
+		}
+		if herr != nil {
+			t.refuse(w, r, herr)
+			return
+		}
+	}
+	var v any = struct{}{}
+	if t.cfg.Status != nil {
+		v = t.cfg.Status()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		t.log.Warn("encode status", "err", err)
+	}
+}
