@@ -184,9 +184,9 @@ const (
 type progress struct {
 	match, next  uint64
 	state        progressState
-	probeSent    bool // probe: an append is out and unanswered
-	recentActive bool // heard from since the last CheckQuorum round
-	sentCommit   uint64
+	probeSent    bool   // probe: an append is out and unanswered
+	recentActive bool   // heard from since the last CheckQuorum round
+	sentCommit   uint64 // highest commit index the follower can have learned from what it was sent
 	inflight     inflights
 }
 
@@ -1115,8 +1115,9 @@ func (r *raft) sendAppends(i int) {
 			break
 		}
 	}
-	if !sent && pr.state == progressReplicate && pr.sentCommit < r.log.committed {
-		// prev = match: the follower has it, so this never causes a spurious rejection.
+	if !sent && pr.state == progressReplicate && min(pr.match, r.log.committed) > pr.sentCommit {
+		// prev = match: the follower has it, so this never causes a spurious rejection, and
+		// it lets the follower commit up to min(commit, match), which it has not been told.
 		r.sendEmptyAppend(i, pr.match)
 	}
 }
@@ -1129,7 +1130,8 @@ func (r *raft) sendEmptyAppend(i int, prevIndex uint64) {
 	}
 	r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
 		Index: prevIndex, Commit: r.log.committed})
-	r.prs[i].sentCommit = r.log.committed
+	// A follower commits no further than the last index an append vouches for.
+	r.prs[i].sentCommit = min(r.log.committed, prevIndex)
 }
 
 // sendAppend sends one append with entries from pr.next, if the progress state allows.
@@ -1153,7 +1155,8 @@ func (r *raft) sendAppend(i int) bool {
 	}
 	r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
 		Index: prevIndex, Entries: ents, Commit: r.log.committed})
-	pr.sentCommit = r.log.committed
+	// A follower commits no further than the last index an append vouches for.
+	pr.sentCommit = min(r.log.committed, ents[len(ents)-1].Index)
 	if pr.state == progressProbe {
 		pr.probeSent = true
 		return true

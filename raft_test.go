@@ -1075,3 +1075,31 @@ func TestStepSurvivesArbitraryMessages(t *testing.T) {
 		}
 	}
 }
+
+// A follower whose acknowledgement arrives after the entry committed on the others' votes
+// learns the commit index at once, not at the next heartbeat: a write made through that
+// follower would otherwise wait a whole heartbeat interval to be applied there.
+func TestLeaderTellsLateFollowerTheCommitOnItsAck(t *testing.T) {
+	n := newNode(t, "n1", 1, nil)
+	makeLeader(t, n)
+	for _, f := range []string{"n2", "n3"} {
+		n.stepFlush(t, Message{Type: MsgAppendResp, From: f, To: "n1", Term: 2, Index: 1})
+	}
+	if _, _, err := n.r.propose([]Entry{{Data: []byte("a")}}); err != nil {
+		t.Fatal(err)
+	}
+	n.flush() // the append of index 2 goes to n2 and n3
+	// n2 acknowledges first: index 2 commits. n3's append is still in flight, so whatever
+	// the leader tells n3 now can only commit up to n3's match (1).
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 2})
+	if n.r.log.committed != 2 {
+		t.Fatalf("commit %d, want 2", n.r.log.committed)
+	}
+	msgs := n.stepFlush(t, Message{Type: MsgAppendResp, From: "n3", To: "n1", Term: 2, Index: 2})
+	for _, m := range msgs {
+		if m.To == "n3" && (m.Type == MsgAppend || m.Type == MsgHeartbeat) && m.Commit >= 2 && m.Index+uint64(len(m.Entries)) >= 2 {
+			return
+		}
+	}
+	t.Fatalf("n3 acknowledged index 2 after it committed, but was not sent commit 2: %+v", msgs)
+}
