@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kommander-go/kommander"
+)
+
+// The `bench` subcommand: the standard benchmark. A cluster runs in this process on
+// loopback with real WALs; clients replicate fixed-size entries through each partition's
+// leader for a fixed time after a warm-up.
+
+// benchOptions are the flags of `kommander bench`.
+type benchOptions struct {
+	nodes, parts, clients, size int
+	duration, warmup, election  time.Duration
+	transport                   kommander.TransportKind
+	noSync, json                bool
+	dir, cpuProfile             string
+}
+
+// benchResult is what one run measured; -json prints it as is.
+type benchResult struct {
+	Nodes           int     `json:"nodes"`
+	Partitions      int     `json:"partitions"`
+	Clients         int     `json:"clients"`
+	Size            int     `json:"size_bytes"`
+	Transport       string  `json:"transport"`
+	Fsync           bool    `json:"fsync"`
+	Unsafe          bool    `json:"unsafe_nosync"`
+	GOMAXPROCS      int     `json:"gomaxprocs"`
+	Seconds         float64 `json:"seconds"`
+	Ops             uint64  `json:"ops"`
+	Errors          uint64  `json:"errors"`
+	OpsPerSec       float64 `json:"ops_per_sec"`
+	MBPerSec        float64 `json:"mb_per_sec"`
+	P50Ms           float64 `json:"p50_ms"`
+	P99Ms           float64 `json:"p99_ms"`
+	P999Ms          float64 `json:"p999_ms"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUPer10kOps    float64 `json:"cpu_seconds_per_10k_ops"`
+	EntriesPerFsync float64 `json:"entries_per_fsync"`
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o benchOptions
+	fs.IntVar(&o.nodes, "nodes", 3, "nodes in the cluster")
+	fs.IntVar(&o.parts, "partitions", 1, "partitions (Raft groups)")
+	fs.IntVar(&o.clients, "clients", 64, "concurrent clients, each with one request in flight")
+	fs.IntVar(&o.size, "size", 128, "payload bytes per entry")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before it")
+	fs.DurationVar(&o.election, "election-timeout", kommander.DefaultElectionTimeout, "election timeout")
+	transport := fs.String("transport", "tcp", "tcp or http")
+	fs.BoolVar(&o.noSync, "nosync", false, "UNSAFE: skip fsync (the figures then say nothing about a durable setup)")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
+	fs.StringVar(&o.dir, "dir", "", "directory for the WALs (default: a new temporary directory, removed after)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if o.transport, err = parseTransport(*transport); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.nodes < 1 || o.parts < 1 || o.clients < 1 || o.size < 0:
+		return errors.New("-nodes, -partitions and -clients must be at least 1, -size at least 0")
+	case o.duration <= 0 || o.warmup < 0:
+		return errors.New("-duration must be positive and -warmup not negative")
+	}
+	res, err := bench(ctx, o)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		b, _ := json.Marshal(res)
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	printBench(stdout, res)
+	return nil
+}
+
+// bench runs one benchmark.
+func bench(ctx context.Context, o benchOptions) (benchResult, error) {
+	dir := o.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "kommander-bench-")
+		if err != nil {
+			return benchResult{}, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	specs := make([]nodeSpec, o.nodes)
+	for i := range specs {
+		specs[i] = nodeSpec{
+			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
+			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
+			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
+			heartbeat: o.election / 10,
+		}
+	}
+	nodes, err := startCluster(ctx, specs)
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer func() {
+		for _, n := range nodes {
+			_ = n.stop(context.Background())
+		}
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 10*o.election+10*time.Second)
+	_, err = waitForLeaders(wctx, nodes, o.parts)
+	cancel()
+	if err != nil {
+		return benchResult{}, err
+	}
+
+	var (
+		measuring atomic.Bool
+		stop      atomic.Bool
+		errs      atomic.Uint64
+		wg        sync.WaitGroup
+		lat       = make([][]time.Duration, o.clients)
+	)
+	payload := make([]byte, o.size)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	for c := 0; c < o.clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			p := c % o.parts
+			var leader *kommander.Node
+			for !stop.Load() {
+				if leader == nil {
+					if leader = leaderOf(nodes, p); leader == nil {
+						runtime.Gosched()
+						continue
+					}
+				}
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				start := time.Now()
+				_, err := leader.Replicate(rctx, p, "b", payload)
+				d := time.Since(start)
+				cancel()
+				if err != nil {
+					errs.Add(1)
+					leader = nil
+					continue
+				}
+				if measuring.Load() {
+					lat[c] = append(lat[c], d)
+				}
+			}
+		}(c)
+	}
+	wait := func(d time.Duration) {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	wait(o.warmup)
+	errs.Store(0)
+	fsyncs0, saved0 := fsyncTotals(nodes)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			stop.Store(true)
+			wg.Wait()
+			return benchResult{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			stop.Store(true)
+			wg.Wait()
+			return benchResult{}, err
+		}
+	}
+	cpu0, cpuOK := processCPUTime()
+	t0 := time.Now()
+	measuring.Store(true)
+	wait(o.duration)
+	measuring.Store(false)
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	elapsed := time.Since(t0)
+	cpu1, _ := processCPUTime()
+	fsyncs1, saved1 := fsyncTotals(nodes)
+	stop.Store(true)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return benchResult{}, err
+	}
+
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	res := benchResult{
+		Nodes: o.nodes, Partitions: o.parts, Clients: o.clients, Size: o.size,
+		Transport: o.transport.String(), Fsync: !o.noSync, Unsafe: o.noSync,
+		GOMAXPROCS: runtime.GOMAXPROCS(0), Seconds: elapsed.Seconds(),
+		Ops: uint64(len(all)), Errors: errs.Load(),
+		P50Ms: percentileMs(all, 0.50), P99Ms: percentileMs(all, 0.99), P999Ms: percentileMs(all, 0.999),
+	}
+	res.OpsPerSec = float64(res.Ops) / res.Seconds
+	res.MBPerSec = res.OpsPerSec * float64(o.size) / 1e6
+	if cpuOK {
+		res.CPUSeconds = (cpu1 - cpu0).Seconds()
+		if res.Ops > 0 {
+			res.CPUPer10kOps = res.CPUSeconds / float64(res.Ops) * 10000
+		}
+	}
+	if fsyncs1 > fsyncs0 {
+		// Every node saves every entry; per node, entries per fsync is the same ratio.
+		res.EntriesPerFsync = float64(saved1-saved0) / float64(fsyncs1-fsyncs0)
+	}
+	return res, nil
+}
+
+// leaderOf returns the running node that leads partition p, or nil.
+func leaderOf(nodes []*liveNode, p int) *kommander.Node {
+	for _, n := range nodes {
+		if n.node != nil && n.node.IsLeader(p) {
+			return n.node
+		}
+	}
+	return nil
+}
+
+// fsyncTotals sums the nodes' storage saves and the entries they wrote.
+func fsyncTotals(nodes []*liveNode) (fsyncs, entries uint64) {
+	for _, n := range nodes {
+		if n.node != nil {
+			m := n.node.Metrics()
+			fsyncs += m.Fsyncs
+			entries += m.EntriesSaved
+		}
+	}
+	return fsyncs, entries
+}
+
+// percentileMs returns the q-quantile of sorted durations in milliseconds (nearest rank).
+func percentileMs(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return float64(sorted[i]) / float64(time.Millisecond)
+}
+
+func printBench(w io.Writer, r benchResult) {
+	sync := "fsync on"
+	if r.Unsafe {
+		sync = "fsync OFF (UNSAFE -nosync: not a durable configuration)"
+	}
+	fmt.Fprintf(w, "kommander bench: %d nodes, %d partitions, %d clients, %d-byte entries, %s, %s, GOMAXPROCS %d\n",
+		r.Nodes, r.Partitions, r.Clients, r.Size, r.Transport, sync, r.GOMAXPROCS)
+	fmt.Fprintf(w, "  measured     %.1f s, %d ops, %d errors\n", r.Seconds, r.Ops, r.Errors)
+	fmt.Fprintf(w, "  throughput   %.0f ops/s, %.2f MB/s\n", r.OpsPerSec, r.MBPerSec)
+	fmt.Fprintf(w, "  latency      p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", r.P50Ms, r.P99Ms, r.P999Ms)
+	if r.CPUSeconds > 0 {
+		fmt.Fprintf(w, "  cpu          %.3f s per 10,000 ops (%.0f ops per CPU-second; whole process: %d nodes and the clients)\n",
+			r.CPUPer10kOps, 10000/r.CPUPer10kOps, r.Nodes)
+	} else {
+		fmt.Fprintf(w, "  cpu          not measured on this platform\n")
+	}
+	fmt.Fprintf(w, "  batching     %.1f entries per fsync\n", r.EntriesPerFsync)
+}

@@ -1,0 +1,465 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kommander-go/kommander"
+)
+
+// The `node` subcommand: one node of a replicated key-value store, served over HTTP.
+
+// Limits of the key-value API.
+const (
+	defaultMaxValue = 1 << 20  // bytes of a value or list element (413 beyond)
+	maxMaxValue     = 64 << 20 // the largest -max-value
+	maxKeyBytes     = 4 << 10  // bytes of a key (400 beyond)
+	// entryOverhead is room in a log entry beyond its values (a compare-and-set holds two,
+	// counted apart): the key, the field lengths and the command type.
+	entryOverhead = maxKeyBytes + 64
+)
+
+// runNode runs `kommander node` until ctx ends or SIGTERM/SIGINT arrives.
+func runNode(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("id", "", "this node's ID, unique and stable across restarts (required)")
+	raftAddr := fs.String("raft", "", "address the Raft transport listens on, host:port (required)")
+	httpAddr := fs.String("http", "", "address the key-value HTTP API listens on, host:port (required)")
+	dataDir := fs.String("data", "", "directory of this node's WAL (required)")
+	peersFlag := fs.String("peers", "", "every member, this node included: id=host:port,... (required); a peer is reached only at the address given here")
+	parts := fs.Int("partitions", 8, "number of partitions (equal on every node)")
+	transport := fs.String("transport", "tcp", "Raft transport: tcp or http")
+	cluster := fs.String("cluster", "kommander", "cluster name; nodes of another cluster are refused")
+	secretFile := fs.String("secret-file", "", "file holding the shared secret (at least 16 bytes) every node must prove")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate of this node, for TLS between nodes")
+	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
+	tlsCA := fs.String("tls-ca", "", "PEM CA that signs every node's certificate (mutual TLS)")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long a request waits to be committed and applied")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	election := fs.Duration("election-timeout", kommander.DefaultElectionTimeout, "election timeout (randomized up to twice this)")
+	heartbeat := fs.Duration("heartbeat", 0, "heartbeat interval (default: a tenth of -election-timeout)")
+	maxValue := fs.Int("max-value", defaultMaxValue, "largest value or list element, in bytes")
+	nosync := fs.Bool("nosync", false, "UNSAFE: skip fsync; a crash loses acknowledged writes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("node: unexpected argument %q", fs.Arg(0))
+	}
+	for _, f := range []struct{ name, value string }{{"-id", *id}, {"-raft", *raftAddr}, {"-http", *httpAddr}, {"-data", *dataDir}, {"-peers", *peersFlag}} {
+		if f.value == "" {
+			return fmt.Errorf("node: %s is required", f.name)
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("node: -log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	peers, err := kommander.ParsePeers(*peersFlag)
+	if err != nil {
+		return fmt.Errorf("node: -peers: %w", err)
+	}
+	kind, err := parseTransport(*transport)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if *parts < 1 {
+		return fmt.Errorf("node: -partitions must be at least 1")
+	}
+	if *maxValue < 1 || *maxValue > maxMaxValue {
+		return fmt.Errorf("node: -max-value must be in [1, %d]", maxMaxValue)
+	}
+	if *heartbeat == 0 {
+		*heartbeat = *election / 10
+	}
+	var secret []byte
+	if *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return fmt.Errorf("node: -secret-file: %w", err)
+		}
+		secret = bytes.TrimSpace(b)
+	}
+	tlsConf, err := loadTLS(*tlsCert, *tlsKey, *tlsCA)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+		return fmt.Errorf("node: -data: %w", err)
+	}
+
+	store := newKVStore(*parts)
+	ln, err := listenNode(nodeSpec{
+		id: *id, listener: *raftAddr, dataDir: *dataDir, parts: *parts, transport: kind,
+		cluster: *cluster, secret: secret, tls: tlsConf, noSync: *nosync, sm: store,
+		election: *election, heartbeat: *heartbeat,
+		maxEntry: 2*(*maxValue) + entryOverhead, logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := ln.start(ctx, peers); err != nil {
+		ln.close()
+		return err
+	}
+	httpLn, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		_ = ln.stop(context.Background())
+		return fmt.Errorf("node: -http: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           newKVServer(ln.node, store, *timeout, int64(*maxValue)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(httpLn) }()
+	if *nosync {
+		log.Warn("UNSAFE: -nosync is set; a crash loses acknowledged writes")
+	}
+	log.Info("node running", "id", *id, "raft", ln.addr, "http", httpLn.Addr().String(), "transport", kind, "partitions", *parts, "data", *dataDir)
+
+	sigs, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stopSignals()
+	var serveErr error
+	select {
+	case <-sigs.Done():
+		log.Info("stopping", "cause", context.Cause(sigs))
+	case serveErr = <-served:
+	}
+	// Stop taking requests, let those in flight finish (bounded), then stop Raft.
+	shutCtx, cancel := context.WithTimeout(context.Background(), *timeout+2*time.Second)
+	defer cancel()
+	errs := []error{srv.Shutdown(shutCtx), ln.stop(shutCtx)}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		errs = append(errs, fmt.Errorf("node: http: %w", serveErr))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// parseTransport parses the -transport flag.
+func parseTransport(s string) (kommander.TransportKind, error) {
+	switch strings.ToLower(s) {
+	case "tcp":
+		return kommander.TCP, nil
+	case "http":
+		return kommander.HTTP, nil
+	}
+	return 0, fmt.Errorf("-transport %q: want tcp or http", s)
+}
+
+// loadTLS builds the mutual-TLS config of the Raft transport from PEM files, or returns nil
+// when none is given.
+func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" && caFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("-tls-cert, -tls-key and -tls-ca go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert/-tls-key: %w", err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("-tls-ca: no certificate in %s", caFile)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+// kvServer serves the key-value HTTP API of one node.
+type kvServer struct {
+	node     *kommander.Node
+	store    *kvStore
+	timeout  time.Duration
+	maxValue int64
+	mux      *http.ServeMux
+}
+
+// newKVServer returns the handler of the key-value API.
+func newKVServer(n *kommander.Node, store *kvStore, timeout time.Duration, maxValue int64) *kvServer {
+	s := &kvServer{node: n, store: store, timeout: timeout, maxValue: maxValue, mux: http.NewServeMux()}
+	s.mux.HandleFunc("PUT /kv/{key...}", s.putValue)
+	s.mux.HandleFunc("GET /kv/{key...}", s.getValue)
+	s.mux.HandleFunc("DELETE /kv/{key...}", s.deleteValue)
+	s.mux.HandleFunc("POST /list/{key...}", s.appendList)
+	s.mux.HandleFunc("GET /list/{key...}", s.getList)
+	s.mux.HandleFunc("GET /status", s.status)
+	s.mux.HandleFunc("/kv/{key...}", methodNotAllowed("GET, PUT, DELETE"))
+	s.mux.HandleFunc("/list/{key...}", methodNotAllowed("GET, POST"))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *kvServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use "+allow)
+	}
+}
+
+// httpError is an error with the HTTP status it maps to.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+// key returns the request's key, or a 400 for a bad one.
+func (s *kvServer) key(r *http.Request) (string, error) {
+	k := r.PathValue("key")
+	switch {
+	case k == "":
+		return "", &httpError{http.StatusBadRequest, "empty key"}
+	case len(k) > maxKeyBytes:
+		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("key of %d bytes is longer than %d", len(k), maxKeyBytes)}
+	}
+	return k, nil
+}
+
+// body reads the request body, at most maxValue bytes (413 beyond).
+func (s *kvServer) body(r *http.Request) ([]byte, error) {
+	tooLarge := &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("value larger than %d bytes", s.maxValue)}
+	if r.ContentLength > s.maxValue {
+		return nil, tooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, s.maxValue+1))
+	if err != nil {
+		return nil, &httpError{http.StatusBadRequest, "reading the body: " + err.Error()}
+	}
+	if int64(len(b)) > s.maxValue {
+		return nil, tooLarge
+	}
+	return b, nil
+}
+
+// replicate runs one command through the log of the key's partition and returns the
+// value its apply gave.
+func (s *kvServer) replicate(r *http.Request, key, typ string, fields ...[]byte) (any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	p := kommander.KeyPartition([]byte(key), s.node.Partitions())
+	res, err := s.node.Replicate(ctx, p, typ, encodeFields(append([][]byte{[]byte(key)}, fields...)...))
+	if err != nil {
+		return nil, err
+	}
+	if err, ok := res.Value.(error); ok {
+		return nil, &httpError{http.StatusBadRequest, err.Error()}
+	}
+	return res.Value, nil
+}
+
+// statusOf maps an error to the HTTP status it is answered with. The rule that matters:
+// 503 only when the operation certainly was not applied, 504 when its outcome is unknown.
+func statusOf(err error) int {
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		return he.code
+	case errors.Is(err, kommander.ErrTimeout):
+		// Proposed; it may yet apply (checked before the causes it wraps).
+		return http.StatusGatewayTimeout
+	case errors.Is(err, kommander.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, kommander.ErrNotLeader), errors.Is(err, kommander.ErrOverloaded),
+		errors.Is(err, kommander.ErrStopped),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// Without ErrTimeout these mean the entry was never proposed (no leader known in
+		// time, too many pending, stopping, or the deadline passed while it was queued).
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *kvServer) fail(w http.ResponseWriter, err error) {
+	writeError(w, statusOf(err), err.Error())
+}
+
+func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) {
+	key, err := s.key(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	q := r.URL.Query()
+	_, hasIf := q["if"]
+	_, ifAbsent := q["if-absent"]
+	if hasIf && ifAbsent {
+		s.fail(w, &httpError{http.StatusBadRequest, "?if and ?if-absent exclude each other"})
+		return
+	}
+	if len(q["if"]) > 1 {
+		s.fail(w, &httpError{http.StatusBadRequest, "?if given more than once"})
+		return
+	}
+	value, err := s.body(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var v any
+	switch {
+	case hasIf:
+		old := []byte(q.Get("if"))
+		if int64(len(old)) > s.maxValue {
+			s.fail(w, &httpError{http.StatusRequestEntityTooLarge, "?if value too large"})
+			return
+		}
+		v, err = s.replicate(r, key, cmdCAS, old, value)
+	case ifAbsent:
+		v, err = s.replicate(r, key, cmdPutAbsent, value)
+	default:
+		v, err = s.replicate(r, key, cmdPut, value)
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if ok, isBool := v.(bool); isBool && !ok {
+		writeError(w, http.StatusPreconditionFailed, "precondition failed: the current value differs")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) {
+	key, err := s.key(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var val kvValue
+	if _, stale := r.URL.Query()["stale"]; stale {
+		val.value, val.found = s.store.get(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
+	} else {
+		v, err := s.replicate(r, key, cmdGet)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		val, _ = v.(kvValue)
+	}
+	if !val.found {
+		writeError(w, http.StatusNotFound, "no value at "+strconv.Quote(key))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(val.value)))
+	_, _ = w.Write(val.value)
+}
+
+func (s *kvServer) deleteValue(w http.ResponseWriter, r *http.Request) {
+	key, err := s.key(r)
+	if err == nil {
+		_, err = s.replicate(r, key, cmdDelete)
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *kvServer) appendList(w http.ResponseWriter, r *http.Request) {
+	key, err := s.key(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	elem, err := s.body(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	v, err := s.replicate(r, key, cmdAppend, elem)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"index": v})
+}
+
+func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) {
+	key, err := s.key(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var l [][]byte
+	if _, stale := r.URL.Query()["stale"]; stale {
+		l = s.store.list(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
+	} else {
+		v, err := s.replicate(r, key, cmdList)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		l, _ = v.([][]byte)
+	}
+	out := make([]string, len(l))
+	for i, e := range l {
+		out[i] = string(e)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *kvServer) status(w http.ResponseWriter, r *http.Request) {
+	st := s.node.Status()
+	writeJSON(w, http.StatusOK, struct {
+		kommander.Status
+		Metrics kommander.Metrics `json:"metrics"`
+	}{st, s.node.Metrics()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encoding the response failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
