@@ -1253,6 +1253,10 @@ func (w *WAL) applySave(r *walRequest, seg uint32, frameOff int64) {
 						Data: r.payload[dataAt : dataAt+uint32(len(e.Data)) : dataAt+uint32(len(e.Data))]}
 				}
 				ps.cache(w.opts.CacheEntries, cached...)
+			} else {
+				// These entries are not cached, so the cache no longer ends at the log's
+				// last entry: drop it rather than let a read take it for the tail.
+				ps.recent = nil
 			}
 		}
 		if u.SaveHardState {
