@@ -18,7 +18,8 @@ func (nopSM) Applied(int) uint64              { return 0 }
 // BenchmarkNodeReplicate measures the whole write path: 3 nodes in one process over the
 // memory network, each with a real WAL (fsync on) in a temporary directory, 128-byte
 // entries, clients calling Replicate on each partition's leader. It reports ops/s,
-// latency percentiles, how many fsyncs each saved entry cost (below 1 means batching) and
+// latency percentiles, how many fsyncs each saved entry cost (below 1 means batching), the
+// Raft messages sent per operation (all nodes) and
 // operations per CPU-second of the whole process (three nodes, clients, WALs).
 // The three WALs share one disk, so the leader's and a follower's fsyncs, which overlap on
 // separate machines, queue behind each other here: a lone client waits about two fsyncs.
@@ -125,11 +126,12 @@ func benchReplicate(b *testing.B, partitions, clients int) {
 		return
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	var fsyncs, saved uint64
+	var fsyncs, saved, sent uint64
 	for i, n := range nodes {
 		m := n.Metrics()
 		fsyncs += m.Fsyncs - before[i].Fsyncs
 		saved += m.EntriesSaved - before[i].EntriesSaved
+		sent += m.MessagesSent - before[i].MessagesSent
 	}
 	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "ops/s")
 	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
@@ -137,6 +139,8 @@ func benchReplicate(b *testing.B, partitions, clients int) {
 	if saved > 0 {
 		b.ReportMetric(float64(fsyncs)/float64(saved), "fsyncs/entry")
 	}
+	// Raft messages of all three nodes per operation.
+	b.ReportMetric(float64(sent)/float64(len(all)), "msgs/op")
 	if cpu > 0 {
 		// The CPU of the whole process: all three nodes, the clients and the WALs.
 		b.ReportMetric(float64(len(all))/cpu.Seconds(), "ops/cpu-s")
