@@ -382,17 +382,14 @@ func (p *walPartition) appendLoc(l walLoc) {
 	p.liveBytes += int64(l.size)
 }
 
-// cache adds entries (which follow the log's last cached entry) to the recent cache.
-func (p *walPartition) cache(limit int, ents ...Entry) {
-	if limit == 0 || len(ents) == 0 {
-		return
-	}
-	if n := len(p.recent); n > 0 && p.recent[n-1].Index+1 != ents[0].Index {
-		p.recent = nil
-	}
-	p.recent = append(p.recent, ents...)
+// trimCache keeps the last limit cached entries once more than twice as many are cached:
+// moved to the front of the same array (Entries hands out copies), so that caching costs
+// no allocation in the steady state.
+func (p *walPartition) trimCache(limit int) {
 	if len(p.recent) > 2*limit {
-		p.recent = append([]Entry(nil), p.recent[len(p.recent)-limit:]...)
+		n := copy(p.recent, p.recent[len(p.recent)-limit:])
+		clear(p.recent[n:])
+		p.recent = p.recent[:n]
 	}
 }
 
@@ -1260,15 +1257,18 @@ func (w *WAL) applySave(r *walRequest, seg uint32, frameOff int64) {
 			}
 			if w.opts.CacheEntries > 0 && cap(r.payload) < walPooledPayload {
 				// Cache only the last CacheEntries entries, with Data aliasing the payload.
+				// They are appended to the cache in place, without a slice of their own.
 				from := max(0, len(u.Entries)-w.opts.CacheEntries)
-				cached := make([]Entry, len(u.Entries)-from)
-				for j := range cached {
-					e := &u.Entries[from+j]
-					dataAt := r.updOff[i] + r.entOff[k-len(u.Entries)+from+j] + walEntryHeaderSize + uint32(len(e.Type))
-					cached[j] = Entry{Term: e.Term, Index: e.Index, Kind: e.Kind, ID: e.ID, Type: e.Type,
-						Data: r.payload[dataAt : dataAt+uint32(len(e.Data)) : dataAt+uint32(len(e.Data))]}
+				if n := len(ps.recent); n > 0 && ps.recent[n-1].Index+1 != u.Entries[from].Index {
+					ps.recent = nil
 				}
-				ps.cache(w.opts.CacheEntries, cached...)
+				for j := from; j < len(u.Entries); j++ {
+					e := &u.Entries[j]
+					dataAt := r.updOff[i] + r.entOff[k-len(u.Entries)+j] + walEntryHeaderSize + uint32(len(e.Type))
+					ps.recent = append(ps.recent, Entry{Term: e.Term, Index: e.Index, Kind: e.Kind, ID: e.ID, Type: e.Type,
+						Data: r.payload[dataAt : dataAt+uint32(len(e.Data)) : dataAt+uint32(len(e.Data))]})
+				}
+				ps.trimCache(w.opts.CacheEntries)
 			}
 		}
 		if u.SaveHardState {
