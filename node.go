@@ -180,6 +180,10 @@ type Node struct {
 	ticks    int
 	proposed bool // some partition has queued proposals
 	wake     chan struct{}
+	// A tick the ticker goroutine received and the loop has not taken yet; tickAck lets
+	// the ticker goroutine receive the next one.
+	tickPending atomic.Bool
+	tickAck     chan struct{}
 
 	// loop only.
 	now     uint64 // ticks since start
@@ -381,7 +385,10 @@ func (n *Node) Start(ctx context.Context) error {
 	// reaches the loop.
 	n.persistReq, n.persistDone, n.persistStop = make(chan struct{}), make(chan error, 1), make(chan struct{})
 	go n.runPersister()
-	go n.runLoop(n.clock.NewTicker(n.tick))
+	ticker := n.clock.NewTicker(n.tick)
+	n.tickAck = make(chan struct{}, 1)
+	go n.runTicker(ticker)
+	go n.runLoop()
 	go n.runApply()
 	return nil
 }
@@ -727,9 +734,8 @@ func (n *Node) deliver(batch []Message) {
 // runLoop is the node's loop goroutine: it waits for messages, proposals and ticks, and
 // runs passes while there is work, checking for ticks between passes so that a busy node
 // still heartbeats.
-func (n *Node) runLoop(ticker Ticker) {
+func (n *Node) runLoop() {
 	defer close(n.loopDone)
-	defer ticker.Stop()
 	defer func() {
 		// Never leave a Save running behind Stop: storage is closed next.
 		if n.persisting && !n.persistFinished {
@@ -739,32 +745,58 @@ func (n *Node) runLoop(ticker Ticker) {
 	}()
 	busy := false
 	for {
-		// While an fsync runs, ticks wait (a time.Ticker keeps one): Raft time then moves
-		// with the disk, and a FakeClock cannot run ahead of a slow Save.
-		tickC := ticker.C()
-		if n.persisting && !n.persistFinished {
-			tickC = nil
-		}
 		if busy {
 			select {
 			case <-n.stopLoop:
 				return
-			case <-tickC:
-				n.addTick()
 			default:
 			}
 		} else {
 			select {
 			case <-n.stopLoop:
 				return
-			case <-tickC:
-				n.addTick()
 			case <-n.wake:
 			case err := <-n.persistDone:
 				n.persistErr, n.persistFinished = err, true
 			}
 		}
+		// While an fsync runs, ticks wait (the ticker goroutine holds one, a time.Ticker
+		// one more): Raft time then moves with the disk, and a FakeClock cannot run ahead
+		// of a slow Save.
+		took := false
+		if !(n.persisting && !n.persistFinished) && n.tickPending.CompareAndSwap(true, false) {
+			n.addTick()
+			took = true
+		}
 		busy = n.runPass()
+		if took {
+			select {
+			case n.tickAck <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// runTicker is the goroutine that receives the ticker's ticks and hands them to the loop
+// one at a time: the next is received only once the loop has taken and run the previous
+// one. The loop thus never blocks on the timer channel itself, which costs the runtime a
+// timer heap update and often a wake-up of the network poller each time.
+func (n *Node) runTicker(ticker Ticker) {
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopLoop:
+			return
+		case <-ticker.C():
+		}
+		n.tickPending.Store(true)
+		n.signal()
+		select {
+		case <-n.stopLoop:
+			return
+		case <-n.tickAck:
+		}
 	}
 }
 
