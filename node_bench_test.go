@@ -35,18 +35,47 @@ func BenchmarkNodeReplicate(b *testing.B) {
 	}
 }
 
+// BenchmarkNodeReplicateTCP is BenchmarkNodeReplicate over the TCP transport on
+// 127.0.0.1 (the workload of DESIGN.md §5), for one partition.
+//
+//	go test -run '^$' -bench BenchmarkNodeReplicateTCP -benchtime 20000x .
+func BenchmarkNodeReplicateTCP(b *testing.B) {
+	for _, clients := range []int{1, 64} {
+		b.Run(fmt.Sprintf("partitions=1/clients=%d", clients), func(b *testing.B) {
+			benchReplicateOver(b, 1, clients, true)
+		})
+	}
+}
+
 func benchReplicate(b *testing.B, partitions, clients int) {
+	benchReplicateOver(b, partitions, clients, false)
+}
+
+func benchReplicateOver(b *testing.B, partitions, clients int, tcp bool) {
 	net := NewMemoryNetwork(1)
 	ids := []string{"n1", "n2", "n3"}
+	transports := make([]Transport, len(ids))
 	var peers []Peer
-	for _, id := range ids {
-		peers = append(peers, Peer{ID: id, Addr: id})
+	for i, id := range ids {
+		addr := id
+		if tcp {
+			cfg := transportTestConfig(id)
+			cfg.KeepAlive, cfg.PeerTimeout = time.Second, 10*time.Second
+			t, err := NewTCPTransport(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			transports[i], addr = t, t.Addr()
+		} else {
+			transports[i] = net.Transport(id)
+		}
+		peers = append(peers, Peer{ID: id, Addr: addr})
 	}
 	nodes := make([]*Node, len(ids))
 	for i, id := range ids {
 		n, err := NewNode(Config{
 			NodeID: id, DataDir: b.TempDir(), Partitions: partitions, Peers: peers,
-			StateMachine: nopSM{}, CustomTransport: net.Transport(id), Logger: discardLogger(),
+			StateMachine: nopSM{}, CustomTransport: transports[i], Logger: discardLogger(),
 			ElectionTimeout: 500 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond,
 			MaxPendingProposals: 1 << 16,
 		})
