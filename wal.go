@@ -19,10 +19,12 @@ package kommander
 //	16  4  CRC of bytes 0..15
 //	20  4  zero (reserved)
 //
-// The header is followed by frames, back to back, until the end of the file. A frame is the
-// unit of atomicity: the committing caller writes one frame per write and fsync, holding
-// every batch (Save call) gathered in that round, so each batch lies wholly inside one
-// frame. Frame, 12 bytes of header then the payload:
+// The header is followed by frames, back to back, until the end of the file, except that
+// the last segment may end in zeroes written ahead of the frames (see walZeroAhead): opening
+// cuts them off like a torn tail; Close and the start of a new segment truncate them. A
+// frame is the unit of atomicity: the committing caller writes one frame per write and
+// fsync, holding every batch (Save call) gathered in that round, so each batch lies wholly
+// inside one frame. Frame, 12 bytes of header then the payload:
 //
 //	0   4  payload length n (uint32), 1 <= n <= maxWALFrame
 //	4   4  CRC of the payload
