@@ -573,7 +573,16 @@ func (w *WAL) replaySegment(s *walSegment, last bool) error {
 			if next >= 0 {
 				return fmt.Errorf("%w: %s: offset %d: %s, and a valid frame follows at offset %d", ErrCorrupt, s.path, off, reason, next)
 			}
-			w.log.Warn("wal: cutting off torn tail (never acknowledged)", "file", s.path, "offset", off, "bytes", size-off, "reason", reason)
+			zeroes, err := w.allZero(s, off, size)
+			if err != nil {
+				return err
+			}
+			if zeroes {
+				// Written ahead of the frames (walZeroAhead) before an unclean stop.
+				w.log.Info("wal: cutting off zeroes after the last frame", "file", s.path, "offset", off, "bytes", size-off)
+			} else {
+				w.log.Warn("wal: cutting off torn tail (never acknowledged)", "file", s.path, "offset", off, "bytes", size-off, "reason", reason)
+			}
 			if err := s.f.Truncate(off); err != nil {
 				return fmt.Errorf("wal: truncate %s at %d: %w", s.path, off, err)
 			}
@@ -643,6 +652,23 @@ func (w *WAL) readFrame(s *walSegment, off, size int64) ([]byte, string, error) 
 		return nil, "frame payload checksum mismatch", nil
 	}
 	return payload, "", nil
+}
+
+// allZero reports whether the bytes of s in [from, size) are all zero, reading in chunks.
+func (w *WAL) allZero(s *walSegment, from, size int64) (bool, error) {
+	buf := make([]byte, min(64<<10, max(size-from, 0)))
+	for c := from; c < size; c += int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), size-c)]
+		if _, err := s.f.ReadAt(b, c); err != nil {
+			return false, fmt.Errorf("wal: read %s at %d: %w", s.path, c, err)
+		}
+		for _, x := range b {
+			if x != 0 {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // findFrame returns the offset of the first valid frame starting in [from, size), or -1.
