@@ -180,12 +180,18 @@ type Node struct {
 	ticks    int
 	proposed bool // some partition has queued proposals
 	wake     chan struct{}
+	// A tick the ticker goroutine received and the loop has not taken yet; tickAck lets
+	// the ticker goroutine receive the next one.
+	tickPending atomic.Bool
+	tickAck     chan struct{}
 
 	// loop only.
 	now     uint64 // ticks since start
 	out     [][]Message
 	updates []Update
 	readies []partitionReady
+	// proposeBuf is reused for the entries handed to Raft's propose.
+	proposeBuf []Entry
 	// The batch being persisted: its Readies and updates above, and the state of its Save.
 	persisting      bool
 	persistFinished bool
@@ -197,18 +203,19 @@ type Node struct {
 	persistDone     chan error
 	persistStop     chan struct{}
 
-	applyWake  chan struct{}
-	notifyMu   sync.Mutex
-	notify     []LeaderChange
-	leaderMu   sync.Mutex
-	leaderCh   chan struct{} // closed and replaced whenever a leader changes
-	stopLoop   chan struct{}
-	loopDone   chan struct{}
-	stopApply  chan struct{}
-	applyDone  chan struct{}
-	stopOnce   sync.Once
-	applyMu    sync.Mutex // one applier at a time
-	applySpare []Entry
+	applyWake    chan struct{}
+	notifyMu     sync.Mutex
+	notify       []LeaderChange
+	leaderMu     sync.Mutex
+	leaderCh     chan struct{} // closed and replaced whenever a leader changes
+	stopLoop     chan struct{}
+	loopDone     chan struct{}
+	stopApply    chan struct{}
+	applyDone    chan struct{}
+	stopOnce     sync.Once
+	applyMu      sync.Mutex // one applier at a time
+	applySpare   []Entry
+	applyResults []any
 }
 
 type partitionReady struct {
@@ -378,7 +385,10 @@ func (n *Node) Start(ctx context.Context) error {
 	// reaches the loop.
 	n.persistReq, n.persistDone, n.persistStop = make(chan struct{}), make(chan error, 1), make(chan struct{})
 	go n.runPersister()
-	go n.runLoop(n.clock.NewTicker(n.tick))
+	ticker := n.clock.NewTicker(n.tick)
+	n.tickAck = make(chan struct{}, 1)
+	go n.runTicker(ticker)
+	go n.runLoop()
 	go n.runApply()
 	return nil
 }
@@ -488,7 +498,14 @@ func (n *Node) partition(i int) (*partition, error) {
 // errors.Is(err, ErrTimeout) means the outcome is unknown: ctx ended, or the leader
 // changed, after the entry was proposed. Any other error means it was not applied.
 func (n *Node) Replicate(ctx context.Context, partition int, typ string, data []byte) (Result, error) {
-	rs, err := n.ReplicateBatch(ctx, partition, []Command{{Type: typ, Data: data}})
+	if typ == barrierType {
+		return Result{}, fmt.Errorf("kommander: partition %d: command type %q is reserved", partition, barrierType)
+	}
+	// One allocation holds the proposal, its command and its result.
+	pr := &proposal{}
+	pr.one[0] = Command{Type: typ, Data: data}
+	pr.cmds, pr.results = pr.one[:], pr.oneResult[:]
+	rs, err := n.await1(ctx, partition, pr)
 	if err != nil {
 		return Result{}, err
 	}
@@ -524,8 +541,12 @@ func (n *Node) ReadBarrier(ctx context.Context, partition int) error {
 }
 
 func (n *Node) replicate(ctx context.Context, partition int, cmds []Command) ([]Result, error) {
-	pr, err := n.submit(partition, cmds)
-	if err != nil {
+	return n.await1(ctx, partition, &proposal{cmds: cmds, results: make([]Result, len(cmds))})
+}
+
+// await1 submits a proposal (its cmds and results set) and waits for its answer.
+func (n *Node) await1(ctx context.Context, partition int, pr *proposal) ([]Result, error) {
+	if err := n.enqueue(partition, pr); err != nil {
 		return nil, err
 	}
 	p := n.parts[partition]
@@ -538,53 +559,57 @@ func (n *Node) replicate(ctx context.Context, partition int, cmds []Command) ([]
 	return pr.results, pr.err
 }
 
-// submit checks and queues a proposal for the loop.
+// submit checks and queues a proposal of cmds for the loop.
 func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
+	pr := &proposal{cmds: cmds, results: make([]Result, len(cmds))}
+	if err := n.enqueue(partition, pr); err != nil {
+		return nil, err
+	}
+	return pr, nil
+}
+
+// enqueue checks and queues a proposal (its cmds and results set) for the loop.
+func (n *Node) enqueue(partition int, pr *proposal) error {
+	cmds := pr.cmds
 	p, err := n.partition(partition)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(cmds) == 0 {
-		return nil, fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
+		return fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
 	}
 	if err := n.writable(); err != nil {
-		return nil, err
+		return err
 	}
 	total := 0
 	for _, c := range cmds {
 		size := len(c.Type) + len(c.Data)
 		if size > n.cfg.MaxEntrySize {
 			n.metrics.rejected.Add(1)
-			return nil, fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
+			return fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
 		}
 		total += size
 	}
 	if len(cmds) > 1 && total > n.cfg.MaxMessageBytes {
 		// A batch travels in one message; bigger ones would not fit.
 		n.metrics.rejected.Add(1)
-		return nil, fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
+		return fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
 	}
 	first := n.idSeq.Add(uint64(len(cmds))) - uint64(len(cmds)) + 1
 	if first == 0 || first+uint64(len(cmds)) < first { // keep 0 meaning "no ID"
 		first = n.idSeq.Add(uint64(len(cmds))) - uint64(len(cmds)) + 1
 	}
-	pr := &proposal{
-		cmds:      cmds,
-		firstID:   first,
-		remaining: len(cmds),
-		results:   make([]Result, len(cmds)),
-		done:      make(chan struct{}),
-	}
+	pr.firstID, pr.remaining, pr.done = first, len(cmds), make(chan struct{})
 	p.mu.Lock()
 	if p.pending+len(cmds) > n.cfg.MaxPendingProposals {
 		p.mu.Unlock()
 		n.metrics.rejected.Add(1)
-		return nil, fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, p.pending, ErrOverloaded)
+		return fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, p.pending, ErrOverloaded)
 	}
 	if p.applyFull() {
 		p.mu.Unlock()
 		n.metrics.rejected.Add(1)
-		return nil, fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, len(p.applyQ), ErrOverloaded)
+		return fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, len(p.applyQ), ErrOverloaded)
 	}
 	p.pending += len(cmds)
 	p.queue = append(p.queue, pr)
@@ -594,7 +619,7 @@ func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
 	n.proposed = true
 	n.inMu.Unlock()
 	n.signal()
-	return pr, nil
+	return nil
 }
 
 // writable returns nil when the node accepts proposals.
@@ -709,9 +734,8 @@ func (n *Node) deliver(batch []Message) {
 // runLoop is the node's loop goroutine: it waits for messages, proposals and ticks, and
 // runs passes while there is work, checking for ticks between passes so that a busy node
 // still heartbeats.
-func (n *Node) runLoop(ticker Ticker) {
+func (n *Node) runLoop() {
 	defer close(n.loopDone)
-	defer ticker.Stop()
 	defer func() {
 		// Never leave a Save running behind Stop: storage is closed next.
 		if n.persisting && !n.persistFinished {
@@ -721,32 +745,58 @@ func (n *Node) runLoop(ticker Ticker) {
 	}()
 	busy := false
 	for {
-		// While an fsync runs, ticks wait (a time.Ticker keeps one): Raft time then moves
-		// with the disk, and a FakeClock cannot run ahead of a slow Save.
-		tickC := ticker.C()
-		if n.persisting && !n.persistFinished {
-			tickC = nil
-		}
 		if busy {
 			select {
 			case <-n.stopLoop:
 				return
-			case <-tickC:
-				n.addTick()
 			default:
 			}
 		} else {
 			select {
 			case <-n.stopLoop:
 				return
-			case <-tickC:
-				n.addTick()
 			case <-n.wake:
 			case err := <-n.persistDone:
 				n.persistErr, n.persistFinished = err, true
 			}
 		}
+		// While an fsync runs, ticks wait (the ticker goroutine holds one, a time.Ticker
+		// one more): Raft time then moves with the disk, and a FakeClock cannot run ahead
+		// of a slow Save.
+		took := false
+		if !(n.persisting && !n.persistFinished) && n.tickPending.CompareAndSwap(true, false) {
+			n.addTick()
+			took = true
+		}
 		busy = n.runPass()
+		if took {
+			select {
+			case n.tickAck <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// runTicker is the goroutine that receives the ticker's ticks and hands them to the loop
+// one at a time: the next is received only once the loop has taken and run the previous
+// one. The loop thus never blocks on the timer channel itself, which costs the runtime a
+// timer heap update and often a wake-up of the network poller each time.
+func (n *Node) runTicker(ticker Ticker) {
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopLoop:
+			return
+		case <-ticker.C():
+		}
+		n.tickPending.Store(true)
+		n.signal()
+		select {
+		case <-n.stopLoop:
+			return
+		case <-n.tickAck:
+		}
 	}
 }
 
@@ -1048,11 +1098,14 @@ func (n *Node) proposeQueued(p *partition) {
 		// split), so that one Ready stays bounded however much was queued.
 		for len(p.queue) > 0 {
 			k, size := n.chunk(p.queue)
-			var ents []Entry
+			// Raft copies the entries into its log: the buffer is the loop's to reuse.
+			ents := n.proposeBuf[:0]
 			for _, pr := range p.queue[:k] {
-				ents = append(ents, pr.entries()...)
+				ents = pr.appendEntries(ents)
 			}
 			first, term, err := p.raft.propose(ents)
+			clear(ents)
+			n.proposeBuf = ents[:0]
 			if err != nil {
 				// Too much unpersisted: the rest waits for the next pass.
 				n.log.Debug("raft refused a proposal", "partition", p.id, "bytes", size, "err", err)
@@ -1089,7 +1142,7 @@ func (n *Node) proposeQueued(p *partition) {
 			k, _ := n.chunk(p.queue)
 			var ents []Entry
 			for _, pr := range p.queue[:k] {
-				ents = append(ents, pr.entries()...)
+				ents = pr.appendEntries(ents)
 				pr.stage, pr.leader = stageForwarded, st.leader
 				n.await(p, pr)
 				// The MsgPropose or the leader's answer may be lost: bound the wait (S14).
@@ -1277,9 +1330,13 @@ func (n *Node) applyPartition(p *partition) bool {
 	}
 	p.mu.Unlock()
 
-	normal := ents[:0:0]
-	barriers := ents[:0:0]
-	for _, e := range ents {
+	// The entries to apply are gathered in place at the front of ents (a copy of our
+	// own); barriers, rare, apart.
+	last := ents[len(ents)-1].Index
+	normal := ents[:0]
+	var barriers []Entry
+	for i := range ents {
+		e := ents[i]
 		if e.Kind == EntryNormal && e.Index > p.applied {
 			if e.Type == barrierType {
 				barriers = append(barriers, e)
@@ -1288,7 +1345,10 @@ func (n *Node) applyPartition(p *partition) bool {
 			}
 		}
 	}
-	results := make([]any, len(normal))
+	if cap(n.applyResults) < len(normal) {
+		n.applyResults = make([]any, len(normal))
+	}
+	results := n.applyResults[:len(normal)]
 	if len(normal) > 0 {
 		if err := n.sm.Apply(int(p.id), normal, results); err != nil {
 			n.fail(fmt.Errorf("kommander: node %s: partition %d: apply entries %d..%d: %w", n.cfg.NodeID, p.id, normal[0].Index, normal[len(normal)-1].Index, err))
@@ -1298,7 +1358,7 @@ func (n *Node) applyPartition(p *partition) bool {
 	}
 	n.metrics.applied.Add(uint64(len(normal)))
 	p.mu.Lock()
-	if last := ents[len(ents)-1].Index; last > p.applied {
+	if last > p.applied {
 		p.applied = last
 	}
 	p.resolveApplied(normal, results)
@@ -1306,6 +1366,7 @@ func (n *Node) applyPartition(p *partition) bool {
 		p.resolveApplied(barriers, make([]any, len(barriers)))
 	}
 	p.mu.Unlock()
+	clear(results)
 	clear(ents)
 	n.applySpare = ents[:0]
 	return true

@@ -18,7 +18,8 @@ func (nopSM) Applied(int) uint64              { return 0 }
 // BenchmarkNodeReplicate measures the whole write path: 3 nodes in one process over the
 // memory network, each with a real WAL (fsync on) in a temporary directory, 128-byte
 // entries, clients calling Replicate on each partition's leader. It reports ops/s,
-// latency percentiles, how many fsyncs each saved entry cost (below 1 means batching) and
+// latency percentiles, how many fsyncs each saved entry cost (below 1 means batching), the
+// Raft messages sent per operation (all nodes) and
 // operations per CPU-second of the whole process (three nodes, clients, WALs).
 // The three WALs share one disk, so the leader's and a follower's fsyncs, which overlap on
 // separate machines, queue behind each other here: a lone client waits about two fsyncs.
@@ -34,18 +35,47 @@ func BenchmarkNodeReplicate(b *testing.B) {
 	}
 }
 
+// BenchmarkNodeReplicateTCP is BenchmarkNodeReplicate over the TCP transport on
+// 127.0.0.1 (the workload of DESIGN.md §5), for one partition.
+//
+//	go test -run '^$' -bench BenchmarkNodeReplicateTCP -benchtime 20000x .
+func BenchmarkNodeReplicateTCP(b *testing.B) {
+	for _, clients := range []int{1, 64} {
+		b.Run(fmt.Sprintf("partitions=1/clients=%d", clients), func(b *testing.B) {
+			benchReplicateOver(b, 1, clients, true)
+		})
+	}
+}
+
 func benchReplicate(b *testing.B, partitions, clients int) {
+	benchReplicateOver(b, partitions, clients, false)
+}
+
+func benchReplicateOver(b *testing.B, partitions, clients int, tcp bool) {
 	net := NewMemoryNetwork(1)
 	ids := []string{"n1", "n2", "n3"}
+	transports := make([]Transport, len(ids))
 	var peers []Peer
-	for _, id := range ids {
-		peers = append(peers, Peer{ID: id, Addr: id})
+	for i, id := range ids {
+		addr := id
+		if tcp {
+			cfg := transportTestConfig(id)
+			cfg.KeepAlive, cfg.PeerTimeout = time.Second, 10*time.Second
+			t, err := NewTCPTransport(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			transports[i], addr = t, t.Addr()
+		} else {
+			transports[i] = net.Transport(id)
+		}
+		peers = append(peers, Peer{ID: id, Addr: addr})
 	}
 	nodes := make([]*Node, len(ids))
 	for i, id := range ids {
 		n, err := NewNode(Config{
 			NodeID: id, DataDir: b.TempDir(), Partitions: partitions, Peers: peers,
-			StateMachine: nopSM{}, CustomTransport: net.Transport(id), Logger: discardLogger(),
+			StateMachine: nopSM{}, CustomTransport: transports[i], Logger: discardLogger(),
 			ElectionTimeout: 500 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond,
 			MaxPendingProposals: 1 << 16,
 		})
@@ -125,11 +155,12 @@ func benchReplicate(b *testing.B, partitions, clients int) {
 		return
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	var fsyncs, saved uint64
+	var fsyncs, saved, sent uint64
 	for i, n := range nodes {
 		m := n.Metrics()
 		fsyncs += m.Fsyncs - before[i].Fsyncs
 		saved += m.EntriesSaved - before[i].EntriesSaved
+		sent += m.MessagesSent - before[i].MessagesSent
 	}
 	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "ops/s")
 	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
@@ -137,6 +168,8 @@ func benchReplicate(b *testing.B, partitions, clients int) {
 	if saved > 0 {
 		b.ReportMetric(float64(fsyncs)/float64(saved), "fsyncs/entry")
 	}
+	// Raft messages of all three nodes per operation.
+	b.ReportMetric(float64(sent)/float64(len(all)), "msgs/op")
 	if cpu > 0 {
 		// The CPU of the whole process: all three nodes, the clients and the WALs.
 		b.ReportMetric(float64(len(all))/cpu.Seconds(), "ops/cpu-s")

@@ -76,6 +76,11 @@ type proposal struct {
 	results   []Result
 	err       error
 	done      chan struct{} // closed once results or err is final
+
+	// Storage for a single command and its result (Replicate), so that one allocation
+	// holds them with the proposal.
+	one       [1]Command
+	oneResult [1]Result
 }
 
 // finish answers the proposal; the caller holds the partition's mu.
@@ -88,11 +93,10 @@ func (pr *proposal) finish(err error) {
 	close(pr.done)
 }
 
-// entries returns the proposal's commands as log entries.
-func (pr *proposal) entries() []Entry {
-	ents := make([]Entry, len(pr.cmds))
+// appendEntries appends the proposal's commands to ents as log entries.
+func (pr *proposal) appendEntries(ents []Entry) []Entry {
 	for i, c := range pr.cmds {
-		ents[i] = Entry{Kind: EntryNormal, ID: pr.firstID + uint64(i), Type: c.Type, Data: c.Data}
+		ents = append(ents, Entry{Kind: EntryNormal, ID: pr.firstID + uint64(i), Type: c.Type, Data: c.Data})
 	}
 	return ents
 }

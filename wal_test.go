@@ -1304,3 +1304,63 @@ func TestWALReturnsLargeEntriesAfterSmallOnes(t *testing.T) {
 		}()
 	}
 }
+
+// TestWALZeroesAheadOnlyInTheLastSegment: the active segment is extended with zeroes ahead
+// of its frames (so that fdatasync commits no file size); after a crash they are cut off
+// like a torn tail with every saved entry kept, an older segment never keeps them (opening
+// would call that corruption), and Close leaves the last segment as long as its frames.
+func TestWALZeroesAheadOnlyInTheLastSegment(t *testing.T) {
+	dir := t.TempDir()
+	const segSize = 64 << 10
+	w := mustOpenWAL(t, dir, syncedWALOptions(segSize))
+	rng := rand.New(rand.NewPCG(11, 12))
+	m := newWALModel()
+	save := func(w *WAL, from uint64, n int) {
+		t.Helper()
+		batch := []Update{{Partition: 1, Entries: makeEntries(rng, from, n, 1, 200)}}
+		if err := w.Save(batch); err != nil {
+			t.Fatal(err)
+		}
+		m.save(batch)
+	}
+	fileSize := func(s *walSegment) int64 {
+		t.Helper()
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	save(w, 1, 5)
+	if got, frames := fileSize(w.segs[0]), w.segs[0].size; got <= frames {
+		t.Fatalf("active segment is %d bytes for %d bytes of frames, want zeroes written ahead", got, frames)
+	}
+	// A crash: the files stay as they are (the first WAL is abandoned, not closed).
+	w.closeFiles()
+	w = mustOpenWAL(t, dir, syncedWALOptions(segSize))
+	m.check(t, w, 1<<20)
+	if got, frames := fileSize(w.segs[0]), w.segs[0].size; got != frames {
+		t.Fatalf("after recovery the segment is %d bytes for %d bytes of frames", got, frames)
+	}
+	// Enough to start several segments: each older one must be cut to its frames.
+	next := uint64(6)
+	for len(w.segs) < 4 {
+		save(w, next, 20)
+		next += 20
+	}
+	for _, s := range w.segs[:len(w.segs)-1] {
+		if got := fileSize(s); got != s.size {
+			t.Fatalf("old segment %s is %d bytes for %d bytes of frames", s.path, got, s.size)
+		}
+	}
+	last := w.segs[len(w.segs)-1]
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fileSize(last); got != last.size {
+		t.Fatalf("after Close the last segment is %d bytes for %d bytes of frames", got, last.size)
+	}
+	w = mustOpenWAL(t, dir, syncedWALOptions(segSize))
+	defer w.Close()
+	m.check(t, w, 1<<20)
+}
