@@ -575,7 +575,17 @@ func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
 		results:   make([]Result, len(cmds)),
 		done:      make(chan struct{}),
 	}
+	if h := n.cfg.testHooks; h != nil && h.admitted != nil {
+		h.admitted()
+	}
 	p.mu.Lock()
+	// Again under mu: failAll (a failed Save, a Stop) answers what is queued under mu
+	// after marking the node failed or stopping, so a proposal queued after it would
+	// never be answered.
+	if err := n.writable(); err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
 	if p.pending+len(cmds) > n.cfg.MaxPendingProposals {
 		p.mu.Unlock()
 		n.metrics.rejected.Add(1)
