@@ -191,6 +191,7 @@ type Node struct {
 	persistFinished bool
 	persistSaved    bool // the batch needed a Save (not only commit indexes)
 	persistErr      error
+	tickedInSave    bool // a tick was taken while the running Save runs
 	saveEntries     uint64
 	saveBytes       uint64
 	persistReq      chan struct{} // to the persister goroutine; nil when driven by hand
@@ -731,10 +732,13 @@ func (n *Node) runLoop(ticker Ticker) {
 	}()
 	busy := false
 	for {
-		// While an fsync runs, ticks wait (a time.Ticker keeps one): Raft time then moves
-		// with the disk, and a FakeClock cannot run ahead of a slow Save.
+		// While an fsync runs, one tick is taken and the next waits (a time.Ticker
+		// keeps one): Raft time then moves with the disk, and a FakeClock cannot run
+		// ahead of a slow Save. But never none: under steady load one Save follows the
+		// next, and a loop that waited for a gap between them would never tick, so an
+		// isolated leader would never notice it lost its quorum (S18).
 		tickC := ticker.C()
-		if n.persisting && !n.persistFinished {
+		if n.persisting && !n.persistFinished && n.tickedInSave {
 			tickC = nil
 		}
 		if busy {
@@ -762,6 +766,9 @@ func (n *Node) runLoop(ticker Ticker) {
 
 // addTick records that one tick of time passed; the next pass ticks every partition.
 func (n *Node) addTick() {
+	if n.persisting && !n.persistFinished {
+		n.tickedInSave = true
+	}
 	n.inMu.Lock()
 	n.ticks++
 	n.inMu.Unlock()
@@ -930,6 +937,7 @@ func (n *Node) runPass() bool {
 		}
 	}
 	n.persisting, n.persistFinished, n.persistSaved, n.persistErr = true, false, needSave, nil
+	n.tickedInSave = false
 	switch {
 	case !needSave:
 		n.persistFinished = true

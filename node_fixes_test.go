@@ -1,6 +1,7 @@
 package kommander
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -67,4 +68,108 @@ func TestCallersAreAnsweredWhenSavesFailS26(t *testing.T) {
 	case <-timer.C:
 		t.Fatalf("a write queued after the node failed is still waiting 2s later (pending %d)", n.Metrics().PendingProposals)
 	}
+}
+
+// heldSaves holds, once armed, every Save that carries entries until the test hands it a
+// token (or opens the gate for good): an fsync whose length the test decides.
+type heldSaves struct {
+	*MemoryStorage
+	mu      sync.Mutex
+	armed   bool
+	tokens  chan struct{}
+	open    chan struct{}
+	entered chan struct{}
+}
+
+func newHeldSaves() *heldSaves {
+	return &heldSaves{MemoryStorage: NewMemoryStorage(), tokens: make(chan struct{}, 1024), open: make(chan struct{}), entered: make(chan struct{}, 1024)}
+}
+
+func (h *heldSaves) arm() {
+	h.mu.Lock()
+	h.armed = true
+	h.mu.Unlock()
+}
+
+func (h *heldSaves) Save(batch []Update) error {
+	h.mu.Lock()
+	armed := h.armed
+	h.mu.Unlock()
+	entries := 0
+	for _, u := range batch {
+		entries += len(u.Entries)
+	}
+	if armed && entries > 0 {
+		h.entered <- struct{}{}
+		select {
+		case <-h.tokens:
+		case <-h.open:
+		}
+	}
+	return h.MemoryStorage.Save(batch)
+}
+
+// TestIsolatedLeaderUnderLoadStepsDownS18 is S18 under load: a leader cut off from its
+// quorum while clients keep proposing to it, so that each of its Saves is followed at
+// once by the next, still takes its ticks (it used to take none while a Save ran), so
+// CheckQuorum makes it step down.
+func TestIsolatedLeaderUnderLoadStepsDownS18(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	held := make([]*heldSaves, 3)
+	for i := range c.stores {
+		held[i] = newHeldSaves()
+		c.stores[i] = held[i]
+	}
+	c.startAll()
+	lead := c.leaders()[0]
+	n := c.nodes[lead]
+	stop := c.pump()
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); close(held[lead].open) }) // runs before the cluster stops
+	propose := func() {
+		go func() { _, _ = n.Replicate(ctx, 0, "put", put("k", "v")) }()
+	}
+	p := n.parts[0]
+	// inRaft: the proposal was handed to Raft (or, the leader gone, waits for one).
+	inRaft := func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.queue) == 0 || p.queue[0].deadline != 0
+	}
+	held[lead].arm()
+	c.net.Isolate(c.ids[lead])
+	propose()
+	<-held[lead].entered
+	step := 0
+	for ; n.IsLeader(0); step++ {
+		if step > 4*n.elTicks {
+			t.Fatalf("the isolated leader is still leader after %d ticks under load (CheckQuorum after %d)", step, n.elTicks)
+		}
+		// A new proposal reaches Raft while the Save runs, so the next Save starts as
+		// soon as this one returns.
+		propose()
+		c.await("the proposal handed to Raft", inRaft)
+		held[lead].tokens <- struct{}{}
+		advanced := make(chan struct{})
+		go func() { c.clock.Advance(c.tick); close(advanced) }()
+		timer := time.NewTimer(2 * time.Second)
+		select {
+		case <-advanced:
+			timer.Stop()
+		case <-timer.C:
+			t.Fatalf("tick %d: the leader took no tick in 2s: it does not tick while a Save runs", step)
+		}
+		c.await("the next Save", func() bool {
+			return len(held[lead].entered) > 0 || !n.IsLeader(0)
+		})
+		select {
+		case <-held[lead].entered:
+		default:
+		}
+	}
+	t.Logf("stepped down after %d ticks under load", step)
 }
