@@ -875,6 +875,12 @@ func (n *Node) runPass() bool {
 		if p.raft.hasReady() {
 			n.readies = append(n.readies, partitionReady{p: p, rd: p.raft.ready()})
 		}
+		if err := p.raft.readError(); err != nil {
+			// S26: the log cannot be read back; nothing computed from it may go out.
+			n.fail(fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, err))
+			n.failAll(fmt.Errorf("%w: %w", ErrStopped, err))
+			return false
+		}
 	}
 	if len(n.readies) == 0 {
 		if ticks > 0 {

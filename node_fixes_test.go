@@ -173,3 +173,37 @@ func TestIsolatedLeaderUnderLoadStepsDownS18(t *testing.T) {
 	}
 	t.Logf("stepped down after %d ticks under load", step)
 }
+
+// unreadableLog is a Storage whose entries cannot be read back (a disk read error).
+type unreadableLog struct{ Storage }
+
+var errUnreadable = errors.New("read: input/output error")
+
+func (unreadableLog) Entries(uint32, uint64, uint64, uint64) ([]Entry, error) {
+	return nil, errUnreadable
+}
+
+// TestStorageReadErrorFailsTheNodeS26 is S26 for reads: a restarted node that cannot read
+// back the committed entries it must apply fails (no more writes, Status says why) instead
+// of panicking the process.
+func TestStorageReadErrorFailsTheNodeS26(t *testing.T) {
+	c := newNodeCluster(t, 1, 1, false)
+	c.startAll()
+	c.leaders()
+	for i := 0; i < 5; i++ {
+		if _, err := c.nodes[0].Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.stop(0)
+	c.stores[0] = unreadableLog{c.stores[0]}
+	c.start(0) // the committed entries to apply are read from storage
+	n := c.nodes[0]
+	c.waitFor("the node failed", 100, func() bool { return n.failed.Load() != nil })
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "w")); !errors.Is(err, ErrStopped) || !errors.Is(err, errUnreadable) {
+		t.Fatalf("a write on a node that cannot read its log: %v, want ErrStopped wrapping the read error", err)
+	}
+	if s := n.Status(); s.Err == "" {
+		t.Fatal("Status.Err is empty on a failed node")
+	}
+}
