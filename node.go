@@ -1325,10 +1325,12 @@ func (n *Node) applyPartition(p *partition) bool {
 	if last := ents[len(ents)-1].Index; last > p.applied {
 		p.applied = last
 	}
-	p.resolveApplied(normal, results)
+	// The barriers are matched before the sweep of p.local in resolveApplied, which
+	// would take a barrier applied in this batch, not yet matched, for a lost entry.
 	if len(barriers) > 0 {
-		p.resolveApplied(barriers, make([]any, len(barriers)))
+		p.matchApplied(barriers, make([]any, len(barriers)))
 	}
+	p.resolveApplied(normal, results)
 	p.mu.Unlock()
 	clear(ents)
 	n.applySpare = ents[:0]

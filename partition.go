@@ -125,6 +125,13 @@ func (p *partition) forget(pr *proposal) {
 // entries: those were certainly not applied (Raft's Log Matching: one entry per index).
 // The caller holds mu.
 func (p *partition) resolveApplied(ents []Entry, results []any) {
+	p.matchApplied(ents, results)
+	p.sweepLocal()
+}
+
+// matchApplied is resolveApplied without the sweep of p.local: for entries applied along
+// with others that go through resolveApplied. The caller holds mu.
+func (p *partition) matchApplied(ents []Entry, results []any) {
 	for i := range ents {
 		e := &ents[i]
 		if e.ID == 0 {
@@ -147,6 +154,11 @@ func (p *partition) resolveApplied(ents []Entry, results []any) {
 			pr.finish(nil)
 		}
 	}
+}
+
+// sweepLocal answers the local proposals at or below p.applied that are still waiting:
+// another leader's entries filled their indexes. The caller holds mu.
+func (p *partition) sweepLocal() {
 	kept := p.local[:0]
 	for _, pr := range p.local {
 		if pr.stage == stageDone {
