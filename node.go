@@ -207,7 +207,10 @@ type Node struct {
 	loopDone   chan struct{}
 	stopApply  chan struct{}
 	applyDone  chan struct{}
-	stopOnce   sync.Once
+	stopMu     sync.Mutex // one Stop at a time; guards the three flags below
+	stopBegun  bool       // the loop (and later apply) were told to end
+	stopLoops  bool       // the loop and apply goroutines run and must be waited for
+	stopDone   bool       // Stop finished: everything closed
 	applyMu    sync.Mutex // one applier at a time
 	applySpare []Entry
 }
@@ -388,31 +391,59 @@ func (n *Node) Start(ctx context.Context) error {
 // entries already handed to the apply goroutine are applied (unless ctx ends first), and
 // the callers still waiting get ErrStopped (not proposed) or ErrTimeout (outcome
 // unknown). It closes the transport and the storage it opened. Stop is idempotent.
+//
+// If ctx ends first, the callers are answered all the same and Stop returns ctx's error.
+// Only a loop stuck in a Save keeps the transport and storage open then; a later Stop
+// finishes the job.
 func (n *Node) Stop(ctx context.Context) error {
-	var err error
-	n.stopOnce.Do(func() { err = n.stop(ctx) })
-	return err
+	n.stopMu.Lock()
+	defer n.stopMu.Unlock()
+	if n.stopDone {
+		return nil
+	}
+	return n.stop(ctx)
 }
 
+// stop is Stop under stopMu.
 func (n *Node) stop(ctx context.Context) error {
-	prev := n.state.Swap(stateStopping)
 	manual := n.cfg.testHooks != nil && n.cfg.testHooks.manual
-	if prev == stateRunning && !manual {
-		close(n.stopLoop)
+	if !n.stopBegun {
+		n.stopBegun = true
+		prev := n.state.Swap(stateStopping)
+		n.stopLoops = prev == stateRunning && !manual
+		if n.stopLoops {
+			close(n.stopLoop)
+		} else if manual {
+			n.applyPending()
+		}
+	}
+	if n.stopLoops {
 		select {
 		case <-n.loopDone:
 		case <-ctx.Done():
+			// The loop may still be inside a Save: storage stays open. No caller
+			// waits for it, though (S26's rule: every caller gets an answer).
+			n.failAll(ErrStopped)
 			return fmt.Errorf("kommander: node %s: stop: loop did not end: %w", n.cfg.NodeID, ctx.Err())
 		}
+		n.stopLoops = false
 		close(n.stopApply)
 		select {
 		case <-n.applyDone:
 		case <-ctx.Done():
-			return fmt.Errorf("kommander: node %s: stop: apply did not end: %w", n.cfg.NodeID, ctx.Err())
+			// Apply is stuck in the StateMachine; it uses neither the transport nor
+			// the storage, so everything is closed all the same, and it ends on its own.
+			err := fmt.Errorf("kommander: node %s: stop: apply did not end: %w", n.cfg.NodeID, ctx.Err())
+			return errors.Join(err, n.closeAll())
 		}
-	} else if manual {
-		n.applyPending()
 	}
+	return n.closeAll()
+}
+
+// closeAll answers every caller still waiting and closes the transport and the storage the
+// node opened: the end of stop, once the loop ended.
+func (n *Node) closeAll() error {
+	n.stopDone = true
 	n.failAll(ErrStopped)
 	var errs []error
 	if n.transport != nil {

@@ -231,3 +231,65 @@ func TestReadBarrierOnLeader(t *testing.T) {
 		}
 	}
 }
+
+// TestStopWithExpiredContextStillAnswersCallers: a Stop whose ctx ends while the state
+// machine is stuck still answers every caller (a Replicate without a deadline used to
+// wait forever), and a later Stop finishes.
+func TestStopWithExpiredContextStillAnswersCallers(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	n := c.nodes[lead]
+	release := c.sms[lead].stall()
+	released := false
+	defer func() {
+		if !released {
+			release()
+		}
+	}()
+	first := c.writeInBackground(lead, 1) // committed; its Apply blocks
+	stopPump := c.pump()
+	p := n.parts[0]
+	c.await("apply stuck", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.status.Commit > 0 && p.pending == 1 && len(p.waiting) == 1 && len(p.applyQ) == 0
+	})
+	stopPump()
+	c.net.Isolate(c.ids[lead])
+	second := c.writeInBackground(lead, 1) // proposed, never committed
+	c.await("second proposed", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.pending == 2 && len(p.queue) == 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := n.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop with a stuck state machine: %v, want the context's error", err)
+	}
+	timer := time.NewTimer(2 * time.Second)
+	defer timer.Stop()
+	select {
+	case err := <-second:
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("a proposed write after Stop: %v, want ErrTimeout (outcome unknown)", err)
+		}
+	case <-timer.C:
+		t.Fatal("a Replicate with no deadline is still waiting 2s after Stop returned")
+	}
+	released = true
+	release()
+	if err := <-first; err != nil && !errors.Is(err, ErrTimeout) {
+		t.Fatalf("the committed write: %v, want success or ErrTimeout", err)
+	}
+	if err := n.Stop(ctxT(t)); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "v")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("a write after Stop: %v, want ErrStopped", err)
+	}
+	c.mu.Lock()
+	c.nodes[lead] = nil
+	c.mu.Unlock()
+}
