@@ -857,16 +857,28 @@ func (n *Node) runPass() bool {
 			continue
 		}
 		p := n.parts[m.Partition]
+		if m.Type == MsgPropose && m.Reject {
+			n.refused(p, m)
+			continue
+		}
 		if len(m.Entries) > 0 && (m.Type == MsgAppend || m.Type == MsgPropose) && p.backlogged() {
 			// The state machine is far behind: take no more entries for now. The leader
-			// resends unacknowledged appends; a dropped forwarded proposal times out.
+			// resends unacknowledged appends; a forwarded proposal is refused.
 			n.metrics.dropped.Add(1)
+			if m.Type == MsgPropose {
+				n.refuse(p, m)
+			}
 			continue
 		}
 		if err := p.raft.step(*m); err != nil {
 			if m.Type == MsgPropose && errors.Is(err, errNotLeader) {
 				n.reforward(p, m)
 				continue
+			}
+			if m.Type == MsgPropose {
+				// Too much unsaved: Raft took none of it, and the follower's caller gets
+				// a definite answer now instead of a timeout much later.
+				n.refuse(p, m)
 			}
 			n.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
 		}
@@ -1195,6 +1207,32 @@ func (n *Node) reforward(p *partition, m *Message) {
 	fwd.From, fwd.To, fwd.Term, fwd.Context = n.cfg.NodeID, st.leader, st.term, m.Context+1
 	n.metrics.forwarded.Add(uint64(len(fwd.Entries)))
 	n.queueOut([]Message{fwd})
+}
+
+// refuse tells the node that forwarded a proposal that this leader did not take it (its
+// state machine is behind, or too much is unsaved): a MsgPropose with Reject set that
+// carries only the entries' IDs.
+func (n *Node) refuse(p *partition, m *Message) {
+	ids := make([]Entry, len(m.Entries))
+	for i := range m.Entries {
+		ids[i] = Entry{Kind: EntryNormal, ID: m.Entries[i].ID}
+	}
+	n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: m.From, Term: p.raft.status().term, Reject: true, Entries: ids}})
+}
+
+// refused answers the proposals a leader refused (see refuse) with ErrOverloaded: the
+// leader appended none of their entries, so they will never be applied.
+func (n *Node) refused(p *partition, m *Message) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range m.Entries {
+		w, ok := p.waiting[m.Entries[i].ID]
+		if !ok || w.p.stage != stageForwarded || w.p.leader != m.From {
+			continue
+		}
+		p.forget(w.p)
+		w.p.finish(fmt.Errorf("kommander: partition %d: the leader %s did not take the forwarded entry, which was not applied: %w", p.id, m.From, ErrOverloaded))
+	}
 }
 
 // noLeaderTimeouts is how many election timeouts a proposal waits for a leader to be known
