@@ -861,6 +861,12 @@ func (n *Node) runPass() bool {
 			n.refused(p, m)
 			continue
 		}
+		if m.Type == MsgPropose {
+			if m.Entries = p.unseenForwarded(m.Entries); len(m.Entries) == 0 {
+				n.metrics.dropped.Add(1) // a duplicate
+				continue
+			}
+		}
 		if len(m.Entries) > 0 && (m.Type == MsgAppend || m.Type == MsgPropose) && p.backlogged() {
 			// The state machine is far behind: take no more entries for now. The leader
 			// resends unacknowledged appends; a forwarded proposal is refused.

@@ -329,3 +329,35 @@ func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
 		t.Fatalf("a proposal forwarded to a leader that cannot take it: %v, want ErrOverloaded at once", err)
 	}
 }
+
+// TestDuplicatedForwardedProposalAppliesOnceS12 is S12 for forwarding: a MsgPropose the
+// network delivers twice is appended, committed and applied once (the state machine used
+// to see the same entry ID at two indexes).
+func TestDuplicatedForwardedProposalAppliesOnceS12(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	f := (lead + 1) % 3
+	c.net.SetLink(c.ids[f], c.ids[lead], LinkFaults{Duplicate: 1})
+	defer c.pump()()
+	for k := 0; k < 5; k++ {
+		if _, err := c.nodes[f].Replicate(ctxT(t), 0, "put", put("x", fmt.Sprint(k))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("y", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitApplied(0, r.Index)
+	for i := range c.sms {
+		seen := map[uint64]uint64{}
+		for _, e := range c.sms[i].entries(0) {
+			if prev, ok := seen[e.ID]; ok {
+				t.Fatalf("%s: entry ID %d (%s %q) applied at index %d and again at %d", c.ids[i], e.ID, e.Type, e.Data, prev, e.Index)
+			}
+			seen[e.ID] = e.Index
+		}
+	}
+	c.checkSameLogs()
+}

@@ -21,6 +21,12 @@ type partition struct {
 	lastRole   string
 	lastLeader string
 	lastTerm   uint64
+	// fwdSeen holds the IDs of the last maxForwardedIDs forwarded entries this node
+	// received (fwdRing in arrival order, fwdNext the next slot to reuse), so that a
+	// MsgPropose the network delivers twice is proposed once.
+	fwdSeen map[uint64]struct{}
+	fwdRing []uint64
+	fwdNext int
 
 	mu sync.Mutex
 	// queue holds proposals not yet handed to Raft (or forwarded), in arrival order.
@@ -254,4 +260,42 @@ func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) 
 		}
 	}
 	p.dropAnswered()
+}
+
+// maxForwardedIDs bounds the forwarded entry IDs a partition remembers.
+const maxForwardedIDs = 1 << 12
+
+// unseenForwarded returns the entries of a received MsgPropose whose IDs this node has
+// not received before, and remembers them: a forwarded proposal is sent once and never
+// resent, so a second copy is the network's duplicate, and proposing it again would apply
+// the command twice (S12). Loop only.
+func (p *partition) unseenForwarded(ents []Entry) []Entry {
+	if p.fwdSeen == nil {
+		p.fwdSeen = make(map[uint64]struct{})
+		p.fwdRing = make([]uint64, 0, maxForwardedIDs)
+	}
+	kept := ents
+	for i := range ents {
+		if _, dup := p.fwdSeen[ents[i].ID]; dup {
+			kept = nil
+			for _, e := range ents {
+				if _, dup := p.fwdSeen[e.ID]; !dup {
+					kept = append(kept, e)
+				}
+			}
+			break
+		}
+	}
+	for i := range kept {
+		id := kept[i].ID
+		if len(p.fwdRing) < maxForwardedIDs {
+			p.fwdRing = append(p.fwdRing, id)
+		} else {
+			delete(p.fwdSeen, p.fwdRing[p.fwdNext])
+			p.fwdRing[p.fwdNext] = id
+			p.fwdNext = (p.fwdNext + 1) % maxForwardedIDs
+		}
+		p.fwdSeen[id] = struct{}{}
+	}
+	return kept
 }
