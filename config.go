@@ -149,6 +149,8 @@ type testHooks struct {
 	// admitted, if set, is called by Replicate once a proposal passed the checks and
 	// before it is queued, so that a test can fail or stop the node in between.
 	admitted func()
+	// maxUnstableBytes, if set, replaces Raft's bound on a leader's unsaved entries.
+	maxUnstableBytes uint64
 }
 
 // Peer is a member of the cluster.

@@ -338,6 +338,9 @@ func (n *Node) newPartition(id uint32) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)
 	}
+	if h := n.cfg.testHooks; h != nil && h.maxUnstableBytes > 0 {
+		r.maxUnstableBytes = h.maxUnstableBytes
+	}
 	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote, maxBacklog: maxApplyBacklog}
 	if h := n.cfg.testHooks; h != nil && h.applyBacklog > 0 {
 		p.maxBacklog = h.applyBacklog

@@ -294,40 +294,68 @@ func TestStopWithExpiredContextStillAnswersCallers(t *testing.T) {
 	c.mu.Unlock()
 }
 
-// TestForwardedProposalRefusedByLeaderFailsFast: a leader whose state machine is too far
-// behind to take a forwarded proposal tells the follower, whose caller gets ErrOverloaded
-// (not applied) at once, without any time passing; it used to be dropped silently, and
-// the caller waited ten election timeouts for an ErrTimeout.
+// TestForwardedProposalRefusedByLeaderFailsFast: a leader that cannot take a forwarded
+// proposal (its state machine is too far behind, or too much of its log is unsaved) tells
+// the follower, whose caller gets ErrOverloaded (not applied) at once, without any time
+// passing; it used to be dropped silently, and the caller waited ten election timeouts
+// for an ErrTimeout.
 func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
-	const bound = 2
-	c := newNodeCluster(t, 3, 1, false)
-	c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{applyBacklog: bound} }
-	c.startAll()
-	lead := c.leaders()[0]
-	f := (lead + 1) % 3
-	release := c.sms[lead].stall()
-	defer release()
-	stop := c.pump()
-	p := c.nodes[lead].parts[0]
-	_ = c.writeInBackground(lead, 1)
-	c.await("the leader's Apply stuck", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.status.Commit > 0 && p.pending == 1 && len(p.applyQ) == 0
-	})
-	_ = c.writeInBackground(lead, 2*bound) // committed, queued behind the stuck Apply
-	c.await("the leader's apply queue full", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.applyFull()
-	})
-	stop() // from here on no time passes
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_, err := c.nodes[f].Replicate(ctx, 0, "put", put("k", "v"))
-	if !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("a proposal forwarded to a leader that cannot take it: %v, want ErrOverloaded at once", err)
+	forward := func(t *testing.T, c *nodeCluster, f int, data []byte) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := c.nodes[f].Replicate(ctx, 0, "put", data)
+		if !errors.Is(err, ErrOverloaded) {
+			t.Fatalf("a proposal forwarded to a leader that cannot take it: %v, want ErrOverloaded at once", err)
+		}
 	}
+	t.Run("apply backlog", func(t *testing.T) {
+		const bound = 2
+		c := newNodeCluster(t, 3, 1, false)
+		c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{applyBacklog: bound} }
+		c.startAll()
+		lead := c.leaders()[0]
+		release := c.sms[lead].stall()
+		defer release()
+		stop := c.pump()
+		p := c.nodes[lead].parts[0]
+		_ = c.writeInBackground(lead, 1)
+		c.await("the leader's Apply stuck", func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return p.status.Commit > 0 && p.pending == 1 && len(p.applyQ) == 0
+		})
+		_ = c.writeInBackground(lead, 2*bound) // committed, queued behind the stuck Apply
+		c.await("the leader's apply queue full", func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return p.applyFull()
+		})
+		stop() // from here on no time passes
+		forward(t, c, (lead+1)%3, put("k", "v"))
+	})
+	t.Run("unsaved", func(t *testing.T) {
+		const limit = 1 << 10
+		c := newNodeCluster(t, 3, 1, false)
+		held := make([]*heldSaves, 3)
+		for i := range c.stores {
+			held[i] = newHeldSaves()
+			c.stores[i] = held[i]
+		}
+		c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{maxUnstableBytes: limit} }
+		c.startAll()
+		lead := c.leaders()[0]
+		stop := c.pump()
+		if _, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
+			t.Fatal(err)
+		}
+		stop() // from here on no time passes
+		held[lead].arm()
+		t.Cleanup(func() { close(held[lead].open) }) // runs before the cluster stops
+		_ = c.writeInBackground(lead, 1)
+		<-held[lead].entered // the leader's fsync of that entry hangs: it stays unsaved
+		forward(t, c, (lead+1)%3, put("big", string(make([]byte, limit))))
+	})
 }
 
 // TestDuplicatedForwardedProposalAppliesOnceS12 is S12 for forwarding: a MsgPropose the
