@@ -192,6 +192,7 @@ type Node struct {
 	persistSaved    bool // the batch needed a Save (not only commit indexes)
 	persistErr      error
 	tickedInSave    bool // a tick was taken while the running Save runs
+	forwardedIDs    recentIDs
 	saveEntries     uint64
 	saveBytes       uint64
 	persistReq      chan struct{} // to the persister goroutine; nil when driven by hand
@@ -865,7 +866,7 @@ func (n *Node) runPass() bool {
 			continue
 		}
 		if m.Type == MsgPropose {
-			if m.Entries = p.unseenForwarded(m.Entries); len(m.Entries) == 0 {
+			if m.Entries = n.forwardedIDs.unseen(m.Entries); len(m.Entries) == 0 {
 				n.metrics.dropped.Add(1) // a duplicate
 				continue
 			}

@@ -21,12 +21,6 @@ type partition struct {
 	lastRole   string
 	lastLeader string
 	lastTerm   uint64
-	// fwdSeen holds the IDs of the last maxForwardedIDs forwarded entries this node
-	// received (fwdRing in arrival order, fwdNext the next slot to reuse), so that a
-	// MsgPropose the network delivers twice is proposed once.
-	fwdSeen map[uint64]struct{}
-	fwdRing []uint64
-	fwdNext int
 
 	mu sync.Mutex
 	// queue holds proposals not yet handed to Raft (or forwarded), in arrival order.
@@ -262,24 +256,32 @@ func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) 
 	p.dropAnswered()
 }
 
-// maxForwardedIDs bounds the forwarded entry IDs a partition remembers.
-const maxForwardedIDs = 1 << 12
+// maxForwardedIDs bounds the forwarded entry IDs a node remembers (recentIDs).
+const maxForwardedIDs = 1 << 14
 
-// unseenForwarded returns the entries of a received MsgPropose whose IDs this node has
-// not received before, and remembers them: a forwarded proposal is sent once and never
-// resent, so a second copy is the network's duplicate, and proposing it again would apply
-// the command twice (S12). Loop only.
-func (p *partition) unseenForwarded(ents []Entry) []Entry {
-	if p.fwdSeen == nil {
-		p.fwdSeen = make(map[uint64]struct{})
-		p.fwdRing = make([]uint64, 0, maxForwardedIDs)
+// recentIDs remembers the IDs of the last maxForwardedIDs forwarded entries a node
+// received, of all partitions (entry IDs come from one sequence per node), so that a
+// MsgPropose the network delivers twice is proposed once. Loop only.
+type recentIDs struct {
+	seen map[uint64]struct{}
+	ring []uint64 // in arrival order
+	next int      // the slot of ring to reuse next, once it is full
+}
+
+// unseen returns the entries of a received MsgPropose whose IDs the node has not received
+// before, and remembers them: a forwarded proposal is sent once and never resent, so a
+// second copy is the network's duplicate, and proposing it again would apply the command
+// twice (S12).
+func (w *recentIDs) unseen(ents []Entry) []Entry {
+	if w.seen == nil {
+		w.seen = make(map[uint64]struct{})
 	}
 	kept := ents
 	for i := range ents {
-		if _, dup := p.fwdSeen[ents[i].ID]; dup {
+		if _, dup := w.seen[ents[i].ID]; dup {
 			kept = nil
 			for _, e := range ents {
-				if _, dup := p.fwdSeen[e.ID]; !dup {
+				if _, dup := w.seen[e.ID]; !dup {
 					kept = append(kept, e)
 				}
 			}
@@ -288,14 +290,14 @@ func (p *partition) unseenForwarded(ents []Entry) []Entry {
 	}
 	for i := range kept {
 		id := kept[i].ID
-		if len(p.fwdRing) < maxForwardedIDs {
-			p.fwdRing = append(p.fwdRing, id)
+		if len(w.ring) < maxForwardedIDs {
+			w.ring = append(w.ring, id)
 		} else {
-			delete(p.fwdSeen, p.fwdRing[p.fwdNext])
-			p.fwdRing[p.fwdNext] = id
-			p.fwdNext = (p.fwdNext + 1) % maxForwardedIDs
+			delete(w.seen, w.ring[w.next])
+			w.ring[w.next] = id
+			w.next = (w.next + 1) % maxForwardedIDs
 		}
-		p.fwdSeen[id] = struct{}{}
+		w.seen[id] = struct{}{}
 	}
 	return kept
 }
