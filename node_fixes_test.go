@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -232,11 +233,34 @@ func TestReadBarrierOnLeader(t *testing.T) {
 	}
 }
 
+// enteringSM counts the calls of Apply that started (kvSM's may then wait in stall).
+type enteringSM struct {
+	*kvSM
+	entered atomic.Int32
+}
+
+func (s *enteringSM) Apply(p int, ents []Entry, results []any) error {
+	s.entered.Add(1)
+	return s.kvSM.Apply(p, ents, results)
+}
+
+// enteringSMs wraps the cluster's state machines (for Config.StateMachine; stall and the
+// checks still go through c.sms).
+func enteringSMs(c *nodeCluster) []*enteringSM {
+	out := make([]*enteringSM, len(c.sms))
+	for i := range out {
+		out[i] = &enteringSM{kvSM: c.sms[i]}
+	}
+	return out
+}
+
 // TestStopWithExpiredContextStillAnswersCallers: a Stop whose ctx ends while the state
 // machine is stuck still answers every caller (a Replicate without a deadline used to
 // wait forever), and a later Stop finishes.
 func TestStopWithExpiredContextStillAnswersCallers(t *testing.T) {
 	c := newNodeCluster(t, 3, 1, false)
+	sms := enteringSMs(c)
+	c.cfg = func(i int, cfg *Config) { cfg.StateMachine = sms[i] }
 	c.startAll()
 	lead := c.leaders()[0]
 	n := c.nodes[lead]
@@ -250,11 +274,7 @@ func TestStopWithExpiredContextStillAnswersCallers(t *testing.T) {
 	first := c.writeInBackground(lead, 1) // committed; its Apply blocks
 	stopPump := c.pump()
 	p := n.parts[0]
-	c.await("apply stuck", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.status.Commit > 0 && p.pending == 1 && len(p.waiting) == 1 && len(p.applyQ) == 0
-	})
+	c.await("apply stuck", func() bool { return sms[lead].entered.Load() > 0 })
 	stopPump()
 	c.net.Isolate(c.ids[lead])
 	second := c.writeInBackground(lead, 1) // proposed, never committed
@@ -312,7 +332,11 @@ func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
 	t.Run("apply backlog", func(t *testing.T) {
 		const bound = 2
 		c := newNodeCluster(t, 3, 1, false)
-		c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{applyBacklog: bound} }
+		sms := enteringSMs(c)
+		c.cfg = func(i int, cfg *Config) {
+			cfg.StateMachine = sms[i]
+			cfg.testHooks = &testHooks{applyBacklog: bound}
+		}
 		c.startAll()
 		lead := c.leaders()[0]
 		release := c.sms[lead].stall()
@@ -320,11 +344,7 @@ func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
 		stop := c.pump()
 		p := c.nodes[lead].parts[0]
 		_ = c.writeInBackground(lead, 1)
-		c.await("the leader's Apply stuck", func() bool {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			return p.status.Commit > 0 && p.pending == 1 && len(p.applyQ) == 0
-		})
+		c.await("the leader's Apply stuck", func() bool { return sms[lead].entered.Load() > 0 })
 		_ = c.writeInBackground(lead, 2*bound) // committed, queued behind the stuck Apply
 		c.await("the leader's apply queue full", func() bool {
 			p.mu.Lock()
