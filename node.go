@@ -622,15 +622,16 @@ func (n *Node) submit(partition int, cmds []Command) (*proposal, error) {
 		p.mu.Unlock()
 		return nil, err
 	}
-	if p.pending+len(cmds) > n.cfg.MaxPendingProposals {
+	if pending := p.pending; pending+len(cmds) > n.cfg.MaxPendingProposals {
 		p.mu.Unlock()
 		n.metrics.rejected.Add(1)
-		return nil, fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, p.pending, ErrOverloaded)
+		return nil, fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, pending, ErrOverloaded)
 	}
 	if p.applyFull() {
+		behind := len(p.applyQ)
 		p.mu.Unlock()
 		n.metrics.rejected.Add(1)
-		return nil, fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, len(p.applyQ), ErrOverloaded)
+		return nil, fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, behind, ErrOverloaded)
 	}
 	p.pending += len(cmds)
 	p.queue = append(p.queue, pr)
