@@ -64,7 +64,7 @@ func (t realTicker) Stop()               { t.t.Stop() }
 // has taken its ticks and gone back to waiting, which lets a test advance time in steps
 // without sleeping and without racing the loops. The flip side: a ticker that is never read
 // and never stopped blocks Advance, and so does a node whose storage never returns from a
-// Save (a node takes no ticks while its fsync runs).
+// Save (a node takes at most one tick while its fsync runs).
 type FakeClock struct {
 	advanceMu sync.Mutex // serializes Advance calls
 

@@ -146,6 +146,11 @@ type testHooks struct {
 	// deferPersist (with manual): a pass leaves its Save pending until the test calls
 	// completePersist, as an fsync that takes a while; a crash before loses the batch.
 	deferPersist bool
+	// admitted, if set, is called by Replicate once a proposal passed the checks and
+	// before it is queued, so that a test can fail or stop the node in between.
+	admitted func()
+	// maxUnstableBytes, if set, replaces Raft's bound on a leader's unsaved entries.
+	maxUnstableBytes uint64
 }
 
 // Peer is a member of the cluster.

@@ -197,6 +197,8 @@ type Node struct {
 	persistFinished bool
 	persistSaved    bool // the batch needed a Save (not only commit indexes)
 	persistErr      error
+	tickedInSave    bool // a tick was taken while the running Save runs
+	forwardedIDs    recentIDs
 	saveEntries     uint64
 	saveBytes       uint64
 	persistReq      chan struct{} // to the persister goroutine; nil when driven by hand
@@ -212,7 +214,10 @@ type Node struct {
 	loopDone     chan struct{}
 	stopApply    chan struct{}
 	applyDone    chan struct{}
-	stopOnce     sync.Once
+	stopMu       sync.Mutex // one Stop at a time; guards the three flags below
+	stopBegun    bool       // the loop (and later apply) were told to end
+	stopLoops    bool       // the loop and apply goroutines run and must be waited for
+	stopDone     bool       // Stop finished: everything closed
 	applyMu      sync.Mutex // one applier at a time
 	applySpare   []Entry
 	applyResults []any
@@ -341,6 +346,9 @@ func (n *Node) newPartition(id uint32) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)
 	}
+	if h := n.cfg.testHooks; h != nil && h.maxUnstableBytes > 0 {
+		r.maxUnstableBytes = h.maxUnstableBytes
+	}
 	p := &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote, maxBacklog: maxApplyBacklog}
 	if h := n.cfg.testHooks; h != nil && h.applyBacklog > 0 {
 		p.maxBacklog = h.applyBacklog
@@ -397,31 +405,59 @@ func (n *Node) Start(ctx context.Context) error {
 // entries already handed to the apply goroutine are applied (unless ctx ends first), and
 // the callers still waiting get ErrStopped (not proposed) or ErrTimeout (outcome
 // unknown). It closes the transport and the storage it opened. Stop is idempotent.
+//
+// If ctx ends first, the callers are answered all the same and Stop returns ctx's error.
+// Only a loop stuck in a Save keeps the transport and storage open then; a later Stop
+// finishes the job.
 func (n *Node) Stop(ctx context.Context) error {
-	var err error
-	n.stopOnce.Do(func() { err = n.stop(ctx) })
-	return err
+	n.stopMu.Lock()
+	defer n.stopMu.Unlock()
+	if n.stopDone {
+		return nil
+	}
+	return n.stop(ctx)
 }
 
+// stop is Stop under stopMu.
 func (n *Node) stop(ctx context.Context) error {
-	prev := n.state.Swap(stateStopping)
 	manual := n.cfg.testHooks != nil && n.cfg.testHooks.manual
-	if prev == stateRunning && !manual {
-		close(n.stopLoop)
+	if !n.stopBegun {
+		n.stopBegun = true
+		prev := n.state.Swap(stateStopping)
+		n.stopLoops = prev == stateRunning && !manual
+		if n.stopLoops {
+			close(n.stopLoop)
+		} else if manual {
+			n.applyPending()
+		}
+	}
+	if n.stopLoops {
 		select {
 		case <-n.loopDone:
 		case <-ctx.Done():
+			// The loop may still be inside a Save: storage stays open. No caller
+			// waits for it, though (S26's rule: every caller gets an answer).
+			n.failAll(ErrStopped)
 			return fmt.Errorf("kommander: node %s: stop: loop did not end: %w", n.cfg.NodeID, ctx.Err())
 		}
+		n.stopLoops = false
 		close(n.stopApply)
 		select {
 		case <-n.applyDone:
 		case <-ctx.Done():
-			return fmt.Errorf("kommander: node %s: stop: apply did not end: %w", n.cfg.NodeID, ctx.Err())
+			// Apply is stuck in the StateMachine; it uses neither the transport nor
+			// the storage, so everything is closed all the same, and it ends on its own.
+			err := fmt.Errorf("kommander: node %s: stop: apply did not end: %w", n.cfg.NodeID, ctx.Err())
+			return errors.Join(err, n.closeAll())
 		}
-	} else if manual {
-		n.applyPending()
 	}
+	return n.closeAll()
+}
+
+// closeAll answers every caller still waiting and closes the transport and the storage the
+// node opened: the end of stop, once the loop ended.
+func (n *Node) closeAll() error {
+	n.stopDone = true
 	n.failAll(ErrStopped)
 	var errs []error
 	if n.transport != nil {
@@ -600,16 +636,27 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 		first = n.idSeq.Add(uint64(len(cmds))) - uint64(len(cmds)) + 1
 	}
 	pr.firstID, pr.remaining, pr.done = first, len(cmds), make(chan struct{})
+	if h := n.cfg.testHooks; h != nil && h.admitted != nil {
+		h.admitted()
+	}
 	p.mu.Lock()
-	if p.pending+len(cmds) > n.cfg.MaxPendingProposals {
+	// Again under mu: failAll (a failed Save, a Stop) answers what is queued under mu
+	// after marking the node failed or stopping, so a proposal queued after it would
+	// never be answered.
+	if err := n.writable(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	if pending := p.pending; pending+len(cmds) > n.cfg.MaxPendingProposals {
 		p.mu.Unlock()
 		n.metrics.rejected.Add(1)
-		return fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, p.pending, ErrOverloaded)
+		return fmt.Errorf("kommander: partition %d: %d entries pending: %w", partition, pending, ErrOverloaded)
 	}
 	if p.applyFull() {
+		behind := len(p.applyQ)
 		p.mu.Unlock()
 		n.metrics.rejected.Add(1)
-		return fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, len(p.applyQ), ErrOverloaded)
+		return fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", partition, behind, ErrOverloaded)
 	}
 	p.pending += len(cmds)
 	p.queue = append(p.queue, pr)
@@ -760,11 +807,14 @@ func (n *Node) runLoop() {
 				n.persistErr, n.persistFinished = err, true
 			}
 		}
-		// While an fsync runs, ticks wait (the ticker goroutine holds one, a time.Ticker
-		// one more): Raft time then moves with the disk, and a FakeClock cannot run ahead
-		// of a slow Save.
+		// While an fsync runs, one tick is taken and the next waits (the ticker goroutine
+		// holds one, a time.Ticker one more): Raft time then moves with the disk, and a
+		// FakeClock cannot run ahead of a slow Save. But never none: under steady load one
+		// Save follows the next, and a loop that waited for a gap between them would never
+		// tick, so an isolated leader would never notice it lost its quorum (S18).
 		took := false
-		if !(n.persisting && !n.persistFinished) && n.tickPending.CompareAndSwap(true, false) {
+		inSave := n.persisting && !n.persistFinished
+		if (!inSave || !n.tickedInSave) && n.tickPending.CompareAndSwap(true, false) {
 			n.addTick()
 			took = true
 		}
@@ -802,6 +852,9 @@ func (n *Node) runTicker(ticker Ticker) {
 
 // addTick records that one tick of time passed; the next pass ticks every partition.
 func (n *Node) addTick() {
+	if n.persisting && !n.persistFinished {
+		n.tickedInSave = true
+	}
 	n.inMu.Lock()
 	n.ticks++
 	n.inMu.Unlock()
@@ -859,16 +912,34 @@ func (n *Node) runPass() bool {
 			continue
 		}
 		p := n.parts[m.Partition]
+		if m.Type == MsgPropose && m.Reject {
+			n.refused(p, m)
+			continue
+		}
+		if m.Type == MsgPropose {
+			if m.Entries = n.forwardedIDs.unseen(m.Entries); len(m.Entries) == 0 {
+				n.metrics.dropped.Add(1) // a duplicate
+				continue
+			}
+		}
 		if len(m.Entries) > 0 && (m.Type == MsgAppend || m.Type == MsgPropose) && p.backlogged() {
 			// The state machine is far behind: take no more entries for now. The leader
-			// resends unacknowledged appends; a dropped forwarded proposal times out.
+			// resends unacknowledged appends; a forwarded proposal is refused.
 			n.metrics.dropped.Add(1)
+			if m.Type == MsgPropose {
+				n.refuse(p, m)
+			}
 			continue
 		}
 		if err := p.raft.step(*m); err != nil {
 			if m.Type == MsgPropose && errors.Is(err, errNotLeader) {
 				n.reforward(p, m)
 				continue
+			}
+			if m.Type == MsgPropose {
+				// Too much unsaved: Raft took none of it, and the follower's caller gets
+				// a definite answer now instead of a timeout much later.
+				n.refuse(p, m)
 			}
 			n.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
 		}
@@ -907,6 +978,12 @@ func (n *Node) runPass() bool {
 	for _, p := range n.parts {
 		if p.raft.hasReady() {
 			n.readies = append(n.readies, partitionReady{p: p, rd: p.raft.ready()})
+		}
+		if err := p.raft.readError(); err != nil {
+			// S26: the log cannot be read back; nothing computed from it may go out.
+			n.fail(fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, err))
+			n.failAll(fmt.Errorf("%w: %w", ErrStopped, err))
+			return false
 		}
 	}
 	if len(n.readies) == 0 {
@@ -970,6 +1047,7 @@ func (n *Node) runPass() bool {
 		}
 	}
 	n.persisting, n.persistFinished, n.persistSaved, n.persistErr = true, false, needSave, nil
+	n.tickedInSave = false
 	switch {
 	case !needSave:
 		n.persistFinished = true
@@ -1195,6 +1273,32 @@ func (n *Node) reforward(p *partition, m *Message) {
 	n.queueOut([]Message{fwd})
 }
 
+// refuse tells the node that forwarded a proposal that this leader did not take it (its
+// state machine is behind, or too much is unsaved): a MsgPropose with Reject set that
+// carries only the entries' IDs.
+func (n *Node) refuse(p *partition, m *Message) {
+	ids := make([]Entry, len(m.Entries))
+	for i := range m.Entries {
+		ids[i] = Entry{Kind: EntryNormal, ID: m.Entries[i].ID}
+	}
+	n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: m.From, Term: p.raft.status().term, Reject: true, Entries: ids}})
+}
+
+// refused answers the proposals a leader refused (see refuse) with ErrOverloaded: the
+// leader appended none of their entries, so they will never be applied.
+func (n *Node) refused(p *partition, m *Message) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range m.Entries {
+		w, ok := p.waiting[m.Entries[i].ID]
+		if !ok || w.p.stage != stageForwarded || w.p.leader != m.From {
+			continue
+		}
+		p.forget(w.p)
+		w.p.finish(fmt.Errorf("kommander: partition %d: the leader %s did not take the forwarded entry, which was not applied: %w", p.id, m.From, ErrOverloaded))
+	}
+}
+
 // noLeaderTimeouts is how many election timeouts a proposal waits for a leader to be known
 // before it fails with ErrNotLeader; graceTimeouts is how long a proposal whose leader lost
 // its leadership waits to learn its fate before it fails with ErrTimeout.
@@ -1361,10 +1465,12 @@ func (n *Node) applyPartition(p *partition) bool {
 	if last > p.applied {
 		p.applied = last
 	}
-	p.resolveApplied(normal, results)
+	// The barriers are matched before the sweep of p.local in resolveApplied, which
+	// would take a barrier applied in this batch, not yet matched, for a lost entry.
 	if len(barriers) > 0 {
-		p.resolveApplied(barriers, make([]any, len(barriers)))
+		p.matchApplied(barriers, make([]any, len(barriers)))
 	}
+	p.resolveApplied(normal, results)
 	p.mu.Unlock()
 	clear(results)
 	clear(ents)

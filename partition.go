@@ -129,6 +129,13 @@ func (p *partition) forget(pr *proposal) {
 // entries: those were certainly not applied (Raft's Log Matching: one entry per index).
 // The caller holds mu.
 func (p *partition) resolveApplied(ents []Entry, results []any) {
+	p.matchApplied(ents, results)
+	p.sweepLocal()
+}
+
+// matchApplied is resolveApplied without the sweep of p.local: for entries applied along
+// with others that go through resolveApplied. The caller holds mu.
+func (p *partition) matchApplied(ents []Entry, results []any) {
 	for i := range ents {
 		e := &ents[i]
 		if e.ID == 0 {
@@ -151,6 +158,11 @@ func (p *partition) resolveApplied(ents []Entry, results []any) {
 			pr.finish(nil)
 		}
 	}
+}
+
+// sweepLocal answers the local proposals at or below p.applied that are still waiting:
+// another leader's entries filled their indexes. The caller holds mu.
+func (p *partition) sweepLocal() {
 	kept := p.local[:0]
 	for _, pr := range p.local {
 		if pr.stage == stageDone {
@@ -246,4 +258,50 @@ func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) 
 		}
 	}
 	p.dropAnswered()
+}
+
+// maxForwardedIDs bounds the forwarded entry IDs a node remembers (recentIDs).
+const maxForwardedIDs = 1 << 14
+
+// recentIDs remembers the IDs of the last maxForwardedIDs forwarded entries a node
+// received, of all partitions (entry IDs come from one sequence per node), so that a
+// MsgPropose the network delivers twice is proposed once. Loop only.
+type recentIDs struct {
+	seen map[uint64]struct{}
+	ring []uint64 // in arrival order
+	next int      // the slot of ring to reuse next, once it is full
+}
+
+// unseen returns the entries of a received MsgPropose whose IDs the node has not received
+// before, and remembers them: a forwarded proposal is sent once and never resent, so a
+// second copy is the network's duplicate, and proposing it again would apply the command
+// twice (S12).
+func (w *recentIDs) unseen(ents []Entry) []Entry {
+	if w.seen == nil {
+		w.seen = make(map[uint64]struct{})
+	}
+	kept := ents
+	for i := range ents {
+		if _, dup := w.seen[ents[i].ID]; dup {
+			kept = nil
+			for _, e := range ents {
+				if _, dup := w.seen[e.ID]; !dup {
+					kept = append(kept, e)
+				}
+			}
+			break
+		}
+	}
+	for i := range kept {
+		id := kept[i].ID
+		if len(w.ring) < maxForwardedIDs {
+			w.ring = append(w.ring, id)
+		} else {
+			delete(w.seen, w.ring[w.next])
+			w.ring[w.next] = id
+			w.next = (w.next + 1) % maxForwardedIDs
+		}
+		w.seen[id] = struct{}{}
+	}
+	return kept
 }

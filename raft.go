@@ -241,6 +241,9 @@ type raftLog struct {
 	committed     uint64
 	applying      uint64 // last index handed out for apply
 	applied       uint64 // last index acknowledged as applied by advance
+	// readErr is the first error reading storage where the log cannot do without it (see
+	// readError); the node fails on it (S26).
+	readErr error
 }
 
 func (l *raftLog) lastIndex() uint64 { return l.first + uint64(len(l.ents)) - 1 }
@@ -260,9 +263,19 @@ func (l *raftLog) term(i uint64) (uint64, error) {
 func (l *raftLog) lastTerm() uint64 {
 	t, err := l.term(l.lastIndex())
 	if err != nil {
-		panic(fmt.Sprintf("raft: term of the last index %d unreadable: %v", l.lastIndex(), err))
+		// A disk error is no broken invariant of ours: record it for the node, which
+		// fails before it sends or saves anything computed from this 0.
+		l.readFailed(fmt.Errorf("raft: term of the last index %d unreadable: %w", l.lastIndex(), err))
+		return 0
 	}
 	return t
+}
+
+// readFailed records the first storage read error the log could not do without.
+func (l *raftLog) readFailed(err error) {
+	if l.readErr == nil {
+		l.readErr = err
+	}
 }
 
 // matchTerm reports whether the entry at i has term t.
@@ -376,7 +389,8 @@ func (l *raftLog) nextCommitted(maxBytes uint64) []Entry {
 	}
 	ents, err := l.entries(l.applying+1, hi+1, maxBytes)
 	if err != nil {
-		panic(fmt.Sprintf("raft: committed entries [%d, %d] unreadable from storage: %v", l.applying+1, hi, err))
+		l.readFailed(fmt.Errorf("raft: committed entries [%d, %d] unreadable from storage: %w", l.applying+1, hi, err))
+		return nil
 	}
 	if len(ents) > 0 {
 		l.applying = ents[len(ents)-1].Index
@@ -1269,6 +1283,11 @@ func (r *raft) advance(rd Ready) {
 	}
 	r.log.trim(upTo, r.maxMemLogBytes)
 }
+
+// readError returns the first storage read error the group could not do without (the
+// committed entries to apply, the term of its last entry), or nil. Once it is set, what
+// the group hands out may be wrong: the node must stop driving it.
+func (r *raft) readError() error { return r.log.readErr }
 
 // status returns the group's state.
 func (r *raft) status() raftStatus {
