@@ -176,3 +176,16 @@ func TestTCPRedialsAPeerWhoseAddressChanged(t *testing.T) {
 		t.Fatalf("the old address saw %d connections, want 1", n)
 	}
 }
+
+// BenchmarkNodeReplicateTCPPartitions is BenchmarkNodeReplicateTCP with 16 partitions and
+// 64 clients: every node then leads some partitions and follows the others, and all three
+// fsync at once. It is the case where TCP with fsync fell behind the memory network
+// (BenchmarkNodeReplicate/partitions=16/clients=64). Compare GOMAXPROCS values: each Save
+// holds a P for its fsync, and a socket that became readable is only noticed when a P runs
+// out of work (or by the runtime's 10 ms network poll), so with GOMAXPROCS=2 and three
+// nodes in one process the hops wait in the scheduler, not in the transport.
+//
+//	go test -run '^$' -bench BenchmarkNodeReplicateTCPPartitions -benchtime 30000x -cpu 2,4 .
+func BenchmarkNodeReplicateTCPPartitions(b *testing.B) {
+	benchReplicateOver(b, 16, 64, true)
+}
