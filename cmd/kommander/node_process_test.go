@@ -590,7 +590,10 @@ func TestNodeProcessDiskFailureS26(t *testing.T) {
 	const sick = 2
 	c.signal(sick, syscall.SIGTERM)
 	c.waitExit(sick, 30*time.Second)
-	c.nodes[sick].fileLimitBlocks = 2048 // 1 MiB; the log file is small at -log-level info
+	// 8 MiB: room for the WAL to extend its last segment with zeroes ahead of the frames (1 MiB
+	// at a time) while the node starts and elects, so that the failure comes from the writes
+	// below and not at an arbitrary moment during start-up. The log file is small at info.
+	c.nodes[sick].fileLimitBlocks = 16384
 	c.start(sick)
 	c.waitLeaders(60 * time.Second)
 
