@@ -227,14 +227,19 @@ func (n *MemoryNetwork) send(from, addr string, msgs []Message) {
 	clock := n.clock
 	n.mu.Unlock()
 
-	for i, d := range delays {
-		batch := kept
-		if i > 0 {
-			batch = make([]Message, len(kept))
-			for j, m := range kept {
-				batch[j] = copyMessage(m)
-			}
+	// Every copy is made before the first is delivered: a receiver owns what it gets and
+	// may change it (a leader assigns Term and Index to forwarded entries), so copying a
+	// duplicate from a batch already handed over would race with the receiver.
+	batches := make([][]Message, len(delays))
+	batches[0] = kept
+	for i := 1; i < len(batches); i++ {
+		batches[i] = make([]Message, len(kept))
+		for j, m := range kept {
+			batches[i][j] = copyMessage(m)
 		}
+	}
+	for i, d := range delays {
+		batch := batches[i]
 		if d <= 0 {
 			n.deliver(to, batch)
 			continue
