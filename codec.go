@@ -23,7 +23,7 @@ import (
 //	                                    finds one record malformed skips exactly this many
 //	                                    bytes and keeps the rest of the batch (S28)
 //	    record:
-//	      u8   type                     MessageType, MsgVote..MsgReadIndexResp
+//	      u8   type                     MessageType, MsgVote..msgReadIndexResp
 //	      u32  partition
 //	      u64  term, logTerm, index, commit, rejectHint, context
 //	      u8   flags                    bit 0: reject, bit 1: snapshot follows; others 0
@@ -57,11 +57,11 @@ const (
 	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4 // a snapshot chunk without voters or data
 	minRecordOnWire  = 4 + recordFixed           // the length prefix plus the smallest record
 	flagReject       = 1 << 0                    // Message.Reject
-	flagSnapshot     = 1 << 1                    // Message.Snapshot != nil
+	flagSnapshot     = 1 << 1                    // Message.snapshot != nil
 	knownFlags       = flagReject | flagSnapshot // any other bit is malformed
 	maxEncodedString = math.MaxUint16            // a u16 length prefix
 	maxEncodedCount  = math.MaxUint32            // a u32 count or length prefix
-	maxEntryKind     = uint8(EntryConfig)        // the last EntryKind the format knows
+	maxEntryKind     = uint8(entryConfig)        // the last EntryKind the format knows
 	maxVotersOnWire  = math.MaxUint16            // a u16 count
 	defaultMaxString = 1 << 10                   // node IDs and entry types are short names
 	defaultMaxMsgs   = 1 << 16                   // messages per batch
@@ -92,21 +92,11 @@ type codecLimits struct {
 
 // withDefaults returns l with every zero field set to its default.
 func (l codecLimits) withDefaults() codecLimits {
-	if l.maxBatchBytes <= 0 {
-		l.maxBatchBytes = defaultMaxBatch
-	}
-	if l.maxMessages <= 0 {
-		l.maxMessages = defaultMaxMsgs
-	}
-	if l.maxEntries <= 0 {
-		l.maxEntries = defaultMaxEnts
-	}
-	if l.maxString <= 0 {
-		l.maxString = defaultMaxString
-	}
-	if l.maxVoters <= 0 {
-		l.maxVoters = defaultMaxVoters
-	}
+	setDefault(&l.maxBatchBytes, defaultMaxBatch)
+	setDefault(&l.maxMessages, defaultMaxMsgs)
+	setDefault(&l.maxEntries, defaultMaxEnts)
+	setDefault(&l.maxString, defaultMaxString)
+	setDefault(&l.maxVoters, defaultMaxVoters)
 	return l
 }
 
@@ -120,7 +110,7 @@ func encodedMessageSize(m *Message) int {
 	for i := range m.Entries {
 		n += entryFixed + len(m.Entries[i].Type) + len(m.Entries[i].Data)
 	}
-	if s := m.Snapshot; s != nil {
+	if s := m.snapshot; s != nil {
 		n += snapshotFixed + len(s.Data)
 		for _, v := range s.Voters {
 			n += 2 + len(v)
@@ -176,7 +166,7 @@ func appendMessage(dst []byte, m *Message) ([]byte, error) {
 	if m.Reject {
 		flags |= flagReject
 	}
-	if m.Snapshot != nil {
+	if m.snapshot != nil {
 		flags |= flagSnapshot
 	}
 	dst = append(dst, flags)
@@ -197,7 +187,7 @@ func appendMessage(dst []byte, m *Message) ([]byte, error) {
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(e.Data)))
 		dst = append(dst, e.Data...)
 	}
-	if s := m.Snapshot; s != nil {
+	if s := m.snapshot; s != nil {
 		if len(s.Voters) > maxVotersOnWire || uint64(len(s.Data)) > maxEncodedCount {
 			return dst[:at], fmt.Errorf("%w: snapshot voters or data too large", errEncode)
 		}
@@ -456,7 +446,7 @@ func (d *decoder) message() Message {
 		}
 	}
 	if flags&flagSnapshot != 0 && d.err == nil {
-		m.Snapshot = d.snapshot()
+		m.snapshot = d.snapshot()
 	}
 	return m
 }
@@ -483,12 +473,12 @@ func (d *decoder) entry(e *Entry) {
 	}
 }
 
-func (d *decoder) snapshot() *SnapshotChunk {
+func (d *decoder) snapshot() *snapshotChunk {
 	if len(d.b)-d.off < snapshotFixed {
 		d.fail("snapshot needs %d bytes, %d left", snapshotFixed, len(d.b)-d.off)
 		return nil
 	}
-	s := &SnapshotChunk{}
+	s := &snapshotChunk{}
 	s.Index = d.u64("snapshot index")
 	s.Term = d.u64("snapshot term")
 	nv := int(d.u16("voter count"))

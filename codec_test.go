@@ -41,7 +41,7 @@ func goldenBatches() []struct {
 			Entries: []Entry{
 				{Term: 7, Index: 42, Kind: EntryNoop},
 				{Term: 7, Index: 43, Kind: EntryNormal, ID: 0xdeadbeef, Type: "SetValue", Data: []byte("k=v")},
-				{Term: 7, Index: 44, Kind: EntryConfig, Type: "conf", Data: []byte{0, 1, 2, 255}},
+				{Term: 7, Index: 44, Kind: entryConfig, Type: "conf", Data: []byte{0, 1, 2, 255}},
 			},
 		}}},
 		{"append-resp-reject", "n2", "n1", []Message{
@@ -50,11 +50,11 @@ func goldenBatches() []struct {
 		{"votes", "candidate", "voter", []Message{
 			{Type: MsgPreVote, Partition: 1, Term: 9, LogTerm: 8, Index: 100},
 			{Type: MsgVote, Partition: 1, Term: 9, LogTerm: 8, Index: 100},
-			{Type: MsgReadIndexResp, Partition: 3, Term: 9, Index: 77, Context: 1 << 60},
+			{Type: msgReadIndexResp, Partition: 3, Term: 9, Index: 77, Context: 1 << 60},
 		}},
 		{"snapshot", "n1", "n3", []Message{{
-			Type: MsgSnapshot, Partition: 4, Term: 12,
-			Snapshot: &SnapshotChunk{Index: 500, Term: 11, Voters: []string{"n1", "n2", "n3"},
+			Type: msgSnapshot, Partition: 4, Term: 12,
+			snapshot: &snapshotChunk{Index: 500, Term: 11, Voters: []string{"n1", "n2", "n3"},
 				Offset: 4096, Data: []byte("chunk bytes"), Done: true, Checksum: 0xcafef00d},
 		}}},
 	}
@@ -87,15 +87,15 @@ func normalizeWire(msgs []Message) []Message {
 				}
 			}
 		}
-		if m.Snapshot != nil {
-			s := *m.Snapshot
+		if m.snapshot != nil {
+			s := *m.snapshot
 			if len(s.Data) == 0 {
 				s.Data = nil
 			}
 			if len(s.Voters) == 0 {
 				s.Voters = nil
 			}
-			m.Snapshot = &s
+			m.snapshot = &s
 		}
 		out[i] = m
 	}
@@ -246,7 +246,7 @@ func TestAppendBatchRefusesWhatTheWireCannotCarry(t *testing.T) {
 		"unknown type":  {{Type: msgTypeCount}},
 		"long type":     {{Type: MsgAppend, Entries: []Entry{{Type: long}}}},
 		"unknown kind":  {{Type: MsgAppend, Entries: []Entry{{Kind: 9}}}},
-		"long voter ID": {{Type: MsgSnapshot, Snapshot: &SnapshotChunk{Voters: []string{long}}}},
+		"long voter ID": {{Type: msgSnapshot, snapshot: &snapshotChunk{Voters: []string{long}}}},
 	}
 	for name, msgs := range cases {
 		prefix := []byte("keep")

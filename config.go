@@ -199,44 +199,31 @@ func (s staticDiscovery) Peers(context.Context) ([]Peer, error) {
 // work.
 var ErrInvalidConfig = errors.New("kommander: invalid config")
 
+// setDefault is the one way this package fills a default: a zero value means "unset" and
+// takes def. Validate rejects the values that are set but cannot work (negative sizes and
+// durations), so a default never hides a mistake.
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
 // withDefaults returns c with every unset field that has a default filled in.
 func (c Config) withDefaults() Config {
-	if c.Partitions == 0 {
-		c.Partitions = DefaultPartitions
-	}
-	if c.ElectionTimeout == 0 {
-		c.ElectionTimeout = DefaultElectionTimeout
-	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = DefaultHeartbeatInterval
-	}
-	if c.Clock == nil {
-		c.Clock = RealClock()
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.MaxEntrySize == 0 {
-		c.MaxEntrySize = DefaultMaxEntrySize
-	}
-	if c.MaxPendingProposals == 0 {
-		c.MaxPendingProposals = DefaultMaxPendingProposals
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if c.MaxMessageBytes < c.MaxEntrySize+4096 {
-		c.MaxMessageBytes = c.MaxEntrySize + 4096
-	}
-	if c.MaxInflightMessages == 0 {
-		c.MaxInflightMessages = DefaultMaxInflightMessages
-	}
-	if c.ClusterName == "" {
-		c.ClusterName = "kommander"
-	}
-	if c.Discovery == nil {
-		c.Discovery = StaticDiscovery(c.Peers...)
-	}
+	setDefault(&c.Partitions, DefaultPartitions)
+	setDefault(&c.ElectionTimeout, DefaultElectionTimeout)
+	setDefault(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDefault(&c.Clock, RealClock())
+	setDefault(&c.Logger, slog.Default())
+	setDefault(&c.MaxEntrySize, DefaultMaxEntrySize)
+	setDefault(&c.MaxPendingProposals, DefaultMaxPendingProposals)
+	setDefault(&c.MaxMessageBytes, DefaultMaxMessageBytes)
+	// A message must hold at least one largest entry and its headers.
+	c.MaxMessageBytes = max(c.MaxMessageBytes, c.MaxEntrySize+4096)
+	setDefault(&c.MaxInflightMessages, DefaultMaxInflightMessages)
+	setDefault(&c.ClusterName, "kommander")
+	setDefault(&c.Discovery, StaticDiscovery(c.Peers...))
 	return c
 }
 

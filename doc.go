@@ -9,7 +9,7 @@
 // The layers, from the bottom:
 //
 //   - raft.go: one Raft group as a pure, deterministic state machine (no goroutines, clock
-//     or I/O); time is ticks and every effect is data handed out in a Ready.
+//     or I/O); time is ticks and every effect is data handed out in a ready batch.
 //   - wal.go: the segmented, checksummed, group-committed log shared by all partitions.
 //   - node.go and partition.go: the public API and the loop that turns Readies into I/O.
 //   - codec.go, tcp_transport.go, http_transport.go: one binary encoding, two transports.

@@ -266,10 +266,10 @@ func copyMessage(m Message) Message {
 	if m.Entries != nil {
 		m.Entries = append([]Entry(nil), m.Entries...)
 	}
-	if m.Snapshot != nil {
-		s := *m.Snapshot
+	if m.snapshot != nil {
+		s := *m.snapshot
 		s.Voters = append([]string(nil), s.Voters...)
-		m.Snapshot = &s
+		m.snapshot = &s
 	}
 	return m
 }

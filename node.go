@@ -225,7 +225,7 @@ type Node struct {
 
 type partitionReady struct {
 	p  *partition
-	rd Ready
+	rd raftReady
 }
 
 // maxInbox bounds the received messages waiting for the loop; beyond it messages are
@@ -883,9 +883,9 @@ func (n *Node) signalApply() {
 
 // runPass is one turn of the loop. It feeds Raft what arrived (messages, ticks,
 // proposals). If the previous batch's Save is still running, that is all: Raft takes
-// input while a Ready is outstanding, and what comes in forms the next batch. Otherwise
+// input while a raftReady is outstanding, and what comes in forms the next batch. Otherwise
 // it completes the previous batch (sends what had to wait for the fsync, advances Raft),
-// gathers the Ready of every partition with work, sends the leaders' appends, hands
+// gathers the raftReady of every partition with work, sends the leaders' appends, hands
 // committed entries to the apply goroutine and starts one Storage.Save (one fsync) for all
 // partitions' entries and hard states. It reports whether there was work, so that the
 // caller runs it again at once; the caller also wakes when the Save returns.
@@ -1173,7 +1173,7 @@ func (n *Node) proposeQueued(p *partition) {
 	switch {
 	case st.leader == n.cfg.NodeID && st.role == roleLeader:
 		// Proposals go to Raft in chunks of about MaxMessageBytes (a proposal is never
-		// split), so that one Ready stays bounded however much was queued.
+		// split), so that one raftReady stays bounded however much was queued.
 		for len(p.queue) > 0 {
 			k, size := n.chunk(p.queue)
 			// Raft copies the entries into its log: the buffer is the loop's to reuse.

@@ -109,7 +109,7 @@ type raftConfig struct {
 	// maxMemLogBytes is how many bytes of persisted entries the group keeps in memory for
 	// appends and apply before it reads them back from storage.
 	maxMemLogBytes uint64
-	// maxApplyBytes bounds the committed entries handed out in one Ready.
+	// maxApplyBytes bounds the committed entries handed out in one raftReady.
 	maxApplyBytes uint64
 	// checkQuorum makes a leader step down when it has not heard from a quorum within an
 	// election timeout, and lets followers ignore vote requests while they hear from a live
@@ -147,6 +147,9 @@ func (c *raftConfig) validate() error {
 	}
 	if c.rand == nil {
 		return errors.New("raft: no random source (seed one per node and group)")
+	}
+	if c.maxInflightMsgs < 0 {
+		return fmt.Errorf("raft: maxInflightMsgs %d is negative", c.maxInflightMsgs)
 	}
 	return nil
 }
@@ -226,7 +229,7 @@ type raftTestHooks struct {
 // maxMemLogBytes, so that appends and apply rarely read storage.
 //
 // Slices of ents handed out (in messages and Readies) are never written to again: appends
-// write only past len(ents) and a truncation copies into a new array. So a Ready or a
+// write only past len(ents) and a truncation copies into a new array. So a raftReady or a
 // message may keep its Entries for as long as it likes, read-only.
 type raftLog struct {
 	storage logStorage
@@ -237,7 +240,7 @@ type raftLog struct {
 	// underestimate right after a truncation); first <= stable+1 always.
 	stable        uint64
 	unstableBytes uint64 // sizes of entries after stable
-	handedOut     uint64 // last index handed out for persistence in a Ready
+	handedOut     uint64 // last index handed out for persistence in a raftReady
 	committed     uint64
 	applying      uint64 // last index handed out for apply
 	applied       uint64 // last index acknowledged as applied by advance
@@ -420,21 +423,21 @@ func (l *raftLog) trim(upTo, maxBytes uint64) {
 	l.first += uint64(n)
 }
 
-// Ready is what one group hands to the node to do, in this order: send Messages (they may
+// raftReady is what one group hands to the node to do, in this order: send Messages (they may
 // go out before persistence), save HardState (if SaveHardState) and Entries in one durable
 // write, then send MessagesAfterPersist, apply CommittedEntries in order, and call advance.
 //
 // Ownership: the Entries slices (in Entries, CommittedEntries and in messages) are
 // read-only and may be kept. The backing arrays of Messages and MessagesAfterPersist are
 // reused by the group after advance: copy out the Message values (not the slices) you keep.
-type Ready struct {
+type raftReady struct {
 	// HardState is the term, vote and commit index to persist when SaveHardState is set.
 	HardState     HardState
 	SaveHardState bool
 	// Entries are to be appended to storage; an entry at or below the stored last index
 	// replaces the stored suffix from there on.
 	Entries []Entry
-	// Messages may be sent at once, before the Ready is persisted: a leader's appends and
+	// Messages may be sent at once, before the raftReady is persisted: a leader's appends and
 	// heartbeats and a candidate's vote requests.
 	Messages []Message
 	// MessagesAfterPersist may be sent only once HardState and Entries are durable: vote
@@ -487,9 +490,9 @@ type raft struct {
 	votes []voteState // (pre-)candidate only; indexed like members.voters
 
 	msgs, msgsAfterPersist []Message
-	spareMsgs, spareAfter  []Message // buffers of the last advanced Ready, reused
+	spareMsgs, spareAfter  []Message // buffers of the last advanced raftReady, reused
 	prevHardState          HardState // last hard state handed out
-	readyOut               bool      // a Ready was handed out and not yet advanced
+	readyOut               bool      // a raftReady was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
 	commitPending          bool      // commit index to broadcast at the next ready
 	matchScratch           []uint64
@@ -510,16 +513,19 @@ func newRaft(c raftConfig) (*raft, error) {
 		rand:             c.rand,
 		checkQuorum:      c.checkQuorum,
 		preVote:          c.preVote,
-		maxMsgBytes:      orDefault(c.maxMsgBytes, defaultMaxMsgBytes),
+		maxMsgBytes:      c.maxMsgBytes,
 		maxInflightMsgs:  c.maxInflightMsgs,
-		maxInflightBytes: orDefault(c.maxInflightBytes, defaultMaxInflightBytes),
-		maxUnstableBytes: orDefault(c.maxUnstableBytes, defaultMaxUnstableBytes),
-		maxMemLogBytes:   orDefault(c.maxMemLogBytes, defaultMaxMemLogBytes),
-		maxApplyBytes:    orDefault(c.maxApplyBytes, defaultMaxApplyBytes),
+		maxInflightBytes: c.maxInflightBytes,
+		maxUnstableBytes: c.maxUnstableBytes,
+		maxMemLogBytes:   c.maxMemLogBytes,
+		maxApplyBytes:    c.maxApplyBytes,
 	}
-	if r.maxInflightMsgs <= 0 {
-		r.maxInflightMsgs = defaultMaxInflightMsgs
-	}
+	setDefault(&r.maxMsgBytes, defaultMaxMsgBytes)
+	setDefault(&r.maxInflightMsgs, defaultMaxInflightMsgs)
+	setDefault(&r.maxInflightBytes, defaultMaxInflightBytes)
+	setDefault(&r.maxUnstableBytes, defaultMaxUnstableBytes)
+	setDefault(&r.maxMemLogBytes, defaultMaxMemLogBytes)
+	setDefault(&r.maxApplyBytes, defaultMaxApplyBytes)
 	r.self = r.members.indexOf(c.id)
 	r.prs = make([]progress, len(r.members.voters))
 	r.votes = make([]voteState, len(r.members.voters))
@@ -552,13 +558,6 @@ func newRaft(c raftConfig) (*raft, error) {
 	r.prevHardState = hs
 	r.becomeFollower(r.term, "")
 	return r, nil
-}
-
-func orDefault(v, d uint64) uint64 {
-	if v == 0 {
-		return d
-	}
-	return v
 }
 
 // tick advances the group's clock by one tick.
@@ -781,14 +780,14 @@ func (r *raft) propose(ents []Entry) (firstIndex, term uint64, err error) {
 	return ents[0].Index, r.term, nil
 }
 
-// send queues a message that may go out before this Ready is persisted.
+// send queues a message that may go out before this raftReady is persisted.
 func (r *raft) send(m Message) {
 	m.From = r.id
 	m.Partition = r.partition
 	r.msgs = append(r.msgs, m)
 }
 
-// sendAfterPersist queues a message that may go out only after this Ready is persisted.
+// sendAfterPersist queues a message that may go out only after this raftReady is persisted.
 func (r *raft) sendAfterPersist(m Message) {
 	m.From = r.id
 	m.Partition = r.partition
@@ -836,7 +835,7 @@ func (r *raft) step(m Message) error {
 			// A pre-vote carries the term the sender would campaign in; it changes nothing.
 		case m.Type == MsgPreVoteResp && !m.Reject:
 			// A pre-vote grant carries the term we asked about.
-		case m.Type == MsgAppend || m.Type == MsgHeartbeat || m.Type == MsgSnapshot:
+		case m.Type == MsgAppend || m.Type == MsgHeartbeat || m.Type == msgSnapshot:
 			r.becomeFollower(m.Term, m.From)
 		default:
 			r.becomeFollower(m.Term, "")
@@ -1194,8 +1193,8 @@ func (r *raft) bcastHeartbeat() {
 	}
 }
 
-// flush sends what proposals and commits left pending since the last Ready: one pass over
-// the followers per Ready, however many proposals came in.
+// flush sends what proposals and commits left pending since the last raftReady: one pass over
+// the followers per raftReady, however many proposals came in.
 func (r *raft) flush() {
 	if r.role == roleLeader && (r.appendPending || r.commitPending) {
 		for i := range r.prs {
@@ -1211,7 +1210,7 @@ func (r *raft) hardState() HardState {
 	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
 }
 
-// hasReady reports whether ready would hand out anything. It is false while a Ready is
+// hasReady reports whether ready would hand out anything. It is false while a raftReady is
 // outstanding (handed out and not yet advanced).
 func (r *raft) hasReady() bool {
 	if r.readyOut {
@@ -1224,14 +1223,14 @@ func (r *raft) hasReady() bool {
 		r.log.applying < min(r.log.committed, r.log.stable)
 }
 
-// ready hands out what the node must do (see Ready). At most one Ready is outstanding:
+// ready hands out what the node must do (see raftReady). At most one raftReady is outstanding:
 // call advance before the next ready. step, tick and propose may be called in between.
-func (r *raft) ready() Ready {
+func (r *raft) ready() raftReady {
 	if r.readyOut {
-		panic("raft: ready called before advance of the previous Ready")
+		panic("raft: ready called before advance of the previous raftReady")
 	}
 	r.flush()
-	var rd Ready
+	var rd raftReady
 	if hs := r.hardState(); hs != r.prevHardState {
 		rd.HardState, rd.SaveHardState = hs, true
 		r.prevHardState = hs
@@ -1247,9 +1246,9 @@ func (r *raft) ready() Ready {
 
 // advance acknowledges rd: its hard state and entries are durable, its messages sent and
 // its committed entries applied.
-func (r *raft) advance(rd Ready) {
+func (r *raft) advance(rd raftReady) {
 	if !r.readyOut {
-		panic("raft: advance without an outstanding Ready")
+		panic("raft: advance without an outstanding raftReady")
 	}
 	r.readyOut = false
 	if n := len(rd.Entries); n > 0 {

@@ -45,7 +45,7 @@ func (g *benchGroup) leader() *testNode {
 	return nil
 }
 
-// pass runs Ready rounds and delivers messages until the group is quiet, like the node's
+// pass runs raftReady rounds and delivers messages until the group is quiet, like the node's
 // loop: send, persist, send after persist, apply, advance.
 func (g *benchGroup) pass(b *testing.B) {
 	for {

@@ -53,9 +53,9 @@ func (m *memLog) entries(lo, hi, maxBytes uint64) ([]Entry, error) {
 	return m.ents[lo-m.offset-1 : n-m.offset-1 : n-m.offset-1], nil
 }
 
-// save persists a Ready the way Storage.Save does: hard state and entries, replacing a
+// save persists a raftReady the way Storage.Save does: hard state and entries, replacing a
 // conflicting suffix.
-func (m *memLog) save(rd Ready) {
+func (m *memLog) save(rd raftReady) {
 	if rd.SaveHardState {
 		m.hs = rd.HardState
 	}
@@ -135,7 +135,7 @@ func (n *testNode) start(t testing.TB) {
 	n.r = r
 }
 
-// flush runs Ready rounds until there is nothing left to do, persisting and applying, and
+// flush runs raftReady rounds until there is nothing left to do, persisting and applying, and
 // returns every message the rounds produced, in order.
 func (n *testNode) flush() []Message {
 	var out []Message

@@ -20,7 +20,7 @@ func (s *raftStorageFake) part(p uint32) *memLog {
 
 func (s *raftStorageFake) Save(batch []Update) error {
 	for _, u := range batch {
-		s.part(u.Partition).save(Ready{HardState: u.HardState, SaveHardState: u.SaveHardState, Entries: u.Entries})
+		s.part(u.Partition).save(raftReady{HardState: u.HardState, SaveHardState: u.SaveHardState, Entries: u.Entries})
 	}
 	return nil
 }

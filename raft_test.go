@@ -126,7 +126,7 @@ func TestRequestVoteReceiverGrantsWhenNotVotedAndLogUpToDate(t *testing.T) {
 		t.Fatalf("want grant in term 2, got %+v", resp)
 	}
 	if !rd.SaveHardState || rd.HardState.Term != 2 || rd.HardState.Vote != "n2" {
-		t.Fatalf("the Ready must persist term 2 and the vote for n2, got %+v", rd.HardState)
+		t.Fatalf("the raftReady must persist term 2 and the vote for n2, got %+v", rd.HardState)
 	}
 	n.r.advance(rd)
 }
@@ -385,7 +385,7 @@ func TestCandidateCountsSelfVoteOnlyOncePersisted(t *testing.T) {
 	}
 	rd := n.r.ready()
 	if !rd.SaveHardState || rd.HardState.Vote != "n1" || rd.HardState.Term != 2 {
-		t.Fatalf("the Ready must persist the self-vote: %+v", rd.HardState)
+		t.Fatalf("the raftReady must persist the self-vote: %+v", rd.HardState)
 	}
 	if len(only(rd.Messages, MsgVote)) != 2 {
 		t.Fatalf("vote requests may go out at once: %+v", rd.Messages)
@@ -1028,7 +1028,7 @@ func TestSingleVoterGroupCommitsAlone(t *testing.T) {
 func TestStepSurvivesArbitraryMessages(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2024, 11))
 	types := []MessageType{MsgNone, MsgVote, MsgVoteResp, MsgPreVote, MsgPreVoteResp, MsgAppend, MsgAppendResp,
-		MsgHeartbeat, MsgHeartbeatResp, MsgTimeoutNow, MsgSnapshot, MsgPropose, MsgReadIndex, MsgReadIndexResp, msgTypeCount, 200}
+		MsgHeartbeat, MsgHeartbeatResp, msgTimeoutNow, msgSnapshot, MsgPropose, msgReadIndex, msgReadIndexResp, msgTypeCount, 200}
 	small := func() uint64 { return []uint64{0, 1, 2, 3, 4, 5, 8, 1 << 62, ^uint64(0)}[rng.IntN(9)] }
 	for round := range 200 {
 		opts := []func(*raftConfig){withCheckQuorum}

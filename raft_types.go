@@ -13,8 +13,8 @@ const (
 	// EntryNoop is the empty entry a new leader appends in its own term (Raft §5.4.2,
 	// thesis §6.4); it is never shown to the StateMachine.
 	EntryNoop
-	// EntryConfig carries a membership configuration; reserved for membership changes.
-	EntryConfig
+	// entryConfig carries a membership configuration; reserved for membership changes.
+	entryConfig
 )
 
 // Entry is one record of a partition's replicated log.
@@ -79,16 +79,16 @@ const (
 	MsgHeartbeat
 	// MsgHeartbeatResp answers MsgHeartbeat.
 	MsgHeartbeatResp
-	// MsgTimeoutNow tells a follower to start an election at once (leadership transfer).
-	MsgTimeoutNow
-	// MsgSnapshot carries a snapshot (or a chunk of one) to a follower.
-	MsgSnapshot
+	// msgTimeoutNow tells a follower to start an election at once (leadership transfer).
+	msgTimeoutNow
+	// msgSnapshot carries a snapshot (or a chunk of one) to a follower.
+	msgSnapshot
 	// MsgPropose forwards a proposal from a follower to the leader.
 	MsgPropose
-	// MsgReadIndex asks the leader for a linearizable read index.
-	MsgReadIndex
-	// MsgReadIndexResp answers MsgReadIndex.
-	MsgReadIndexResp
+	// msgReadIndex asks the leader for a linearizable read index.
+	msgReadIndex
+	// msgReadIndexResp answers msgReadIndex.
+	msgReadIndexResp
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -98,8 +98,8 @@ var messageTypeNames = [...]string{
 	MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp",
 	MsgAppend: "MsgAppend", MsgAppendResp: "MsgAppendResp",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp",
-	MsgTimeoutNow: "MsgTimeoutNow", MsgSnapshot: "MsgSnapshot", MsgPropose: "MsgPropose",
-	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
+	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgPropose: "MsgPropose",
+	msgReadIndex: "MsgReadIndex", msgReadIndexResp: "MsgReadIndexResp",
 }
 
 // String returns the message type's name, as in logs and test traces.
@@ -140,12 +140,12 @@ type Message struct {
 	// Context is opaque request data echoed in the response (ReadIndex request IDs,
 	// heartbeat rounds).
 	Context uint64
-	// Snapshot carries snapshot metadata and data on MsgSnapshot.
-	Snapshot *SnapshotChunk
+	// snapshot carries snapshot metadata and data on msgSnapshot.
+	snapshot *snapshotChunk
 }
 
-// SnapshotChunk is a piece of a partition's snapshot in flight to a follower.
-type SnapshotChunk struct {
+// snapshotChunk is a piece of a partition's snapshot in flight to a follower.
+type snapshotChunk struct {
 	// Index and Term are those of the last entry the snapshot covers.
 	Index, Term uint64
 	// Voters is the membership configuration as of Index.

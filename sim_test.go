@@ -13,10 +13,10 @@ import (
 // The randomized simulation: several nodes, each running several groups, over a seeded
 // network that drops, delays, duplicates and reorders messages and partitions nodes
 // (including one-way cuts), with crashes that restart a node from what it persisted only.
-// Persistence is asynchronous, as in the node: a Ready's Messages go out at once, its
+// Persistence is asynchronous, as in the node: a raftReady's Messages go out at once, its
 // entries and hard state become durable at a later "persist" event (or are lost in a
 // crash), and only then go its MessagesAfterPersist, apply and advance. Steps and ticks
-// happen while a Ready is outstanding.
+// happen while a raftReady is outstanding.
 //
 // After every event the checker verifies the safety properties (Raft Figure 3) against a
 // global record: at most one leader per term, no node grants two votes in one term, log
@@ -77,7 +77,7 @@ type simGroup struct {
 	log     *memLog
 	r       *raft
 	pending bool
-	rd      Ready
+	rd      raftReady
 	applied uint64 // the state machine is durable: it survives crashes
 	checked uint64 // committed prefix of this incarnation already checked
 }
@@ -180,7 +180,7 @@ func (s *sim) start(i int, ids []string) {
 			return
 		}
 		r.hooks = s.p.hooks
-		sg.r, sg.pending, sg.rd, sg.checked = r, false, Ready{}, 0
+		sg.r, sg.pending, sg.rd, sg.checked = r, false, raftReady{}, 0
 	}
 }
 
@@ -217,7 +217,7 @@ func (s *sim) send(m Message) {
 	}
 }
 
-// process hands out a Ready if the group has one and none is outstanding: its Messages go
+// process hands out a raftReady if the group has one and none is outstanding: its Messages go
 // out now, the rest waits for the node's next persist event.
 func (s *sim) process(i, g int) {
 	sg := s.nodes[i].groups[g]
@@ -259,7 +259,7 @@ func (s *sim) persist(i int) {
 		for _, e := range rd.CommittedEntries {
 			s.apply(i, g, e)
 		}
-		sg.pending, sg.rd = false, Ready{}
+		sg.pending, sg.rd = false, raftReady{}
 		sg.r.advance(rd)
 		s.process(i, g)
 	}

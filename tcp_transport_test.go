@@ -101,8 +101,8 @@ func TestTCPSnapshotsTravelOnTheirOwnConnection(t *testing.T) {
 	if n := a.tr.Stats().Connects; n != 1 {
 		t.Fatalf("%d connections for heartbeats alone, want 1", n)
 	}
-	a.tr.Send("b", []Message{{Type: MsgSnapshot, Partition: 1, Term: 1,
-		Snapshot: &SnapshotChunk{Index: 9, Term: 1, Data: make([]byte, 32<<10)}}})
+	a.tr.Send("b", []Message{{Type: msgSnapshot, Partition: 1, Term: 1,
+		snapshot: &snapshotChunk{Index: 9, Term: 1, Data: make([]byte, 32<<10)}}})
 	b.rec.waitFor(t, transportWait, "the snapshot chunk", func(m []Message) bool { return len(m) == 2 })
 	if n := a.tr.Stats().Connects; n != 2 {
 		t.Fatalf("%d connections after a snapshot chunk, want 2 (one per lane)", n)

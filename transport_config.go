@@ -106,9 +106,7 @@ type TransportConfig struct {
 
 // withDefaults returns c with every zero optional field set to its default.
 func (c TransportConfig) withDefaults() TransportConfig {
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	setDefault(&c.Logger, slog.Default())
 	setDefault(&c.QueueSize, DefaultTransportQueueSize)
 	setDefault(&c.MaxBatchBytes, DefaultTransportMaxBatchBytes)
 	setDefault(&c.DialTimeout, DefaultTransportDialTimeout)
@@ -118,12 +116,6 @@ func (c TransportConfig) withDefaults() TransportConfig {
 	setDefault(&c.MaxBackoff, DefaultTransportMaxBackoff)
 	setDefault(&c.MaxClockSkew, DefaultTransportMaxClockSkew)
 	return c
-}
-
-func setDefault[T int | time.Duration](p *T, def T) {
-	if *p == 0 {
-		*p = def
-	}
 }
 
 // Validate reports the first setting that cannot work. Zero optional fields are fine: they
@@ -200,7 +192,7 @@ const (
 
 // laneOf picks the lane a message travels on.
 func laneOf(m *Message) int {
-	if m.Type == MsgSnapshot {
+	if m.Type == msgSnapshot {
 		return laneSnapshot
 	}
 	return laneRaft

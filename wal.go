@@ -738,7 +738,7 @@ func decodeWALRecord(b []byte) (walRecord, error) {
 		r.typeName = b[walEntryHeaderSize : walEntryHeaderSize+tl]
 		r.data = b[walEntryHeaderSize+tl : walEntryHeaderSize+tl+int(dl)]
 		r.size = walEntryHeaderSize + tl + int(dl)
-		if r.kind > EntryConfig {
+		if r.kind > entryConfig {
 			return r, fmt.Errorf("unknown entry kind %d", r.kind)
 		}
 		if r.index == 0 || r.index > maxWALIndex {
@@ -1065,7 +1065,7 @@ func encodeWALBatch(batch []Update, bufs *sync.Pool) (*walRequest, error) {
 			if e.Index != u.Entries[0].Index+uint64(j) || e.Index == 0 || e.Index > maxWALIndex {
 				return nil, fmt.Errorf("wal: partition %d: entry indexes not consecutive from %d: %d at position %d", u.Partition, u.Entries[0].Index, e.Index, j)
 			}
-			if len(e.Type) > 1<<16-1 || uint64(len(e.Data)) > maxWALFrame || e.Kind > EntryConfig {
+			if len(e.Type) > 1<<16-1 || uint64(len(e.Data)) > maxWALFrame || e.Kind > entryConfig {
 				return nil, fmt.Errorf("wal: partition %d: entry %d: type longer than 65535 bytes, data beyond %d bytes or unknown kind", u.Partition, e.Index, maxWALFrame)
 			}
 			size += walEntryHeaderSize + len(e.Type) + len(e.Data)
