@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -125,11 +126,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = ln.stop(context.Background())
 		return fmt.Errorf("node: -http: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           newKVServer(ln.node, store, *timeout, int64(*maxValue)),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(newKVServer(ln.node, store, *timeout, int64(*maxValue)), *timeout, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(httpLn) }()
 	if *nosync {
@@ -157,6 +154,28 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// Timeouts of the key-value HTTP server, so that a client that sends slowly, or not at
+// all, cannot hold a connection (and its goroutine and buffers) for ever.
+const (
+	httpHeaderTimeout = 10 * time.Second // the request line and headers
+	httpBodyTimeout   = 30 * time.Second // the whole request, body included
+	httpIdleTimeout   = 2 * time.Minute  // a keep-alive connection between requests
+)
+
+// newHTTPServer returns the key-value API's server: read, header and idle timeouts bound
+// what a slow or silent client holds, and a response may take the request timeout plus
+// some room to be written.
+func newHTTPServer(h http.Handler, timeout time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: httpHeaderTimeout,
+		ReadTimeout:       httpBodyTimeout,
+		WriteTimeout:      httpBodyTimeout + timeout,
+		IdleTimeout:       httpIdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // parseTransport parses the -transport flag.
@@ -220,6 +239,12 @@ func newKVServer(n *kommander.Node, store *kvStore, timeout time.Duration, maxVa
 	s.mux.HandleFunc("GET /status", s.status)
 	s.mux.HandleFunc("/kv/{key...}", methodNotAllowed("GET, PUT, DELETE"))
 	s.mux.HandleFunc("/list/{key...}", methodNotAllowed("GET, POST"))
+	// Without these, the mux would answer /kv with an HTML redirect to /kv/.
+	for _, p := range []string{"/kv", "/list"} {
+		s.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusBadRequest, "no key: use "+r.URL.Path+"/{key}")
+		})
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
@@ -254,6 +279,62 @@ func (s *kvServer) key(r *http.Request) (string, error) {
 		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("key of %d bytes is longer than %d", len(k), maxKeyBytes)}
 	}
 	return k, nil
+}
+
+// query parses the request's query string and refuses, with a 400, what it cannot parse
+// and any parameter the endpoint does not take (r.URL.Query() would silently drop a pair
+// it cannot parse, so that "?if=%G0" would act as no condition at all). Each allowed
+// parameter may appear at most once.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, &httpError{http.StatusBadRequest, "malformed query string: " + err.Error()}
+	}
+	for name, vals := range q {
+		known := false
+		for _, a := range allowed {
+			known = known || name == a
+		}
+		switch {
+		case !known && len(allowed) == 0:
+			return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: this endpoint takes none", name)}
+		case !known:
+			return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: this endpoint takes ?%s", name, strings.Join(allowed, ", ?"))}
+		case len(vals) > 1:
+			return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("?%s given more than once", name)}
+		}
+	}
+	return q, nil
+}
+
+// boolParam reads a boolean parameter: absent is false; present with no value ("?stale"), or
+// with a value strconv.ParseBool takes as true, is true; "false" or "0" is false; anything
+// else is a 400.
+func boolParam(q url.Values, name string) (bool, error) {
+	vals, ok := q[name]
+	if !ok {
+		return false, nil
+	}
+	if vals[0] == "" {
+		return true, nil
+	}
+	b, err := strconv.ParseBool(vals[0])
+	if err != nil {
+		return false, &httpError{http.StatusBadRequest, fmt.Sprintf("?%s=%s: want true or false", name, vals[0])}
+	}
+	return b, nil
+}
+
+// condition reads ?if, the value the key must hold for a conditional write.
+func (s *kvServer) condition(q url.Values) (old []byte, has bool, err error) {
+	vals, has := q["if"]
+	if !has {
+		return nil, false, nil
+	}
+	if int64(len(vals[0])) > s.maxValue {
+		return nil, false, &httpError{http.StatusRequestEntityTooLarge, "?if value too large"}
+	}
+	return []byte(vals[0]), true, nil
 }
 
 // body reads the request body, at most maxValue bytes (413 beyond).
@@ -320,15 +401,23 @@ func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	q := r.URL.Query()
-	_, hasIf := q["if"]
-	_, ifAbsent := q["if-absent"]
-	if hasIf && ifAbsent {
-		s.fail(w, &httpError{http.StatusBadRequest, "?if and ?if-absent exclude each other"})
+	q, err := query(r, "if", "if-absent")
+	if err != nil {
+		s.fail(w, err)
 		return
 	}
-	if len(q["if"]) > 1 {
-		s.fail(w, &httpError{http.StatusBadRequest, "?if given more than once"})
+	old, hasIf, err := s.condition(q)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	ifAbsent, err := boolParam(q, "if-absent")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if hasIf && ifAbsent {
+		s.fail(w, &httpError{http.StatusBadRequest, "?if and ?if-absent exclude each other"})
 		return
 	}
 	value, err := s.body(r)
@@ -339,17 +428,17 @@ func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) {
 	var v any
 	switch {
 	case hasIf:
-		old := []byte(q.Get("if"))
-		if int64(len(old)) > s.maxValue {
-			s.fail(w, &httpError{http.StatusRequestEntityTooLarge, "?if value too large"})
-			return
-		}
 		v, err = s.replicate(r, key, cmdCAS, old, value)
 	case ifAbsent:
 		v, err = s.replicate(r, key, cmdPutAbsent, value)
 	default:
 		v, err = s.replicate(r, key, cmdPut, value)
 	}
+	s.answerWrite(w, v, err)
+}
+
+// answerWrite answers a write: 204, 412 when its condition did not hold, or the error.
+func (s *kvServer) answerWrite(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -367,8 +456,18 @@ func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	q, err := query(r, "stale")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	stale, err := boolParam(q, "stale")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	var val kvValue
-	if _, stale := r.URL.Query()["stale"]; stale {
+	if stale {
 		val.value, val.found = s.store.get(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
 	} else {
 		v, err := s.replicate(r, key, cmdGet)
@@ -389,19 +488,36 @@ func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) {
 
 func (s *kvServer) deleteValue(w http.ResponseWriter, r *http.Request) {
 	key, err := s.key(r)
-	if err == nil {
-		_, err = s.replicate(r, key, cmdDelete)
-	}
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	q, err := query(r, "if")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	old, hasIf, err := s.condition(q)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var v any
+	if hasIf {
+		v, err = s.replicate(r, key, cmdCASDelete, old)
+	} else {
+		v, err = s.replicate(r, key, cmdDelete)
+	}
+	s.answerWrite(w, v, err)
 }
 
 func (s *kvServer) appendList(w http.ResponseWriter, r *http.Request) {
 	key, err := s.key(r)
 	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if _, err := query(r); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -424,8 +540,18 @@ func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	q, err := query(r, "stale")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	stale, err := boolParam(q, "stale")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	var l [][]byte
-	if _, stale := r.URL.Query()["stale"]; stale {
+	if stale {
 		l = s.store.list(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
 	} else {
 		v, err := s.replicate(r, key, cmdList)
@@ -443,6 +569,10 @@ func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *kvServer) status(w http.ResponseWriter, r *http.Request) {
+	if _, err := query(r); err != nil {
+		s.fail(w, err)
+		return
+	}
 	st := s.node.Status()
 	writeJSON(w, http.StatusOK, struct {
 		kommander.Status
