@@ -1,10 +1,8 @@
 package kommander
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"runtime"
 	"slices"
 	"sync"
@@ -423,10 +421,7 @@ func (w *WAL) writeFrame(frame []byte) (seg uint32, off int64, rolled bool, err 
 		active, rolled = w.segs[len(w.segs)-1], true
 	}
 	off = active.size
-	le := binary.LittleEndian
-	le.PutUint32(frame[0:], uint32(len(frame)-walFrameHeaderSize))
-	le.PutUint32(frame[4:], crc32.Checksum(frame[walFrameHeaderSize:], walCRC))
-	le.PutUint32(frame[8:], frameHeaderCRC(frame, active.seq, off))
+	putFrameHeader(frame, active.seq, off)
 	err = writeFull(active.f, frame, off)
 	if err == nil && !w.opts.UnsafeNoSync && off+int64(len(frame)) > active.end {
 		err = w.zeroAhead(active, off+int64(len(frame)))

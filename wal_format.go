@@ -121,6 +121,29 @@ var walCRC = crc32.MakeTable(crc32.Castagnoli)
 // zeroFrameHeader is the placeholder a frame starts with until writeFrame fills it in.
 var zeroFrameHeader [walFrameHeaderSize]byte
 
+// putSegmentHeader writes the header of segment seq into b[:walSegmentHeaderSize], whose
+// reserved bytes are already zero.
+func putSegmentHeader(b []byte, seq uint64) {
+	copy(b, walMagic)
+	binary.LittleEndian.PutUint64(b[8:], seq)
+	binary.LittleEndian.PutUint32(b[16:], crc32.Checksum(b[:16], walCRC))
+}
+
+// validSegmentHeader reports whether hdr is the header of segment seq.
+func validSegmentHeader(hdr []byte, seq uint64) bool {
+	return string(hdr[:8]) == walMagic && binary.LittleEndian.Uint64(hdr[8:]) == seq &&
+		crc32.Checksum(hdr[:16], walCRC) == binary.LittleEndian.Uint32(hdr[16:])
+}
+
+// putFrameHeader fills in the header of frame (header and payload) placed at off in
+// segment seq.
+func putFrameHeader(frame []byte, seq uint64, off int64) {
+	le := binary.LittleEndian
+	le.PutUint32(frame[0:], uint32(len(frame)-walFrameHeaderSize))
+	le.PutUint32(frame[4:], crc32.Checksum(frame[walFrameHeaderSize:], walCRC))
+	le.PutUint32(frame[8:], frameHeaderCRC(frame, seq, off))
+}
+
 // frameHeaderCRC is the header CRC of a frame at off in segment seq.
 func frameHeaderCRC(hdr []byte, seq uint64, off int64) uint32 {
 	var b [16]byte

@@ -81,8 +81,7 @@ func (w *WAL) replaySegment(s *walSegment, last bool) error {
 	if _, err := s.f.ReadAt(hdr[:], 0); err != nil {
 		return fmt.Errorf("wal: read %s: %w", s.path, err)
 	}
-	if string(hdr[:8]) != walMagic || binary.LittleEndian.Uint64(hdr[8:]) != s.seq ||
-		crc32.Checksum(hdr[:16], walCRC) != binary.LittleEndian.Uint32(hdr[16:]) {
+	if !validSegmentHeader(hdr[:], s.seq) {
 		return fmt.Errorf("%w: %s: offset 0: bad segment header", ErrCorrupt, s.path)
 	}
 	off := int64(walSegmentHeaderSize)

@@ -1,9 +1,7 @@
 package kommander
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sort"
@@ -47,9 +45,7 @@ func (w *WAL) createSegment(seq uint64) error {
 		end = max(end, min(walZeroAhead, w.opts.SegmentSize))
 	}
 	hdr := make([]byte, end)
-	copy(hdr, walMagic)
-	binary.LittleEndian.PutUint64(hdr[8:], seq)
-	binary.LittleEndian.PutUint32(hdr[16:], crc32.Checksum(hdr[:16], walCRC))
+	putSegmentHeader(hdr, seq)
 	err = writeFull(f, hdr, 0)
 	if err == nil && !w.opts.UnsafeNoSync {
 		err = f.Sync()

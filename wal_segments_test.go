@@ -62,11 +62,7 @@ func TestWALDiskStaysBoundedUnderEndlessWritesS23(t *testing.T) {
 	if maxBytes > 6*segSize {
 		t.Fatalf("disk use reached %d bytes, more than 6 segments of %d (seed %d)", maxBytes, segSize, seed)
 	}
-	m.check(t, w, 1<<20)
-	w.Close()
-	w = mustOpenWAL(t, dir, opts)
-	defer w.Close()
-	m.check(t, w, 1<<20)
+	checkAndReopen(t, w, dir, opts, m)
 }
 
 func TestWALCarriesIdlePartitionForward(t *testing.T) {
@@ -91,11 +87,7 @@ func TestWALCarriesIdlePartitionForward(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, walSegmentName(1))); !os.IsNotExist(err) {
 		t.Fatalf("segment 1, pinned only by the idle partition, still exists: %v", err)
 	}
-	m.check(t, w, 1<<20)
-	w.Close()
-	w = mustOpenWAL(t, dir, opts)
-	defer w.Close()
-	m.check(t, w, 1<<20)
+	checkAndReopen(t, w, dir, opts, m)
 }
 
 func TestWALCrashBetweenCarryAndRemovalS24(t *testing.T) {

@@ -209,6 +209,17 @@ func saveBoth(t testing.TB, w *WAL, m *walModel, batch []Update) {
 	m.save(batch)
 }
 
+// checkAndReopen checks w against m, closes it, and checks the WAL reopened from dir the
+// same way: what was acknowledged must survive a clean close.
+func checkAndReopen(t testing.TB, w *WAL, dir string, opts WALOptions, m *walModel) {
+	t.Helper()
+	m.check(t, w, 1<<20)
+	w.Close()
+	w = mustOpenWAL(t, dir, opts)
+	defer w.Close()
+	m.check(t, w, 1<<20)
+}
+
 func partitionIDs(n int) []uint32 {
 	ps := make([]uint32, n)
 	for i := range ps {
