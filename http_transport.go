@@ -270,37 +270,27 @@ func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 		case <-q.wake:
 		}
 		msgs := q.take()
-		failed := false
-		for rest := msgs; len(rest) > 0; {
-			n := nextBatch(rest, header, t.cfg.MaxBatchBytes)
-			if n == 0 {
-				t.log.Warn("message too large for one batch, dropped", "peer", p.id,
-					"type", rest[0].Type, "partition", rest[0].Partition, "bytes", encodedMessageSize(&rest[0]))
-				t.counters.dropped.Add(1)
-				rest = rest[1:]
-				continue
-			}
-			batch := rest[:n]
-			rest = rest[n:]
+		sent, failed := 0, false
+		for batch := range splitBatches(msgs, header, t.cfg.MaxBatchBytes, t.log, p.id) {
 			if failed { // the peer just failed: do not queue up timeouts behind it
-				t.counters.dropped.Add(uint64(n))
 				continue
 			}
 			var err error
 			if buf, err = appendBatch(buf[:0], t.cfg.NodeID, p.id, batch); err != nil {
-				t.counters.dropped.Add(uint64(n))
 				t.log.Error("encode batch", "peer", p.id, "err", err)
 				continue
 			}
 			seq++
 			if err := t.post(p.address(), lane, seq, buf); err != nil {
-				t.counters.dropped.Add(uint64(n))
 				t.log.Warn("post to peer failed", "peer", p.id, "lane", lane, "err", err)
 				failed = true
 				continue
 			}
-			t.counters.sent.Add(uint64(n))
+			sent += len(batch)
+			t.counters.sent.Add(uint64(len(batch)))
 		}
+		// Too large, not encodable, or behind a failed request.
+		t.counters.dropped.Add(uint64(len(msgs) - sent))
 		q.giveBack(msgs)
 		if cap(buf) > 1<<20 {
 			buf = nil // do not pin one huge snapshot batch forever

@@ -350,25 +350,17 @@ func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf [
 func (t *TCPTransport) writeFrames(bw *bufio.Writer, conn net.Conn, p *peer, msgs []Message, header int, buf []byte) ([]byte, int, error) {
 	conn.SetWriteDeadline(time.Now().Add(t.cfg.PeerTimeout))
 	written := 0
-	for len(msgs) > 0 {
-		n := nextBatch(msgs, header, t.cfg.MaxBatchBytes)
-		if n == 0 {
-			t.log.Warn("message too large for one batch, dropped", "peer", p.id,
-				"type", msgs[0].Type, "partition", msgs[0].Partition, "bytes", encodedMessageSize(&msgs[0]))
-			msgs = msgs[1:]
-			continue
-		}
+	for batch := range splitBatches(msgs, header, t.cfg.MaxBatchBytes, t.log, p.id) {
 		var err error
 		buf = append(buf[:0], 0, 0, 0, 0)
-		if buf, err = appendBatch(buf, t.cfg.NodeID, p.id, msgs[:n]); err != nil {
+		if buf, err = appendBatch(buf, t.cfg.NodeID, p.id, batch); err != nil {
 			return buf, written, err
 		}
 		binary.LittleEndian.PutUint32(buf, uint32(len(buf)-4))
 		if _, err := bw.Write(buf); err != nil {
 			return buf, written, err
 		}
-		written += n
-		msgs = msgs[n:]
+		written += len(batch)
 	}
 	if cap(buf) > 1<<20 {
 		buf = make([]byte, 0, tcpWriteBuffer) // do not pin one huge snapshot frame forever

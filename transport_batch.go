@@ -5,8 +5,30 @@ package kommander
 
 import (
 	"fmt"
+	"iter"
 	"log/slog"
 )
+
+// splitBatches yields msgs in order as runs that each fit one batch of at most max bytes
+// with the given header size. A message too large for any batch is logged and skipped;
+// the caller counts it among the messages it did not send.
+func splitBatches(msgs []Message, header, max int, log *slog.Logger, peer string) iter.Seq[[]Message] {
+	return func(yield func([]Message) bool) {
+		for len(msgs) > 0 {
+			n := nextBatch(msgs, header, max)
+			if n == 0 {
+				log.Warn("message too large for one batch, dropped", "peer", peer,
+					"type", msgs[0].Type, "partition", msgs[0].Partition, "bytes", encodedMessageSize(&msgs[0]))
+				msgs = msgs[1:]
+				continue
+			}
+			if !yield(msgs[:n]) {
+				return
+			}
+			msgs = msgs[n:]
+		}
+	}
+}
 
 // nextBatch returns how many messages from the front of msgs fit in one batch of at most
 // max bytes with the given header size. It returns 0 when the first message alone is too
