@@ -217,7 +217,7 @@ func (t *HTTPTransport) SetPeer(id, addr string) {
 	})
 }
 
-// Send queues msgs for peer to; it never blocks (S29).
+// Send queues msgs for peer to; it never blocks.
 func (t *HTTPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
 
 // Close stops the sender goroutines and the standalone server and waits for them.

@@ -142,7 +142,7 @@ func (t *TCPTransport) SetPeer(id, addr string) {
 	})
 }
 
-// Send queues msgs for peer to; it never blocks (S29). Messages to an unknown peer or
+// Send queues msgs for peer to; it never blocks. Messages to an unknown peer or
 // beyond a full queue are dropped and counted.
 func (t *TCPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
 
@@ -262,10 +262,8 @@ func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
 	raw.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	if t.cfg.TLS != nil {
 		tc := t.cfg.TLS.Clone()
-		if tc.ServerName == "" {
-			if host, _, err := net.SplitHostPort(addr); err == nil {
-				tc.ServerName = host
-			}
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			setDefault(&tc.ServerName, host)
 		}
 		tconn := tls.Client(raw, tc)
 		if err := tconn.Handshake(); err != nil {

@@ -22,7 +22,7 @@ var ErrClusterMismatch = errors.New("kommander: peer belongs to another cluster"
 var ErrAuthFailed = errors.New("kommander: peer authentication failed")
 
 // ErrDuplicateNodeID is wrapped by errors reporting that a second process uses a node ID
-// that is already connected (S30).
+// that is already connected.
 var ErrDuplicateNodeID = errors.New("kommander: node ID already in use by another process")
 
 // mac is HMAC-SHA256 under secret of a label and fields, each length-prefixed so that no

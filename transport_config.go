@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Defaults of TransportConfig.
+// Defaults of TransportConfig. Each is explained on the TransportConfig field it fills.
 const (
 	DefaultTransportQueueSize     = 8192
 	DefaultTransportMaxBatchBytes = 16 << 20
@@ -22,10 +22,13 @@ const (
 	DefaultTransportPeerTimeout   = 5 * time.Second
 	DefaultTransportMaxBackoff    = time.Second
 	DefaultTransportMaxClockSkew  = 30 * time.Second
-	minTransportBackoff           = 10 * time.Millisecond
-	minSecretBytes                = 16
-	maxNameBytes                  = 255
-	minMaxBatchBytes              = 4 << 10
+)
+
+// Bounds that Validate enforces; maxNameBytes also bounds the names a peer may send.
+const (
+	minSecretBytes   = 16
+	maxNameBytes     = 255
+	minMaxBatchBytes = 4 << 10
 )
 
 // TransportConfig configures a TCP or HTTP transport. The zero value of every optional
@@ -52,7 +55,7 @@ type TransportConfig struct {
 	TLS *tls.Config
 	// Logger receives connection events and refusals. Default: slog.Default().
 	Logger *slog.Logger
-	// QueueSize is the number of messages queued per peer before Send drops (S29).
+	// QueueSize is the number of messages queued per peer before Send drops.
 	// Default DefaultTransportQueueSize.
 	QueueSize int
 	// MaxBatchBytes bounds one encoded batch in both directions: larger inbound frames and
@@ -65,11 +68,11 @@ type TransportConfig struct {
 	// DefaultTransportHandshake.
 	HandshakeTimeout time.Duration
 	// KeepAlive is how often an outbound TCP connection is pinged so that a dead one is
-	// noticed (S28). Default DefaultTransportKeepAlive; must be below PeerTimeout.
+	// noticed. Default DefaultTransportKeepAlive; must be below PeerTimeout.
 	KeepAlive time.Duration
 	// PeerTimeout is how long a connection, frame or request may stay silent or unfinished
-	// before it is treated as dead and replaced (S28). It is also how long a node ID must
-	// be quiet before another process may take it over (S30). Default
+	// before it is treated as dead and replaced. It is also how long a node ID must be
+	// quiet before another process may take it over. Default
 	// DefaultTransportPeerTimeout.
 	PeerTimeout time.Duration
 	// MaxBackoff caps the exponential backoff (with jitter) between reconnect attempts to
@@ -133,7 +136,7 @@ func (c TransportConfig) limits() codecLimits {
 type TransportStats struct {
 	// Sent counts messages written to peers.
 	Sent uint64
-	// Dropped counts messages given to Send that never left: queue full (S29), unknown
+	// Dropped counts messages given to Send that never left: queue full, unknown
 	// peer, too large for one batch, or lost with a failed connection or request.
 	Dropped uint64
 	// Received counts messages delivered to the node.
@@ -144,7 +147,7 @@ type TransportStats struct {
 	// AuthFailures counts peers (connections or requests) that failed authentication.
 	AuthFailures uint64
 	// DuplicateNodeIDs counts connections or requests refused because another process
-	// holds their node ID (S30).
+	// holds their node ID.
 	DuplicateNodeIDs uint64
 	// Connects counts outbound connections established (TCP).
 	Connects uint64

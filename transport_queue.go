@@ -120,8 +120,8 @@ func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer, lane u
 	s.peers[id] = p
 }
 
-// send queues msgs for peer to without blocking; an unknown peer or a full queue drops
-// them, counted.
+// send queues msgs for peer to without blocking (S29); an unknown peer or a full queue
+// drops them, counted.
 func (s *peerSet) send(to string, msgs []Message, c *transportCounters) {
 	if len(msgs) == 0 {
 		return
@@ -164,6 +164,9 @@ func pushSplit(queues *[laneCount]*sendQueue, msgs []Message, c *transportCounte
 		}
 	}
 }
+
+// minTransportBackoff is the first step of the backoff, and its floor.
+const minTransportBackoff = 10 * time.Millisecond
 
 // backoff is the capped exponential backoff with jitter between reconnect attempts.
 type backoff struct {
