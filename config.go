@@ -327,24 +327,3 @@ func tickTimes(c Config) (tick time.Duration, election, heartbeat int) {
 func openDefaultStorage(cfg Config) (Storage, error) {
 	return OpenWAL(cfg.DataDir, WALOptions{UnsafeNoSync: cfg.UnsafeNoSync, Logger: cfg.Logger})
 }
-
-// newNetworkTransport builds the TCP or HTTP transport cfg asks for; status feeds the HTTP
-// transport's status endpoint.
-func newNetworkTransport(cfg Config, status func() any) (Transport, error) {
-	tc := TransportConfig{
-		NodeID:        cfg.NodeID,
-		Addr:          cfg.Addr,
-		ClusterName:   cfg.ClusterName,
-		Secret:        cfg.Secret,
-		TLS:           cfg.TLS,
-		Logger:        cfg.Logger,
-		MaxBatchBytes: max(DefaultTransportMaxBatchBytes, 2*cfg.MaxMessageBytes),
-		Status:        status,
-	}
-	switch cfg.Transport {
-	case HTTP:
-		return NewHTTPTransport(tc)
-	default:
-		return NewTCPTransport(tc)
-	}
-}
