@@ -154,23 +154,6 @@ func (c *raftConfig) validate() error {
 	return nil
 }
 
-// membership is the configuration of a group: who votes. It is data in the state, not a
-// constant, because membership changes and snapshots will replace it at a log index.
-type membership struct {
-	voters []string
-}
-
-func (m *membership) indexOf(id string) int {
-	for i, v := range m.voters {
-		if v == id {
-			return i
-		}
-	}
-	return -1
-}
-
-func (m *membership) quorum() int { return len(m.voters)/2 + 1 }
-
 // raftTestHooks plants bugs for tests that prove the simulation can find them. Every field
 // is false in production; nothing outside *_test.go sets them.
 type raftTestHooks struct {
@@ -196,8 +179,7 @@ type raftStatus struct {
 type raft struct {
 	id        string
 	partition uint32
-	members   membership
-	self      int // index of id in members.voters
+	tracker   tracker // the voters, their progress and votes
 
 	term uint64
 	vote string
@@ -219,16 +201,12 @@ type raft struct {
 	maxMemLogBytes   uint64
 	maxApplyBytes    uint64
 
-	prs   []progress  // leader only; indexed like members.voters
-	votes []voteState // (pre-)candidate only; indexed like members.voters
-
 	msgs, msgsAfterPersist []Message
 	spareMsgs, spareAfter  []Message // buffers of the last advanced raftReady, reused
 	prevHardState          HardState // last hard state handed out
 	readyOut               bool      // a raftReady was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
 	commitPending          bool      // commit index to broadcast at the next ready
-	matchScratch           []uint64
 	hooks                  raftTestHooks
 }
 
@@ -240,7 +218,7 @@ func newRaft(c raftConfig) (*raft, error) {
 	r := &raft{
 		id:               c.id,
 		partition:        c.partition,
-		members:          membership{voters: append([]string(nil), c.voters...)},
+		tracker:          newTracker(c.voters, c.id),
 		electionTicks:    c.electionTicks,
 		heartbeatTicks:   c.heartbeatTicks,
 		rand:             c.rand,
@@ -259,10 +237,6 @@ func newRaft(c raftConfig) (*raft, error) {
 	setDefault(&r.maxUnstableBytes, defaultMaxUnstableBytes)
 	setDefault(&r.maxMemLogBytes, defaultMaxMemLogBytes)
 	setDefault(&r.maxApplyBytes, defaultMaxApplyBytes)
-	r.self = r.members.indexOf(c.id)
-	r.prs = make([]progress, len(r.members.voters))
-	r.votes = make([]voteState, len(r.members.voters))
-	r.matchScratch = make([]uint64, len(r.members.voters))
 
 	last := c.storage.lastIndex()
 	if first := c.storage.firstIndex(); first > last+1 {
@@ -312,7 +286,7 @@ func (r *raft) tickLeader() {
 		r.electionElapsed = 0
 		// CheckQuorum (thesis §6.2): a leader cut off from a quorum steps down, so that its
 		// callers learn of it and a lease on followers cannot outlive it.
-		if r.checkQuorum && !r.quorumActive() {
+		if r.checkQuorum && !r.tracker.quorumActive() {
 			r.becomeFollower(r.term, "")
 			return
 		}
@@ -375,8 +349,8 @@ func (r *raft) step(m Message) error {
 	if m.Type == MsgNone || m.Type >= msgTypeCount {
 		return fmt.Errorf("%w: type %d", errInvalidMessage, m.Type)
 	}
-	from := r.members.indexOf(m.From)
-	if from < 0 || from == r.self {
+	pr := r.tracker.progress(m.From)
+	if pr == nil || pr == r.tracker.self {
 		// Not a member of this group (or ourselves): nothing it says counts (S5).
 		return nil
 	}
@@ -421,9 +395,9 @@ func (r *raft) step(m Message) error {
 	}
 	switch r.role {
 	case roleLeader:
-		return r.stepLeader(m, from)
+		return r.stepLeader(m, pr)
 	case roleCandidate, rolePreCandidate:
-		return r.stepCandidate(m, from)
+		return r.stepCandidate(m)
 	}
 	return r.stepFollower(m)
 }

@@ -4,27 +4,6 @@ package kommander
 // the vote count, the RequestVote receiver, the leader lease that ignores vote requests, and
 // CheckQuorum's count of live followers.
 
-type voteState uint8
-
-const (
-	voteUnknown voteState = iota
-	voteGranted
-	voteRejected
-)
-
-// quorumActive reports whether a quorum (this leader included) was heard from since the
-// last call, and starts a new round.
-func (r *raft) quorumActive() bool {
-	n := 0
-	for i := range r.prs {
-		if i == r.self || r.prs[i].recentActive {
-			n++
-		}
-		r.prs[i].recentActive = false
-	}
-	return n >= r.members.quorum()
-}
-
 func (r *raft) resetElectionTimer() {
 	r.electionElapsed = 0
 	r.randomizedElectionTimeout = r.electionTicks + r.rand.IntN(r.electionTicks)
@@ -50,12 +29,6 @@ func (r *raft) campaign() {
 	}
 }
 
-func (r *raft) resetVotes() {
-	for i := range r.votes {
-		r.votes[i] = voteUnknown
-	}
-}
-
 // becomePreCandidate asks whether an election at term+1 could be won, without changing the
 // term (thesis §9.6): a node that cannot win, or that is cut off, never raises the term of
 // a healthy group.
@@ -63,9 +36,9 @@ func (r *raft) becomePreCandidate() {
 	r.role = rolePreCandidate
 	r.lead = ""
 	r.resetElectionTimer()
-	r.resetVotes()
-	r.votes[r.self] = voteGranted // a pre-vote changes nothing, so no persistence is needed
-	if r.countVotes() == voteGranted {
+	r.tracker.resetVotes()
+	r.tracker.recordVote(r.id, true) // a pre-vote changes nothing, so no persistence is needed
+	if r.tracker.voteResult() == voteGranted {
 		r.becomeCandidate()
 		return
 	}
@@ -85,9 +58,9 @@ func (r *raft) becomeCandidate() {
 	r.role = roleCandidate
 	r.lead = ""
 	r.resetElectionTimer()
-	r.resetVotes()
+	r.tracker.resetVotes()
 	if r.hooks.selfVoteAtOnce {
-		r.votes[r.self] = voteGranted // planted bug (d)
+		r.tracker.recordVote(r.id, true) // planted bug (d)
 	}
 	r.requestVotes(MsgVote, r.term)
 }
@@ -95,45 +68,19 @@ func (r *raft) becomeCandidate() {
 func (r *raft) requestVotes(t MessageType, term uint64) {
 	lastIndex := r.log.lastIndex()
 	lastTerm := r.log.lastTerm()
-	for i, v := range r.members.voters {
-		if i == r.self {
+	for _, pr := range r.tracker.prs {
+		if pr == r.tracker.self {
 			continue
 		}
-		r.send(Message{Type: t, To: v, Term: term, LogTerm: lastTerm, Index: lastIndex})
+		r.send(Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex})
 	}
 }
 
-// countVotes says whether the election is won (voteGranted), lost (voteRejected) or open.
-func (r *raft) countVotes() voteState {
-	granted, rejected := 0, 0
-	for _, v := range r.votes {
-		switch v {
-		case voteGranted:
-			granted++
-		case voteRejected:
-			rejected++
-		}
-	}
-	q := r.members.quorum()
-	switch {
-	case granted >= q:
-		return voteGranted
-	case rejected > len(r.votes)-q:
-		return voteRejected
-	}
-	return voteUnknown
-}
-
-func (r *raft) recordVote(from int, granted bool) {
-	if r.votes[from] != voteUnknown {
+func (r *raft) recordVote(from string, granted bool) {
+	if !r.tracker.recordVote(from, granted) {
 		return // a duplicate response counts once
 	}
-	if granted {
-		r.votes[from] = voteGranted
-	} else {
-		r.votes[from] = voteRejected
-	}
-	switch r.countVotes() {
+	switch r.tracker.voteResult() {
 	case voteGranted:
 		if r.role == rolePreCandidate {
 			r.becomeCandidate()
@@ -154,16 +101,16 @@ func (r *raft) becomeLeader() {
 	r.heartbeatElapsed = 0
 	r.electionElapsed = 0
 	last := r.log.lastIndex()
-	for i := range r.prs {
-		in := r.prs[i].inflight
+	for _, pr := range r.tracker.prs {
+		in := pr.inflight
 		if in.maxCount == 0 {
 			in = newInflights(r.maxInflightMsgs, r.maxInflightBytes)
 		}
 		in.reset()
-		r.prs[i] = progress{next: last + 1, recentActive: true, inflight: in}
+		*pr = progress{id: pr.id, next: last + 1, recentActive: true, inflight: in}
 	}
-	r.prs[r.self].match = r.log.stable
-	r.prs[r.self].state = progressReplicate
+	r.tracker.self.match = r.log.stable
+	r.tracker.self.state = progressReplicate
 	r.appendLocal([]Entry{{Kind: EntryNoop}})
 }
 
@@ -207,7 +154,7 @@ func (r *raft) handleVoteRequest(m Message) {
 	r.sendAfterPersist(grant)
 }
 
-func (r *raft) stepCandidate(m Message, from int) error {
+func (r *raft) stepCandidate(m Message) error {
 	switch m.Type {
 	case MsgAppend:
 		r.becomeFollower(m.Term, m.From) // Figure 2, Candidates: a leader of our term exists
@@ -217,12 +164,12 @@ func (r *raft) stepCandidate(m Message, from int) error {
 		r.handleHeartbeat(m)
 	case MsgVoteResp:
 		if r.role == roleCandidate {
-			r.recordVote(from, !m.Reject)
+			r.recordVote(m.From, !m.Reject)
 		}
 	case MsgPreVoteResp:
 		// Only responses to our own round count: a grant carries term+1, a rejection ours.
 		if r.role == rolePreCandidate && (m.Reject || m.Term == r.term+1) {
-			r.recordVote(from, !m.Reject)
+			r.recordVote(m.From, !m.Reject)
 		}
 	}
 	return nil

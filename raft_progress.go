@@ -17,6 +17,7 @@ const (
 
 // progress is the leader's view of one voter (Figure 2: nextIndex, matchIndex).
 type progress struct {
+	id           string // the voter's node ID
 	match, next  uint64
 	state        progressState
 	probeSent    bool   // probe: an append is out and unanswered

@@ -31,9 +31,9 @@ type raftReady struct {
 // the followers per raftReady, however many proposals came in.
 func (r *raft) flush() {
 	if r.role == roleLeader && (r.appendPending || r.commitPending) {
-		for i := range r.prs {
-			if i != r.self {
-				r.sendAppends(i)
+		for _, pr := range r.tracker.prs {
+			if pr != r.tracker.self {
+				r.sendAppends(pr)
 			}
 		}
 	}
@@ -97,12 +97,12 @@ func (r *raft) advance(rd raftReady) {
 	switch r.role {
 	case roleCandidate:
 		if rd.SaveHardState && rd.HardState.Term == r.term && rd.HardState.Vote == r.id {
-			r.recordVote(r.self, true) // the self-vote is durable now
+			r.recordVote(r.id, true) // the self-vote is durable now
 		}
 	case roleLeader:
 		// The leader's own copy counts toward commit only once it is durable.
-		if r.log.stable > r.prs[r.self].match {
-			r.prs[r.self].match = r.log.stable
+		if self := r.tracker.self; r.log.stable > self.match {
+			self.match = r.log.stable
 			r.maybeCommit()
 		}
 	}
@@ -110,8 +110,8 @@ func (r *raft) advance(rd raftReady) {
 	// needed in memory.
 	upTo := min(r.log.stable, r.log.applied)
 	if r.role == roleLeader {
-		for i := range r.prs {
-			upTo = min(upTo, r.prs[i].match)
+		for _, pr := range r.tracker.prs {
+			upTo = min(upTo, pr.match)
 		}
 	}
 	r.log.trim(upTo, r.maxMemLogBytes)

@@ -17,37 +17,35 @@ func (r *raft) appendLocal(ents []Entry) {
 	r.appendPending = true
 }
 
-func (r *raft) stepLeader(m Message, from int) error {
-	pr := &r.prs[from]
+func (r *raft) stepLeader(m Message, pr *progress) error {
 	switch m.Type {
 	case MsgAppendResp:
 		pr.recentActive = true
 		if m.Reject {
-			r.handleAppendReject(m, from)
+			r.handleAppendReject(m, pr)
 		} else {
-			r.handleAppendSuccess(m, from)
+			r.handleAppendSuccess(m, pr)
 		}
 	case MsgHeartbeatResp:
 		pr.recentActive = true
 		switch {
 		case pr.state == progressProbe:
 			pr.probeSent = false // the probe or its answer may have been lost: probe again
-			r.sendAppends(from)
+			r.sendAppends(pr)
 		case pr.match+1 < pr.next:
 			// Appends are outstanding. Ask whether the follower has the last one: an empty
 			// append at next-1. If appends were lost it rejects, with a hint, and we probe
 			// from there; otherwise it acknowledges. Without this, a lost append would stall
 			// a follower whose window is full until the next proposal.
-			r.sendEmptyAppend(from, pr.next-1)
+			r.sendEmptyAppend(pr, pr.next-1)
 		default:
-			r.sendAppends(from)
+			r.sendAppends(pr)
 		}
 	}
 	return nil
 }
 
-func (r *raft) handleAppendReject(m Message, from int) {
-	pr := &r.prs[from]
+func (r *raft) handleAppendReject(m Message, pr *progress) {
 	// A stale rejection (S13): of an append older than what is acknowledged, or not of the
 	// probe we are waiting for.
 	if m.Index <= pr.match || (pr.state == progressProbe && m.Index != pr.next-1) {
@@ -71,11 +69,10 @@ func (r *raft) handleAppendReject(m Message, from int) {
 	}
 	next = max(min(next, m.Index, r.log.lastIndex()+1), pr.match+1)
 	pr.becomeProbe(next)
-	r.sendAppends(from)
+	r.sendAppends(pr)
 }
 
-func (r *raft) handleAppendSuccess(m Message, from int) {
-	pr := &r.prs[from]
+func (r *raft) handleAppendSuccess(m Message, pr *progress) {
 	if m.Index > r.log.lastIndex() {
 		return // cannot be an answer to us
 	}
@@ -92,23 +89,13 @@ func (r *raft) handleAppendSuccess(m Message, from int) {
 	if advanced {
 		r.maybeCommit()
 	}
-	r.sendAppends(from)
+	r.sendAppends(pr)
 }
 
 // maybeCommit advances the commit index to the highest index a quorum has matched, but
 // only if that entry is of the current term (Raft §5.4.2, Figure 8, S11).
 func (r *raft) maybeCommit() {
-	ms := r.matchScratch[:0]
-	for i := range r.prs {
-		ms = append(ms, r.prs[i].match)
-	}
-	// Insertion sort, descending: groups are small and this must not allocate.
-	for i := 1; i < len(ms); i++ {
-		for j := i; j > 0 && ms[j] > ms[j-1]; j-- {
-			ms[j], ms[j-1] = ms[j-1], ms[j]
-		}
-	}
-	idx := ms[r.members.quorum()-1]
+	idx := r.tracker.quorumMatch()
 	if idx <= r.log.committed {
 		return
 	}
@@ -119,13 +106,12 @@ func (r *raft) maybeCommit() {
 	r.commitPending = true
 }
 
-// sendAppends sends to follower i what its progress allows: one probe, or appends until the
+// sendAppends sends to the follower of pr what its progress allows: one probe, or appends until the
 // in-flight window is full. With nothing to send, it sends the commit index if the follower
 // has not been told it.
-func (r *raft) sendAppends(i int) {
-	pr := &r.prs[i]
+func (r *raft) sendAppends(pr *progress) {
 	sent := false
-	for r.sendAppend(i) {
+	for r.sendAppend(pr) {
 		sent = true
 		if pr.state == progressProbe {
 			break
@@ -134,25 +120,24 @@ func (r *raft) sendAppends(i int) {
 	if !sent && pr.state == progressReplicate && min(pr.match, r.log.committed) > pr.sentCommit {
 		// prev = match: the follower has it, so this never causes a spurious rejection, and
 		// it lets the follower commit up to min(commit, match), which it has not been told.
-		r.sendEmptyAppend(i, pr.match)
+		r.sendEmptyAppend(pr, pr.match)
 	}
 }
 
 // sendEmptyAppend sends an append without entries at prevIndex, carrying the commit index.
-func (r *raft) sendEmptyAppend(i int, prevIndex uint64) {
+func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
 	prevTerm, err := r.log.term(prevIndex)
 	if err != nil {
 		return
 	}
-	r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
+	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
 		Index: prevIndex, Commit: r.log.committed})
 	// A follower commits no further than the last index an append vouches for.
-	r.prs[i].sentCommit = min(r.log.committed, prevIndex)
+	pr.sentCommit = min(r.log.committed, prevIndex)
 }
 
 // sendAppend sends one append with entries from pr.next, if the progress state allows.
-func (r *raft) sendAppend(i int) bool {
-	pr := &r.prs[i]
+func (r *raft) sendAppend(pr *progress) bool {
 	last := r.log.lastIndex()
 	switch {
 	case pr.state == progressProbe && pr.probeSent:
@@ -169,7 +154,7 @@ func (r *raft) sendAppend(i int) bool {
 	if err != nil || (pr.state == progressReplicate && len(ents) == 0) {
 		return false
 	}
-	r.send(Message{Type: MsgAppend, To: r.members.voters[i], Term: r.term, LogTerm: prevTerm,
+	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
 		Index: prevIndex, Entries: ents, Commit: r.log.committed})
 	// A follower commits no further than the last index an append vouches for.
 	pr.sentCommit = min(r.log.committed, ents[len(ents)-1].Index)
@@ -188,11 +173,11 @@ func (r *raft) sendAppend(i int) bool {
 }
 
 func (r *raft) bcastHeartbeat() {
-	for i, v := range r.members.voters {
-		if i == r.self {
+	for _, pr := range r.tracker.prs {
+		if pr == r.tracker.self {
 			continue
 		}
-		r.send(Message{Type: MsgHeartbeat, To: v, Term: r.term, Commit: min(r.log.committed, r.prs[i].match)})
+		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match)})
 	}
 }
 

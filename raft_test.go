@@ -56,9 +56,9 @@ func makeLeader(t *testing.T, n *testNode) []Message {
 	}
 	n.flush()
 	var out []Message
-	for _, v := range n.r.members.voters {
-		if v != n.id && n.r.role == roleCandidate {
-			out = append(out, n.stepFlush(t, Message{Type: MsgVoteResp, From: v, To: n.id, Term: n.r.term})...)
+	for _, pr := range n.r.tracker.prs {
+		if pr.id != n.id && n.r.role == roleCandidate {
+			out = append(out, n.stepFlush(t, Message{Type: MsgVoteResp, From: pr.id, To: n.id, Term: n.r.term})...)
 		}
 	}
 	if n.r.role != roleLeader {
@@ -609,7 +609,7 @@ func TestLeaderIgnoresStaleResponsesS13(t *testing.T) {
 	}
 	n.flush()
 	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 5})
-	pr := &n.r.prs[n.r.members.indexOf("n2")]
+	pr := n.r.tracker.progress("n2")
 	if pr.match != 5 || pr.state != progressReplicate {
 		t.Fatalf("match %d state %v", pr.match, pr.state)
 	}

@@ -304,7 +304,7 @@ func (s *sim) check(i int) {
 				// A leader that counted its own vote toward its win must never grant
 				// another in this term. (A leader may also win on others' votes alone,
 				// before its self-vote is durable; then that vote was never used.)
-				if r.votes[r.self] == voteGranted {
+				if r.tracker.votes[r.id] == voteGranted {
 					k := simVoteKey{n.id, r.term}
 					if v, ok := s.votes[g][k]; ok && v != n.id {
 						s.failf("S1: %s leads term %d of group %d after granting its vote to %s", n.id, r.term, g, v)
