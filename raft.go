@@ -154,15 +154,6 @@ func (c *raftConfig) validate() error {
 	return nil
 }
 
-// raftTestHooks plants bugs for tests that prove the simulation can find them. Every field
-// is false in production; nothing outside *_test.go sets them.
-type raftTestHooks struct {
-	commitOlderTerms  bool // (a) count replicas of entries from older terms toward commit
-	voteBeforePersist bool // (b) send vote grants before the vote is persisted
-	skipPrevTermCheck bool // (c) accept an append whose prevTerm does not match
-	selfVoteAtOnce    bool // (d) count the candidate's self-vote before it is persisted
-}
-
 // raftStatus is a snapshot of a group's state for the node and for tests.
 type raftStatus struct {
 	id        string
@@ -207,7 +198,35 @@ type raft struct {
 	readyOut               bool      // a raftReady was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
 	commitPending          bool      // commit index to broadcast at the next ready
-	hooks                  raftTestHooks
+	rules                  safetyRules
+}
+
+// safetyRules are four decisions on which Raft's safety rests, held as function values so
+// that a test can plant a wrong one and prove that the simulation catches it. newRaft sets
+// correctRules; nothing outside *_test.go replaces them.
+type safetyRules struct {
+	// commitByCounting reports whether the leader may commit the entry at idx because a
+	// quorum has matched it.
+	commitByCounting func(r *raft, idx uint64) bool
+	// releaseVote queues a vote grant to be sent.
+	releaseVote func(r *raft, grant Message)
+	// prevTermMatches reports whether an append fits after the follower's entry at its
+	// prevIndex: have is that entry's term, want the append's prevTerm.
+	prevTermMatches func(have, want uint64) bool
+	// selfVoteCounts reports whether a candidate's vote for itself counts toward its
+	// election, durable or not yet.
+	selfVoteCounts func(durable bool) bool
+}
+
+var correctRules = safetyRules{
+	// Only an entry of the leader's own term commits by counting (Raft §5.4.2, Figure 8, S11).
+	commitByCounting: func(r *raft, idx uint64) bool { return r.log.matchTerm(idx, r.term) },
+	// A grant leaves only once the vote is durable (S1; see handleVoteRequest).
+	releaseVote: (*raft).sendAfterPersist,
+	// Figure 2, AppendEntries receiver rule 2.
+	prevTermMatches: func(have, want uint64) bool { return have == want },
+	// Only once it is durable (see becomeCandidate).
+	selfVoteCounts: func(durable bool) bool { return durable },
 }
 
 // newRaft starts a group from its configuration and what it persisted.
@@ -230,6 +249,7 @@ func newRaft(c raftConfig) (*raft, error) {
 		maxUnstableBytes: c.maxUnstableBytes,
 		maxMemLogBytes:   c.maxMemLogBytes,
 		maxApplyBytes:    c.maxApplyBytes,
+		rules:            correctRules,
 	}
 	setDefault(&r.maxMsgBytes, defaultMaxMsgBytes)
 	setDefault(&r.maxInflightMsgs, defaultMaxInflightMsgs)

@@ -59,8 +59,8 @@ func (r *raft) becomeCandidate() {
 	r.lead = ""
 	r.resetElectionTimer()
 	r.tracker.resetVotes()
-	if r.hooks.selfVoteAtOnce {
-		r.tracker.recordVote(r.id, true) // planted bug (d)
+	if r.rules.selfVoteCounts(false) {
+		r.recordVote(r.id, true)
 	}
 	r.requestVotes(MsgVote, r.term)
 }
@@ -145,13 +145,9 @@ func (r *raft) handleVoteRequest(m Message) {
 	}
 	r.vote = m.From
 	r.electionElapsed = 0
-	if r.hooks.voteBeforePersist {
-		r.send(grant) // planted bug (b)
-		return
-	}
 	// The grant goes out only once the vote is durable (S1): a node that crashes after
 	// granting must remember the vote, or it could grant a second one in the same term.
-	r.sendAfterPersist(grant)
+	r.rules.releaseVote(r, grant)
 }
 
 func (r *raft) stepCandidate(m Message) error {

@@ -96,7 +96,8 @@ func (r *raft) advance(rd raftReady) {
 	r.spareMsgs, r.spareAfter = rd.Messages[:0], rd.MessagesAfterPersist[:0]
 	switch r.role {
 	case roleCandidate:
-		if rd.SaveHardState && rd.HardState.Term == r.term && rd.HardState.Vote == r.id {
+		durable := rd.SaveHardState && rd.HardState.Term == r.term && rd.HardState.Vote == r.id
+		if durable && r.rules.selfVoteCounts(true) {
 			r.recordVote(r.id, true) // the self-vote is durable now
 		}
 	case roleLeader:

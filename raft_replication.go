@@ -99,16 +99,16 @@ func (r *raft) maybeCommit() {
 	if idx <= r.log.committed {
 		return
 	}
-	if !r.hooks.commitOlderTerms && !r.log.matchTerm(idx, r.term) {
+	if !r.rules.commitByCounting(r, idx) {
 		return
 	}
 	r.log.committed = idx
 	r.commitPending = true
 }
 
-// sendAppends sends to the follower of pr what its progress allows: one probe, or appends until the
-// in-flight window is full. With nothing to send, it sends the commit index if the follower
-// has not been told it.
+// sendAppends sends to the follower of pr what its progress allows: one probe, or appends
+// until the in-flight window is full. With nothing to send, it sends the commit index if the
+// follower has not been told it.
 func (r *raft) sendAppends(pr *progress) {
 	sent := false
 	for r.sendAppend(pr) {
@@ -228,7 +228,7 @@ func (r *raft) handleAppend(m Message) error {
 			Reject: true, RejectHint: last + 1})
 		return nil
 	}
-	if t, err := r.log.term(prevIndex); err != nil || (t != prevTerm && !r.hooks.skipPrevTermCheck) {
+	if t, err := r.log.term(prevIndex); err != nil || !r.rules.prevTermMatches(t, prevTerm) {
 		hint := prevIndex
 		for hint-1 > r.log.committed && r.log.matchTerm(hint-1, t) {
 			hint--
