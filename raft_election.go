@@ -1,8 +1,8 @@
 package kommander
 
 // This file is leader election: the election timer, pre-vote (thesis §9.6), candidacy and
-// the vote count, the RequestVote receiver, the leader lease that ignores vote requests, and
-// CheckQuorum's count of live followers.
+// the vote count, becoming leader, the RequestVote receiver, and the lease that ignores vote
+// requests while a live leader is heard from.
 
 func (r *raft) resetElectionTimer() {
 	r.electionElapsed = 0
