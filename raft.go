@@ -355,7 +355,7 @@ func (r *raft) sendAfterPersist(m Message) {
 	r.msgsAfterPersist = append(r.msgsAfterPersist, m)
 }
 
-// step takes one message received from a peer, or a MsgPropose forwarded by a follower's
+// step takes one message received from a peer, or a proposal forwarded by a follower's
 // node. It returns an error for a message it refuses (a proposal on a non-leader, a
 // malformed message); the group's state is then unchanged.
 func (r *raft) step(m Message) error {

@@ -126,9 +126,7 @@ func TestFollowerHeartbeatResetsElectionTimer(t *testing.T) {
 // The self-vote counts only once persisted (see becomeCandidate).
 func TestCandidateCountsSelfVoteOnlyOncePersisted(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
-	for n.r.role != roleCandidate {
-		n.r.tick()
-	}
+	tickUntil(n, roleCandidate)
 	rd := n.r.ready()
 	if !rd.SaveHardState || rd.HardState.Vote != "n1" || rd.HardState.Term != 2 {
 		t.Fatalf("the raftReady must persist the self-vote: %+v", rd.HardState)
@@ -152,9 +150,7 @@ func TestCandidateCountsSelfVoteOnlyOncePersisted(t *testing.T) {
 
 func TestCandidateBecomesFollowerOnAppendFromNewLeader(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
-	for n.r.role != roleCandidate {
-		n.r.tick()
-	}
+	tickUntil(n, roleCandidate)
 	n.flush()
 	n.stepFlush(t, appendMsg("n2", 2, 0, 0, 0))
 	if n.r.role != roleFollower || n.r.lead != "n2" {
@@ -164,9 +160,7 @@ func TestCandidateBecomesFollowerOnAppendFromNewLeader(t *testing.T) {
 
 func TestCandidateReturnsToFollowerWhenMajorityRejects(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
-	for n.r.role != roleCandidate {
-		n.r.tick()
-	}
+	tickUntil(n, roleCandidate)
 	n.flush()
 	n.stepFlush(t, Message{Type: MsgVoteResp, From: "n2", To: "n1", Term: 2, Reject: true})
 	n.stepFlush(t, Message{Type: MsgVoteResp, From: "n3", To: "n1", Term: 2, Reject: true})
@@ -177,9 +171,7 @@ func TestCandidateReturnsToFollowerWhenMajorityRejects(t *testing.T) {
 
 func TestCandidateStartsNewElectionOnTimeout(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
-	for n.r.role != roleCandidate {
-		n.r.tick()
-	}
+	tickUntil(n, roleCandidate)
 	for n.r.term == 2 {
 		n.r.tick()
 	}
@@ -254,9 +246,7 @@ func TestS3NodeWithGapNeverWinsOnLastIndex(t *testing.T) {
 	if n.r.log.lastIndex() != 2 {
 		t.Fatalf("entries stored past a gap: last %d", n.r.log.lastIndex())
 	}
-	for n.r.role != roleCandidate {
-		n.r.tick()
-	}
+	tickUntil(n, roleCandidate)
 	req := only(n.flush(), MsgVote)[0]
 	if req.Index != 2 {
 		t.Fatalf("vote request claims last index %d", req.Index)
@@ -316,9 +306,7 @@ func TestS6PreVoteGrantChangesNothingAndIsNotAVote(t *testing.T) {
 	}
 	// A pre-candidate never becomes leader on pre-vote grants alone.
 	p := newNode(t, "n1", 3, nil, withPreVote)
-	for p.r.role != rolePreCandidate {
-		p.r.tick()
-	}
+	tickUntil(p, rolePreCandidate)
 	p.flush()
 	p.stepFlush(t, Message{Type: MsgPreVoteResp, From: "n2", To: "n1", Term: 4})
 	if p.r.role != roleCandidate || p.r.term != 4 {

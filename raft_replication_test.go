@@ -7,6 +7,15 @@ import (
 
 // These tests cover log replication (raft_replication.go), in the order of Figure 2.
 
+// wantAppendAccepted steps m into n and fails unless n acknowledges it up to index.
+func wantAppendAccepted(t *testing.T, n *testNode, m Message, index uint64) {
+	t.Helper()
+	resp := one(t, n.stepFlush(t, m), MsgAppendResp)
+	if resp.Reject || resp.Index != index {
+		t.Fatalf("want success at %d, got %+v", index, resp)
+	}
+}
+
 // ---- AppendEntries receiver (Figure 2) ----
 
 // Rule 1: reply false if term < currentTerm; the reply carries our term so that a deposed
@@ -49,10 +58,7 @@ func TestAppendEntriesReceiverRejectsPrevTermMismatchWithHint(t *testing.T) {
 // deleted with all that follow it.
 func TestAppendEntriesReceiverTruncatesConflictingSuffix(t *testing.T) {
 	n := newNode(t, "n1", 2, []uint64{1, 1, 2, 2})
-	resp := one(t, n.stepFlush(t, appendMsg("n2", 3, 2, 1, 0, 3)), MsgAppendResp)
-	if resp.Reject || resp.Index != 3 {
-		t.Fatalf("want success at 3, got %+v", resp)
-	}
+	wantAppendAccepted(t, n, appendMsg("n2", 3, 2, 1, 0, 3), 3)
 	if got := logTerms(n); !equalTerms(got, []uint64{1, 1, 3}) {
 		t.Fatalf("log terms %v, want [1 1 3]", got)
 	}
@@ -65,10 +71,7 @@ func TestAppendEntriesReceiverTruncatesConflictingSuffix(t *testing.T) {
 // so a stale or duplicated append never truncates (S12).
 func TestAppendEntriesReceiverAppendsOnlyNewEntriesS12(t *testing.T) {
 	n := newNode(t, "n1", 1, []uint64{1, 1, 1, 1})
-	resp := one(t, n.stepFlush(t, appendMsg("n2", 1, 1, 1, 0, 1)), MsgAppendResp)
-	if resp.Reject || resp.Index != 2 {
-		t.Fatalf("want success at 2, got %+v", resp)
-	}
+	wantAppendAccepted(t, n, appendMsg("n2", 1, 1, 1, 0, 1), 2)
 	if n.r.log.lastIndex() != 4 {
 		t.Fatalf("a stale append truncated the log to %d", n.r.log.lastIndex())
 	}

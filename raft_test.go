@@ -50,12 +50,17 @@ func one(t *testing.T, msgs []Message, typ MessageType) Message {
 	return got[0]
 }
 
+// tickUntil ticks n until it plays role.
+func tickUntil(n *testNode, role raftRole) {
+	for n.r.role != role {
+		n.r.tick()
+	}
+}
+
 // makeLeader runs an election on n (preVote off) that every peer grants.
 func makeLeader(t *testing.T, n *testNode) []Message {
 	t.Helper()
-	for n.r.role != roleCandidate {
-		n.r.tick()
-	}
+	tickUntil(n, roleCandidate)
 	n.flush()
 	var out []Message
 	for _, pr := range n.r.tracker.prs {
