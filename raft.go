@@ -5,6 +5,13 @@ package kommander
 // persist, messages to send, entries to apply) is handed out as data by ready() and
 // acknowledged by advance(). References are to the Raft paper ("Raft §5.3", "Figure 2") and
 // to Ongaro's thesis ("thesis §9.6").
+//
+// This file is the overview: the group's state, its configuration, and the entry points
+// (newRaft, tick, step, propose, status). The rules live beside it by concern:
+// raft_election.go (timeouts, pre-vote, votes, becoming leader), raft_replication.go
+// (appends, their acceptance or rejection, commit), raft_log.go (the log), raft_tracker.go
+// and raft_progress.go (the voters, the leader's view of each), raft_ready.go (the hand-off
+// to the node).
 
 import (
 	"errors"
