@@ -100,6 +100,6 @@
 //	http_transport.go     HTTP: the same batches as signed POSTs, Handler, the status page
 //	memory_transport.go   MemoryNetwork, for tests: cuts, partitions, loss, delay, duplicates
 //
-// Every failure scenario the tests check has a tag that internal comments and test names
-// cite; scenarios_test.go lists each one's rule and the tests that cover it.
+// Every failure scenario the library must survive has a tag that internal comments and
+// test names cite; scenarios_test.go lists each one's rule and the tests that cover it.
 package kommander
