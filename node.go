@@ -912,31 +912,31 @@ func (n *Node) runPass() bool {
 			continue
 		}
 		p := n.parts[m.Partition]
-		if m.Type == MsgPropose && m.Reject {
+		if m.Type == MsgForwardRefused {
 			n.refused(p, m)
 			continue
 		}
-		if m.Type == MsgPropose {
+		if m.Type == MsgForward {
 			if m.Entries = n.forwardedIDs.unseen(m.Entries); len(m.Entries) == 0 {
 				n.metrics.dropped.Add(1) // a duplicate
 				continue
 			}
 		}
-		if len(m.Entries) > 0 && (m.Type == MsgAppend || m.Type == MsgPropose) && p.backlogged() {
+		if len(m.Entries) > 0 && (m.Type == MsgAppend || m.Type == MsgForward) && p.backlogged() {
 			// The state machine is far behind: take no more entries for now. The leader
 			// resends unacknowledged appends; a forwarded proposal is refused.
 			n.metrics.dropped.Add(1)
-			if m.Type == MsgPropose {
+			if m.Type == MsgForward {
 				n.refuse(p, m)
 			}
 			continue
 		}
 		if err := p.raft.step(*m); err != nil {
-			if m.Type == MsgPropose && errors.Is(err, errNotLeader) {
+			if m.Type == MsgForward && errors.Is(err, errNotLeader) {
 				n.reforward(p, m)
 				continue
 			}
-			if m.Type == MsgPropose {
+			if m.Type == MsgForward {
 				// Too much unsaved: Raft took none of it, and the follower's caller gets
 				// a definite answer now instead of a timeout much later.
 				n.refuse(p, m)
@@ -1214,7 +1214,7 @@ func (n *Node) proposeQueued(p *partition) {
 		}
 		p.queue = p.queue[:0]
 	default:
-		// One MsgPropose per chunk of about MaxMessageBytes, so that no message exceeds
+		// One MsgForward per chunk of about MaxMessageBytes, so that no message exceeds
 		// what the transport carries.
 		for len(p.queue) > 0 {
 			k, _ := n.chunk(p.queue)
@@ -1223,11 +1223,11 @@ func (n *Node) proposeQueued(p *partition) {
 				ents = pr.appendEntries(ents)
 				pr.stage, pr.leader = stageForwarded, st.leader
 				n.await(p, pr)
-				// The MsgPropose or the leader's answer may be lost: bound the wait (S14).
+				// The MsgForward or the leader's answer may be lost: bound the wait (S14).
 				pr.deadline = n.now + uint64(noLeaderTimeouts*n.elTicks)
 			}
 			n.metrics.forwarded.Add(uint64(len(ents)))
-			n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: st.leader, Term: st.term, Entries: ents}})
+			n.queueOut([]Message{{Type: MsgForward, Partition: p.id, From: n.cfg.NodeID, To: st.leader, Term: st.term, Entries: ents}})
 			clear(p.queue[:k])
 			p.queue = p.queue[k:]
 		}
@@ -1254,7 +1254,7 @@ func (n *Node) chunk(queue []*proposal) (k int, size uint64) {
 }
 
 // maxForwardHops bounds how often a forwarded proposal is passed on by nodes that are no
-// longer (or not yet) the leader; the hop count travels in Message.Context.
+// longer (or not yet) the leader; the hop count travels in Message.Hops.
 const maxForwardHops = 2
 
 // reforward passes a forwarded proposal that reached a node which does not lead the
@@ -1263,25 +1263,25 @@ const maxForwardHops = 2
 // leader change would wait for their deadline.
 func (n *Node) reforward(p *partition, m *Message) {
 	st := p.raft.status()
-	if st.leader == "" || st.leader == n.cfg.NodeID || st.leader == m.From || m.Context >= maxForwardHops {
+	if st.leader == "" || st.leader == n.cfg.NodeID || st.leader == m.From || m.Hops >= maxForwardHops {
 		n.metrics.dropped.Add(1)
 		return
 	}
 	fwd := *m
-	fwd.From, fwd.To, fwd.Term, fwd.Context = n.cfg.NodeID, st.leader, st.term, m.Context+1
+	fwd.From, fwd.To, fwd.Term, fwd.Hops = n.cfg.NodeID, st.leader, st.term, m.Hops+1
 	n.metrics.forwarded.Add(uint64(len(fwd.Entries)))
 	n.queueOut([]Message{fwd})
 }
 
 // refuse tells the node that forwarded a proposal that this leader did not take it (its
-// state machine is behind, or too much is unsaved): a MsgPropose with Reject set that
-// carries only the entries' IDs.
+// state machine is behind, or too much is unsaved): a MsgForwardRefused that carries only
+// the entries' IDs.
 func (n *Node) refuse(p *partition, m *Message) {
 	ids := make([]Entry, len(m.Entries))
 	for i := range m.Entries {
 		ids[i] = Entry{Kind: EntryNormal, ID: m.Entries[i].ID}
 	}
-	n.queueOut([]Message{{Type: MsgPropose, Partition: p.id, From: n.cfg.NodeID, To: m.From, Term: p.raft.status().term, Reject: true, Entries: ids}})
+	n.queueOut([]Message{{Type: MsgForwardRefused, Partition: p.id, From: n.cfg.NodeID, To: m.From, Term: p.raft.status().term, Entries: ids}})
 }
 
 // refused answers the proposals a leader refused (see refuse) with ErrOverloaded: the

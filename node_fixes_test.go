@@ -378,7 +378,7 @@ func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
 	})
 }
 
-// TestDuplicatedForwardedProposalAppliesOnceS12 is S12 for forwarding: a MsgPropose the
+// TestDuplicatedForwardedProposalAppliesOnceS12 is S12 for forwarding: a MsgForward the
 // network delivers twice is appended, committed and applied once (the state machine used
 // to see the same entry ID at two indexes).
 func TestDuplicatedForwardedProposalAppliesOnceS12(t *testing.T) {

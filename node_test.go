@@ -1235,7 +1235,7 @@ func TestProposalsDuringAnFsyncShareTheNextOne(t *testing.T) {
 }
 
 // TestProposalsAreChunkedToMaxMessageBytes: queued proposals go to Raft, or to the
-// leader in MsgPropose messages, in chunks of about MaxMessageBytes, never splitting one
+// leader in MsgForward messages, in chunks of about MaxMessageBytes, never splitting one
 // proposal; a batch larger than a message is refused with ErrTooLarge.
 func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
 	n := &Node{cfg: Config{MaxMessageBytes: 8 << 10}}
@@ -1275,7 +1275,7 @@ func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
 	}
 }
 
-// TestProposalForwardedToAFollowerIsPassedOnToTheLeader: a MsgPropose that reaches a node
+// TestProposalForwardedToAFollowerIsPassedOnToTheLeader: a MsgForward that reaches a node
 // which does not lead the partition (it was forwarded just before a leader change) is
 // passed on to the leader that node knows, and commits.
 func TestProposalForwardedToAFollowerIsPassedOnToTheLeader(t *testing.T) {
@@ -1294,7 +1294,7 @@ func TestProposalForwardedToAFollowerIsPassedOnToTheLeader(t *testing.T) {
 		t.Fatal("no leader after 500 ticks")
 	}
 	follower, origin := (lead+1)%3, (lead+2)%3
-	s.nodes[follower].deliver([]Message{{Type: MsgPropose, Partition: 0, From: s.ids[origin], To: s.ids[follower],
+	s.nodes[follower].deliver([]Message{{Type: MsgForward, Partition: 0, From: s.ids[origin], To: s.ids[follower],
 		Entries: []Entry{{Kind: EntryNormal, ID: 424242, Type: "put", Data: put("via", "follower")}}}})
 	for k := 0; k < 50; k++ {
 		s.advance()

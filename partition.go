@@ -56,7 +56,7 @@ type proposalStage uint8
 const (
 	stageQueued    proposalStage = iota // waiting for the loop
 	stageLocal                          // appended to this node's log as leader
-	stageForwarded                      // sent to the leader in a MsgPropose
+	stageForwarded                      // sent to the leader in a MsgForward
 	stageDone                           // answered
 )
 
@@ -265,14 +265,14 @@ const maxForwardedIDs = 1 << 14
 
 // recentIDs remembers the IDs of the last maxForwardedIDs forwarded entries a node
 // received, of all partitions (entry IDs come from one sequence per node), so that a
-// MsgPropose the network delivers twice is proposed once. Loop only.
+// MsgForward the network delivers twice is proposed once. Loop only.
 type recentIDs struct {
 	seen map[uint64]struct{}
 	ring []uint64 // in arrival order
 	next int      // the slot of ring to reuse next, once it is full
 }
 
-// unseen returns the entries of a received MsgPropose whose IDs the node has not received
+// unseen returns the entries of a received MsgForward whose IDs the node has not received
 // before, and remembers them: a forwarded proposal is sent once and never resent, so a
 // second copy is the network's duplicate, and proposing it again would apply the command
 // twice (S12).
