@@ -132,25 +132,6 @@ type Config struct {
 	// RandSeed seeds the node's randomized election timeouts. 0 means a random seed. Set
 	// it, with a FakeClock and a MemoryNetwork, for a reproducible test cluster.
 	RandSeed int64
-
-	// testHooks, set only by this package's tests, drives the node step by step.
-	testHooks *testHooks
-}
-
-// testHooks changes how a node runs, for deterministic tests.
-type testHooks struct {
-	// manual: Start runs no goroutines; the test calls tickAll, runPass and applyPending.
-	manual bool
-	// applyBacklog, if set, replaces maxApplyBacklog.
-	applyBacklog int
-	// deferPersist (with manual): a pass leaves its Save pending until the test calls
-	// completePersist, as an fsync that takes a while; a crash before loses the batch.
-	deferPersist bool
-	// admitted, if set, is called by Replicate once a proposal passed the checks and
-	// before it is queued, so that a test can fail or stop the node in between.
-	admitted func()
-	// maxUnstableBytes, if set, replaces Raft's bound on a leader's unsaved entries.
-	maxUnstableBytes uint64
 }
 
 // Peer is a member of the cluster.

@@ -162,7 +162,8 @@ type nodeCluster struct {
 	nodes      []*Node
 	stores     []Storage
 	sms        []*kvSM
-	cfg        func(i int, c *Config) // optional per-test config changes
+	cfg        func(i int, c *Config)          // optional per-test config changes
+	opts       func(i int, o *testNodeOptions) // optional per-test changes of how nodes run
 	tick       time.Duration
 	dataDirs   []string // when set, nodes use the default Storage (the WAL) in these
 }
@@ -220,7 +221,11 @@ func (c *nodeCluster) config(i int) Config {
 
 func (c *nodeCluster) start(i int) {
 	c.t.Helper()
-	n, err := NewNode(c.config(i))
+	var o testNodeOptions
+	if c.opts != nil {
+		c.opts(i, &o)
+	}
+	n, err := newNodeForTest(c.config(i), o)
 	if err != nil {
 		c.t.Fatalf("NewNode %s: %v", c.ids[i], err)
 	}
@@ -805,7 +810,7 @@ func TestSlowStateMachineDoesNotBlockTheLoop(t *testing.T) {
 func TestSlowStateMachineBoundsItsQueue(t *testing.T) {
 	const bound = 8
 	c := newNodeCluster(t, 3, 1, false)
-	c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{applyBacklog: bound} }
+	c.opts = func(_ int, o *testNodeOptions) { o.applyBacklog = bound }
 	c.startAll()
 	lead := c.leaders()[0]
 	slow := (lead + 1) % 3
@@ -1145,7 +1150,7 @@ func TestOnePassSavesAllPartitionsInOneFsyncAndOneSendPerPeer(t *testing.T) {
 	if !n.runPass() {
 		t.Fatal("the pass found no work")
 	}
-	if !n.persisting {
+	if !n.persist.inFlight() {
 		t.Fatal("the pass saved nothing")
 	}
 	n.completePersist() // the fsync returns

@@ -44,6 +44,12 @@ type partition struct {
 	status PartitionStatus
 }
 
+// newPartition wraps a partition's restored Raft group; hs is the hard state it was
+// restored from, applied the state machine's last applied index.
+func newPartition(id uint32, r *raft, hs HardState, applied uint64) *partition {
+	return &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote, maxBacklog: maxApplyBacklog}
+}
+
 // waiter locates a proposed entry's caller.
 type waiter struct {
 	p *proposal
@@ -233,9 +239,12 @@ func (p *partition) abandon(pr *proposal, cause error) {
 	}
 }
 
-// expire answers, with err, every waiting proposal whose deadline is at or before now.
-// The caller holds mu.
-func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) {
+// expire answers every proposal whose deadline is at or before now: one handed to Raft or
+// forwarded has an unknown outcome (ErrTimeout); one still queued found no leader in time
+// and was never proposed (ErrNotLeader).
+func (p *partition) expire(now uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var expired []*proposal
 	for _, w := range p.waiting {
 		if w.p.deadline != 0 && w.p.deadline <= now && w.p.stage != stageDone {
@@ -247,61 +256,242 @@ func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) 
 			continue
 		}
 		p.forget(pr)
-		pr.finish(unknown(pr))
+		if pr.stage == stageForwarded {
+			pr.finish(fmt.Errorf("kommander: partition %d: %w: no outcome in time for the entry forwarded to %s", p.id, ErrTimeout, pr.leader))
+		} else {
+			pr.finish(fmt.Errorf("kommander: partition %d: %w: the leader changed after the entry was proposed", p.id, ErrTimeout))
+		}
 	}
 	for j := 0; j < len(p.queue); j++ {
 		pr := p.queue[j]
 		if pr.deadline != 0 && pr.deadline <= now {
 			p.forget(pr)
 			j--
-			pr.finish(noLeader(pr))
+			pr.finish(&NotLeaderError{Partition: int(p.id)})
 		}
 	}
 	p.dropAnswered()
 }
 
-// maxForwardedIDs bounds the forwarded entry IDs a node remembers (recentIDs).
-const maxForwardedIDs = 1 << 14
-
-// recentIDs remembers the IDs of the last maxForwardedIDs forwarded entries a node
-// received, of all partitions (entry IDs come from one sequence per node), so that a
-// MsgForward the network delivers twice is proposed once. Loop only.
-type recentIDs struct {
-	seen map[uint64]struct{}
-	ring []uint64 // in arrival order
-	next int      // the slot of ring to reuse next, once it is full
+// failAll answers every proposal still waiting: queued ones were never proposed (cause),
+// the others have an unknown outcome (ErrTimeout wrapping cause).
+func (p *partition) failAll(cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range append([]*proposal(nil), p.queue...) {
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
+	}
+	seen := make(map[*proposal]bool)
+	for _, w := range p.waiting {
+		seen[w.p] = true
+	}
+	for pr := range seen {
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
+	}
 }
 
-// unseen returns the entries of a received MsgForward whose IDs the node has not received
-// before, and remembers them: a forwarded proposal is sent once and never resent, so a
-// second copy is the network's duplicate, and proposing it again would apply the command
-// twice (S12).
-func (w *recentIDs) unseen(ents []Entry) []Entry {
-	if w.seen == nil {
-		w.seen = make(map[uint64]struct{})
+// admit queues a proposal for the loop, unless the partition has maxPending entries
+// waiting already or its state machine is far behind (ErrOverloaded). The caller holds mu.
+func (p *partition) admit(pr *proposal, maxPending int) error {
+	if p.pending+len(pr.cmds) > maxPending {
+		return fmt.Errorf("kommander: partition %d: %d entries pending: %w", p.id, p.pending, ErrOverloaded)
 	}
-	kept := ents
+	if p.applyFull() {
+		return fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", p.id, len(p.applyQ), ErrOverloaded)
+	}
+	p.pending += len(pr.cmds)
+	p.queue = append(p.queue, pr)
+	return nil
+}
+
+// queued returns the proposals not yet handed to Raft or forwarded, oldest first; the
+// caller takes them off with proposedLocally or forwarded. The caller holds mu.
+func (p *partition) queued() []*proposal { return p.queue }
+
+// dequeue takes the first k queued proposals off the queue. The caller holds mu.
+func (p *partition) dequeue(k int) {
+	clear(p.queue[:k])
+	p.queue = p.queue[k:]
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+}
+
+// proposedLocally records that the first queued proposals, prs, were appended to this
+// leader's log from index first on, in term. The caller holds mu.
+func (p *partition) proposedLocally(prs []*proposal, first, term uint64) {
+	idx := first
+	for _, pr := range prs {
+		pr.stage, pr.index, pr.term = stageLocal, idx, term
+		idx += uint64(len(pr.cmds))
+		p.await(pr)
+		p.local = append(p.local, pr)
+	}
+	p.dequeue(len(prs))
+}
+
+// forwarded records that the first queued proposals, prs, were forwarded to leader; they
+// are answered with ErrTimeout if nothing is heard of them by deadline. The caller holds mu.
+func (p *partition) forwarded(prs []*proposal, leader string, deadline uint64) {
+	for _, pr := range prs {
+		pr.stage, pr.leader = stageForwarded, leader
+		p.await(pr)
+		pr.deadline = deadline
+	}
+	p.dequeue(len(prs))
+}
+
+// await registers a proposal's entries as waiting to be applied. The caller holds mu.
+func (p *partition) await(pr *proposal) {
+	pr.deadline = 0
+	for i := range pr.cmds {
+		p.waiting[pr.firstID+uint64(i)] = waiter{p: pr, i: i}
+	}
+}
+
+// awaitLeader gives the queued proposals until deadline for a leader to be known. The
+// caller holds mu.
+func (p *partition) awaitLeader(deadline uint64) {
+	for _, pr := range p.queue {
+		if pr.deadline == 0 {
+			pr.deadline = deadline
+		}
+	}
+}
+
+// refuseQueued answers the queued proposals with a *NotLeaderError naming leader: this
+// node does not lead the partition and does not forward. The caller holds mu.
+func (p *partition) refuseQueued(leader, leaderAddr string) {
+	for _, pr := range p.queue {
+		p.pending -= len(pr.cmds)
+		pr.finish(&NotLeaderError{Partition: int(p.id), Leader: leader, LeaderAddr: leaderAddr})
+	}
+	p.queue = p.queue[:0]
+}
+
+// refusedBy answers with ErrOverloaded the proposals forwarded to leader whose entries
+// (by ID) it refused: it appended none of them, so they will never be applied.
+func (p *partition) refusedBy(leader string, ids []Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range ids {
+		w, ok := p.waiting[ids[i].ID]
+		if !ok || w.p.stage != stageForwarded || w.p.leader != leader {
+			continue
+		}
+		p.forget(w.p)
+		w.p.finish(fmt.Errorf("kommander: partition %d: the leader %s did not take the forwarded entry, which was not applied: %w", p.id, leader, ErrOverloaded))
+	}
+}
+
+// pushApply queues committed entries for the applier. Loop only.
+func (p *partition) pushApply(ents []Entry) {
+	p.mu.Lock()
+	p.applyQ = append(p.applyQ, ents...)
 	for i := range ents {
-		if _, dup := w.seen[ents[i].ID]; dup {
-			kept = nil
-			for _, e := range ents {
-				if _, dup := w.seen[e.ID]; !dup {
-					kept = append(kept, e)
+		p.applyBytes += ents[i].size()
+	}
+	p.mu.Unlock()
+}
+
+// popApply appends up to max of the committed entries queued for the applier to dst and
+// takes them off the queue.
+func (p *partition) popApply(dst []Entry, max int) []Entry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := min(len(p.applyQ), max)
+	dst = append(dst, p.applyQ[:k]...)
+	for i := range p.applyQ[:k] {
+		p.applyBytes -= p.applyQ[i].size()
+	}
+	clear(p.applyQ[:k])
+	p.applyQ = p.applyQ[k:]
+	if len(p.applyQ) == 0 {
+		p.applyQ = nil
+	}
+	return dst
+}
+
+// appliedTo records that the applier applied the entries up to last, and answers the
+// proposals that ents (with their results) and barriers complete. The barriers are
+// matched before the sweep of p.local in resolveApplied, which would take a barrier
+// applied in this batch, not yet matched, for a lost entry.
+func (p *partition) appliedTo(last uint64, ents []Entry, results []any, barriers []Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last > p.applied {
+		p.applied = last
+	}
+	if len(barriers) > 0 {
+		p.matchApplied(barriers, make([]any, len(barriers)))
+	}
+	p.resolveApplied(ents, results)
+}
+
+// needsSave reports whether rd must be saved with an fsync of its own: it has entries, or
+// a term or vote that differ from the saved ones. A hard state whose only change is the
+// commit index does not: the commit index need not be durable for safety (a restarted
+// node learns it again), so it rides along with the next save. Loop only.
+func (p *partition) needsSave(rd *raftReady) bool {
+	hs := rd.HardState
+	return len(rd.Entries) > 0 || (rd.SaveHardState && (hs.Term != p.savedTerm || hs.Vote != p.savedVote))
+}
+
+// saved records that rd's hard state is durable. Loop only.
+func (p *partition) saved(rd *raftReady) {
+	if rd.SaveHardState {
+		p.savedTerm, p.savedVote = rd.HardState.Term, rd.HardState.Vote
+	}
+}
+
+// publish records st, the partition's Raft status, for the public API (leader and
+// status). On a leader change, or when this node stops leading, the proposals that went
+// through a leader that no longer is one get until grace to be applied; after it they are
+// answered as unknown (S18, S19). It reports whether this node just became a candidate and
+// whether the leader changed. Loop only.
+func (p *partition) publish(st raftStatus, self string, grace uint64) (candidate, leaderChanged bool) {
+	role := st.role.String()
+	if role == p.lastRole && st.leader == p.lastLeader && st.term == p.lastTerm {
+		p.mu.Lock()
+		p.status.Commit, p.status.LastIndex = st.commit, st.lastIndex
+		p.mu.Unlock()
+		return false, false
+	}
+	leaderChanged = st.leader != p.lastLeader
+	candidate = role != p.lastRole && role == roleCandidate.String()
+	wasLeader := p.lastRole == roleLeader.String()
+	p.lastRole, p.lastLeader, p.lastTerm = role, st.leader, st.term
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status = PartitionStatus{Partition: int(p.id), Role: role, Term: st.term, Leader: st.leader, Commit: st.commit, LastIndex: st.lastIndex}
+	if leaderChanged || (wasLeader && role != roleLeader.String()) {
+		for _, w := range p.waiting {
+			pr := w.p
+			if (pr.stage == stageLocal && st.leader != self) || (pr.stage == stageForwarded && pr.leader != st.leader) {
+				if pr.deadline == 0 || pr.deadline > grace {
+					pr.deadline = grace
 				}
 			}
-			break
 		}
 	}
-	for i := range kept {
-		id := kept[i].ID
-		if len(w.ring) < maxForwardedIDs {
-			w.ring = append(w.ring, id)
-		} else {
-			delete(w.seen, w.ring[w.next])
-			w.ring[w.next] = id
-			w.next = (w.next + 1) % maxForwardedIDs
-		}
-		w.seen[id] = struct{}{}
-	}
-	return kept
+	return candidate, leaderChanged
+}
+
+// leader returns the leader the loop last published, or "".
+func (p *partition) leader() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status.Leader
+}
+
+// publicStatus returns the partition's status for Node.Status.
+func (p *partition) publicStatus() PartitionStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.status
+	s.Applied = p.applied
+	s.Pending = p.pending
+	return s
 }
