@@ -83,7 +83,7 @@ type Config struct {
 
 	// ElectionTimeout is the time a follower waits without hearing from a leader before it
 	// starts an election; the actual timeout is randomized in [ElectionTimeout,
-	// 2*ElectionTimeout) per node and per partition so that votes rarely split (S7).
+	// 2*ElectionTimeout) per node and per partition so that votes rarely split.
 	// Default 1s: long enough to ride out GC pauses and slow fsyncs, short enough for
 	// failover within a few seconds. Raft counts time in ticks of HeartbeatInterval or
 	// ElectionTimeout/10, whichever is shorter; a node takes no ticks while its fsync runs.
@@ -92,7 +92,7 @@ type Config struct {
 	// HeartbeatInterval is how often a leader with nothing to send tells its followers it
 	// is alive. Default 100ms, a tenth of the default ElectionTimeout, so a follower
 	// misses several heartbeats before it gives up on a leader. It must be below
-	// ElectionTimeout (S8).
+	// ElectionTimeout, or followers time out between heartbeats.
 	HeartbeatInterval time.Duration
 
 	// Clock is the source of time. Nil means the real clock; tests pass a FakeClock.

@@ -99,7 +99,7 @@ func (a *applier) applyPartition(p *partition) bool {
 	if a.failed.Load() != nil {
 		return false
 	}
-	ents := p.popApply(a.spare[:0], maxApplyBatch)
+	ents, applied := p.popApply(a.spare[:0], maxApplyBatch)
 	if len(ents) == 0 {
 		return false
 	}
@@ -110,7 +110,7 @@ func (a *applier) applyPartition(p *partition) bool {
 	var barriers []Entry
 	for i := range ents {
 		e := ents[i]
-		if e.Kind == EntryNormal && e.Index > p.applied {
+		if e.Kind == EntryNormal && e.Index > applied {
 			if e.Type == barrierType {
 				barriers = append(barriers, e)
 			} else {

@@ -59,6 +59,23 @@ func (in *inbox) addTick() {
 	in.mu.Unlock()
 }
 
+// tickArrived hands the loop a tick of the ticker goroutine and wakes it.
+func (in *inbox) tickArrived() {
+	in.tickPending.Store(true)
+	in.signal()
+}
+
+// takeTick reports whether a tick of the ticker goroutine waited, and takes it.
+func (in *inbox) takeTick() bool { return in.tickPending.CompareAndSwap(true, false) }
+
+// ackTick lets the ticker goroutine receive the next tick.
+func (in *inbox) ackTick() {
+	select {
+	case in.tickAck <- struct{}{}:
+	default:
+	}
+}
+
 // markProposed tells the loop that a partition has queued proposals.
 func (in *inbox) markProposed() {
 	in.mu.Lock()

@@ -54,16 +54,13 @@ func (n *Node) runLoop() {
 		// Save follows the next, and a loop that waited for a gap between them would never
 		// tick, so an isolated leader would never notice it lost its quorum (S18).
 		took := false
-		if (!n.persist.inFlight() || !n.persist.ticked) && n.in.tickPending.CompareAndSwap(true, false) {
+		if (!n.persist.inFlight() || !n.persist.ticked) && n.in.takeTick() {
 			n.addTick()
 			took = true
 		}
 		busy = n.runPass()
 		if took {
-			select {
-			case n.in.tickAck <- struct{}{}:
-			default:
-			}
+			n.in.ackTick()
 		}
 	}
 }
@@ -80,8 +77,7 @@ func (n *Node) runTicker(ticker Ticker) {
 			return
 		case <-ticker.C():
 		}
-		n.in.tickPending.Store(true)
-		n.in.signal()
+		n.in.tickArrived()
 		select {
 		case <-n.stopLoop:
 			return

@@ -50,20 +50,13 @@ func newPartition(id uint32, r *raft, hs HardState, applied uint64) *partition {
 	return &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote, maxBacklog: maxApplyBacklog}
 }
 
-// waiter locates a proposed entry's caller.
-type waiter struct {
-	p *proposal
-	i int // position of the entry in p.cmds
-}
-
-// proposalStage says where a proposal is.
-type proposalStage uint8
-
+// Bounds of a partition's apply queue. Past them the partition takes no more entries
+// into its log (appends from a leader are dropped, to be retried by the leader once the
+// state machine caught up; proposals fail with ErrOverloaded), so a slow state machine
+// costs bounded memory and never blocks the loop.
 const (
-	stageQueued    proposalStage = iota // waiting for the loop
-	stageLocal                          // appended to this node's log as leader
-	stageForwarded                      // sent to the leader in a MsgForward
-	stageDone                           // answered
+	maxApplyBacklog      = 1 << 16
+	maxApplyBacklogBytes = 64 << 20
 )
 
 // proposal is one Replicate or ReplicateBatch call in flight: its commands, their entry
@@ -89,6 +82,22 @@ type proposal struct {
 	oneResult [1]Result
 }
 
+// proposalStage says where a proposal is.
+type proposalStage uint8
+
+const (
+	stageQueued    proposalStage = iota // waiting for the loop
+	stageLocal                          // appended to this node's log as leader
+	stageForwarded                      // sent to the leader in a MsgForward
+	stageDone                           // answered
+)
+
+// waiter locates a proposed entry's caller.
+type waiter struct {
+	p *proposal
+	i int // position of the entry in p.cmds
+}
+
 // finish answers the proposal; the caller holds the partition's mu.
 func (pr *proposal) finish(err error) {
 	if pr.stage == stageDone {
@@ -105,191 +114,6 @@ func (pr *proposal) appendEntries(ents []Entry) []Entry {
 		ents = append(ents, Entry{Kind: EntryNormal, ID: pr.firstID + uint64(i), Type: c.Type, Data: c.Data})
 	}
 	return ents
-}
-
-// forget removes a proposal that is no longer waiting from the partition's books. The
-// caller holds mu.
-func (p *partition) forget(pr *proposal) {
-	for i := range pr.cmds {
-		id := pr.firstID + uint64(i)
-		if w, ok := p.waiting[id]; ok && w.p == pr {
-			delete(p.waiting, id)
-		}
-	}
-	if pr.stage == stageQueued {
-		for i, q := range p.queue {
-			if q == pr {
-				p.queue = append(p.queue[:i], p.queue[i+1:]...)
-				break
-			}
-		}
-	}
-	// p.local is filtered in bulk (resolveApplied, expire): removing one proposal at a
-	// time would cost O(pending) per answer.
-	p.pending -= len(pr.cmds)
-}
-
-// resolveApplied matches entries that were just applied (with their results) against the
-// proposals waiting for them and answers the ones that are complete, all under one lock.
-// It then answers the local proposals whose indexes were filled by another leader's
-// entries: those were certainly not applied (Raft's Log Matching: one entry per index).
-// The caller holds mu.
-func (p *partition) resolveApplied(ents []Entry, results []any) {
-	p.matchApplied(ents, results)
-	p.sweepLocal()
-}
-
-// matchApplied is resolveApplied without the sweep of p.local: for entries applied along
-// with others that go through resolveApplied. The caller holds mu.
-func (p *partition) matchApplied(ents []Entry, results []any) {
-	for i := range ents {
-		e := &ents[i]
-		if e.ID == 0 {
-			continue
-		}
-		w, ok := p.waiting[e.ID]
-		if !ok {
-			continue
-		}
-		c := w.p.cmds[w.i]
-		if c.Type != e.Type || !bytes.Equal(c.Data, e.Data) {
-			continue // an entry of another node that happens to carry the same ID
-		}
-		delete(p.waiting, e.ID)
-		pr := w.p
-		pr.results[w.i] = Result{Index: e.Index, Term: e.Term, Value: results[i]}
-		pr.remaining--
-		if pr.remaining == 0 {
-			p.forget(pr)
-			pr.finish(nil)
-		}
-	}
-}
-
-// sweepLocal answers the local proposals at or below p.applied that are still waiting:
-// another leader's entries filled their indexes. The caller holds mu.
-func (p *partition) sweepLocal() {
-	kept := p.local[:0]
-	for _, pr := range p.local {
-		if pr.stage == stageDone {
-			continue
-		}
-		if last := pr.index + uint64(len(pr.cmds)) - 1; last > p.applied {
-			kept = append(kept, pr)
-			continue
-		}
-		done := len(pr.cmds) - pr.remaining
-		p.forget(pr)
-		if done == 0 {
-			pr.finish(fmt.Errorf("%w: partition %d: a new leader replaced the entry at index %d (term %d); it was not applied", ErrNotLeader, p.id, pr.index, pr.term))
-		} else {
-			pr.finish(fmt.Errorf("%w: partition %d: a new leader replaced %d of %d entries from index %d; the others were applied", ErrNotLeader, p.id, pr.remaining, len(pr.cmds), pr.index))
-		}
-	}
-	clear(p.local[len(kept):])
-	p.local = kept
-}
-
-// dropAnswered removes answered proposals from p.local. The caller holds mu.
-func (p *partition) dropAnswered() {
-	kept := p.local[:0]
-	for _, pr := range p.local {
-		if pr.stage != stageDone {
-			kept = append(kept, pr)
-		}
-	}
-	clear(p.local[len(kept):])
-	p.local = kept
-}
-
-// Bounds of a partition's apply queue. Past them the partition takes no more entries
-// into its log (appends from a leader are dropped, to be retried by the leader once the
-// state machine caught up; proposals fail with ErrOverloaded), so a slow state machine
-// costs bounded memory and never blocks the loop.
-const (
-	maxApplyBacklog      = 1 << 16
-	maxApplyBacklogBytes = 64 << 20
-)
-
-// applyFull reports whether the apply queue is past its bounds. The caller holds mu.
-func (p *partition) applyFull() bool {
-	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes
-}
-
-// backlogged is applyFull for the loop.
-func (p *partition) backlogged() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.applyFull()
-}
-
-// abandon answers a proposal whose caller gave up (cause): a queued one was certainly not
-// applied; one handed to Raft has an unknown outcome (ErrTimeout).
-func (p *partition) abandon(pr *proposal, cause error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch pr.stage {
-	case stageDone:
-	case stageQueued:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
-	default:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
-	}
-}
-
-// expire answers every proposal whose deadline is at or before now: one handed to Raft or
-// forwarded has an unknown outcome (ErrTimeout); one still queued found no leader in time
-// and was never proposed (ErrNotLeader).
-func (p *partition) expire(now uint64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var expired []*proposal
-	for _, w := range p.waiting {
-		if w.p.deadline != 0 && w.p.deadline <= now && w.p.stage != stageDone {
-			expired = append(expired, w.p)
-		}
-	}
-	for _, pr := range expired {
-		if pr.stage == stageDone {
-			continue
-		}
-		p.forget(pr)
-		if pr.stage == stageForwarded {
-			pr.finish(fmt.Errorf("kommander: partition %d: %w: no outcome in time for the entry forwarded to %s", p.id, ErrTimeout, pr.leader))
-		} else {
-			pr.finish(fmt.Errorf("kommander: partition %d: %w: the leader changed after the entry was proposed", p.id, ErrTimeout))
-		}
-	}
-	for j := 0; j < len(p.queue); j++ {
-		pr := p.queue[j]
-		if pr.deadline != 0 && pr.deadline <= now {
-			p.forget(pr)
-			j--
-			pr.finish(&NotLeaderError{Partition: int(p.id)})
-		}
-	}
-	p.dropAnswered()
-}
-
-// failAll answers every proposal still waiting: queued ones were never proposed (cause),
-// the others have an unknown outcome (ErrTimeout wrapping cause).
-func (p *partition) failAll(cause error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pr := range append([]*proposal(nil), p.queue...) {
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
-	}
-	seen := make(map[*proposal]bool)
-	for _, w := range p.waiting {
-		seen[w.p] = true
-	}
-	for pr := range seen {
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
-	}
 }
 
 // admit queues a proposal for the loop, unless the partition has maxPending entries
@@ -386,6 +210,109 @@ func (p *partition) refusedBy(leader string, ids []Entry) {
 	}
 }
 
+// abandon answers a proposal whose caller gave up (cause): a queued one was certainly not
+// applied; one handed to Raft has an unknown outcome (ErrTimeout).
+func (p *partition) abandon(pr *proposal, cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch pr.stage {
+	case stageDone:
+	case stageQueued:
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
+	default:
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
+	}
+}
+
+// expire answers every proposal whose deadline is at or before now: one handed to Raft or
+// forwarded has an unknown outcome (ErrTimeout); one still queued found no leader in time
+// and was never proposed (ErrNotLeader).
+func (p *partition) expire(now uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var expired []*proposal
+	for _, w := range p.waiting {
+		if w.p.deadline != 0 && w.p.deadline <= now && w.p.stage != stageDone {
+			expired = append(expired, w.p)
+		}
+	}
+	for _, pr := range expired {
+		if pr.stage == stageDone {
+			continue
+		}
+		p.forget(pr)
+		if pr.stage == stageForwarded {
+			pr.finish(fmt.Errorf("kommander: partition %d: %w: no outcome in time for the entry forwarded to %s", p.id, ErrTimeout, pr.leader))
+		} else {
+			pr.finish(fmt.Errorf("kommander: partition %d: %w: the leader changed after the entry was proposed", p.id, ErrTimeout))
+		}
+	}
+	for j := 0; j < len(p.queue); j++ {
+		pr := p.queue[j]
+		if pr.deadline != 0 && pr.deadline <= now {
+			p.forget(pr)
+			j--
+			pr.finish(&NotLeaderError{Partition: int(p.id)})
+		}
+	}
+	p.dropAnswered()
+}
+
+// failAll answers every proposal still waiting: queued ones were never proposed (cause),
+// the others have an unknown outcome (ErrTimeout wrapping cause).
+func (p *partition) failAll(cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range append([]*proposal(nil), p.queue...) {
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
+	}
+	seen := make(map[*proposal]bool)
+	for _, w := range p.waiting {
+		seen[w.p] = true
+	}
+	for pr := range seen {
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
+	}
+}
+
+// forget removes a proposal that is no longer waiting from the partition's books. The
+// caller holds mu.
+func (p *partition) forget(pr *proposal) {
+	for i := range pr.cmds {
+		id := pr.firstID + uint64(i)
+		if w, ok := p.waiting[id]; ok && w.p == pr {
+			delete(p.waiting, id)
+		}
+	}
+	if pr.stage == stageQueued {
+		for i, q := range p.queue {
+			if q == pr {
+				p.queue = append(p.queue[:i], p.queue[i+1:]...)
+				break
+			}
+		}
+	}
+	// p.local is filtered in bulk (resolveApplied, expire): removing one proposal at a
+	// time would cost O(pending) per answer.
+	p.pending -= len(pr.cmds)
+}
+
+// applyFull reports whether the apply queue is past its bounds. The caller holds mu.
+func (p *partition) applyFull() bool {
+	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes
+}
+
+// backlogged is applyFull for the loop.
+func (p *partition) backlogged() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applyFull()
+}
+
 // pushApply queues committed entries for the applier. Loop only.
 func (p *partition) pushApply(ents []Entry) {
 	p.mu.Lock()
@@ -396,12 +323,12 @@ func (p *partition) pushApply(ents []Entry) {
 	p.mu.Unlock()
 }
 
-// popApply appends up to max of the committed entries queued for the applier to dst and
-// takes them off the queue.
-func (p *partition) popApply(dst []Entry, max int) []Entry {
+// popApply appends up to limit of the committed entries queued for the applier to dst and
+// takes them off the queue; applied is the index of the last entry applied before them.
+func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := min(len(p.applyQ), max)
+	k := min(len(p.applyQ), limit)
 	dst = append(dst, p.applyQ[:k]...)
 	for i := range p.applyQ[:k] {
 		p.applyBytes -= p.applyQ[i].size()
@@ -411,7 +338,7 @@ func (p *partition) popApply(dst []Entry, max int) []Entry {
 	if len(p.applyQ) == 0 {
 		p.applyQ = nil
 	}
-	return dst
+	return dst, p.applied
 }
 
 // appliedTo records that the applier applied the entries up to last, and answers the
@@ -428,6 +355,79 @@ func (p *partition) appliedTo(last uint64, ents []Entry, results []any, barriers
 		p.matchApplied(barriers, make([]any, len(barriers)))
 	}
 	p.resolveApplied(ents, results)
+}
+
+// resolveApplied matches entries that were just applied (with their results) against the
+// proposals waiting for them and answers the ones that are complete, all under one lock.
+// It then answers the local proposals whose indexes were filled by another leader's
+// entries: those were certainly not applied (Raft's Log Matching: one entry per index).
+// The caller holds mu.
+func (p *partition) resolveApplied(ents []Entry, results []any) {
+	p.matchApplied(ents, results)
+	p.sweepLocal()
+}
+
+// matchApplied is resolveApplied without the sweep of p.local: for entries applied along
+// with others that go through resolveApplied. The caller holds mu.
+func (p *partition) matchApplied(ents []Entry, results []any) {
+	for i := range ents {
+		e := &ents[i]
+		if e.ID == 0 {
+			continue
+		}
+		w, ok := p.waiting[e.ID]
+		if !ok {
+			continue
+		}
+		c := w.p.cmds[w.i]
+		if c.Type != e.Type || !bytes.Equal(c.Data, e.Data) {
+			continue // an entry of another node that happens to carry the same ID
+		}
+		delete(p.waiting, e.ID)
+		pr := w.p
+		pr.results[w.i] = Result{Index: e.Index, Term: e.Term, Value: results[i]}
+		pr.remaining--
+		if pr.remaining == 0 {
+			p.forget(pr)
+			pr.finish(nil)
+		}
+	}
+}
+
+// sweepLocal answers the local proposals at or below p.applied that are still waiting:
+// another leader's entries filled their indexes. The caller holds mu.
+func (p *partition) sweepLocal() {
+	kept := p.local[:0]
+	for _, pr := range p.local {
+		if pr.stage == stageDone {
+			continue
+		}
+		if last := pr.index + uint64(len(pr.cmds)) - 1; last > p.applied {
+			kept = append(kept, pr)
+			continue
+		}
+		done := len(pr.cmds) - pr.remaining
+		p.forget(pr)
+		if done == 0 {
+			pr.finish(fmt.Errorf("%w: partition %d: a new leader replaced the entry at index %d (term %d); it was not applied", ErrNotLeader, p.id, pr.index, pr.term))
+		} else {
+			pr.finish(fmt.Errorf("%w: partition %d: a new leader replaced %d of %d entries from index %d; the others were applied", ErrNotLeader, p.id, pr.remaining, len(pr.cmds), pr.index))
+		}
+	}
+	clear(p.local[len(kept):])
+	p.local = kept
+}
+
+// dropAnswered removes answered proposals from p.local. The caller holds mu.
+func (p *partition) dropAnswered() {
+	kept := p.local[:0]
+	for _, pr := range p.local {
+		if pr.stage != stageDone {
+			kept = append(kept, pr)
+		}
+	}
+	clear(p.local[len(kept):])
+	p.local = kept
 }
 
 // needsSave reports whether rd must be saved with an fsync of its own: it has entries, or
