@@ -137,12 +137,17 @@ type Node struct {
 	startLoops func()
 	admitted   func()
 
-	stopLoop  chan struct{}
-	loopDone  chan struct{}
-	stopMu    sync.Mutex // one Stop at a time; guards the three flags below
-	stopBegun bool       // the loop (and later apply) were told to end
-	stopLoops bool       // the loop and apply goroutines run and must be waited for
-	stopDone  bool       // Stop finished: everything closed
+	stop shutdown
+}
+
+// shutdown is the progress of Stop, which may be called again after a ctx ended it early.
+type shutdown struct {
+	loop     chan struct{} // closed to end the loop and ticker goroutines
+	loopDone chan struct{} // closed by the loop goroutine as it ends
+	mu       sync.Mutex    // one Stop at a time; guards the three flags below
+	begun    bool          // the loop (and later apply) were told to end
+	waitLoop bool          // the loop and apply goroutines run and must be waited for
+	done     bool          // Stop finished: everything closed
 }
 
 // NewNode checks cfg, opens storage and restores every partition's Raft state from it.
@@ -157,8 +162,7 @@ func NewNode(cfg Config) (*Node, error) {
 		log:      cfg.Logger.With("node", cfg.NodeID),
 		storage:  cfg.Storage,
 		admitted: func() {},
-		stopLoop: make(chan struct{}),
-		loopDone: make(chan struct{}),
+		stop:     shutdown{loop: make(chan struct{}), loopDone: make(chan struct{})},
 	}
 	n.startLoops = n.runLoops
 	n.tick, n.elTicks, n.hbTicks = tickTimes(cfg)
@@ -308,34 +312,34 @@ func (n *Node) runLoops() {
 // Only a loop stuck in a Save keeps the transport and storage open then; a later Stop
 // finishes the job.
 func (n *Node) Stop(ctx context.Context) error {
-	n.stopMu.Lock()
-	defer n.stopMu.Unlock()
-	if n.stopDone {
+	n.stop.mu.Lock()
+	defer n.stop.mu.Unlock()
+	if n.stop.done {
 		return nil
 	}
-	return n.stop(ctx)
+	return n.stopLocked(ctx)
 }
 
-// stop is Stop under stopMu.
-func (n *Node) stop(ctx context.Context) error {
-	if !n.stopBegun {
-		n.stopBegun = true
+// stopLocked is Stop under stop.mu.
+func (n *Node) stopLocked(ctx context.Context) error {
+	if !n.stop.begun {
+		n.stop.begun = true
 		prev := n.state.Swap(stateStopping)
-		n.stopLoops = prev == stateRunning
-		if n.stopLoops {
-			close(n.stopLoop)
+		n.stop.waitLoop = prev == stateRunning
+		if n.stop.waitLoop {
+			close(n.stop.loop)
 		}
 	}
-	if n.stopLoops {
+	if n.stop.waitLoop {
 		select {
-		case <-n.loopDone:
+		case <-n.stop.loopDone:
 		case <-ctx.Done():
 			// The loop may still be inside a Save: storage stays open. No caller
 			// waits for it, though (S26's rule: every caller gets an answer).
 			n.failAll(ErrStopped)
 			return fmt.Errorf("kommander: node %s: stop: loop did not end: %w", n.cfg.NodeID, ctx.Err())
 		}
-		n.stopLoops = false
+		n.stop.waitLoop = false
 		close(n.apply.stop)
 		select {
 		case <-n.apply.done:
@@ -352,7 +356,7 @@ func (n *Node) stop(ctx context.Context) error {
 // closeAll answers every caller still waiting and closes the transport and the storage the
 // node opened: the end of stop, once the loop ended.
 func (n *Node) closeAll() error {
-	n.stopDone = true
+	n.stop.done = true
 	n.failAll(ErrStopped)
 	var errs []error
 	if n.transport != nil {

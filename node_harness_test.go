@@ -25,7 +25,7 @@ func newNodeForTest(cfg Config, o testNodeOptions) (*Node, error) {
 	if o.manual {
 		n.startLoops = func() {
 			// No goroutines run, so none has to end: a Stop does not wait for them.
-			close(n.loopDone)
+			close(n.stop.loopDone)
 			close(n.apply.done)
 		}
 	}

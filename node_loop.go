@@ -23,7 +23,7 @@ func (n *Node) addTick() {
 // runs passes while there is work, checking for ticks between passes so that a busy node
 // still heartbeats.
 func (n *Node) runLoop() {
-	defer close(n.loopDone)
+	defer close(n.stop.loopDone)
 	defer func() {
 		// Never leave a Save running behind Stop: storage is closed next.
 		if n.persist.inFlight() {
@@ -35,13 +35,13 @@ func (n *Node) runLoop() {
 	for {
 		if busy {
 			select {
-			case <-n.stopLoop:
+			case <-n.stop.loop:
 				return
 			default:
 			}
 		} else {
 			select {
-			case <-n.stopLoop:
+			case <-n.stop.loop:
 				return
 			case <-n.in.wake:
 			case err := <-n.persist.done:
@@ -73,13 +73,13 @@ func (n *Node) runTicker(ticker Ticker) {
 	defer ticker.Stop()
 	for {
 		select {
-		case <-n.stopLoop:
+		case <-n.stop.loop:
 			return
 		case <-ticker.C():
 		}
 		n.in.tickArrived()
 		select {
-		case <-n.stopLoop:
+		case <-n.stop.loop:
 			return
 		case <-n.in.tickAck:
 		}
