@@ -55,7 +55,7 @@
 //
 //  1. Replicate puts the proposal on its partition's queue and wakes the node loop.
 //  2. In its next pass the loop hands the queue to the partition's Raft group. On the
-//     leader the entries join its log; a follower sends them to the leader in a MsgPropose
+//     leader the entries join its log; a follower sends them to the leader in a MsgForward
 //     message (unless Config.DisableForwarding), and the leader proposes them.
 //  3. The pass collects the ready batch of every partition with work. The leader's appends
 //     to its followers go out at once, before its own fsync; then one Storage.Save writes
@@ -74,30 +74,55 @@
 // One concept per file; doc_test.go keeps this map and the files in step.
 //
 //	doc.go                this overview
-//	node.go               Node, NewNode, Start, Stop, Replicate, the errors, and the node loop:
-//	                      its passes, the persister, proposal queueing and forwarding, the applier
+//	node.go               Node, NewNode, Start, Stop, the public types, shutdown
+//	errors.go             the errors a caller acts on, and NotLeaderError
+//	node_propose.go       Replicate, ReplicateBatch, ReadBarrier: admitting and queueing
+//	                      proposals, handing them to Raft, expiring their waits
+//	node_forward.go       proposals forwarded between a follower and its partition's leader
+//	node_loop.go          the node loop and one pass of it
+//	node_inbox.go         what arrives for the loop between two passes, bounded
+//	node_outbox.go        what a pass sends, gathered into one Send per peer
+//	node_persist.go       the persister: one Storage.Save, one fsync, per pass
+//	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
+//	node_status.go        the partitions' leaders and status for the public API
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
 //	config.go             Config, Peer and Discovery, the defaults and Validate
 //	metrics.go            Metrics and their publication through expvar
 //	clock.go              Clock, the real clock and FakeClock
 //
-//	raft.go               the pure Raft state machine: step, tick, ready and advance, the
-//	                      in-memory log, follower progress, elections, replication, commit
-//	inflights.go          the window of appends in flight to one follower
+//	raft.go               the pure Raft state machine: step, tick, check-quorum, the rules for
+//	                      all servers
+//	raft_log.go           the in-memory log over stable storage
+//	raft_progress.go      follower progress (probe, replicate) and the in-flight window
+//	raft_tracker.go       who votes, and what the group tracks of each voter
+//	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
+//	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
+//	raft_ready.go         the ready batch handed to the node, and advance
 //	raft_types.go         Entry, Message, HardState: what the core, WAL, codec and node share
 //
 //	storage.go            the Storage interface and Update, what one Save carries
-//	wal.go                the write-ahead log: byte format, recovery, group commit, segments
+//	wal.go                the WAL type, its options and its Storage methods
+//	wal_format.go         the byte format of segments, frames and records, and the crash model
+//	wal_recover.go        opening: replaying segments, cutting a torn tail, reporting corruption
+//	wal_commit.go         group commit: many Saves, one write and one fsync
+//	wal_segments.go       segment files, zeroes written ahead, freeing space
+//	wal_index.go          the in-memory index of each partition and the entry cache
+//	wal_fs.go             the files and file system the WAL uses, wrapped by tests
 //	wal_sync_linux.go     fdatasync and directory fsync on Linux
 //	wal_sync_other.go     fsync (F_FULLFSYNC on macOS) and directory fsync elsewhere
 //	wal_sync_windows.go   FlushFileBuffers on Windows, where a directory needs no fsync
 //	memory_storage.go     MemoryStorage, for tests: survives the node, crashes, fails saves
 //
 //	codec.go              the one binary encoding of message batches on the wire
-//	transport.go          the Transport interface and TransportKind
-//	transport_config.go   TransportConfig, stats, send queues, backoff, shared-secret proofs
-//	tcp_transport.go      TCP: a connection per peer and lane, handshake, pings, reconnects
-//	http_transport.go     HTTP: the same batches as signed POSTs, Handler, the status page
+//	transport.go          the Transport interface, TransportKind, the one constructor
+//	transport_config.go   TransportConfig, its defaults and checks, and the stats
+//	transport_queue.go    per peer and lane a bounded send queue that never blocks, and backoff
+//	transport_batch.go    cutting queued messages into batches, checking batches that arrive
+//	transport_auth.go     the refused-peer errors, the shared-secret MAC, the instance ID
+//	tcp_transport.go      TCP: a connection per peer and lane, pings, reconnects
+//	tcp_handshake.go      the TCP handshake: cluster, node IDs, shared-secret proofs
+//	http_transport.go     HTTP: the same batches as POSTs, Handler, the status page
+//	http_auth.go          signing HTTP requests and checking them before they reach the node
 //	memory_transport.go   MemoryNetwork, for tests: cuts, partitions, loss, delay, duplicates
 //
 // Every failure scenario the library must survive has a tag that internal comments and

@@ -362,14 +362,14 @@ func (r *raft) sendAfterPersist(m Message) {
 	r.msgsAfterPersist = append(r.msgsAfterPersist, m)
 }
 
-// step takes one message received from a peer, or a proposal forwarded by a follower's
+// step takes one message received from a peer, or a MsgForward forwarded by a follower's
 // node. It returns an error for a message it refuses (a proposal on a non-leader, a
 // malformed message); the group's state is then unchanged.
 func (r *raft) step(m Message) error {
 	if m.Partition != r.partition {
 		return fmt.Errorf("%w: message for partition %d stepped into partition %d", errInvalidMessage, m.Partition, r.partition)
 	}
-	if m.Type == MsgPropose {
+	if m.Type == MsgForward {
 		_, _, err := r.propose(m.Entries)
 		return err
 	}

@@ -167,7 +167,7 @@ func TestProposalOnFollowerIsRefusedWithLeaderHint(t *testing.T) {
 	if !errors.Is(err, errNotLeader) || !errors.As(err, &nl) || nl.Leader != "n2" {
 		t.Fatalf("want not-leader error with hint n2, got %v", err)
 	}
-	err = n.r.step(Message{Type: MsgPropose, From: "n3", To: "n1", Entries: []Entry{{ID: 7}}})
+	err = n.r.step(Message{Type: MsgForward, From: "n3", To: "n1", Entries: []Entry{{ID: 7}}})
 	if !errors.As(err, &nl) || nl.Leader != "n2" {
 		t.Fatalf("forwarded proposal on a follower: want hint n2, got %v", err)
 	}
@@ -176,7 +176,7 @@ func TestProposalOnFollowerIsRefusedWithLeaderHint(t *testing.T) {
 func TestForwardedProposalIsAppendedOnLeaderKeepingIDs(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
 	makeLeader(t, n)
-	n.stepFlush(t, Message{Type: MsgPropose, From: "n3", To: "n1", Entries: []Entry{{ID: 41, Type: "set"}, {ID: 42, Type: "set"}}})
+	n.stepFlush(t, Message{Type: MsgForward, From: "n3", To: "n1", Entries: []Entry{{ID: 41, Type: "set"}, {ID: 42, Type: "set"}}})
 	ents, err := n.r.log.entries(2, 4, 1<<20)
 	if err != nil || len(ents) != 2 || ents[0].ID != 41 || ents[1].ID != 42 || ents[1].Term != 2 {
 		t.Fatalf("entries %+v, err %v", ents, err)
@@ -285,7 +285,7 @@ func TestSingleVoterGroupCommitsAlone(t *testing.T) {
 func TestStepSurvivesArbitraryMessages(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2024, 11))
 	types := []MessageType{MsgNone, MsgVote, MsgVoteResp, MsgPreVote, MsgPreVoteResp, MsgAppend, MsgAppendResp,
-		MsgHeartbeat, MsgHeartbeatResp, msgTimeoutNow, msgSnapshot, MsgPropose, msgReadIndex, msgReadIndexResp, msgTypeCount, 200}
+		MsgHeartbeat, MsgHeartbeatResp, msgTimeoutNow, msgSnapshot, MsgForward, msgReadIndex, msgReadIndexResp, msgTypeCount, 200}
 	small := func() uint64 { return []uint64{0, 1, 2, 3, 4, 5, 8, 1 << 62, ^uint64(0)}[rng.IntN(9)] }
 	for round := range 200 {
 		opts := []func(*raftConfig){withCheckQuorum}

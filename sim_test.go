@@ -214,7 +214,7 @@ func (s *sim) send(m Message) {
 		return
 	}
 	s.net = append(s.net, m)
-	if m.Type != MsgPropose && s.rng.Float64() < s.p.dupP {
+	if m.Type != MsgForward && s.rng.Float64() < s.p.dupP {
 		s.net = append(s.net, m)
 	}
 }
@@ -434,7 +434,7 @@ func (s *sim) propose(i, g int) {
 			s.failf("%s group %d: propose on leader: %v", s.nodes[i].id, g, err)
 		}
 	} else if lead := sg.r.lead; lead != "" {
-		s.send(Message{Type: MsgPropose, Partition: uint32(g), From: s.nodes[i].id, To: lead, Entries: ents})
+		s.send(Message{Type: MsgForward, Partition: uint32(g), From: s.nodes[i].id, To: lead, Entries: ents})
 	}
 	s.process(i, g)
 }
