@@ -12,8 +12,7 @@ import (
 // happen exactly when the test advances time, never by sleeping.
 //
 // The Raft core never sees a clock: the node turns ticker ticks into Raft ticks, and a
-// ticker measures elapsed (monotonic) time, so wall-clock jumps cannot freeze failover
-// (S10).
+// ticker measures elapsed (monotonic) time, so wall-clock jumps cannot freeze failover.
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time

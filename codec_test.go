@@ -57,6 +57,12 @@ func goldenBatches() []struct {
 			snapshot: &snapshotChunk{Index: 500, Term: 11, Voters: []string{"n1", "n2", "n3"},
 				Offset: 4096, Data: []byte("chunk bytes"), Done: true, Checksum: 0xcafef00d},
 		}}},
+		{"forward", "n2", "n1", []Message{
+			{Type: MsgForward, Partition: 5, Term: 3, Hops: 2, Entries: []Entry{
+				{Kind: EntryNormal, ID: 77, Type: "SetValue", Data: []byte("k=v")},
+			}},
+			{Type: MsgForwardRefused, Partition: 5, Term: 3, Entries: []Entry{{Kind: EntryNormal, ID: 78}}},
+		}},
 	}
 }
 
@@ -246,6 +252,7 @@ func TestAppendBatchRefusesWhatTheWireCannotCarry(t *testing.T) {
 		"unknown type":  {{Type: msgTypeCount}},
 		"long type":     {{Type: MsgAppend, Entries: []Entry{{Type: long}}}},
 		"unknown kind":  {{Type: MsgAppend, Entries: []Entry{{Kind: 9}}}},
+		"too many hops": {{Type: MsgForward, Hops: maxHopsOnWire + 1}},
 		"long voter ID": {{Type: msgSnapshot, snapshot: &snapshotChunk{Voters: []string{long}}}},
 	}
 	for name, msgs := range cases {

@@ -83,7 +83,7 @@ type Config struct {
 
 	// ElectionTimeout is the time a follower waits without hearing from a leader before it
 	// starts an election; the actual timeout is randomized in [ElectionTimeout,
-	// 2*ElectionTimeout) per node and per partition so that votes rarely split (S7).
+	// 2*ElectionTimeout) per node and per partition so that votes rarely split.
 	// Default 1s: long enough to ride out GC pauses and slow fsyncs, short enough for
 	// failover within a few seconds. Raft counts time in ticks of HeartbeatInterval or
 	// ElectionTimeout/10, whichever is shorter; a node takes no ticks while its fsync runs.
@@ -92,7 +92,7 @@ type Config struct {
 	// HeartbeatInterval is how often a leader with nothing to send tells its followers it
 	// is alive. Default 100ms, a tenth of the default ElectionTimeout, so a follower
 	// misses several heartbeats before it gives up on a leader. It must be below
-	// ElectionTimeout (S8).
+	// ElectionTimeout, or followers time out between heartbeats.
 	HeartbeatInterval time.Duration
 
 	// Clock is the source of time. Nil means the real clock; tests pass a FakeClock.
@@ -132,25 +132,6 @@ type Config struct {
 	// RandSeed seeds the node's randomized election timeouts. 0 means a random seed. Set
 	// it, with a FakeClock and a MemoryNetwork, for a reproducible test cluster.
 	RandSeed int64
-
-	// testHooks, set only by this package's tests, drives the node step by step.
-	testHooks *testHooks
-}
-
-// testHooks changes how a node runs, for deterministic tests.
-type testHooks struct {
-	// manual: Start runs no goroutines; the test calls tickAll, runPass and applyPending.
-	manual bool
-	// applyBacklog, if set, replaces maxApplyBacklog.
-	applyBacklog int
-	// deferPersist (with manual): a pass leaves its Save pending until the test calls
-	// completePersist, as an fsync that takes a while; a crash before loses the batch.
-	deferPersist bool
-	// admitted, if set, is called by Replicate once a proposal passed the checks and
-	// before it is queued, so that a test can fail or stop the node in between.
-	admitted func()
-	// maxUnstableBytes, if set, replaces Raft's bound on a leader's unsaved entries.
-	maxUnstableBytes uint64
 }
 
 // Peer is a member of the cluster.
@@ -326,25 +307,4 @@ func tickTimes(c Config) (tick time.Duration, election, heartbeat int) {
 // openDefaultStorage opens the WAL in cfg.DataDir.
 func openDefaultStorage(cfg Config) (Storage, error) {
 	return OpenWAL(cfg.DataDir, WALOptions{UnsafeNoSync: cfg.UnsafeNoSync, Logger: cfg.Logger})
-}
-
-// newNetworkTransport builds the TCP or HTTP transport cfg asks for; status feeds the HTTP
-// transport's status endpoint.
-func newNetworkTransport(cfg Config, status func() any) (Transport, error) {
-	tc := TransportConfig{
-		NodeID:        cfg.NodeID,
-		Addr:          cfg.Addr,
-		ClusterName:   cfg.ClusterName,
-		Secret:        cfg.Secret,
-		TLS:           cfg.TLS,
-		Logger:        cfg.Logger,
-		MaxBatchBytes: max(DefaultTransportMaxBatchBytes, 2*cfg.MaxMessageBytes),
-		Status:        status,
-	}
-	switch cfg.Transport {
-	case HTTP:
-		return NewHTTPTransport(tc)
-	default:
-		return NewTCPTransport(tc)
-	}
 }

@@ -6,14 +6,125 @@
 // log, one fsync per batch and one network connection per peer, which is where throughput
 // comes from.
 //
-// The layers, from the bottom:
+// # Using it
 //
-//   - raft.go: one Raft group as a pure, deterministic state machine (no goroutines, clock
-//     or I/O); time is ticks and every effect is data handed out in a ready batch.
-//   - wal.go: the segmented, checksummed, group-committed log shared by all partitions.
-//   - node.go and partition.go: the public API and the loop that turns Readies into I/O.
-//   - codec.go, tcp_transport.go, http_transport.go: one binary encoding, two transports.
+// The application implements StateMachine, fills a Config and calls NewNode, Node.Start,
+// Node.Replicate and Node.Stop. Example, in example_test.go, is the place to start: it
+// runs three nodes in one process on a MemoryNetwork with a FakeClock, writes through a
+// partition's leader and reads the value back, and it runs with the tests.
+// ExampleMemoryNetwork shows a failover the same way: that is how an application tests
+// itself without sleeping.
 //
-// Tests (ours and our users') run whole clusters in one process with a fake clock and an
-// in-memory network that can drop, delay, duplicate and partition traffic.
+// Replicate returns once the entry is committed and applied on this node, with its index,
+// its term and the value Apply gave it. The one rule for its errors: errors.Is(err,
+// ErrTimeout) means the outcome is unknown (the entry may still be applied); any other
+// error means the entry was not, and never will be, applied.
+//
+// A read that must see every acknowledged write goes through the log: either a command
+// whose Apply puts the value it reads in results, or ReadBarrier followed by a read of the
+// local state machine. Reading the state machine without either is fast but may be stale.
+//
+// A node whose storage fails a write, an fsync or a read, or whose Apply returns an error,
+// fails: it stops accepting writes (ErrStopped), answers every caller still waiting, and
+// Status says why. It never reports a write it could not make durable as a success. Bytes
+// in the WAL that a crash cannot explain are ErrCorrupt, with the file and offset; a torn
+// tail, which no caller was acknowledged for, is cut off when the WAL opens. Status and
+// Metrics show each partition's role, term, leader, commit and applied index, and the
+// node's counters.
+//
+// # Layers
+//
+// From the bottom up:
+//
+//   - The Raft core: one Raft group as a pure, deterministic state machine. It has no
+//     goroutines, no clock and no I/O: time is ticks, and every effect (entries and hard
+//     state to save, messages to send, entries to apply) is data it hands out in a ready
+//     batch and is told about when done.
+//   - The partition: one Raft group as the node hosts it, with its queue of proposals, the
+//     callers waiting for their entries and the committed entries waiting to be applied.
+//   - The node loop: one goroutine per node that drives every partition. Each pass feeds
+//     the groups what arrived (messages, ticks, proposals), gathers their ready batches and
+//     turns them into one storage write for all of them and one send per peer before that
+//     write (at most one more after it). An apply goroutine beside the loop calls the
+//     StateMachine, so a slow Apply never stops heartbeats or votes.
+//   - The WAL and the transports: one segmented, checksummed log per node with group
+//     commit (any Storage can take its place), and one binary encoding carried by TCP, by
+//     HTTP, or, in tests, by the in-memory network.
+//
+// # A write, step by step
+//
+//  1. Replicate puts the proposal on its partition's queue and wakes the node loop.
+//  2. In its next pass the loop hands the queue to the partition's Raft group. On the
+//     leader the entries join its log; a follower sends them to the leader in a MsgForward
+//     message (unless Config.DisableForwarding), and the leader proposes them.
+//  3. The pass collects the ready batch of every partition with work. The leader's appends
+//     to its followers go out at once, before its own fsync; then one Storage.Save writes
+//     the entries and hard states of all partitions with a single fsync.
+//  4. A follower saves the appended entries the same way and acknowledges them only once
+//     they are durable. The leader counts its own copy only after its own fsync.
+//  5. An entry of the leader's term held by a majority is committed, and with it every
+//     entry before it; the commit index reaches the followers with the leader's next
+//     message to them.
+//  6. The loop hands committed entries that are durable on this node to the apply
+//     goroutine, which calls StateMachine.Apply in log order, partition by partition.
+//  7. The caller's Replicate returns with the entry's index, term and result.
+//
+// # Files
+//
+// One concept per file; doc_test.go keeps this map and the files in step.
+//
+//	doc.go                this overview
+//	node.go               Node, NewNode, Start, Stop, the public types, shutdown
+//	errors.go             the errors a caller acts on, and NotLeaderError
+//	node_propose.go       Replicate, ReplicateBatch, ReadBarrier: admitting and queueing
+//	                      proposals, handing them to Raft, expiring their waits
+//	node_forward.go       proposals forwarded between a follower and its partition's leader
+//	node_loop.go          the node loop and one pass of it
+//	node_inbox.go         what arrives for the loop between two passes, bounded
+//	node_outbox.go        what a pass sends, gathered into one Send per peer
+//	node_persist.go       the persister: one Storage.Save, one fsync, per pass
+//	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
+//	node_status.go        the partitions' leaders and status for the public API
+//	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
+//	config.go             Config, Peer and Discovery, the defaults and Validate
+//	metrics.go            Metrics and their publication through expvar
+//	clock.go              Clock, the real clock and FakeClock
+//
+//	raft.go               the pure Raft state machine: step, tick, check-quorum, the rules for
+//	                      all servers
+//	raft_log.go           the in-memory log over stable storage
+//	raft_progress.go      follower progress (probe, replicate) and the in-flight window
+//	raft_tracker.go       who votes, and what the group tracks of each voter
+//	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
+//	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
+//	raft_ready.go         the ready batch handed to the node, and advance
+//	raft_types.go         Entry, Message, HardState: what the core, WAL, codec and node share
+//
+//	storage.go            the Storage interface and Update, what one Save carries
+//	wal.go                the WAL type, its options and its Storage methods
+//	wal_format.go         the byte format of segments, frames and records, and the crash model
+//	wal_recover.go        opening: replaying segments, cutting a torn tail, reporting corruption
+//	wal_commit.go         group commit: many Saves, one write and one fsync
+//	wal_segments.go       segment files, zeroes written ahead, freeing space
+//	wal_index.go          the in-memory index of each partition and the entry cache
+//	wal_fs.go             the files and file system the WAL uses, wrapped by tests
+//	wal_sync_linux.go     fdatasync and directory fsync on Linux
+//	wal_sync_other.go     fsync (F_FULLFSYNC on macOS) and directory fsync elsewhere
+//	wal_sync_windows.go   FlushFileBuffers on Windows, where a directory needs no fsync
+//	memory_storage.go     MemoryStorage, for tests: survives the node, crashes, fails saves
+//
+//	codec.go              the one binary encoding of message batches on the wire
+//	transport.go          the Transport interface, TransportKind, the one constructor
+//	transport_config.go   TransportConfig, its defaults and checks, and the stats
+//	transport_queue.go    per peer and lane a bounded send queue that never blocks, and backoff
+//	transport_batch.go    cutting queued messages into batches, checking batches that arrive
+//	transport_auth.go     the refused-peer errors, the shared-secret MAC, the instance ID
+//	tcp_transport.go      TCP: a connection per peer and lane, pings, reconnects
+//	tcp_handshake.go      the TCP handshake: cluster, node IDs, shared-secret proofs
+//	http_transport.go     HTTP: the same batches as POSTs, Handler, the status page
+//	http_auth.go          signing HTTP requests and checking them before they reach the node
+//	memory_transport.go   MemoryNetwork, for tests: cuts, partitions, loss, delay, duplicates
+//
+// Every failure scenario the library must survive has a tag that internal comments and
+// test names cite; scenarios_test.go lists each one's rule and the tests that cover it.
 package kommander

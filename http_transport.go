@@ -3,10 +3,7 @@ package kommander
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,8 +59,6 @@ const (
 	hdrNonce        = "X-Kommander-Nonce"
 	hdrSignature    = "X-Kommander-Signature"
 	hdrError        = "X-Kommander-Error"
-	httpMACLabel    = "kommander-http-v1"
-	maxReplayKeys   = 4096
 )
 
 // HTTPTransport carries batches as HTTP POST bodies. Create it with NewHTTPTransport;
@@ -91,21 +86,6 @@ type HTTPTransport struct {
 	peers   peerSet
 	replay  map[replayKey]replayState
 	holders map[string]holder // node ID -> the instance that holds it (S30)
-}
-
-type replayKey struct {
-	node, instance string
-	lane           uint8
-}
-
-type replayState struct {
-	seq      uint64
-	lastSeen time.Time
-}
-
-type holder struct {
-	instance string
-	lastSeen time.Time
 }
 
 // NewHTTPTransport validates cfg and, when cfg.Addr is set, listens there; requests are
@@ -237,7 +217,7 @@ func (t *HTTPTransport) SetPeer(id, addr string) {
 	})
 }
 
-// Send queues msgs for peer to; it never blocks (S29).
+// Send queues msgs for peer to; it never blocks.
 func (t *HTTPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
 
 // Close stops the sender goroutines and the standalone server and waits for them.
@@ -290,37 +270,27 @@ func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 		case <-q.wake:
 		}
 		msgs := q.take()
-		failed := false
-		for rest := msgs; len(rest) > 0; {
-			n := nextBatch(rest, header, t.cfg.MaxBatchBytes)
-			if n == 0 {
-				t.log.Warn("message too large for one batch, dropped", "peer", p.id,
-					"type", rest[0].Type, "partition", rest[0].Partition, "bytes", encodedMessageSize(&rest[0]))
-				t.counters.dropped.Add(1)
-				rest = rest[1:]
-				continue
-			}
-			batch := rest[:n]
-			rest = rest[n:]
+		sent, failed := 0, false
+		for batch := range splitBatches(msgs, header, t.cfg.MaxBatchBytes, t.log, p.id) {
 			if failed { // the peer just failed: do not queue up timeouts behind it
-				t.counters.dropped.Add(uint64(n))
 				continue
 			}
 			var err error
 			if buf, err = appendBatch(buf[:0], t.cfg.NodeID, p.id, batch); err != nil {
-				t.counters.dropped.Add(uint64(n))
 				t.log.Error("encode batch", "peer", p.id, "err", err)
 				continue
 			}
 			seq++
 			if err := t.post(p.address(), lane, seq, buf); err != nil {
-				t.counters.dropped.Add(uint64(n))
 				t.log.Warn("post to peer failed", "peer", p.id, "lane", lane, "err", err)
 				failed = true
 				continue
 			}
-			t.counters.sent.Add(uint64(n))
+			sent += len(batch)
+			t.counters.sent.Add(uint64(len(batch)))
 		}
+		// Too large, not encodable, or behind a failed request.
+		t.counters.dropped.Add(uint64(len(msgs) - sent))
 		q.giveBack(msgs)
 		if cap(buf) > 1<<20 {
 			buf = nil // do not pin one huge snapshot batch forever
@@ -415,29 +385,6 @@ func (d *detachableBody) detach() {
 	d.mu.Unlock()
 }
 
-// sign sets the identifying headers of a request and, with a shared secret, its signature.
-func (t *HTTPTransport) sign(req *http.Request, nonce string, body []byte) {
-	h := req.Header
-	h.Set(hdrVersion, strconv.Itoa(codecVersion))
-	h.Set(hdrCluster, t.cfg.ClusterName)
-	h.Set(hdrNode, t.cfg.NodeID)
-	h.Set(hdrInstance, t.instance)
-	if t.cfg.Secret == nil {
-		return
-	}
-	ts := strconv.FormatInt(time.Now().UnixNano(), 10)
-	h.Set(hdrTimestamp, ts)
-	h.Set(hdrNonce, nonce)
-	h.Set(hdrSignature, hex.EncodeToString(httpSignature(t.cfg.Secret, req.Method, req.URL.Path,
-		t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, body)))
-}
-
-func httpSignature(secret []byte, method, path, cluster, node, instance, ts, nonce string, body []byte) []byte {
-	sum := sha256.Sum256(body)
-	return mac(secret, httpMACLabel, []byte(method), []byte(path), []byte(cluster), []byte(node),
-		[]byte(instance), []byte(ts), []byte(nonce), sum[:])
-}
-
 // ---- inbound ----
 
 // httpError is a refusal: the status to answer and the error to log and count.
@@ -525,133 +472,6 @@ func (t *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 		return nil, &httpError{http.StatusBadRequest, fmt.Errorf("%w: reading body: %v", ErrMalformed, err)}
 	}
 	return buf.Bytes(), nil
-}
-
-// reqIdentity is what a request's headers claim.
-type reqIdentity struct {
-	node, instance, ts, nonce string
-	sig                       []byte
-	replay                    replayKey
-	seq                       uint64
-}
-
-// checkHeaders checks what can be checked before reading the body: version, cluster, and
-// with a shared secret the timestamp window and the nonce's form. A request that fails here
-// costs no body buffer.
-func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) {
-	h := r.Header
-	id := reqIdentity{node: h.Get(hdrNode), instance: h.Get(hdrInstance)}
-	if v := h.Get(hdrVersion); v != strconv.Itoa(codecVersion) {
-		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
-	}
-	if c := h.Get(hdrCluster); c != t.cfg.ClusterName {
-		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
-	}
-	if id.node == "" || len(id.node) > maxNameBytes || id.instance == "" || len(id.instance) > 64 {
-		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
-	}
-	if t.cfg.Secret == nil {
-		return id, nil
-	}
-	id.ts, id.nonce = h.Get(hdrTimestamp), h.Get(hdrNonce)
-	sig, err := hex.DecodeString(h.Get(hdrSignature))
-	if err != nil || len(sig) != sha256.Size {
-		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: missing or malformed signature", ErrAuthFailed)}
-	}
-	id.sig = sig
-	nanos, err := strconv.ParseInt(id.ts, 10, 64)
-	if err != nil {
-		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
-	}
-	if skew := time.Since(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
-		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
-	}
-	lane, seqText, ok := strings.Cut(id.nonce, "-")
-	l, err1 := strconv.ParseUint(lane, 10, 8)
-	seq, err2 := strconv.ParseUint(seqText, 10, 64)
-	if !ok || err1 != nil || err2 != nil {
-		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
-	}
-	id.replay, id.seq = replayKey{id.node, id.instance, uint8(l)}, seq
-	return id, nil
-}
-
-// authenticate finishes what checkHeaders began: with a shared secret, the signature over
-// the body (compared in constant time) and the replay check; then, when claim is set (Raft
-// traffic), that no other process holds the node ID (S30). Nothing of a request that fails
-// reaches the node.
-func (t *HTTPTransport) authenticate(r *http.Request, id reqIdentity, body []byte, claim bool) *httpError {
-	if t.cfg.Secret != nil && !hmac.Equal(id.sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path,
-		t.cfg.ClusterName, id.node, id.instance, id.ts, id.nonce, body)) {
-		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
-	}
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.cfg.Secret != nil {
-		if herr := t.checkReplayLocked(id.replay, id.seq, now); herr != nil {
-			return herr
-		}
-	}
-	if claim {
-		if herr := t.claimLocked(id.node, id.instance, now); herr != nil {
-			return herr
-		}
-	}
-	if t.cfg.Secret != nil {
-		t.replay[id.replay] = replayState{id.seq, now}
-	}
-	return nil
-}
-
-// claimLocked records that instance holds node ID node. A second process with the same
-// node ID is refused with 409 and reported while the first one has been heard from within
-// PeerTimeout (S30); the first keeps the ID, as with TCP.
-func (t *HTTPTransport) claimLocked(node, instance string, now time.Time) *httpError {
-	hd, ok := t.holders[node]
-	if ok && hd.instance != instance && now.Sub(hd.lastSeen) < t.cfg.PeerTimeout {
-		return &httpError{http.StatusConflict, fmt.Errorf("%w: %q is in use by instance %s, request from instance %s",
-			ErrDuplicateNodeID, node, hd.instance, instance)}
-	}
-	if !ok && len(t.holders) >= maxReplayKeys {
-		t.expireLocked(now)
-		if len(t.holders) >= maxReplayKeys {
-			return &httpError{http.StatusServiceUnavailable, errors.New("kommander: too many node IDs")}
-		}
-	}
-	t.holders[node] = holder{instance, now}
-	return nil
-}
-
-// checkReplayLocked refuses a sequence at or below the last one seen for its key, and a new
-// key when the cache is full of live ones (failing closed rather than forgetting).
-func (t *HTTPTransport) checkReplayLocked(k replayKey, seq uint64, now time.Time) *httpError {
-	st, ok := t.replay[k]
-	if ok && seq <= st.seq {
-		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: replayed request (sequence %d, last %d)", ErrAuthFailed, seq, st.seq)}
-	}
-	if !ok && len(t.replay) >= maxReplayKeys {
-		t.expireLocked(now)
-		if len(t.replay) >= maxReplayKeys {
-			return &httpError{http.StatusServiceUnavailable, errors.New("kommander: replay cache full")}
-		}
-	}
-	return nil
-}
-
-// expireLocked forgets replay entries whose requests would now fail the timestamp check
-// anyway, and holders quiet for longer than PeerTimeout.
-func (t *HTTPTransport) expireLocked(now time.Time) {
-	for k, st := range t.replay {
-		if now.Sub(st.lastSeen) > 2*t.cfg.MaxClockSkew {
-			delete(t.replay, k)
-		}
-	}
-	for k, hd := range t.holders {
-		if now.Sub(hd.lastSeen) > t.cfg.PeerTimeout {
-			delete(t.holders, k)
-		}
-	}
 }
 
 func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {

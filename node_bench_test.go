@@ -36,7 +36,7 @@ func BenchmarkNodeReplicate(b *testing.B) {
 }
 
 // BenchmarkNodeReplicateTCP is BenchmarkNodeReplicate over the TCP transport on
-// 127.0.0.1 (the workload of DESIGN.md §5), for one partition.
+// 127.0.0.1, for one partition.
 //
 //	go test -run '^$' -bench BenchmarkNodeReplicateTCP -benchtime 20000x .
 func BenchmarkNodeReplicateTCP(b *testing.B) {

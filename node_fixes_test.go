@@ -22,8 +22,8 @@ func TestCallersAreAnsweredWhenSavesFailS26(t *testing.T) {
 	var gate chan struct{}
 	entered := make(chan struct{}, 1)
 	c := newNodeCluster(t, 3, 1, false)
-	c.cfg = func(_ int, cfg *Config) {
-		cfg.testHooks = &testHooks{admitted: func() {
+	c.opts = func(_ int, o *testNodeOptions) {
+		o.admitted = func() {
 			mu.Lock()
 			g := gate
 			mu.Unlock()
@@ -31,7 +31,7 @@ func TestCallersAreAnsweredWhenSavesFailS26(t *testing.T) {
 				entered <- struct{}{}
 				<-g
 			}
-		}}
+		}
 	}
 	c.startAll()
 	lead := c.leaders()[0]
@@ -335,8 +335,8 @@ func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
 		sms := enteringSMs(c)
 		c.cfg = func(i int, cfg *Config) {
 			cfg.StateMachine = sms[i]
-			cfg.testHooks = &testHooks{applyBacklog: bound}
 		}
+		c.opts = func(_ int, o *testNodeOptions) { o.applyBacklog = bound }
 		c.startAll()
 		lead := c.leaders()[0]
 		release := c.sms[lead].stall()
@@ -362,7 +362,7 @@ func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
 			held[i] = newHeldSaves()
 			c.stores[i] = held[i]
 		}
-		c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{maxUnstableBytes: limit} }
+		c.opts = func(_ int, o *testNodeOptions) { o.maxUnstableBytes = limit }
 		c.startAll()
 		lead := c.leaders()[0]
 		stop := c.pump()
@@ -378,7 +378,7 @@ func TestForwardedProposalRefusedByLeaderFailsFast(t *testing.T) {
 	})
 }
 
-// TestDuplicatedForwardedProposalAppliesOnceS12 is S12 for forwarding: a MsgPropose the
+// TestDuplicatedForwardedProposalAppliesOnceS12 is S12 for forwarding: a MsgForward the
 // network delivers twice is appended, committed and applied once (the state machine used
 // to see the same entry ID at two indexes).
 func TestDuplicatedForwardedProposalAppliesOnceS12(t *testing.T) {

@@ -162,7 +162,8 @@ type nodeCluster struct {
 	nodes      []*Node
 	stores     []Storage
 	sms        []*kvSM
-	cfg        func(i int, c *Config) // optional per-test config changes
+	cfg        func(i int, c *Config)          // optional per-test config changes
+	opts       func(i int, o *testNodeOptions) // optional per-test changes of how nodes run
 	tick       time.Duration
 	dataDirs   []string // when set, nodes use the default Storage (the WAL) in these
 }
@@ -220,7 +221,11 @@ func (c *nodeCluster) config(i int) Config {
 
 func (c *nodeCluster) start(i int) {
 	c.t.Helper()
-	n, err := NewNode(c.config(i))
+	var o testNodeOptions
+	if c.opts != nil {
+		c.opts(i, &o)
+	}
+	n, err := newNodeForTest(c.config(i), o)
 	if err != nil {
 		c.t.Fatalf("NewNode %s: %v", c.ids[i], err)
 	}
@@ -805,7 +810,7 @@ func TestSlowStateMachineDoesNotBlockTheLoop(t *testing.T) {
 func TestSlowStateMachineBoundsItsQueue(t *testing.T) {
 	const bound = 8
 	c := newNodeCluster(t, 3, 1, false)
-	c.cfg = func(_ int, cfg *Config) { cfg.testHooks = &testHooks{applyBacklog: bound} }
+	c.opts = func(_ int, o *testNodeOptions) { o.applyBacklog = bound }
 	c.startAll()
 	lead := c.leaders()[0]
 	slow := (lead + 1) % 3
@@ -1145,7 +1150,7 @@ func TestOnePassSavesAllPartitionsInOneFsyncAndOneSendPerPeer(t *testing.T) {
 	if !n.runPass() {
 		t.Fatal("the pass found no work")
 	}
-	if !n.persisting {
+	if !n.persist.inFlight() {
 		t.Fatal("the pass saved nothing")
 	}
 	n.completePersist() // the fsync returns
@@ -1235,7 +1240,7 @@ func TestProposalsDuringAnFsyncShareTheNextOne(t *testing.T) {
 }
 
 // TestProposalsAreChunkedToMaxMessageBytes: queued proposals go to Raft, or to the
-// leader in MsgPropose messages, in chunks of about MaxMessageBytes, never splitting one
+// leader in MsgForward messages, in chunks of about MaxMessageBytes, never splitting one
 // proposal; a batch larger than a message is refused with ErrTooLarge.
 func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
 	n := &Node{cfg: Config{MaxMessageBytes: 8 << 10}}
@@ -1275,7 +1280,7 @@ func TestProposalsAreChunkedToMaxMessageBytes(t *testing.T) {
 	}
 }
 
-// TestProposalForwardedToAFollowerIsPassedOnToTheLeader: a MsgPropose that reaches a node
+// TestProposalForwardedToAFollowerIsPassedOnToTheLeader: a MsgForward that reaches a node
 // which does not lead the partition (it was forwarded just before a leader change) is
 // passed on to the leader that node knows, and commits.
 func TestProposalForwardedToAFollowerIsPassedOnToTheLeader(t *testing.T) {
@@ -1294,7 +1299,7 @@ func TestProposalForwardedToAFollowerIsPassedOnToTheLeader(t *testing.T) {
 		t.Fatal("no leader after 500 ticks")
 	}
 	follower, origin := (lead+1)%3, (lead+2)%3
-	s.nodes[follower].deliver([]Message{{Type: MsgPropose, Partition: 0, From: s.ids[origin], To: s.ids[follower],
+	s.nodes[follower].deliver([]Message{{Type: MsgForward, Partition: 0, From: s.ids[origin], To: s.ids[follower],
 		Entries: []Entry{{Kind: EntryNormal, ID: 424242, Type: "put", Data: put("via", "follower")}}}})
 	for k := 0; k < 50; k++ {
 		s.advance()

@@ -127,7 +127,7 @@ func (s *nodeSim) startNode(i int) {
 	s.gen[i]++
 	sm := s.sms[i]
 	sm.onApply = func(p int, e Entry) { s.recordApply(i, p, e) }
-	n, err := NewNode(Config{
+	n, err := newNodeForTest(Config{
 		NodeID:            s.ids[i],
 		Partitions:        s.o.partitions,
 		Peers:             peers,
@@ -139,8 +139,7 @@ func (s *nodeSim) startNode(i int) {
 		Clock:             s.clock,
 		Logger:            discardLogger(),
 		RandSeed:          s.o.seed*1000 + int64(i*100+s.gen[i]),
-		testHooks:         &testHooks{manual: true, deferPersist: true},
-	})
+	}, testNodeOptions{manual: true})
 	if err != nil {
 		s.fail("step %d: restart %s: %v", s.step, s.ids[i], err)
 		return
@@ -414,7 +413,7 @@ func (s *nodeSim) advance() {
 			}
 			// An fsync in flight finishes now or in a later round: meanwhile the node
 			// keeps stepping messages, and a crash loses the batch.
-			if n.persisting && !n.persistFinished {
+			if n.persist.inFlight() {
 				busy = true
 				if s.rnd.IntN(3) != 0 {
 					n.completePersist()

@@ -44,20 +44,19 @@ type partition struct {
 	status PartitionStatus
 }
 
-// waiter locates a proposed entry's caller.
-type waiter struct {
-	p *proposal
-	i int // position of the entry in p.cmds
+// newPartition wraps a partition's restored Raft group; hs is the hard state it was
+// restored from, applied the state machine's last applied index.
+func newPartition(id uint32, r *raft, hs HardState, applied uint64) *partition {
+	return &partition{id: id, raft: r, waiting: make(map[uint64]waiter), applied: applied, savedTerm: hs.Term, savedVote: hs.Vote, maxBacklog: maxApplyBacklog}
 }
 
-// proposalStage says where a proposal is.
-type proposalStage uint8
-
+// Bounds of a partition's apply queue. Past them the partition takes no more entries
+// into its log (appends from a leader are dropped, to be retried by the leader once the
+// state machine caught up; proposals fail with ErrOverloaded), so a slow state machine
+// costs bounded memory and never blocks the loop.
 const (
-	stageQueued    proposalStage = iota // waiting for the loop
-	stageLocal                          // appended to this node's log as leader
-	stageForwarded                      // sent to the leader in a MsgPropose
-	stageDone                           // answered
+	maxApplyBacklog      = 1 << 16
+	maxApplyBacklogBytes = 64 << 20
 )
 
 // proposal is one Replicate or ReplicateBatch call in flight: its commands, their entry
@@ -83,6 +82,22 @@ type proposal struct {
 	oneResult [1]Result
 }
 
+// proposalStage says where a proposal is.
+type proposalStage uint8
+
+const (
+	stageQueued    proposalStage = iota // waiting for the loop
+	stageLocal                          // appended to this node's log as leader
+	stageForwarded                      // sent to the leader in a MsgForward
+	stageDone                           // answered
+)
+
+// waiter locates a proposed entry's caller.
+type waiter struct {
+	p *proposal
+	i int // position of the entry in p.cmds
+}
+
 // finish answers the proposal; the caller holds the partition's mu.
 func (pr *proposal) finish(err error) {
 	if pr.stage == stageDone {
@@ -99,6 +114,169 @@ func (pr *proposal) appendEntries(ents []Entry) []Entry {
 		ents = append(ents, Entry{Kind: EntryNormal, ID: pr.firstID + uint64(i), Type: c.Type, Data: c.Data})
 	}
 	return ents
+}
+
+// admit queues a proposal for the loop, unless the partition has maxPending entries
+// waiting already or its state machine is far behind (ErrOverloaded). The caller holds mu.
+func (p *partition) admit(pr *proposal, maxPending int) error {
+	if p.pending+len(pr.cmds) > maxPending {
+		return fmt.Errorf("kommander: partition %d: %d entries pending: %w", p.id, p.pending, ErrOverloaded)
+	}
+	if p.applyFull() {
+		return fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", p.id, len(p.applyQ), ErrOverloaded)
+	}
+	p.pending += len(pr.cmds)
+	p.queue = append(p.queue, pr)
+	return nil
+}
+
+// queued returns the proposals not yet handed to Raft or forwarded, oldest first; the
+// caller takes them off with proposedLocally or forwarded. The caller holds mu.
+func (p *partition) queued() []*proposal { return p.queue }
+
+// dequeue takes the first k queued proposals off the queue. The caller holds mu.
+func (p *partition) dequeue(k int) {
+	clear(p.queue[:k])
+	p.queue = p.queue[k:]
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+}
+
+// proposedLocally records that the first queued proposals, prs, were appended to this
+// leader's log from index first on, in term. The caller holds mu.
+func (p *partition) proposedLocally(prs []*proposal, first, term uint64) {
+	idx := first
+	for _, pr := range prs {
+		pr.stage, pr.index, pr.term = stageLocal, idx, term
+		idx += uint64(len(pr.cmds))
+		p.await(pr)
+		p.local = append(p.local, pr)
+	}
+	p.dequeue(len(prs))
+}
+
+// forwarded records that the first queued proposals, prs, were forwarded to leader; they
+// are answered with ErrTimeout if nothing is heard of them by deadline. The caller holds mu.
+func (p *partition) forwarded(prs []*proposal, leader string, deadline uint64) {
+	for _, pr := range prs {
+		pr.stage, pr.leader = stageForwarded, leader
+		p.await(pr)
+		pr.deadline = deadline
+	}
+	p.dequeue(len(prs))
+}
+
+// await registers a proposal's entries as waiting to be applied. The caller holds mu.
+func (p *partition) await(pr *proposal) {
+	pr.deadline = 0
+	for i := range pr.cmds {
+		p.waiting[pr.firstID+uint64(i)] = waiter{p: pr, i: i}
+	}
+}
+
+// awaitLeader gives the queued proposals until deadline for a leader to be known. The
+// caller holds mu.
+func (p *partition) awaitLeader(deadline uint64) {
+	for _, pr := range p.queue {
+		if pr.deadline == 0 {
+			pr.deadline = deadline
+		}
+	}
+}
+
+// refuseQueued answers the queued proposals with a *NotLeaderError naming leader: this
+// node does not lead the partition and does not forward. The caller holds mu.
+func (p *partition) refuseQueued(leader, leaderAddr string) {
+	for _, pr := range p.queue {
+		p.pending -= len(pr.cmds)
+		pr.finish(&NotLeaderError{Partition: int(p.id), Leader: leader, LeaderAddr: leaderAddr})
+	}
+	p.queue = p.queue[:0]
+}
+
+// refusedBy answers with ErrOverloaded the proposals forwarded to leader whose entries
+// (by ID) it refused: it appended none of them, so they will never be applied.
+func (p *partition) refusedBy(leader string, ids []Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range ids {
+		w, ok := p.waiting[ids[i].ID]
+		if !ok || w.p.stage != stageForwarded || w.p.leader != leader {
+			continue
+		}
+		p.forget(w.p)
+		w.p.finish(fmt.Errorf("kommander: partition %d: the leader %s did not take the forwarded entry, which was not applied: %w", p.id, leader, ErrOverloaded))
+	}
+}
+
+// abandon answers a proposal whose caller gave up (cause): a queued one was certainly not
+// applied; one handed to Raft has an unknown outcome (ErrTimeout).
+func (p *partition) abandon(pr *proposal, cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch pr.stage {
+	case stageDone:
+	case stageQueued:
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
+	default:
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
+	}
+}
+
+// expire answers every proposal whose deadline is at or before now: one handed to Raft or
+// forwarded has an unknown outcome (ErrTimeout); one still queued found no leader in time
+// and was never proposed (ErrNotLeader).
+func (p *partition) expire(now uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var expired []*proposal
+	for _, w := range p.waiting {
+		if w.p.deadline != 0 && w.p.deadline <= now && w.p.stage != stageDone {
+			expired = append(expired, w.p)
+		}
+	}
+	for _, pr := range expired {
+		if pr.stage == stageDone {
+			continue
+		}
+		p.forget(pr)
+		if pr.stage == stageForwarded {
+			pr.finish(fmt.Errorf("kommander: partition %d: %w: no outcome in time for the entry forwarded to %s", p.id, ErrTimeout, pr.leader))
+		} else {
+			pr.finish(fmt.Errorf("kommander: partition %d: %w: the leader changed after the entry was proposed", p.id, ErrTimeout))
+		}
+	}
+	for j := 0; j < len(p.queue); j++ {
+		pr := p.queue[j]
+		if pr.deadline != 0 && pr.deadline <= now {
+			p.forget(pr)
+			j--
+			pr.finish(&NotLeaderError{Partition: int(p.id)})
+		}
+	}
+	p.dropAnswered()
+}
+
+// failAll answers every proposal still waiting: queued ones were never proposed (cause),
+// the others have an unknown outcome (ErrTimeout wrapping cause).
+func (p *partition) failAll(cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range append([]*proposal(nil), p.queue...) {
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
+	}
+	seen := make(map[*proposal]bool)
+	for _, w := range p.waiting {
+		seen[w.p] = true
+	}
+	for pr := range seen {
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
+	}
 }
 
 // forget removes a proposal that is no longer waiting from the partition's books. The
@@ -121,6 +299,62 @@ func (p *partition) forget(pr *proposal) {
 	// p.local is filtered in bulk (resolveApplied, expire): removing one proposal at a
 	// time would cost O(pending) per answer.
 	p.pending -= len(pr.cmds)
+}
+
+// applyFull reports whether the apply queue is past its bounds. The caller holds mu.
+func (p *partition) applyFull() bool {
+	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes
+}
+
+// backlogged is applyFull for the loop.
+func (p *partition) backlogged() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applyFull()
+}
+
+// pushApply queues committed entries for the applier. Loop only.
+func (p *partition) pushApply(ents []Entry) {
+	p.mu.Lock()
+	p.applyQ = append(p.applyQ, ents...)
+	for i := range ents {
+		p.applyBytes += ents[i].size()
+	}
+	p.mu.Unlock()
+}
+
+// popApply appends up to limit of the committed entries queued for the applier to dst and
+// takes them off the queue; applied is the index of the last entry applied before them.
+func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := min(len(p.applyQ), limit)
+	dst = append(dst, p.applyQ[:k]...)
+	for i := range p.applyQ[:k] {
+		p.applyBytes -= p.applyQ[i].size()
+	}
+	clear(p.applyQ[:k])
+	p.applyQ = p.applyQ[k:]
+	if len(p.applyQ) == 0 {
+		p.applyQ = nil
+	}
+	return dst, p.applied
+}
+
+// appliedTo records that the applier applied the entries up to last, and answers the
+// proposals that ents (with their results) and barriers complete. The barriers are
+// matched before the sweep of p.local in resolveApplied, which would take a barrier
+// applied in this batch, not yet matched, for a lost entry.
+func (p *partition) appliedTo(last uint64, ents []Entry, results []any, barriers []Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last > p.applied {
+		p.applied = last
+	}
+	if len(barriers) > 0 {
+		p.matchApplied(barriers, make([]any, len(barriers)))
+	}
+	p.resolveApplied(ents, results)
 }
 
 // resolveApplied matches entries that were just applied (with their results) against the
@@ -196,112 +430,68 @@ func (p *partition) dropAnswered() {
 	p.local = kept
 }
 
-// Bounds of a partition's apply queue. Past them the partition takes no more entries
-// into its log (appends from a leader are dropped, to be retried by the leader once the
-// state machine caught up; proposals fail with ErrOverloaded), so a slow state machine
-// costs bounded memory and never blocks the loop.
-const (
-	maxApplyBacklog      = 1 << 16
-	maxApplyBacklogBytes = 64 << 20
-)
-
-// applyFull reports whether the apply queue is past its bounds. The caller holds mu.
-func (p *partition) applyFull() bool {
-	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes
+// needsSave reports whether rd must be saved with an fsync of its own: it has entries, or
+// a term or vote that differ from the saved ones. A hard state whose only change is the
+// commit index does not: the commit index need not be durable for safety (a restarted
+// node learns it again), so it rides along with the next save. Loop only.
+func (p *partition) needsSave(rd *raftReady) bool {
+	hs := rd.HardState
+	return len(rd.Entries) > 0 || (rd.SaveHardState && (hs.Term != p.savedTerm || hs.Vote != p.savedVote))
 }
 
-// backlogged is applyFull for the loop.
-func (p *partition) backlogged() bool {
+// saved records that rd's hard state is durable. Loop only.
+func (p *partition) saved(rd *raftReady) {
+	if rd.SaveHardState {
+		p.savedTerm, p.savedVote = rd.HardState.Term, rd.HardState.Vote
+	}
+}
+
+// publish records st, the partition's Raft status, for the public API (leader and
+// status). On a leader change, or when this node stops leading, the proposals that went
+// through a leader that no longer is one get until grace to be applied; after it they are
+// answered as unknown (S18, S19). It reports whether this node just became a candidate and
+// whether the leader changed. Loop only.
+func (p *partition) publish(st raftStatus, self string, grace uint64) (candidate, leaderChanged bool) {
+	role := st.role.String()
+	if role == p.lastRole && st.leader == p.lastLeader && st.term == p.lastTerm {
+		p.mu.Lock()
+		p.status.Commit, p.status.LastIndex = st.commit, st.lastIndex
+		p.mu.Unlock()
+		return false, false
+	}
+	leaderChanged = st.leader != p.lastLeader
+	candidate = role != p.lastRole && role == roleCandidate.String()
+	wasLeader := p.lastRole == roleLeader.String()
+	p.lastRole, p.lastLeader, p.lastTerm = role, st.leader, st.term
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.applyFull()
-}
-
-// abandon answers a proposal whose caller gave up (cause): a queued one was certainly not
-// applied; one handed to Raft has an unknown outcome (ErrTimeout).
-func (p *partition) abandon(pr *proposal, cause error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch pr.stage {
-	case stageDone:
-	case stageQueued:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: not proposed: %w", p.id, cause))
-	default:
-		p.forget(pr)
-		pr.finish(fmt.Errorf("kommander: partition %d: %w: %w", p.id, ErrTimeout, cause))
-	}
-}
-
-// expire answers, with err, every waiting proposal whose deadline is at or before now.
-// The caller holds mu.
-func (p *partition) expire(now uint64, unknown, noLeader func(*proposal) error) {
-	var expired []*proposal
-	for _, w := range p.waiting {
-		if w.p.deadline != 0 && w.p.deadline <= now && w.p.stage != stageDone {
-			expired = append(expired, w.p)
-		}
-	}
-	for _, pr := range expired {
-		if pr.stage == stageDone {
-			continue
-		}
-		p.forget(pr)
-		pr.finish(unknown(pr))
-	}
-	for j := 0; j < len(p.queue); j++ {
-		pr := p.queue[j]
-		if pr.deadline != 0 && pr.deadline <= now {
-			p.forget(pr)
-			j--
-			pr.finish(noLeader(pr))
-		}
-	}
-	p.dropAnswered()
-}
-
-// maxForwardedIDs bounds the forwarded entry IDs a node remembers (recentIDs).
-const maxForwardedIDs = 1 << 14
-
-// recentIDs remembers the IDs of the last maxForwardedIDs forwarded entries a node
-// received, of all partitions (entry IDs come from one sequence per node), so that a
-// MsgPropose the network delivers twice is proposed once. Loop only.
-type recentIDs struct {
-	seen map[uint64]struct{}
-	ring []uint64 // in arrival order
-	next int      // the slot of ring to reuse next, once it is full
-}
-
-// unseen returns the entries of a received MsgPropose whose IDs the node has not received
-// before, and remembers them: a forwarded proposal is sent once and never resent, so a
-// second copy is the network's duplicate, and proposing it again would apply the command
-// twice (S12).
-func (w *recentIDs) unseen(ents []Entry) []Entry {
-	if w.seen == nil {
-		w.seen = make(map[uint64]struct{})
-	}
-	kept := ents
-	for i := range ents {
-		if _, dup := w.seen[ents[i].ID]; dup {
-			kept = nil
-			for _, e := range ents {
-				if _, dup := w.seen[e.ID]; !dup {
-					kept = append(kept, e)
+	p.status = PartitionStatus{Partition: int(p.id), Role: role, Term: st.term, Leader: st.leader, Commit: st.commit, LastIndex: st.lastIndex}
+	if leaderChanged || (wasLeader && role != roleLeader.String()) {
+		for _, w := range p.waiting {
+			pr := w.p
+			if (pr.stage == stageLocal && st.leader != self) || (pr.stage == stageForwarded && pr.leader != st.leader) {
+				if pr.deadline == 0 || pr.deadline > grace {
+					pr.deadline = grace
 				}
 			}
-			break
 		}
 	}
-	for i := range kept {
-		id := kept[i].ID
-		if len(w.ring) < maxForwardedIDs {
-			w.ring = append(w.ring, id)
-		} else {
-			delete(w.seen, w.ring[w.next])
-			w.ring[w.next] = id
-			w.next = (w.next + 1) % maxForwardedIDs
-		}
-		w.seen[id] = struct{}{}
-	}
-	return kept
+	return candidate, leaderChanged
+}
+
+// leader returns the leader the loop last published, or "".
+func (p *partition) leader() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status.Leader
+}
+
+// publicStatus returns the partition's status for Node.Status.
+func (p *partition) publicStatus() PartitionStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.status
+	s.Applied = p.applied
+	s.Pending = p.pending
+	return s
 }

@@ -83,12 +83,16 @@ const (
 	msgTimeoutNow
 	// msgSnapshot carries a snapshot (or a chunk of one) to a follower.
 	msgSnapshot
-	// MsgPropose forwards a proposal from a follower to the leader.
-	MsgPropose
+	// MsgForward carries proposals from a node that does not lead the partition to the
+	// one it believes leads it.
+	MsgForward
 	// msgReadIndex asks the leader for a linearizable read index.
 	msgReadIndex
 	// msgReadIndexResp answers msgReadIndex.
 	msgReadIndexResp
+	// MsgForwardRefused tells the node that sent a MsgForward that the leader took none of
+	// its entries (they will never be applied); its entries carry only their IDs.
+	MsgForwardRefused
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -98,8 +102,9 @@ var messageTypeNames = [...]string{
 	MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp",
 	MsgAppend: "MsgAppend", MsgAppendResp: "MsgAppendResp",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp",
-	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgPropose: "MsgPropose",
+	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	msgReadIndex: "MsgReadIndex", msgReadIndexResp: "MsgReadIndexResp",
+	MsgForwardRefused: "MsgForwardRefused",
 }
 
 // String returns the message type's name, as in logs and test traces.
@@ -127,7 +132,8 @@ type Message struct {
 	// Index is prevLogIndex on MsgAppend, lastLogIndex on MsgVote and MsgPreVote, and on
 	// MsgAppendResp the follower's match index (success) or the rejected prevLogIndex.
 	Index uint64
-	// Entries are the entries of MsgAppend and MsgPropose.
+	// Entries are the entries of MsgAppend and MsgForward, and the refused entries' IDs on
+	// MsgForwardRefused.
 	Entries []Entry
 	// Commit is the leader's commit index on MsgAppend and MsgHeartbeat.
 	Commit uint64
@@ -137,9 +143,11 @@ type Message struct {
 	// in the follower's log (or its last index + 1 when the log is too short), so that the
 	// leader skips back in one round trip.
 	RejectHint uint64
-	// Context is opaque request data echoed in the response (ReadIndex request IDs,
-	// heartbeat rounds).
+	// Context is opaque request data echoed in the response (unused today, reserved for
+	// read requests).
 	Context uint64
+	// Hops is, on MsgForward, how many nodes passed the proposal on.
+	Hops uint8
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk
 }

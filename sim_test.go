@@ -48,7 +48,7 @@ type simParams struct {
 	dropP, dupP                   float64
 	crashP                        float64
 	events                        int
-	hooks                         raftTestHooks
+	bug                           *plantedBug
 }
 
 func simParamsFor(seed uint64, nodes int) simParams {
@@ -179,7 +179,9 @@ func (s *sim) start(i int, ids []string) {
 			s.failf("restart %s group %d: %v", n.id, g, err)
 			return
 		}
-		r.hooks = s.p.hooks
+		if s.p.bug != nil {
+			s.p.bug.plant(&r.rules)
+		}
 		sg.r, sg.pending, sg.rd, sg.checked = r, false, raftReady{}, 0
 	}
 }
@@ -212,7 +214,7 @@ func (s *sim) send(m Message) {
 		return
 	}
 	s.net = append(s.net, m)
-	if m.Type != MsgPropose && s.rng.Float64() < s.p.dupP {
+	if m.Type != MsgForward && s.rng.Float64() < s.p.dupP {
 		s.net = append(s.net, m)
 	}
 }
@@ -304,7 +306,7 @@ func (s *sim) check(i int) {
 				// A leader that counted its own vote toward its win must never grant
 				// another in this term. (A leader may also win on others' votes alone,
 				// before its self-vote is durable; then that vote was never used.)
-				if r.votes[r.self] == voteGranted {
+				if r.tracker.votes[r.id] == voteGranted {
 					k := simVoteKey{n.id, r.term}
 					if v, ok := s.votes[g][k]; ok && v != n.id {
 						s.failf("S1: %s leads term %d of group %d after granting its vote to %s", n.id, r.term, g, v)
@@ -432,7 +434,7 @@ func (s *sim) propose(i, g int) {
 			s.failf("%s group %d: propose on leader: %v", s.nodes[i].id, g, err)
 		}
 	} else if lead := sg.r.lead; lead != "" {
-		s.send(Message{Type: MsgPropose, Partition: uint32(g), From: s.nodes[i].id, To: lead, Entries: ents})
+		s.send(Message{Type: MsgForward, Partition: uint32(g), From: s.nodes[i].id, To: lead, Entries: ents})
 	}
 	s.process(i, g)
 }
@@ -682,41 +684,61 @@ func TestSimThreeNodes(t *testing.T) { runSims(t, "TestSimThreeNodes", 3, 1000) 
 // TestSimFiveNodes runs the simulation with 5 nodes.
 func TestSimFiveNodes(t *testing.T) { runSims(t, "TestSimFiveNodes", 5, 1000) }
 
+// plantedBug replaces one of the safety rules of every group with a wrong one.
+type plantedBug struct {
+	name  string
+	plant func(*safetyRules)
+}
+
+func (b *plantedBug) String() string { return b.name }
+
+// The planted bugs (a) to (d); each test below proves the simulation finds one.
+var (
+	bugCommitOlderTerms = &plantedBug{"(a) count replicas of entries from older terms toward commit",
+		func(rs *safetyRules) { rs.commitByCounting = func(*raft, uint64) bool { return true } }}
+	bugVoteBeforePersist = &plantedBug{"(b) send vote grants before the vote is persisted",
+		func(rs *safetyRules) { rs.releaseVote = (*raft).send }}
+	bugSkipPrevTermCheck = &plantedBug{"(c) accept an append whose prevTerm does not match",
+		func(rs *safetyRules) { rs.prevTermMatches = func(uint64, uint64) bool { return true } }}
+	bugSelfVoteAtOnce = &plantedBug{"(d) count the candidate's self-vote before it is persisted",
+		func(rs *safetyRules) { rs.selfVoteCounts = func(bool) bool { return true } }}
+)
+
 // findPlantedBug runs seeds with a planted bug until the simulation reports a violation,
 // and fails if none does within maxSeeds.
-func findPlantedBug(t *testing.T, nodes, maxSeeds int, hooks raftTestHooks) {
+func findPlantedBug(t *testing.T, nodes, maxSeeds int, bug *plantedBug) {
 	start := time.Now()
 	for seed := uint64(1); seed <= uint64(maxSeeds); seed++ {
 		p := simParamsFor(seed, nodes)
-		p.hooks = hooks
+		p.bug = bug
 		if err := newSim(seed, p).run(); err != nil {
 			t.Logf("found after %d seeds (%v): %v", seed, time.Since(start).Round(time.Millisecond), err)
 			return
 		}
 	}
-	t.Fatalf("the simulation did not find the planted bug %+v in %d seeds", hooks, maxSeeds)
+	t.Fatalf("the simulation did not find the planted bug %v in %d seeds", bug, maxSeeds)
 }
 
 // TestSimFindsCommitOfOlderTermByCounting plants bug (a): a leader commits an entry of an
 // older term by counting replicas (Figure 8, S11).
 func TestSimFindsCommitOfOlderTermByCounting(t *testing.T) {
-	findPlantedBug(t, 3, 1000, raftTestHooks{commitOlderTerms: true})
+	findPlantedBug(t, 3, 1000, bugCommitOlderTerms)
 }
 
 // TestSimFindsVoteReleasedBeforePersist plants bug (b): a vote grant goes out before the
 // vote is durable, so a crash lets the node vote twice in one term (S1).
 func TestSimFindsVoteReleasedBeforePersist(t *testing.T) {
-	findPlantedBug(t, 3, 1000, raftTestHooks{voteBeforePersist: true})
+	findPlantedBug(t, 3, 1000, bugVoteBeforePersist)
 }
 
 // TestSimFindsAppendWithoutPrevTermCheck plants bug (c): a follower accepts an append
 // whose prevTerm does not match its log.
 func TestSimFindsAppendWithoutPrevTermCheck(t *testing.T) {
-	findPlantedBug(t, 3, 1000, raftTestHooks{skipPrevTermCheck: true})
+	findPlantedBug(t, 3, 1000, bugSkipPrevTermCheck)
 }
 
 // TestSimFindsSelfVoteCountedBeforePersist plants bug (d): a candidate counts its own vote
 // before it is durable, wins, crashes, forgets, and votes for a second leader of the term.
 func TestSimFindsSelfVoteCountedBeforePersist(t *testing.T) {
-	findPlantedBug(t, 3, 1000, raftTestHooks{selfVoteAtOnce: true})
+	findPlantedBug(t, 3, 1000, bugSelfVoteAtOnce)
 }

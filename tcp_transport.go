@@ -3,8 +3,6 @@ package kommander
 import (
 	"bufio"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -20,19 +18,8 @@ import (
 // The TCP transport keeps one long-lived outbound connection per peer and lane (Raft
 // traffic, and snapshots apart so that they never delay heartbeats). A writer goroutine per
 // connection drains the lane's queue into as few frames as fit and flushes them in one
-// write; the connection of the other direction is the peer's own outbound one.
-//
-// Handshake (after TLS, when configured), client first; strings are u16-length-prefixed:
-//
-//	hello:  "KMDR" u8 version u8 lane u8 flags(bit 0: has secret) cluster from to
-//	        u64 instance [32]clientNonce
-//	reply:  "KMDR" u8 version u8 status serverID [32]serverNonce [32]serverProof
-//	proof:  [32]clientProof                      (zeros when there is no secret)
-//	final:  u8 status
-//
-// The server proves the secret first, so a client never hands traffic to an impostor; the
-// proofs are HMAC-SHA256(secret, role, cluster, from, to, clientNonce, serverNonce) and are
-// compared in constant time. Any status but tcpOK is followed by a close.
+// write; the connection of the other direction is the peer's own outbound one. Every
+// connection opens with TLS (when configured) and the handshake in tcp_handshake.go.
 //
 // Frames after the handshake: u32 length, then that many bytes of one codec batch. A
 // zero-length frame is a ping from the client; the server answers each with a
@@ -46,56 +33,10 @@ import (
 // frame and nothing else.
 
 const (
-	tcpMagic            = "KMDR"
-	tcpHandshakeVersion = 1
-	tcpNonceSize        = 32
-	tcpProofSize        = 32
-	tcpReadBuffer       = 64 << 10
-	tcpWriteBuffer      = 64 << 10
-	tcpMaxHandshakes    = 256 // unauthenticated connections at once
+	tcpReadBuffer    = 64 << 10
+	tcpWriteBuffer   = 64 << 10
+	tcpMaxHandshakes = 256 // unauthenticated connections at once
 )
-
-// Handshake statuses.
-const (
-	tcpOK uint8 = iota
-	tcpBadVersion
-	tcpBadCluster
-	tcpBadTarget
-	tcpAuthMismatch // one side has a secret and the other does not
-	tcpAuthFailed
-	tcpDuplicate
-	tcpMalformed
-	tcpClosing
-)
-
-var tcpStatusText = [...]string{
-	tcpOK: "ok", tcpBadVersion: "unsupported handshake version", tcpBadCluster: "different cluster",
-	tcpBadTarget: "wrong node", tcpAuthMismatch: "one side has a shared secret and the other not",
-	tcpAuthFailed: "shared secret proof failed", tcpDuplicate: "node ID already connected from another process",
-	tcpMalformed: "malformed handshake", tcpClosing: "closing",
-}
-
-// tcpStatusErr turns a refusal into an error that wraps the sentinel a caller acts on.
-func tcpStatusErr(s uint8) error {
-	text := "unknown status"
-	if int(s) < len(tcpStatusText) {
-		text = tcpStatusText[s]
-	}
-	var base error
-	switch s {
-	case tcpBadVersion:
-		base = ErrVersion
-	case tcpBadCluster:
-		base = ErrClusterMismatch
-	case tcpAuthMismatch, tcpAuthFailed:
-		base = ErrAuthFailed
-	case tcpDuplicate:
-		base = ErrDuplicateNodeID
-	default:
-		base = errors.New("kommander: handshake refused")
-	}
-	return fmt.Errorf("%w: peer says %s", base, text)
-}
 
 // TCPTransport is the default Transport: binary batches over long-lived TCP (or TLS)
 // connections. Create it with NewTCPTransport.
@@ -201,7 +142,7 @@ func (t *TCPTransport) SetPeer(id, addr string) {
 	})
 }
 
-// Send queues msgs for peer to; it never blocks (S29). Messages to an unknown peer or
+// Send queues msgs for peer to; it never blocks. Messages to an unknown peer or
 // beyond a full queue are dropped and counted.
 func (t *TCPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
 
@@ -321,10 +262,8 @@ func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
 	raw.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	if t.cfg.TLS != nil {
 		tc := t.cfg.TLS.Clone()
-		if tc.ServerName == "" {
-			if host, _, err := net.SplitHostPort(addr); err == nil {
-				tc.ServerName = host
-			}
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			setDefault(&tc.ServerName, host)
 		}
 		tconn := tls.Client(raw, tc)
 		if err := tconn.Handshake(); err != nil {
@@ -409,25 +348,17 @@ func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf [
 func (t *TCPTransport) writeFrames(bw *bufio.Writer, conn net.Conn, p *peer, msgs []Message, header int, buf []byte) ([]byte, int, error) {
 	conn.SetWriteDeadline(time.Now().Add(t.cfg.PeerTimeout))
 	written := 0
-	for len(msgs) > 0 {
-		n := nextBatch(msgs, header, t.cfg.MaxBatchBytes)
-		if n == 0 {
-			t.log.Warn("message too large for one batch, dropped", "peer", p.id,
-				"type", msgs[0].Type, "partition", msgs[0].Partition, "bytes", encodedMessageSize(&msgs[0]))
-			msgs = msgs[1:]
-			continue
-		}
+	for batch := range splitBatches(msgs, header, t.cfg.MaxBatchBytes, t.log, p.id) {
 		var err error
 		buf = append(buf[:0], 0, 0, 0, 0)
-		if buf, err = appendBatch(buf, t.cfg.NodeID, p.id, msgs[:n]); err != nil {
+		if buf, err = appendBatch(buf, t.cfg.NodeID, p.id, batch); err != nil {
 			return buf, written, err
 		}
 		binary.LittleEndian.PutUint32(buf, uint32(len(buf)-4))
 		if _, err := bw.Write(buf); err != nil {
 			return buf, written, err
 		}
-		written += n
-		msgs = msgs[n:]
+		written += len(batch)
 	}
 	if cap(buf) > 1<<20 {
 		buf = make([]byte, 0, tcpWriteBuffer) // do not pin one huge snapshot frame forever
@@ -589,255 +520,6 @@ func readFrame(r io.Reader, n int) ([]byte, error) {
 	}
 }
 
-// deliverBatch decodes one batch from an authenticated peer and delivers it; TCP and HTTP
-// share it. It returns an error when the whole batch was refused.
-func deliverBatch(frame []byte, peer, self string, lim codecLimits, c *transportCounters, deliver func([]Message), log *slog.Logger) error {
-	b, err := decodeBatch(frame, lim)
-	if err == nil && (b.from != peer || b.to != self) {
-		// S5, transport half: a batch speaks only for the node that authenticated the
-		// connection or request, and only to this node.
-		err = fmt.Errorf("%w: batch from %q to %q on a link from %q to %q", ErrMalformed, b.from, b.to, peer, self)
-	}
-	if err != nil {
-		c.rejected.Add(1)
-		log.Warn("batch refused", "bytes", len(frame), "err", err)
-		return err
-	}
-	if b.skipped > 0 {
-		c.rejected.Add(uint64(b.skipped))
-		log.Warn("malformed messages skipped; the rest of the batch is delivered", "skipped", b.skipped, "err", b.skipErr)
-	}
-	if len(b.msgs) > 0 {
-		c.received.Add(uint64(len(b.msgs)))
-		deliver(b.msgs)
-	}
-	return nil
-}
-
 func (t *TCPTransport) receive(frame []byte, peer string, log *slog.Logger) {
 	_ = deliverBatch(frame, peer, t.cfg.NodeID, t.lim, &t.counters, t.deliver, log)
-}
-
-// ---- handshake ----
-
-type tcpHello struct {
-	version  uint8
-	lane     uint8
-	secret   bool
-	cluster  string
-	from, to string
-	instance uint64
-	nonce    [tcpNonceSize]byte
-}
-
-func (h *tcpHello) append(b []byte) []byte {
-	b = append(b, tcpMagic...)
-	b = append(b, h.version, h.lane)
-	var flags byte
-	if h.secret {
-		flags = 1
-	}
-	b = append(b, flags)
-	b = appendString16(b, h.cluster)
-	b = appendString16(b, h.from)
-	b = appendString16(b, h.to)
-	b = binary.LittleEndian.AppendUint64(b, h.instance)
-	return append(b, h.nonce[:]...)
-}
-
-// readString16 reads a u16-length-prefixed string of at most maxNameBytes.
-func readString16(r io.Reader) (string, error) {
-	var n [2]byte
-	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return "", err
-	}
-	l := binary.LittleEndian.Uint16(n[:])
-	if l > maxNameBytes {
-		return "", fmt.Errorf("%w: name of %d bytes", ErrMalformed, l)
-	}
-	b := make([]byte, l)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return "", err
-	}
-	return string(b), nil
-}
-
-func proof(secret []byte, role string, h *tcpHello, serverNonce []byte) []byte {
-	return mac(secret, role, []byte(h.cluster), []byte(h.from), []byte(h.to), h.nonce[:], serverNonce)
-}
-
-// clientHandshake runs the client side; h.nonce is filled in here. The secret (nil for
-// none) is proved but never sent.
-func clientHandshake(conn net.Conn, h tcpHello, secret []byte) error {
-	h.secret = secret != nil
-	if _, err := rand.Read(h.nonce[:]); err != nil {
-		return err
-	}
-	if _, err := conn.Write(h.append(nil)); err != nil {
-		return fmt.Errorf("send hello: %w", err)
-	}
-	var head [len(tcpMagic) + 2]byte
-	if _, err := io.ReadFull(conn, head[:]); err != nil {
-		return fmt.Errorf("read reply: %w", err)
-	}
-	if string(head[:4]) != tcpMagic {
-		return fmt.Errorf("%w: peer is not a kommander node", ErrMalformed)
-	}
-	if status := head[5]; status != tcpOK {
-		return tcpStatusErr(status)
-	}
-	if head[4] != tcpHandshakeVersion {
-		return fmt.Errorf("%w: peer speaks handshake version %d", ErrVersion, head[4])
-	}
-	serverID, err := readString16(conn)
-	if err != nil {
-		return fmt.Errorf("read reply: %w", err)
-	}
-	var rest [tcpNonceSize + tcpProofSize]byte
-	if _, err := io.ReadFull(conn, rest[:]); err != nil {
-		return fmt.Errorf("read reply: %w", err)
-	}
-	if serverID != h.to {
-		return fmt.Errorf("kommander: dialed %q but %q answered", h.to, serverID)
-	}
-	serverNonce, serverProof := rest[:tcpNonceSize], rest[tcpNonceSize:]
-	answer := make([]byte, tcpProofSize)
-	if secret != nil {
-		if !hmac.Equal(serverProof, proof(secret, "server", &h, serverNonce)) {
-			return fmt.Errorf("%w: peer %q could not prove the shared secret", ErrAuthFailed, serverID)
-		}
-		answer = proof(secret, "client", &h, serverNonce)
-	}
-	if _, err := conn.Write(answer); err != nil {
-		return fmt.Errorf("send proof: %w", err)
-	}
-	var final [1]byte
-	if _, err := io.ReadFull(conn, final[:]); err != nil {
-		return fmt.Errorf("read final status: %w", err)
-	}
-	if final[0] != tcpOK {
-		return tcpStatusErr(final[0])
-	}
-	return nil
-}
-
-// serverHandshake runs the server side and registers the connection as the peer's inbound
-// one for its lane. The returned hello is filled as far as it was read, for logs.
-func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
-	var h tcpHello
-	refuse := func(status uint8, err error) (tcpHello, error) {
-		reply := append([]byte(tcpMagic), tcpHandshakeVersion, status)
-		conn.Write(reply) // best effort: the peer learns why, then we close
-		return h, err
-	}
-	var head [len(tcpMagic) + 3]byte
-	if _, err := io.ReadFull(conn, head[:]); err != nil {
-		return h, fmt.Errorf("%w: read hello: %v", ErrMalformed, err)
-	}
-	if string(head[:4]) != tcpMagic {
-		return h, fmt.Errorf("%w: not a kommander hello", ErrMalformed)
-	}
-	h.version, h.lane, h.secret = head[4], head[5], head[6]&1 != 0
-	if h.version != tcpHandshakeVersion {
-		return refuse(tcpBadVersion, fmt.Errorf("%w: handshake version %d", ErrVersion, h.version))
-	}
-	if h.lane >= laneCount || head[6]&^1 != 0 {
-		return refuse(tcpMalformed, fmt.Errorf("%w: lane %d flags %#x", ErrMalformed, h.lane, head[6]))
-	}
-	var err error
-	if h.cluster, err = readString16(conn); err == nil {
-		if h.from, err = readString16(conn); err == nil {
-			h.to, err = readString16(conn)
-		}
-	}
-	var tail [8 + tcpNonceSize]byte
-	if err == nil {
-		_, err = io.ReadFull(conn, tail[:])
-	}
-	if err != nil {
-		return refuse(tcpMalformed, fmt.Errorf("%w: read hello: %v", ErrMalformed, err))
-	}
-	h.instance = binary.LittleEndian.Uint64(tail[:8])
-	copy(h.nonce[:], tail[8:])
-	switch {
-	case h.cluster != t.cfg.ClusterName:
-		return refuse(tcpBadCluster, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, h.cluster, t.cfg.ClusterName))
-	case h.to != t.cfg.NodeID:
-		return refuse(tcpBadTarget, fmt.Errorf("kommander: peer dialed node %q, this is %q", h.to, t.cfg.NodeID))
-	case h.from == "" || h.from == t.cfg.NodeID:
-		return refuse(tcpDuplicate, fmt.Errorf("%w: peer claims this node's own ID %q", ErrDuplicateNodeID, h.from))
-	case h.secret != (t.cfg.Secret != nil):
-		return refuse(tcpAuthMismatch, fmt.Errorf("%w: shared secret configured on one side only", ErrAuthFailed))
-	}
-	reply := append([]byte(tcpMagic), tcpHandshakeVersion, tcpOK)
-	reply = appendString16(reply, t.cfg.NodeID)
-	var serverNonce [tcpNonceSize]byte
-	if _, err := rand.Read(serverNonce[:]); err != nil {
-		return h, err
-	}
-	reply = append(reply, serverNonce[:]...)
-	if t.cfg.Secret != nil {
-		reply = append(reply, proof(t.cfg.Secret, "server", &h, serverNonce[:])...)
-	} else {
-		reply = append(reply, make([]byte, tcpProofSize)...)
-	}
-	if _, err := conn.Write(reply); err != nil {
-		return h, err
-	}
-	var answer [tcpProofSize]byte
-	if _, err := io.ReadFull(conn, answer[:]); err != nil {
-		return h, fmt.Errorf("%w: read proof: %v", ErrMalformed, err)
-	}
-	final := func(status uint8, err error) (tcpHello, error) {
-		conn.Write([]byte{status})
-		return h, err
-	}
-	if t.cfg.Secret != nil && !hmac.Equal(answer[:], proof(t.cfg.Secret, "client", &h, serverNonce[:])) {
-		return final(tcpAuthFailed, fmt.Errorf("%w: peer %q could not prove the shared secret", ErrAuthFailed, h.from))
-	}
-	if err := t.claimInbound(h, conn); err != nil {
-		status := tcpDuplicate
-		if errors.Is(err, errTransportClosed) {
-			status = tcpClosing
-		}
-		return final(status, err)
-	}
-	if _, err := conn.Write([]byte{tcpOK}); err != nil {
-		t.releaseInbound(h, conn) // or the node ID stays taken by a dead connection
-		return h, err
-	}
-	return h, nil
-}
-
-// claimInbound registers conn as node h.from's inbound connection on its lane. The same
-// process reconnecting replaces its old connection (which may be dead and not yet timed
-// out). Another process with the same node ID while the first one's connection lives is
-// refused and reported (S30): letting two processes act as one node could make it vote
-// twice, and the first one keeps the ID until it goes quiet for PeerTimeout.
-func (t *TCPTransport) claimInbound(h tcpHello, conn net.Conn) error {
-	key := inboundKey{h.from, h.lane}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return errTransportClosed
-	}
-	if old := t.inbound[key]; old != nil {
-		if old.instance != h.instance {
-			return fmt.Errorf("%w: %q is connected from %s and now also from %s",
-				ErrDuplicateNodeID, h.from, old.conn.RemoteAddr(), conn.RemoteAddr())
-		}
-		old.conn.Close()
-	}
-	t.inbound[key] = &tcpInbound{instance: h.instance, conn: conn}
-	return nil
-}
-
-// releaseInbound forgets conn as node h.from's inbound connection, if it still is.
-func (t *TCPTransport) releaseInbound(h tcpHello, conn net.Conn) {
-	key := inboundKey{h.from, h.lane}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if in := t.inbound[key]; in != nil && in.conn == conn {
-		delete(t.inbound, key)
-	}
 }

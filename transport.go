@@ -1,5 +1,10 @@
 package kommander
 
+import (
+	"errors"
+	"fmt"
+)
+
 // TransportKind selects the network transport a node uses.
 type TransportKind int
 
@@ -38,4 +43,25 @@ type Transport interface {
 	Send(to string, msgs []Message)
 	// Close stops the transport and waits for its goroutines to end.
 	Close() error
+}
+
+// errTransportClosed is returned by operations on a closed transport.
+var errTransportClosed = errors.New("kommander: transport closed")
+
+// newTransport builds the network transport kind names.
+func newTransport(kind TransportKind, cfg TransportConfig) (Transport, error) {
+	switch kind {
+	case TCP:
+		return NewTCPTransport(cfg)
+	case HTTP:
+		return NewHTTPTransport(cfg)
+	}
+	return nil, fmt.Errorf("kommander: unknown transport kind %d", int(kind))
+}
+
+// newNetworkTransport builds the TCP or HTTP transport cfg asks for; status feeds the HTTP
+// transport's status endpoint. Config.Validate refuses any other Transport value, so a
+// node never reaches the error for an unknown kind.
+func newNetworkTransport(cfg Config, status func() any) (Transport, error) {
+	return newTransport(cfg.Transport, transportConfigFor(cfg, status))
 }

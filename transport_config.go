@@ -1,39 +1,18 @@
 package kommander
 
+// The configuration the TCP and HTTP transports share, its defaults and checks, and the
+// counters both report.
+
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	mrand "math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// This file holds what the TCP and HTTP transports share: their configuration, their
-// counters, the bounded per-peer send queue and the shared-secret MAC.
-
-// ErrClusterMismatch is wrapped by errors reporting a peer that belongs to another cluster.
-var ErrClusterMismatch = errors.New("kommander: peer belongs to another cluster")
-
-// ErrAuthFailed is wrapped by errors reporting a peer that failed to prove the shared secret
-// (or a certificate check), or that replayed a request.
-var ErrAuthFailed = errors.New("kommander: peer authentication failed")
-
-// ErrDuplicateNodeID is wrapped by errors reporting that a second process uses a node ID
-// that is already connected (S30).
-var ErrDuplicateNodeID = errors.New("kommander: node ID already in use by another process")
-
-// errTransportClosed is returned by operations on a closed transport.
-var errTransportClosed = errors.New("kommander: transport closed")
-
-// Defaults of TransportConfig.
+// Defaults of TransportConfig. Each is explained on the TransportConfig field it fills.
 const (
 	DefaultTransportQueueSize     = 8192
 	DefaultTransportMaxBatchBytes = 16 << 20
@@ -43,10 +22,13 @@ const (
 	DefaultTransportPeerTimeout   = 5 * time.Second
 	DefaultTransportMaxBackoff    = time.Second
 	DefaultTransportMaxClockSkew  = 30 * time.Second
-	minTransportBackoff           = 10 * time.Millisecond
-	minSecretBytes                = 16
-	maxNameBytes                  = 255
-	minMaxBatchBytes              = 4 << 10
+)
+
+// Bounds that Validate enforces; maxNameBytes also bounds the names a peer may send.
+const (
+	minSecretBytes   = 16
+	maxNameBytes     = 255
+	minMaxBatchBytes = 4 << 10
 )
 
 // TransportConfig configures a TCP or HTTP transport. The zero value of every optional
@@ -73,7 +55,7 @@ type TransportConfig struct {
 	TLS *tls.Config
 	// Logger receives connection events and refusals. Default: slog.Default().
 	Logger *slog.Logger
-	// QueueSize is the number of messages queued per peer before Send drops (S29).
+	// QueueSize is the number of messages queued per peer before Send drops.
 	// Default DefaultTransportQueueSize.
 	QueueSize int
 	// MaxBatchBytes bounds one encoded batch in both directions: larger inbound frames and
@@ -86,11 +68,11 @@ type TransportConfig struct {
 	// DefaultTransportHandshake.
 	HandshakeTimeout time.Duration
 	// KeepAlive is how often an outbound TCP connection is pinged so that a dead one is
-	// noticed (S28). Default DefaultTransportKeepAlive; must be below PeerTimeout.
+	// noticed. Default DefaultTransportKeepAlive; must be below PeerTimeout.
 	KeepAlive time.Duration
 	// PeerTimeout is how long a connection, frame or request may stay silent or unfinished
-	// before it is treated as dead and replaced (S28). It is also how long a node ID must
-	// be quiet before another process may take it over (S30). Default
+	// before it is treated as dead and replaced. It is also how long a node ID must be
+	// quiet before another process may take it over. Default
 	// DefaultTransportPeerTimeout.
 	PeerTimeout time.Duration
 	// MaxBackoff caps the exponential backoff (with jitter) between reconnect attempts to
@@ -154,7 +136,7 @@ func (c TransportConfig) limits() codecLimits {
 type TransportStats struct {
 	// Sent counts messages written to peers.
 	Sent uint64
-	// Dropped counts messages given to Send that never left: queue full (S29), unknown
+	// Dropped counts messages given to Send that never left: queue full, unknown
 	// peer, too large for one batch, or lost with a failed connection or request.
 	Dropped uint64
 	// Received counts messages delivered to the node.
@@ -165,7 +147,7 @@ type TransportStats struct {
 	// AuthFailures counts peers (connections or requests) that failed authentication.
 	AuthFailures uint64
 	// DuplicateNodeIDs counts connections or requests refused because another process
-	// holds their node ID (S30).
+	// holds their node ID.
 	DuplicateNodeIDs uint64
 	// Connects counts outbound connections established (TCP).
 	Connects uint64
@@ -183,239 +165,17 @@ func (c *transportCounters) stats() TransportStats {
 	}
 }
 
-// Lanes: snapshot chunks travel apart from the rest so they never delay heartbeats.
-const (
-	laneRaft     = 0
-	laneSnapshot = 1
-	laneCount    = 2
-)
-
-// laneOf picks the lane a message travels on.
-func laneOf(m *Message) int {
-	if m.Type == msgSnapshot {
-		return laneSnapshot
+// transportConfigFor translates a node's Config into the configuration of its network
+// transport; status feeds the HTTP transport's status endpoint.
+func transportConfigFor(cfg Config, status func() any) TransportConfig {
+	return TransportConfig{
+		NodeID:        cfg.NodeID,
+		Addr:          cfg.Addr,
+		ClusterName:   cfg.ClusterName,
+		Secret:        cfg.Secret,
+		TLS:           cfg.TLS,
+		Logger:        cfg.Logger,
+		MaxBatchBytes: max(DefaultTransportMaxBatchBytes, 2*cfg.MaxMessageBytes),
+		Status:        status,
 	}
-	return laneRaft
-}
-
-// sendQueue is a bounded queue of messages to one peer on one lane. push never blocks;
-// the lane's sender takes everything queued at once and writes it as few batches.
-type sendQueue struct {
-	mu    sync.Mutex
-	msgs  []Message
-	spare []Message
-	limit int
-	wake  chan struct{} // capacity 1: "there is something to take"
-}
-
-func newSendQueue(limit int) *sendQueue {
-	return &sendQueue{limit: limit, wake: make(chan struct{}, 1)}
-}
-
-// push queues msgs whole, or none of them when they do not fit, and reports which.
-func (q *sendQueue) push(msgs []Message) bool {
-	q.mu.Lock()
-	if len(q.msgs)+len(msgs) > q.limit {
-		q.mu.Unlock()
-		return false
-	}
-	q.msgs = append(q.msgs, msgs...)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// take returns everything queued. The caller hands the slice back with giveBack once it
-// is done with it, so that steady traffic reuses two buffers instead of allocating.
-func (q *sendQueue) take() []Message {
-	q.mu.Lock()
-	out := q.msgs
-	q.msgs, q.spare = q.spare[:0], nil
-	q.mu.Unlock()
-	return out
-}
-
-func (q *sendQueue) giveBack(buf []Message) {
-	clear(buf) // drop references to entries already sent
-	q.mu.Lock()
-	if q.spare == nil {
-		q.spare = buf[:0]
-	}
-	q.mu.Unlock()
-}
-
-// peer is one peer's address and send queues; the TCP and HTTP transports share it.
-type peer struct {
-	id     string
-	mu     sync.Mutex
-	addr   string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
-	queues [laneCount]*sendQueue
-}
-
-func (p *peer) address() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.addr
-}
-
-// peerSet is the peers a transport sends to.
-type peerSet struct {
-	mu     sync.Mutex
-	closed bool
-	peers  map[string]*peer
-}
-
-// set records addr for peer id. For a new peer it makes the lanes' queues and calls start
-// for each lane, under the lock, so that close cannot miss a sender that is starting.
-func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer, lane uint8)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	if p, ok := s.peers[id]; ok {
-		p.mu.Lock()
-		p.addr = addr
-		p.mu.Unlock()
-		return
-	}
-	if s.peers == nil {
-		s.peers = make(map[string]*peer)
-	}
-	p := &peer{id: id, addr: addr}
-	for lane := range p.queues {
-		p.queues[lane] = newSendQueue(queueSize)
-		start(p, uint8(lane))
-	}
-	s.peers[id] = p
-}
-
-// send queues msgs for peer to without blocking; an unknown peer or a full queue drops
-// them, counted.
-func (s *peerSet) send(to string, msgs []Message, c *transportCounters) {
-	if len(msgs) == 0 {
-		return
-	}
-	s.mu.Lock()
-	p := s.peers[to]
-	s.mu.Unlock()
-	if p == nil {
-		c.dropped.Add(uint64(len(msgs)))
-		return
-	}
-	pushSplit(&p.queues, msgs, c)
-}
-
-// close makes later calls to set do nothing.
-func (s *peerSet) close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-}
-
-// pushSplit queues msgs on the lanes of one peer, counting drops.
-func pushSplit(queues *[laneCount]*sendQueue, msgs []Message, c *transportCounters) {
-	snap := false
-	for i := range msgs {
-		if laneOf(&msgs[i]) != laneRaft {
-			snap = true
-			break
-		}
-	}
-	if !snap {
-		if !queues[laneRaft].push(msgs) {
-			c.dropped.Add(uint64(len(msgs)))
-		}
-		return
-	}
-	for i := range msgs {
-		if !queues[laneOf(&msgs[i])].push(msgs[i : i+1]) {
-			c.dropped.Add(1)
-		}
-	}
-}
-
-// nextBatch returns how many messages from the front of msgs fit in one batch of at most
-// max bytes with the given header size. It returns 0 when the first message alone is too
-// large; the caller drops it.
-func nextBatch(msgs []Message, header, max int) int {
-	size := header
-	for i := range msgs {
-		size += encodedMessageSize(&msgs[i])
-		if size > max {
-			return i
-		}
-	}
-	return len(msgs)
-}
-
-// backoff is the capped exponential backoff with jitter between reconnect attempts.
-type backoff struct {
-	cur, max time.Duration
-}
-
-// next returns the wait before the next attempt: the current step with ±50% jitter, so
-// that peers that lost each other at once do not redial in lockstep.
-func (b *backoff) next() time.Duration {
-	if b.cur < minTransportBackoff {
-		b.cur = minTransportBackoff
-	}
-	d := b.cur/2 + time.Duration(mrand.Int64N(int64(b.cur)))
-	b.cur = min(2*b.cur, b.max)
-	return d
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// waitOrDone waits d, or less when done closes; it reports whether done closed.
-func waitOrDone(d time.Duration, done <-chan struct{}) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return false
-	case <-done:
-		return true
-	}
-}
-
-// mac is HMAC-SHA256 under secret of a label and fields, each length-prefixed so that no
-// two different field lists hash alike.
-func mac(secret []byte, label string, fields ...[]byte) []byte {
-	h := hmac.New(sha256.New, secret)
-	var n [4]byte
-	binary.LittleEndian.PutUint32(n[:], uint32(len(label)))
-	h.Write(n[:])
-	io.WriteString(h, label)
-	for _, f := range fields {
-		binary.LittleEndian.PutUint32(n[:], uint32(len(f)))
-		h.Write(n[:])
-		h.Write(f)
-	}
-	return h.Sum(nil)
-}
-
-// newInstanceID returns a random ID for one transport's lifetime: it tells a reconnect of
-// the same process from a second process that uses the same node ID (S30).
-func newInstanceID() (uint64, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return 0, fmt.Errorf("kommander: instance ID: %w", err)
-	}
-	return binary.LittleEndian.Uint64(b[:]), nil
-}
-
-// newTransport builds the network transport kind names; the node calls it with its Config
-// translated into a TransportConfig.
-func newTransport(kind TransportKind, cfg TransportConfig) (Transport, error) {
-	switch kind {
-	case TCP:
-		return NewTCPTransport(cfg)
-	case HTTP:
-		return NewHTTPTransport(cfg)
-	}
-	return nil, fmt.Errorf("kommander: unknown transport kind %d", int(kind))
 }

@@ -19,7 +19,7 @@ import (
 )
 
 // TestNodeProcessesIsolatedLeaderS18 cuts the leader of a partition off from the others
-// with the test's own proxies (DESIGN §4, layer 4: nodes cut off from each other). The
+// with the test's own proxies (real processes, the outermost layer of the tests: nodes cut off from each other). The
 // majority elects a new leader and keeps acknowledging writes; the isolated leader steps
 // down (CheckQuorum) and answers the request it holds without acknowledging it; after
 // healing, every acknowledged write reads back through the node that was cut off.

@@ -20,7 +20,7 @@ import (
 	"github.com/kommander-go/kommander"
 )
 
-// These tests drive real `kommander node` processes (DESIGN §4, layer 4). One cluster of
+// These tests drive real `kommander node` processes, the outermost test layer. One cluster of
 // three is shared by the steps of TestNodeProcesses, which run in order.
 
 // processFlags are the extra flags of the test clusters. The election timeout is the

@@ -21,7 +21,7 @@ import (
 	"github.com/kommander-go/kommander"
 )
 
-// The harness of the real-process tests (DESIGN §4, layer 4): `kommander node` processes
+// The harness of the real-process tests, the outermost test layer: `kommander node` processes
 // on loopback, built once per test binary, driven over their HTTP API and with signals.
 
 var (

@@ -1,5 +1,45 @@
 package kommander
 
+// This file is the leader's view of one follower: where their logs match, how it sends
+// (probe or replicate), and the in-flight window that bounds what is unacknowledged.
+
+// progressState is how a leader sends to one follower.
+type progressState uint8
+
+const (
+	// progressProbe: the leader does not know where the follower's log matches; it sends one
+	// append at a time and waits for the answer (or a heartbeat response) before the next.
+	progressProbe progressState = iota
+	// progressReplicate: the follower's log matches up to match; the leader streams appends
+	// optimistically, bounded by the in-flight window.
+	progressReplicate
+)
+
+// progress is the leader's view of one voter (Figure 2: nextIndex, matchIndex).
+type progress struct {
+	id           string // the voter's node ID
+	match, next  uint64
+	state        progressState
+	probeSent    bool   // probe: an append is out and unanswered
+	recentActive bool   // heard from since the last CheckQuorum round
+	sentCommit   uint64 // highest commit index the follower can have learned from what it was sent
+	inflight     inflights
+}
+
+func (pr *progress) becomeProbe(next uint64) {
+	pr.state = progressProbe
+	pr.next = next
+	pr.probeSent = false
+	pr.inflight.reset()
+}
+
+func (pr *progress) becomeReplicate() {
+	pr.state = progressReplicate
+	pr.next = pr.match + 1
+	pr.probeSent = false
+	pr.inflight.reset()
+}
+
 // inflights bounds the appends a leader has sent to one follower in the replicate state and
 // not yet seen acknowledged, by count and by bytes. It is a ring buffer of the last index and
 // the size of each append in flight, oldest first; an acknowledgement of index i frees every

@@ -1,0 +1,137 @@
+package kommander
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// applier applies committed entries to the StateMachine, in its own goroutine beside the
+// loop, so that a slow Apply delays only later applies; it also makes the OnLeaderChange
+// calls, in order, from that goroutine. The loop queues entries on each partition
+// (pushApply) and wakes it.
+type applier struct {
+	sm      StateMachine
+	parts   []*partition
+	metrics *metrics
+	nodeID  string
+	failed  *atomic.Pointer[error]
+	fail    func(err, cause error) // Node.failStop
+
+	mu      sync.Mutex // one applier at a time
+	spare   []Entry    // reused for the entries of one Apply
+	results []any      // reused for their results
+
+	notifyMu       sync.Mutex
+	notify         []LeaderChange // leader changes not yet reported
+	onLeaderChange func(LeaderChange)
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (a *applier) init(n *Node) {
+	a.sm, a.parts, a.metrics, a.nodeID = n.cfg.StateMachine, n.parts, &n.metrics, n.cfg.NodeID
+	a.failed, a.fail = &n.failed, n.failStop
+	a.onLeaderChange = n.cfg.OnLeaderChange
+	a.wake, a.stop, a.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+}
+
+// run is the apply goroutine.
+func (a *applier) run() {
+	defer close(a.done)
+	for {
+		select {
+		case <-a.wake:
+			a.applyPending()
+		case <-a.stop:
+			a.applyPending()
+			return
+		}
+	}
+}
+
+// signal wakes the apply goroutine.
+func (a *applier) signal() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// leaderChanged queues c for OnLeaderChange, if it is set, and wakes the apply goroutine.
+func (a *applier) leaderChanged(c LeaderChange) {
+	if a.onLeaderChange == nil {
+		return
+	}
+	a.notifyMu.Lock()
+	a.notify = append(a.notify, c)
+	a.notifyMu.Unlock()
+	a.signal()
+}
+
+// applyPending reports the leader changes and applies every partition's committed
+// entries, in log order, and answers the proposals they complete. It runs in the apply
+// goroutine (or in a test's).
+func (a *applier) applyPending() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.notifyMu.Lock()
+	notes := a.notify
+	a.notify = nil
+	a.notifyMu.Unlock()
+	for _, c := range notes {
+		a.onLeaderChange(c)
+	}
+	for _, p := range a.parts {
+		for a.applyPartition(p) {
+		}
+	}
+}
+
+// maxApplyBatch bounds the entries handed to one Apply call.
+const maxApplyBatch = 1024
+
+// applyPartition applies up to maxApplyBatch committed entries of p and reports whether
+// it applied any.
+func (a *applier) applyPartition(p *partition) bool {
+	if a.failed.Load() != nil {
+		return false
+	}
+	ents, applied := p.popApply(a.spare[:0], maxApplyBatch)
+	if len(ents) == 0 {
+		return false
+	}
+	// The entries to apply are gathered in place at the front of ents (a copy of our
+	// own); barriers, rare, apart.
+	last := ents[len(ents)-1].Index
+	normal := ents[:0]
+	var barriers []Entry
+	for i := range ents {
+		e := ents[i]
+		if e.Kind == EntryNormal && e.Index > applied {
+			if e.Type == barrierType {
+				barriers = append(barriers, e)
+			} else {
+				normal = append(normal, e)
+			}
+		}
+	}
+	if cap(a.results) < len(normal) {
+		a.results = make([]any, len(normal))
+	}
+	results := a.results[:len(normal)]
+	if len(normal) > 0 {
+		if err := a.sm.Apply(int(p.id), normal, results); err != nil {
+			a.fail(fmt.Errorf("kommander: node %s: partition %d: apply entries %d..%d: %w", a.nodeID, p.id, normal[0].Index, normal[len(normal)-1].Index, err), err)
+			return false
+		}
+	}
+	a.metrics.applied.Add(uint64(len(normal)))
+	p.appliedTo(last, normal, results, barriers)
+	clear(results)
+	clear(ents)
+	a.spare = ents[:0]
+	return true
+}

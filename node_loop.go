@@ -1,0 +1,223 @@
+package kommander
+
+import "fmt"
+
+// deliver is the transport's callback: it queues a received batch for the loop.
+func (n *Node) deliver(batch []Message) {
+	if !n.in.add(batch) {
+		n.metrics.dropped.Add(uint64(len(batch)))
+		return
+	}
+	n.metrics.received.Add(uint64(len(batch)))
+}
+
+// addTick records that one tick of time passed; the next pass ticks every partition.
+func (n *Node) addTick() {
+	if n.persist.inFlight() {
+		n.persist.ticked = true
+	}
+	n.in.addTick()
+}
+
+// runLoop is the node's loop goroutine: it waits for messages, proposals and ticks, and
+// runs passes while there is work, checking for ticks between passes so that a busy node
+// still heartbeats.
+func (n *Node) runLoop() {
+	defer close(n.stop.loopDone)
+	defer func() {
+		// Never leave a Save running behind Stop: storage is closed next.
+		if n.persist.inFlight() {
+			<-n.persist.done
+		}
+		close(n.persist.stop)
+	}()
+	busy := false
+	for {
+		if busy {
+			select {
+			case <-n.stop.loop:
+				return
+			default:
+			}
+		} else {
+			select {
+			case <-n.stop.loop:
+				return
+			case <-n.in.wake:
+			case err := <-n.persist.done:
+				n.persist.saveReturned(err)
+			}
+		}
+		// While an fsync runs, one tick is taken and the next waits (the ticker goroutine
+		// holds one, a time.Ticker one more): Raft time then moves with the disk, and a
+		// FakeClock cannot run ahead of a slow Save. But never none: under steady load one
+		// Save follows the next, and a loop that waited for a gap between them would never
+		// tick, so an isolated leader would never notice it lost its quorum (S18).
+		took := false
+		if (!n.persist.inFlight() || !n.persist.ticked) && n.in.takeTick() {
+			n.addTick()
+			took = true
+		}
+		busy = n.runPass()
+		if took {
+			n.in.ackTick()
+		}
+	}
+}
+
+// runTicker is the goroutine that receives the ticker's ticks and hands them to the loop
+// one at a time: the next is received only once the loop has taken and run the previous
+// one. The loop thus never blocks on the timer channel itself, which costs the runtime a
+// timer heap update and often a wake-up of the network poller each time.
+func (n *Node) runTicker(ticker Ticker) {
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stop.loop:
+			return
+		case <-ticker.C():
+		}
+		n.in.tickArrived()
+		select {
+		case <-n.stop.loop:
+			return
+		case <-n.in.tickAck:
+		}
+	}
+}
+
+// runPass is one turn of the loop; it reports whether there was work, so that the caller
+// runs it again at once (the caller also wakes when a Save returns). If the previous
+// batch's Save is still running, a pass only feeds Raft: Raft takes input while a
+// raftReady is outstanding, and what comes in forms the next batch.
+func (n *Node) runPass() bool {
+	if n.failed.Load() != nil {
+		return false
+	}
+	msgs, ticks, proposed := n.in.take()
+	n.stepAll(msgs)
+	n.in.recycle(msgs)
+	n.tickAll(ticks)
+	if proposed || ticks > 0 {
+		for _, p := range n.parts {
+			n.proposeQueued(p)
+		}
+	}
+	if ticks > 0 {
+		n.expireWaiters()
+	}
+
+	if n.persist.running {
+		if !n.persist.poll() {
+			// The fsync of the previous batch is still running: what arrived meanwhile
+			// has been stepped into Raft and goes out with the next batch.
+			n.out.flush(n.transport) // forwarded proposals
+			return false
+		}
+		n.finishPersist()
+		if n.failed.Load() != nil {
+			return false
+		}
+	}
+
+	if !n.gatherReadies() {
+		return false
+	}
+	if len(n.persist.readies) == 0 {
+		if ticks > 0 {
+			n.publishAll()
+		}
+		return n.out.flush(n.transport) // forwarded proposals
+	}
+	n.sendAppends()
+	n.handOffCommitted()
+	if !n.persist.start() {
+		n.finishPersist() // only commit indexes changed: nothing to wait for
+	}
+	return true
+}
+
+// stepAll steps received messages into their partitions' Raft groups.
+func (n *Node) stepAll(msgs []Message) {
+	for i := range msgs {
+		m := &msgs[i]
+		if int(m.Partition) >= len(n.parts) || m.To != n.cfg.NodeID {
+			n.metrics.dropped.Add(1)
+			continue
+		}
+		p := n.parts[m.Partition]
+		switch m.Type {
+		case MsgForward:
+			n.fwd.receive(p, m)
+			continue
+		case MsgForwardRefused:
+			n.fwd.refused(p, m)
+			continue
+		}
+		if len(m.Entries) > 0 && m.Type == MsgAppend && p.backlogged() {
+			// The state machine is far behind: take no more entries for now. The leader
+			// resends unacknowledged appends.
+			n.metrics.dropped.Add(1)
+			continue
+		}
+		if err := p.raft.step(*m); err != nil {
+			n.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
+		}
+	}
+}
+
+// tickAll moves every partition's Raft time on by ticks.
+func (n *Node) tickAll(ticks int) {
+	for t := 0; t < ticks; t++ {
+		n.now++
+		for _, p := range n.parts {
+			p.raft.tick()
+		}
+	}
+}
+
+// gatherReadies collects, into the next batch, the raftReady of every partition with
+// work. It reports false when a partition's log cannot be read back: the node failed.
+func (n *Node) gatherReadies() bool {
+	ps := &n.persist
+	ps.readies = ps.readies[:0]
+	for _, p := range n.parts {
+		if p.raft.hasReady() {
+			ps.readies = append(ps.readies, partitionReady{p: p, rd: p.raft.ready()})
+		}
+		if err := p.raft.readError(); err != nil {
+			// S26: the log cannot be read back; nothing computed from it may go out.
+			n.failStop(fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, err), err)
+			return false
+		}
+	}
+	return true
+}
+
+// sendAppends sends the batch's messages that need not wait for its Save. A leader's
+// appends go out before its own fsync: the followers' writes then overlap with ours
+// (thesis §10.2.1). The leader counts itself toward a quorum only after advance, once its
+// Save returned.
+func (n *Node) sendAppends() {
+	for i := range n.persist.readies {
+		n.out.addAll(n.persist.readies[i].rd.Messages)
+	}
+	n.out.flush(n.transport)
+}
+
+// handOffCommitted hands the batch's committed entries to the applier. They are durable on
+// this node already (Raft hands out only those), so they go now, not after this batch's
+// fsync.
+func (n *Node) handOffCommitted() {
+	handed := false
+	for i := range n.persist.readies {
+		r := &n.persist.readies[i]
+		if len(r.rd.CommittedEntries) > 0 {
+			r.p.pushApply(r.rd.CommittedEntries)
+			handed = true
+		}
+	}
+	if handed {
+		n.apply.signal()
+	}
+}

@@ -1,0 +1,103 @@
+package kommander
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// publish copies a partition's Raft status for the public API and reports leader changes
+// (metrics, WaitForLeader, OnLeaderChange). Loop only.
+func (n *Node) publish(p *partition) {
+	st := p.raft.status()
+	candidate, leaderChanged := p.publish(st, n.cfg.NodeID, n.now+uint64(graceTimeouts*n.elTicks))
+	if candidate {
+		n.metrics.elections.Add(1)
+	}
+	if !leaderChanged {
+		return
+	}
+	n.metrics.leaderChanges.Add(1)
+	n.apply.leaderChanged(LeaderChange{Partition: int(p.id), Leader: st.leader, Term: st.term, IsLocal: st.leader == n.cfg.NodeID})
+	n.leaders.changed()
+}
+
+func (n *Node) publishAll() {
+	for _, p := range n.parts {
+		n.publish(p)
+	}
+}
+
+// leaderWatch lets callers wait for the next leader change of any partition (or for the
+// node to stop).
+type leaderWatch struct {
+	mu sync.Mutex
+	ch chan struct{} // closed and replaced whenever a leader changes
+}
+
+func (w *leaderWatch) init() { w.ch = make(chan struct{}) }
+
+// next returns a channel that is closed at the next change.
+func (w *leaderWatch) next() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ch
+}
+
+// changed wakes everyone waiting on next.
+func (w *leaderWatch) changed() {
+	w.mu.Lock()
+	close(w.ch)
+	w.ch = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// Leader returns the node ID of the partition's leader as this node knows it, and whether
+// one is known.
+func (n *Node) Leader(partition int) (string, bool) {
+	p, err := n.partition(partition)
+	if err != nil {
+		return "", false
+	}
+	l := p.leader()
+	return l, l != ""
+}
+
+// IsLeader reports whether this node leads the partition.
+func (n *Node) IsLeader(partition int) bool {
+	l, ok := n.Leader(partition)
+	return ok && l == n.cfg.NodeID
+}
+
+// WaitForLeader waits until the partition has a known leader and returns its node ID.
+func (n *Node) WaitForLeader(ctx context.Context, partition int) (string, error) {
+	if _, err := n.partition(partition); err != nil {
+		return "", err
+	}
+	for {
+		ch := n.leaders.next()
+		if l, ok := n.Leader(partition); ok {
+			return l, nil
+		}
+		if n.state.Load() == stateStopped {
+			return "", fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, ErrStopped)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", fmt.Errorf("kommander: partition %d: no leader: %w", partition, ctx.Err())
+		}
+	}
+}
+
+// Status returns the node's view of every partition.
+func (n *Node) Status() Status {
+	s := Status{NodeID: n.cfg.NodeID, Partitions: make([]PartitionStatus, len(n.parts))}
+	for i, p := range n.parts {
+		s.Partitions[i] = p.publicStatus()
+	}
+	if f := n.failed.Load(); f != nil {
+		s.Err = (*f).Error()
+	}
+	return s
+}

@@ -1,0 +1,172 @@
+package kommander
+
+// This file is leader election: the election timer, pre-vote (thesis §9.6), candidacy and
+// the vote count, becoming leader, the RequestVote receiver, and the lease that ignores vote
+// requests while a live leader is heard from.
+
+func (r *raft) resetElectionTimer() {
+	r.electionElapsed = 0
+	r.randomizedElectionTimeout = r.electionTicks + r.rand.IntN(r.electionTicks)
+}
+
+func (r *raft) becomeFollower(term uint64, lead string) {
+	if term != r.term {
+		r.term = term
+		r.vote = ""
+	}
+	r.role = roleFollower
+	r.lead = lead
+	r.heartbeatElapsed = 0
+	r.appendPending, r.commitPending = false, false
+	r.resetElectionTimer()
+}
+
+func (r *raft) campaign() {
+	if r.preVote {
+		r.becomePreCandidate()
+	} else {
+		r.becomeCandidate()
+	}
+}
+
+// becomePreCandidate asks whether an election at term+1 could be won, without changing the
+// term (thesis §9.6): a node that cannot win, or that is cut off, never raises the term of
+// a healthy group.
+func (r *raft) becomePreCandidate() {
+	r.role = rolePreCandidate
+	r.lead = ""
+	r.resetElectionTimer()
+	r.tracker.resetVotes()
+	r.tracker.recordVote(r.id, true) // a pre-vote changes nothing, so no persistence is needed
+	if r.tracker.voteResult() == voteGranted {
+		r.becomeCandidate()
+		return
+	}
+	r.requestVotes(MsgPreVote, r.term+1)
+}
+
+// becomeCandidate starts an election (Figure 2, Candidates). The vote requests go out at
+// once, before the new term and self-vote are persisted; the self-vote is counted only in
+// advance, once they are. Why that is safe: if this node crashes before persisting, it
+// restarts in the old term and may vote for someone else in the new term; but it never won
+// with its unpersisted self-vote, so that term still gets at most one leader. Counting the
+// self-vote before persistence would allow this node to win, crash, forget, and vote for a
+// second leader of the same term.
+func (r *raft) becomeCandidate() {
+	r.term++
+	r.vote = r.id
+	r.role = roleCandidate
+	r.lead = ""
+	r.resetElectionTimer()
+	r.tracker.resetVotes()
+	if r.rules.selfVoteCounts(false) {
+		r.recordVote(r.id, true)
+	}
+	r.requestVotes(MsgVote, r.term)
+}
+
+func (r *raft) requestVotes(t MessageType, term uint64) {
+	lastIndex := r.log.lastIndex()
+	lastTerm := r.log.lastTerm()
+	for _, pr := range r.tracker.prs {
+		if pr == r.tracker.self {
+			continue
+		}
+		r.send(Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex})
+	}
+}
+
+func (r *raft) recordVote(from string, granted bool) {
+	if !r.tracker.recordVote(from, granted) {
+		return // a duplicate response counts once
+	}
+	switch r.tracker.voteResult() {
+	case voteGranted:
+		if r.role == rolePreCandidate {
+			r.becomeCandidate()
+		} else {
+			r.becomeLeader()
+		}
+	case voteRejected:
+		r.becomeFollower(r.term, "")
+	}
+}
+
+// becomeLeader takes over the group and appends a no-op entry of the new term (Raft §5.4.2,
+// thesis §6.4): entries of older terms commit only through an entry of the leader's own
+// term, and the no-op lets that happen without waiting for a proposal.
+func (r *raft) becomeLeader() {
+	r.role = roleLeader
+	r.lead = r.id
+	r.heartbeatElapsed = 0
+	r.electionElapsed = 0
+	last := r.log.lastIndex()
+	for _, pr := range r.tracker.prs {
+		in := pr.inflight
+		if in.maxCount == 0 {
+			in = newInflights(r.maxInflightMsgs, r.maxInflightBytes)
+		}
+		in.reset()
+		*pr = progress{id: pr.id, next: last + 1, recentActive: true, inflight: in}
+	}
+	r.tracker.self.match = r.log.stable
+	r.tracker.self.state = progressReplicate
+	r.appendLocal([]Entry{{Kind: EntryNoop}})
+}
+
+// inLease reports whether this node heard from a live leader within the minimum election
+// timeout. Vote requests are then ignored: the leader is alive, so an election would only
+// disrupt it (thesis §4.2.3 and §9.6).
+func (r *raft) inLease() bool {
+	return (r.checkQuorum || r.preVote) && r.lead != "" && r.electionElapsed < r.electionTicks
+}
+
+// handleVoteRequest is the RequestVote receiver (Figure 2): grant if we have not voted for
+// another candidate in this term and the candidate's log is at least as up to date as ours
+// (Raft §5.4.1: compare last terms, then last indexes).
+func (r *raft) handleVoteRequest(m Message) {
+	respType := MsgVoteResp
+	if m.Type == MsgPreVote {
+		respType = MsgPreVoteResp
+	}
+	canVote := r.vote == m.From ||
+		(r.vote == "" && r.lead == "") ||
+		(m.Type == MsgPreVote && m.Term > r.term)
+	lastIndex, lastTerm := r.log.lastIndex(), r.log.lastTerm()
+	upToDate := m.LogTerm > lastTerm || (m.LogTerm == lastTerm && m.Index >= lastIndex)
+	if !canVote || !upToDate {
+		r.sendAfterPersist(Message{Type: respType, To: m.From, Term: r.term, Reject: true})
+		return
+	}
+	grant := Message{Type: respType, To: m.From, Term: m.Term}
+	if m.Type == MsgPreVote {
+		r.sendAfterPersist(grant)
+		return
+	}
+	r.vote = m.From
+	r.electionElapsed = 0
+	// The grant goes out only once the vote is durable (S1): a node that crashes after
+	// granting must remember the vote, or it could grant a second one in the same term.
+	r.rules.releaseVote(r, grant)
+}
+
+func (r *raft) stepCandidate(m Message) error {
+	switch m.Type {
+	case MsgAppend:
+		r.becomeFollower(m.Term, m.From) // Figure 2, Candidates: a leader of our term exists
+		return r.handleAppend(m)
+	case MsgHeartbeat:
+		r.becomeFollower(m.Term, m.From)
+		r.handleHeartbeat(m)
+	case MsgVoteResp:
+		if r.role == roleCandidate {
+			r.recordVote(m.From, !m.Reject)
+		}
+	case MsgPreVoteResp:
+		// Only responses to our own round count: a grant carries term+1, a rejection ours.
+		if r.role == rolePreCandidate && (m.Reject || m.Term == r.term+1) {
+			r.recordVote(m.From, !m.Reject)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package kommander
+
+// This file is the hand-off between the group and its node: raftReady (what to persist,
+// send and apply), and advance, which acknowledges it and counts what became durable.
+
+// raftReady is what one group hands to the node to do, in this order: send Messages (they may
+// go out before persistence), save HardState (if SaveHardState) and Entries in one durable
+// write, then send MessagesAfterPersist, apply CommittedEntries in order, and call advance.
+//
+// Ownership: the Entries slices (in Entries, CommittedEntries and in messages) are
+// read-only and may be kept. The backing arrays of Messages and MessagesAfterPersist are
+// reused by the group after advance: copy out the Message values (not the slices) you keep.
+type raftReady struct {
+	// HardState is the term, vote and commit index to persist when SaveHardState is set.
+	HardState     HardState
+	SaveHardState bool
+	// Entries are to be appended to storage; an entry at or below the stored last index
+	// replaces the stored suffix from there on.
+	Entries []Entry
+	// Messages may be sent at once, before the raftReady is persisted: a leader's appends and
+	// heartbeats and a candidate's vote requests.
+	Messages []Message
+	// MessagesAfterPersist may be sent only once HardState and Entries are durable: vote
+	// grants, append responses and every other response.
+	MessagesAfterPersist []Message
+	// CommittedEntries are to be applied in order. All of them are durable on this node.
+	CommittedEntries []Entry
+}
+
+// flush sends what proposals and commits left pending since the last raftReady: one pass over
+// the followers per raftReady, however many proposals came in.
+func (r *raft) flush() {
+	if r.role == roleLeader && (r.appendPending || r.commitPending) {
+		for _, pr := range r.tracker.prs {
+			if pr != r.tracker.self {
+				r.sendAppends(pr)
+			}
+		}
+	}
+	r.appendPending, r.commitPending = false, false
+}
+
+func (r *raft) hardState() HardState {
+	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
+}
+
+// hasReady reports whether ready would hand out anything. It is false while a raftReady is
+// outstanding (handed out and not yet advanced).
+func (r *raft) hasReady() bool {
+	if r.readyOut {
+		return false
+	}
+	return r.appendPending || r.commitPending ||
+		len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 ||
+		r.hardState() != r.prevHardState ||
+		r.log.handedOut < r.log.lastIndex() ||
+		r.log.applying < min(r.log.committed, r.log.stable)
+}
+
+// ready hands out what the node must do (see raftReady). At most one raftReady is outstanding:
+// call advance before the next ready. step, tick and propose may be called in between.
+func (r *raft) ready() raftReady {
+	if r.readyOut {
+		panic("raft: ready called before advance of the previous raftReady")
+	}
+	r.flush()
+	var rd raftReady
+	if hs := r.hardState(); hs != r.prevHardState {
+		rd.HardState, rd.SaveHardState = hs, true
+		r.prevHardState = hs
+	}
+	rd.Entries = r.log.pendingEntries()
+	rd.Messages, rd.MessagesAfterPersist = r.msgs, r.msgsAfterPersist
+	r.msgs, r.msgsAfterPersist = r.spareMsgs[:0], r.spareAfter[:0]
+	r.spareMsgs, r.spareAfter = nil, nil
+	rd.CommittedEntries = r.log.nextCommitted(r.maxApplyBytes)
+	r.readyOut = true
+	return rd
+}
+
+// advance acknowledges rd: its hard state and entries are durable, its messages sent and
+// its committed entries applied.
+func (r *raft) advance(rd raftReady) {
+	if !r.readyOut {
+		panic("raft: advance without an outstanding raftReady")
+	}
+	r.readyOut = false
+	if n := len(rd.Entries); n > 0 {
+		r.log.stableTo(rd.Entries[n-1].Index, rd.Entries[n-1].Term)
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.applied = rd.CommittedEntries[n-1].Index
+	}
+	clear(rd.Messages)
+	clear(rd.MessagesAfterPersist)
+	r.spareMsgs, r.spareAfter = rd.Messages[:0], rd.MessagesAfterPersist[:0]
+	switch r.role {
+	case roleCandidate:
+		durable := rd.SaveHardState && rd.HardState.Term == r.term && rd.HardState.Vote == r.id
+		if durable && r.rules.selfVoteCounts(true) {
+			r.recordVote(r.id, true) // the self-vote is durable now
+		}
+	case roleLeader:
+		// The leader's own copy counts toward commit only once it is durable.
+		if self := r.tracker.self; r.log.stable > self.match {
+			self.match = r.log.stable
+			r.maybeCommit()
+		}
+	}
+	// Entries applied here and, on a leader, acknowledged by every follower are no longer
+	// needed in memory.
+	upTo := min(r.log.stable, r.log.applied)
+	if r.role == roleLeader {
+		for _, pr := range r.tracker.prs {
+			upTo = min(upTo, pr.match)
+		}
+	}
+	r.log.trim(upTo, r.maxMemLogBytes)
+}

@@ -1,0 +1,199 @@
+package kommander
+
+// The sending side the TCP and HTTP transports share: per peer and lane a bounded queue
+// that Send fills without ever blocking (S29), drained by that lane's sender goroutine,
+// which waits a capped, jittered backoff after a failure.
+
+import (
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Lanes: snapshot chunks travel apart from the rest so they never delay heartbeats.
+const (
+	laneRaft     = 0
+	laneSnapshot = 1
+	laneCount    = 2
+)
+
+// laneOf picks the lane a message travels on.
+func laneOf(m *Message) int {
+	if m.Type == msgSnapshot {
+		return laneSnapshot
+	}
+	return laneRaft
+}
+
+// sendQueue is a bounded queue of messages to one peer on one lane. push never blocks;
+// the lane's sender takes everything queued at once and writes it as few batches.
+type sendQueue struct {
+	mu    sync.Mutex
+	msgs  []Message
+	spare []Message
+	limit int
+	wake  chan struct{} // capacity 1: "there is something to take"
+}
+
+func newSendQueue(limit int) *sendQueue {
+	return &sendQueue{limit: limit, wake: make(chan struct{}, 1)}
+}
+
+// push queues msgs whole, or none of them when they do not fit, and reports which.
+func (q *sendQueue) push(msgs []Message) bool {
+	q.mu.Lock()
+	if len(q.msgs)+len(msgs) > q.limit {
+		q.mu.Unlock()
+		return false
+	}
+	q.msgs = append(q.msgs, msgs...)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns everything queued. The caller hands the slice back with giveBack once it
+// is done with it, so that steady traffic reuses two buffers instead of allocating.
+func (q *sendQueue) take() []Message {
+	q.mu.Lock()
+	out := q.msgs
+	q.msgs, q.spare = q.spare[:0], nil
+	q.mu.Unlock()
+	return out
+}
+
+func (q *sendQueue) giveBack(buf []Message) {
+	clear(buf) // drop references to entries already sent
+	q.mu.Lock()
+	if q.spare == nil {
+		q.spare = buf[:0]
+	}
+	q.mu.Unlock()
+}
+
+// peer is one peer's address and send queues; the TCP and HTTP transports share it.
+type peer struct {
+	id     string
+	mu     sync.Mutex
+	addr   string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
+	queues [laneCount]*sendQueue
+}
+
+func (p *peer) address() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
+}
+
+// peerSet is the peers a transport sends to.
+type peerSet struct {
+	mu     sync.Mutex
+	closed bool
+	peers  map[string]*peer
+}
+
+// set records addr for peer id. For a new peer it makes the lanes' queues and calls start
+// for each lane, under the lock, so that close cannot miss a sender that is starting.
+func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer, lane uint8)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if p, ok := s.peers[id]; ok {
+		p.mu.Lock()
+		p.addr = addr
+		p.mu.Unlock()
+		return
+	}
+	if s.peers == nil {
+		s.peers = make(map[string]*peer)
+	}
+	p := &peer{id: id, addr: addr}
+	for lane := range p.queues {
+		p.queues[lane] = newSendQueue(queueSize)
+		start(p, uint8(lane))
+	}
+	s.peers[id] = p
+}
+
+// send queues msgs for peer to without blocking (S29); an unknown peer or a full queue
+// drops them, counted.
+func (s *peerSet) send(to string, msgs []Message, c *transportCounters) {
+	if len(msgs) == 0 {
+		return
+	}
+	s.mu.Lock()
+	p := s.peers[to]
+	s.mu.Unlock()
+	if p == nil {
+		c.dropped.Add(uint64(len(msgs)))
+		return
+	}
+	pushSplit(&p.queues, msgs, c)
+}
+
+// close makes later calls to set do nothing.
+func (s *peerSet) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+}
+
+// pushSplit queues msgs on the lanes of one peer, counting drops.
+func pushSplit(queues *[laneCount]*sendQueue, msgs []Message, c *transportCounters) {
+	snap := false
+	for i := range msgs {
+		if laneOf(&msgs[i]) != laneRaft {
+			snap = true
+			break
+		}
+	}
+	if !snap {
+		if !queues[laneRaft].push(msgs) {
+			c.dropped.Add(uint64(len(msgs)))
+		}
+		return
+	}
+	for i := range msgs {
+		if !queues[laneOf(&msgs[i])].push(msgs[i : i+1]) {
+			c.dropped.Add(1)
+		}
+	}
+}
+
+// minTransportBackoff is the first step of the backoff, and its floor.
+const minTransportBackoff = 10 * time.Millisecond
+
+// backoff is the capped exponential backoff with jitter between reconnect attempts.
+type backoff struct {
+	cur, max time.Duration
+}
+
+// next returns the wait before the next attempt: the current step with ±50% jitter, so
+// that peers that lost each other at once do not redial in lockstep.
+func (b *backoff) next() time.Duration {
+	if b.cur < minTransportBackoff {
+		b.cur = minTransportBackoff
+	}
+	d := b.cur/2 + time.Duration(mrand.Int64N(int64(b.cur)))
+	b.cur = min(2*b.cur, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// waitOrDone waits d, or less when done closes; it reports whether done closed.
+func waitOrDone(d time.Duration, done <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return false
+	case <-done:
+		return true
+	}
+}
