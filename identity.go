@@ -69,7 +69,7 @@ func checkIdentity(dir string, want clusterIdentity) (created bool, err error) {
 		return false, fmt.Errorf("kommander: %s is damaged or of an unknown format (%v); restore it from a backup, or remove the whole data directory to rejoin as a new member", path, err)
 	}
 	if !have.equal(want) {
-		return false, fmt.Errorf("%w: %s holds the data of %s, but this start is configured as %s; start it with the values it was created with, or give it an empty data directory (it then joins as a new member)",
+		return false, fmt.Errorf("%w: %s holds the data of %s, but this start is configured as %s; start it with the values it was created with",
 			ErrIdentityMismatch, dir, have, want)
 	}
 	return false, nil

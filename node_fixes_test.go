@@ -409,3 +409,96 @@ func TestDuplicatedForwardedProposalAppliesOnceS12(t *testing.T) {
 	}
 	c.checkSameLogs()
 }
+
+// TestFailedNodeSaysSoThroughDoneAndErr: a node whose Save failed closes Done and reports
+// the storage error through Err, so that the program embedding it can stop and exit for a
+// supervisor to restart it; a node that runs says nothing, and one that stopped says
+// ErrStopped.
+func TestFailedNodeSaysSoThroughDoneAndErr(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	defer c.pump()()
+	n := c.nodes[lead]
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.Done():
+		t.Fatal("Done is closed on a node that runs")
+	default:
+	}
+	if err := n.Err(); err != nil {
+		t.Fatalf("Err on a node that runs: %v", err)
+	}
+	ms := c.stores[lead].(*MemoryStorage)
+	boom := errors.New("fsync failed")
+	ms.FailSaves(boom)
+	defer ms.FailSaves(nil)
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "w")); err == nil {
+		t.Fatal("a write whose fsync failed was acknowledged")
+	}
+	select {
+	case <-n.Done():
+	case <-ctxT(t).Done():
+		t.Fatal("Done is still open after the node failed")
+	}
+	if err := n.Err(); !errors.Is(err, ErrStopped) || !errors.Is(err, boom) {
+		t.Fatalf("Err after a failed Save: %v, want ErrStopped wrapping the storage error", err)
+	}
+	other := c.nodes[(lead+1)%3]
+	if err := other.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	<-other.Done()
+	if err := other.Err(); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Err after Stop: %v, want ErrStopped", err)
+	}
+}
+
+// TestReplayRespectsTheApplyBound: a node restarted with many committed entries and a state
+// machine that is stuck queues no more of them for the applier than the bound, instead of
+// the whole log; once the state machine resumes, everything is applied in order.
+func TestReplayRespectsTheApplyBound(t *testing.T) {
+	const bound, writes = 8, 300
+	c := newNodeCluster(t, 1, 1, false)
+	c.startAll()
+	stop := c.pump()
+	var last Result
+	for k := 0; k < writes; k++ {
+		r, err := c.nodes[0].Replicate(ctxT(t), 0, "put", put("k", fmt.Sprint(k)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+	}
+	stop()
+	c.stop(0)
+	c.sms[0] = newKVSM(1, false) // it kept nothing: the whole log is replayed into it
+	release := c.sms[0].stall()
+	c.opts = func(_ int, o *testNodeOptions) { o.applyBacklog = bound }
+	c.start(0)
+	stop = c.pump()
+	p := c.nodes[0].parts[0]
+	// Handed out and not applied: what waits in the apply queue, plus the batch the stuck
+	// Apply holds, which the applier took from the queue when it held at most bound.
+	outstanding := func() uint64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.handedTo - p.applied
+	}
+	c.await("the replay handed entries to the applier", func() bool { return outstanding() >= bound })
+	stop()
+	for i := 0; i < 50; i++ {
+		c.clock.Advance(c.tick)
+		if q := outstanding(); q > 2*bound {
+			t.Fatalf("the replay handed %d committed entries to a stuck state machine, bound %d", q, bound)
+		}
+	}
+	release()
+	defer c.pump()()
+	c.waitApplied(0, last.Index)
+	if probs := c.sms[0].problems(); len(probs) > 0 {
+		t.Fatal(probs)
+	}
+}

@@ -38,6 +38,10 @@ type partition struct {
 	applyQ     []Entry
 	applyBytes uint64
 	maxBacklog int // maxApplyBacklog, or less in tests
+	// awaitingRoom is set while Raft withholds committed entries because applyQ is full.
+	awaitingRoom bool
+	// handedTo is the index of the last committed entry handed to the applier (applyQ).
+	handedTo uint64
 	// applied is the index of the last entry applied (or skipped as internal).
 	applied uint64
 	// status is what the loop last published.
@@ -316,6 +320,7 @@ func (p *partition) backlogged() bool {
 // pushApply queues committed entries for the applier. Loop only.
 func (p *partition) pushApply(ents []Entry) {
 	p.mu.Lock()
+	p.handedTo = ents[len(ents)-1].Index
 	p.applyQ = append(p.applyQ, ents...)
 	for i := range ents {
 		p.applyBytes += ents[i].size()
@@ -323,12 +328,31 @@ func (p *partition) pushApply(ents []Entry) {
 	p.mu.Unlock()
 }
 
+// applyRoom returns how many more committed entries the apply queue takes (0 or less:
+// none), and remembers when it has no room, so that the applier wakes the loop once it
+// made some (popApply): Raft withholds committed entries meanwhile. Loop only.
+func (p *partition) applyRoom() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	room := p.maxBacklog - len(p.applyQ)
+	if p.applyBytes >= maxApplyBacklogBytes {
+		room = 0
+	}
+	p.awaitingRoom = room <= 0
+	return room
+}
+
 // popApply appends up to limit of the committed entries queued for the applier to dst and
 // takes them off the queue; applied is the index of the last entry applied before them.
-func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint64) {
+// roomMade reports that the loop waits for room in the queue (see applyRoom) and popApply
+// made some: the caller wakes the loop.
+func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint64, roomMade bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k := min(len(p.applyQ), limit)
+	if k > 0 && p.awaitingRoom {
+		p.awaitingRoom, roomMade = false, true
+	}
 	dst = append(dst, p.applyQ[:k]...)
 	for i := range p.applyQ[:k] {
 		p.applyBytes -= p.applyQ[i].size()
@@ -338,7 +362,7 @@ func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint
 	if len(p.applyQ) == 0 {
 		p.applyQ = nil
 	}
-	return dst, p.applied
+	return dst, p.applied, roomMade
 }
 
 // appliedTo records that the applier applied the entries up to last, and answers the

@@ -136,16 +136,21 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 
 	sigs, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stopSignals()
-	var serveErr error
+	var serveErr, nodeErr error
 	select {
 	case <-sigs.Done():
 		log.Info("stopping", "cause", context.Cause(sigs))
 	case serveErr = <-served:
+	case <-ln.node.Done():
+		// A failed node never recovers by itself: exit non-zero so that a supervisor
+		// restarts it (the WAL is replayed, nothing acknowledged is lost).
+		nodeErr = ln.node.Err()
+		log.Error("the node failed; exiting", "err", nodeErr)
 	}
 	// Stop taking requests, let those in flight finish (bounded), then stop Raft.
 	shutCtx, cancel := context.WithTimeout(context.Background(), *timeout+2*time.Second)
 	defer cancel()
-	errs := []error{srv.Shutdown(shutCtx), ln.stop(shutCtx)}
+	errs := []error{nodeErr, srv.Shutdown(shutCtx), ln.stop(shutCtx)}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("node: http: %w", serveErr))
 	}

@@ -68,7 +68,8 @@ func kommanderBinary(t *testing.T) string {
 type procNode struct {
 	id, raft, http, data string
 	logPath              string
-	peers                string // this node's -peers, when it differs from the cluster's
+	peers                string   // this node's -peers, when it differs from the cluster's
+	args                 []string // flags after the cluster's, which they override
 	// fileLimitBlocks, when set, starts the process under `ulimit -f` (512-byte blocks):
 	// a write past it fails with EFBIG, a disk that fails under the node.
 	fileLimitBlocks int
@@ -253,6 +254,7 @@ func (c *procCluster) start(i int) {
 	}
 	args := append([]string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data,
 		"-peers", peers, "-partitions", fmt.Sprint(c.parts)}, c.extra...)
+	args = append(args, n.args...)
 	cmd := exec.Command(c.bin, args...)
 	if n.fileLimitBlocks > 0 {
 		// Go ignores SIGXFSZ, so the node sees the failed write as an error.
