@@ -178,7 +178,14 @@ func NewNode(cfg Config) (*Node, error) {
 		seed = int64(binary.LittleEndian.Uint64(b[:]))
 	}
 	n.rand = rand.New(rand.NewPCG(uint64(seed), 0x6b6f6d6d616e6465))
-	n.idSeq.Store(n.rand.Uint64())
+	// Entry IDs carry an incarnation of their own, random and never derived from RandSeed:
+	// a node restarted with the same seed must not hand out the IDs of its previous life,
+	// or an entry of that life could be taken for a new proposal's (S35).
+	var inc [8]byte
+	if _, err := crand.Read(inc[:]); err != nil {
+		return nil, fmt.Errorf("kommander: node %s: read a random entry ID incarnation: %w", cfg.NodeID, err)
+	}
+	n.idSeq.Store(newIDIncarnation(binary.LittleEndian.Uint64(inc[:])))
 	ok := false
 	defer func() {
 		if !ok {

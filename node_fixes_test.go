@@ -502,3 +502,42 @@ func TestReplayRespectsTheApplyBound(t *testing.T) {
 		t.Fatal(probs)
 	}
 }
+
+// TestRestartedNodeNeverReusesEntryIDs is S35: entry IDs never derive from RandSeed, so a
+// node restarted with the same seed hands out IDs its previous life never did, and writes
+// forwarded through it after the restart are taken by the leader (they used to be dropped
+// as copies of the previous life's and time out).
+func TestRestartedNodeNeverReusesEntryIDs(t *testing.T) {
+	incarnations := map[uint64]bool{}
+	for i := 0; i < 8; i++ {
+		n, err := NewNode(Config{NodeID: "n1", StateMachine: newKVSM(1, false), Storage: NewMemoryStorage(), RandSeed: 42, Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		incarnations[idIncarnation(n.nextIDs(1))] = true
+	}
+	if len(incarnations) < 2 {
+		t.Fatalf("8 nodes with RandSeed 42 hand out IDs of %d incarnation(s)", len(incarnations))
+	}
+
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	defer c.pump()()
+	lead := c.leaders()[0]
+	follower := (lead + 1) % 3
+	write := func(k int) {
+		t.Helper()
+		if _, err := c.nodes[follower].Replicate(ctxT(t), 0, "put", put("k", fmt.Sprint(k))); err != nil {
+			t.Fatalf("write %d through %s: %v", k, c.ids[follower], err)
+		}
+	}
+	for k := 0; k < 20; k++ {
+		write(k)
+	}
+	c.stop(follower)
+	c.start(follower) // the same Config, RandSeed included
+	c.leaders()
+	for k := 20; k < 40; k++ {
+		write(k)
+	}
+}
