@@ -403,6 +403,9 @@ func (t *HTTPTransport) refuse(w http.ResponseWriter, r *http.Request, e *httpEr
 	t.rl.log(t.log, level, "request refused: "+refusalCode(e.err), "remote", r.RemoteAddr,
 		"peer", clip(r.Header.Get(hdrNode)), "path", clip(r.URL.Path), "status", e.status, "err", e.err)
 	w.Header().Set(hdrError, refusalCode(e.err))
+	// Closing the connection spares net/http reading the rest of a refused body to keep it
+	// open, which would also hold the answer back until the sender sent it all (S32).
+	w.Header().Set("Connection", "close")
 	http.Error(w, e.err.Error(), e.status)
 }
 
