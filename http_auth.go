@@ -79,12 +79,12 @@ func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) 
 	h := r.Header
 	id := reqIdentity{node: h.Get(hdrNode), instance: h.Get(hdrInstance)}
 	if v := h.Get(hdrVersion); v != strconv.Itoa(codecVersion) {
-		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, clip(v), codecVersion)}
 	}
 	if c := h.Get(hdrCluster); c != t.cfg.ClusterName {
-		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
+		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, clip(c), t.cfg.ClusterName)}
 	}
-	if id.node == "" || len(id.node) > maxNameBytes || id.instance == "" || len(id.instance) > maxNameBytes {
+	if id.node == "" || len(id.node) > maxNameBytes || id.instance == "" || len(id.instance) > 64 {
 		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
 	}
 	if t.cfg.Secret == nil {

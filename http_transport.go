@@ -131,13 +131,14 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 	t.client = &http.Client{
 		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
 		Transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.PeerTimeout}).DialContext,
-			TLSClientConfig:       tlsClient,
-			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
-			ResponseHeaderTimeout: cfg.PeerTimeout,
-			MaxIdleConnsPerHost:   1,                                                      // one sender per peer, one request at a time
-			TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
-			IdleConnTimeout:       4 * cfg.PeerTimeout,
+			DialContext:            (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.PeerTimeout}).DialContext,
+			TLSClientConfig:        tlsClient,
+			TLSHandshakeTimeout:    cfg.HandshakeTimeout,
+			ResponseHeaderTimeout:  cfg.PeerTimeout,
+			MaxResponseHeaderBytes: 16 << 10,                                               // a peer's answer has a few short headers
+			MaxIdleConnsPerHost:    1,                                                      // one sender per peer, one request at a time
+			TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
+			IdleConnTimeout:        4 * cfg.PeerTimeout,
 		},
 	}
 	mux := http.NewServeMux()
@@ -479,7 +480,8 @@ func (t *HTTPTransport) readBody(r *http.Request, id reqIdentity) ([]byte, *http
 	return body, nil
 }
 
-// clip shortens a string from a request for a log line.
+// clip shortens a header value from a request for an error or log line: the value may be
+// as long as the server's header limit, which a mounted Handler does not choose.
 func clip(s string) string {
 	if len(s) > maxNameBytes {
 		return s[:maxNameBytes] + "..."
