@@ -71,13 +71,7 @@ func openRawTCPLane(t *testing.T, target testTransport, l rawLink, lane byte) (r
 func TestTransportConformanceSecondClaimantOfALivePeerIsRefused(t *testing.T) {
 	for _, tc := range networkCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := startTransportNode(t, tc, transportTestConfig("a")), startTransportNode(t, tc, transportTestConfig("b"))
-			connectAll(a, b)
-			admit(b, "x")
-			stop := make(chan struct{})
-			wg := keepSending(a, "b", 1, stop)
-			defer func() { close(stop); wg.Wait() }()
-			expectFlowing(t, b, 1, "at the start")
+			b := startUnderAttack(t, tc, transportTestConfig("a"), transportTestConfig("b"))
 
 			impostor := rawLink{from: "a", to: "b", cluster: "conformance", version: 1, instance: 99}
 			type attempt struct {

@@ -446,13 +446,7 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfgA, cfgB := transportTestConfig("a"), transportTestConfig("b")
 			cfgA.Secret, cfgB.Secret = secret, secret
-			a, b := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB)
-			connectAll(a, b)
-			admit(b, "x")
-			stop := make(chan struct{})
-			wg := keepSending(a, "b", 1, stop)
-			defer func() { close(stop); wg.Wait() }()
-			expectFlowing(t, b, 1, "at the start")
+			b := startUnderAttack(t, tc, cfgA, cfgB)
 
 			link := rawLink{from: "x", to: "b", cluster: "conformance", secret: secret, version: 1, instance: 77}
 			good := func(ctx uint64) []byte {
@@ -549,6 +543,19 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startUnderAttack starts a and b, with a sending b heartbeats with context 1 until the
+// test ends, and b admitting member "x", which raw links claim; it returns b.
+func startUnderAttack(t *testing.T, tc transportCase, cfgA, cfgB TransportConfig) *transportNode {
+	a, b := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB)
+	connectAll(a, b)
+	admit(b, "x")
+	stop := make(chan struct{})
+	wg := keepSending(a, "b", 1, stop)
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	expectFlowing(t, b, 1, "at the start")
+	return b
 }
 
 func withLink(l rawLink, f func(*rawLink)) rawLink {
