@@ -131,12 +131,14 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 	t.client = &http.Client{
 		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
 		Transport: &http.Transport{
-			DialContext:            (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.PeerTimeout}).DialContext,
-			TLSClientConfig:        tlsClient,
-			TLSHandshakeTimeout:    cfg.HandshakeTimeout,
-			ResponseHeaderTimeout:  cfg.PeerTimeout,
-			MaxResponseHeaderBytes: 16 << 10,                                               // a peer's answer has a few short headers
-			MaxIdleConnsPerHost:    1,                                                      // one sender per peer, one request at a time
+			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.PeerTimeout}).DialContext,
+			TLSClientConfig:       tlsClient,
+			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
+			ResponseHeaderTimeout: cfg.PeerTimeout,
+			// A peer's answer has a few short headers; one sender per peer posts one
+			// request at a time.
+			MaxResponseHeaderBytes: 16 << 10,
+			MaxIdleConnsPerHost:    1,
 			TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
 			IdleConnTimeout:        4 * cfg.PeerTimeout,
 		},

@@ -38,6 +38,7 @@ var refusalCodes = []struct {
 }{
 	{"version", ErrVersion}, {"malformed", ErrMalformed}, {"cluster", ErrClusterMismatch},
 	{"auth", ErrAuthFailed}, {"duplicate", ErrDuplicateNodeID}, {"unknown-peer", ErrUnknownPeer},
+	{"busy", errInboundFull},
 }
 
 // refusalCode returns the code of the sentinel err wraps, or "refused".

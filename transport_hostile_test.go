@@ -321,3 +321,38 @@ func TestTransportConformanceRefusalsAreRateLimited(t *testing.T) {
 		})
 	}
 }
+
+// TestInboundBudgetReadGrowsOnlyAsBytesArrive (S32): an announced length costs nothing
+// until its bytes come; a body of unknown length stops at its limit; a frame that does not
+// fit what others hold is refused and leaves nothing taken.
+func TestInboundBudgetReadGrowsOnlyAsBytesArrive(t *testing.T) {
+	b := &inboundBudget{limit: 1 << 20}
+	// 16 MB announced, 10 bytes sent.
+	if _, consumed, err := b.read(strings.NewReader("0123456789"), 16<<20, 16<<20); err == nil || consumed != 10 {
+		t.Fatalf("short frame: consumed %d, err %v", consumed, err)
+	}
+	if peak := b.peak.Load(); peak > inboundFirstChunk {
+		t.Fatalf("10 bytes of a 16 MB frame made it buffer %d bytes", peak)
+	}
+	// Unknown length: everything up to EOF, or refused beyond the limit.
+	body := strings.Repeat("x", 3*inboundFirstChunk+1)
+	frame, _, err := b.read(strings.NewReader(body), -1, len(body))
+	if err != nil || string(frame) != body {
+		t.Fatalf("body to EOF: %d bytes, err %v", len(frame), err)
+	}
+	b.give(cap(frame))
+	if _, _, err := b.read(strings.NewReader(body), -1, len(body)-1); !errors.Is(err, errInboundTooLarge) {
+		t.Fatalf("body beyond its limit: err %v", err)
+	}
+	// Held by others: refused, and what this read took is given back.
+	if !b.take(int(b.limit) - 2*inboundFirstChunk) {
+		t.Fatal("take")
+	}
+	if _, consumed, err := b.read(strings.NewReader(body), len(body), len(body)); !errors.Is(err, errInboundFull) || consumed != inboundFirstChunk {
+		t.Fatalf("frame beyond the budget: consumed %d, err %v", consumed, err)
+	}
+	b.give(int(b.limit - 2*inboundFirstChunk))
+	if used := b.used.Load(); used != 0 {
+		t.Fatalf("%d bytes still taken", used)
+	}
+}
