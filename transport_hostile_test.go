@@ -146,7 +146,7 @@ func TestTransportConformanceStrangersAreRefusedBeforeAnyFrame(t *testing.T) {
 					}
 				case "http":
 					var c net.Conn
-					c, err = postStalled(b.tr.Addr(), l, announced, announced/2)
+					c, err = postStalled(b.tr.Addr(), l, announced, announced/2, transportWait)
 					open = append(open, c)
 				}
 				if !errors.Is(err, ErrUnknownPeer) {
@@ -162,10 +162,10 @@ func TestTransportConformanceStrangersAreRefusedBeforeAnyFrame(t *testing.T) {
 }
 
 // postStalled writes a POST whose headers claim l and whose Content-Length is announced,
-// then send bytes of the body, and returns the connection still open together with the
-// refusal the server answered with, if it answered within a second (a server that waits
-// for the body does not answer).
-func postStalled(addr string, l rawLink, announced, send int) (net.Conn, error) {
+// then send bytes of the body, and returns the connection still open. With wait > 0 it
+// also returns the refusal the server answered with within wait; a server that reads the
+// body answers only when its read deadline cuts the request off.
+func postStalled(addr string, l rawLink, announced, send int, wait time.Duration) (net.Conn, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -179,10 +179,13 @@ func postStalled(addr string, l rawLink, announced, send int) (net.Conn, error) 
 	if _, err := conn.Write(buf.Bytes()); err != nil {
 		return conn, err
 	}
-	conn.SetReadDeadline(time.Now().Add(time.Second))
+	if wait == 0 {
+		return conn, nil
+	}
+	conn.SetReadDeadline(time.Now().Add(wait))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return conn, nil // no answer: the server is reading the body
+		return conn, err
 	}
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusNoContent {
@@ -200,7 +203,7 @@ func TestHTTPChecksTheSignatureBeforeReadingTheBody(t *testing.T) {
 	b := startTransportNode(t, transportCases()[1], cfg)
 	admit(b, "x")
 	l := rawLink{from: "x", to: "b", cluster: "conformance", secret: []byte("not-the-cluster-secret"), version: 1, instance: 1}
-	conn, err := postStalled(b.tr.Addr(), l, cfg.MaxBatchBytes-1, cfg.MaxBatchBytes/2)
+	conn, err := postStalled(b.tr.Addr(), l, cfg.MaxBatchBytes-1, cfg.MaxBatchBytes/2, transportWait)
 	if conn != nil {
 		defer conn.Close()
 	}
@@ -249,7 +252,7 @@ func TestTransportConformanceInboundBuffersStayWithinTheirBound(t *testing.T) {
 					open = append(open, s.(*rawTCP).conn)
 					s.sendTruncated(make([]byte, announced), sent)
 				case "http":
-					c, _ := postStalled(b.tr.Addr(), l, announced, sent)
+					c, _ := postStalled(b.tr.Addr(), l, announced, sent, 0)
 					open = append(open, c)
 				}
 			}
