@@ -70,8 +70,10 @@ type TransportConfig struct {
 	// number of connections, hostile or not, makes the transport buffer more than this. A
 	// buffer starts small and grows only as bytes arrive; a frame or body that would take
 	// the total beyond the bound is refused (TCP skips the frame, HTTP answers 503) and its
-	// sender retries. Besides it, each established TCP connection (at most one per peer)
-	// holds a fixed read buffer of 64 KiB. Must be at least MaxBatchBytes. Default
+	// sender retries. Outside this bound are fixed per-connection costs: a 64 KiB read
+	// buffer per established TCP connection (at most one per peer), a few KiB per TCP
+	// handshake in progress (at most 256), and for HTTP what net/http keeps per connection
+	// and request header. Must be at least MaxBatchBytes. Default
 	// DefaultTransportInboundBatches times MaxBatchBytes (64 MiB with the default
 	// MaxBatchBytes).
 	MaxInboundBytes int
