@@ -71,9 +71,9 @@ type TransportConfig struct {
 	// buffer starts small and grows only as bytes arrive; a frame or body that would take
 	// the total beyond the bound is refused (TCP skips the frame, HTTP answers 503) and its
 	// sender retries. Outside this bound are fixed per-connection costs: a 64 KiB read
-	// buffer per established TCP connection (at most one per peer), a few KiB per TCP
-	// handshake in progress (at most 256), and for HTTP what net/http keeps per connection
-	// and request header. Must be at least MaxBatchBytes. Default
+	// buffer per established TCP connection (at most one per peer), per TCP handshake in
+	// progress (at most 256) a few KiB or with TLS up to about 100 KiB, and for HTTP what
+	// net/http keeps per connection and request header. Must be at least MaxBatchBytes. Default
 	// DefaultTransportInboundBatches times MaxBatchBytes (64 MiB with the default
 	// MaxBatchBytes).
 	MaxInboundBytes int
