@@ -77,7 +77,7 @@ func (p *peer) address() string {
 	return p.addr
 }
 
-// peerSet is the peers a transport sends to.
+// peerSet is the peers a transport sends to, and the only node IDs it accepts traffic from.
 type peerSet struct {
 	mu     sync.Mutex
 	closed bool
