@@ -2,7 +2,9 @@ package kommander
 
 // The HTTP transport's side of the headers described in http_transport.go: signing a
 // request, and checking one before anything of it reaches the node (version, cluster,
-// timestamp window, signature, replay, node ID claim).
+// timestamp window, signature, replay, known member, node ID claim), all from the headers,
+// before the body is read; the body is then checked against the digest the signature
+// covers.
 
 import (
 	"crypto/hmac"
@@ -12,7 +14,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -23,7 +24,6 @@ const (
 
 type replayKey struct {
 	node, instance string
-	lane           uint8
 }
 
 type replayState struct {
@@ -47,37 +47,42 @@ func (t *HTTPTransport) sign(req *http.Request, nonce string, body []byte) {
 		return
 	}
 	ts := strconv.FormatInt(time.Now().UnixNano(), 10)
+	digest := sha256.Sum256(body)
 	h.Set(hdrTimestamp, ts)
 	h.Set(hdrNonce, nonce)
+	h.Set(hdrDigest, hex.EncodeToString(digest[:]))
 	h.Set(hdrSignature, hex.EncodeToString(httpSignature(t.cfg.Secret, req.Method, req.URL.Path,
-		t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, body)))
+		t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, digest[:])))
 }
 
-func httpSignature(secret []byte, method, path, cluster, node, instance, ts, nonce string, body []byte) []byte {
-	sum := sha256.Sum256(body)
+// httpSignature is the MAC of a request; digest is the SHA-256 of its body.
+func httpSignature(secret []byte, method, path, cluster, node, instance, ts, nonce string, digest []byte) []byte {
 	return mac(secret, httpMACLabel, []byte(method), []byte(path), []byte(cluster), []byte(node),
-		[]byte(instance), []byte(ts), []byte(nonce), sum[:])
+		[]byte(instance), []byte(ts), []byte(nonce), digest)
 }
+
+// emptyDigest is the SHA-256 of an empty body, which a GET has.
+var emptyDigest = sha256.Sum256(nil)
 
 // reqIdentity is what a request's headers claim.
 type reqIdentity struct {
 	node, instance, ts, nonce string
-	sig                       []byte
+	sig, digest               []byte
 	replay                    replayKey
 	seq                       uint64
 }
 
-// checkHeaders checks what can be checked before reading the body: version, cluster, and
-// with a shared secret the timestamp window and the nonce's form. A request that fails here
-// costs no body buffer.
+// checkHeaders checks the headers' form and what needs no state: version, cluster, and
+// with a shared secret the timestamp window. A request that fails here costs no body
+// buffer.
 func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) {
 	h := r.Header
 	id := reqIdentity{node: h.Get(hdrNode), instance: h.Get(hdrInstance)}
 	if v := h.Get(hdrVersion); v != strconv.Itoa(codecVersion) {
-		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, v, codecVersion)}
+		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: version %q, this node speaks %d", ErrVersion, clip(v), codecVersion)}
 	}
 	if c := h.Get(hdrCluster); c != t.cfg.ClusterName {
-		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, c, t.cfg.ClusterName)}
+		return id, &httpError{http.StatusForbidden, fmt.Errorf("%w: peer is in cluster %q, this node in %q", ErrClusterMismatch, clip(c), t.cfg.ClusterName)}
 	}
 	if id.node == "" || len(id.node) > maxNameBytes || id.instance == "" || len(id.instance) > 64 {
 		return id, &httpError{http.StatusBadRequest, fmt.Errorf("%w: missing or oversize node or instance header", ErrMalformed)}
@@ -91,6 +96,11 @@ func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) 
 		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: missing or malformed signature", ErrAuthFailed)}
 	}
 	id.sig = sig
+	if r.Method == http.MethodGet {
+		id.digest = emptyDigest[:] // a GET has no body, whatever the headers say
+	} else if id.digest, err = hex.DecodeString(h.Get(hdrDigest)); err != nil || len(id.digest) != sha256.Size {
+		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: missing or malformed body digest", ErrAuthFailed)}
+	}
 	nanos, err := strconv.ParseInt(id.ts, 10, 64)
 	if err != nil {
 		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad timestamp", ErrAuthFailed)}
@@ -98,24 +108,27 @@ func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) 
 	if skew := time.Since(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
 		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
 	}
-	lane, seqText, ok := strings.Cut(id.nonce, "-")
-	l, err1 := strconv.ParseUint(lane, 10, 8)
-	seq, err2 := strconv.ParseUint(seqText, 10, 64)
-	if !ok || err1 != nil || err2 != nil {
+	seq, err := strconv.ParseUint(id.nonce, 10, 64)
+	if err != nil {
 		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
 	}
-	id.replay, id.seq = replayKey{id.node, id.instance, uint8(l)}, seq
+	id.replay, id.seq = replayKey{id.node, id.instance}, seq
 	return id, nil
 }
 
-// authenticate finishes what checkHeaders began: with a shared secret, the signature over
-// the body (compared in constant time) and the replay check; then, when claim is set (Raft
-// traffic), that no other process holds the node ID (S30). Nothing of a request that fails
-// reaches the node.
-func (t *HTTPTransport) authenticate(r *http.Request, id reqIdentity, body []byte, claim bool) *httpError {
+// authenticate finishes what checkHeaders began, still from the headers alone: with a
+// shared secret, the signature (compared in constant time) over the body's digest, and the
+// replay check; then, when claim is set (Raft traffic), that the node ID is a known member
+// and that no other process holds it (S30). Only a request that passes has its body read,
+// so a stranger costs no body buffer (S32); with a secret, readBody then checks the body
+// against the signed digest. Nothing of a request that fails reaches the node.
+func (t *HTTPTransport) authenticate(r *http.Request, id reqIdentity, claim bool) *httpError {
 	if t.cfg.Secret != nil && !hmac.Equal(id.sig, httpSignature(t.cfg.Secret, r.Method, r.URL.Path,
-		t.cfg.ClusterName, id.node, id.instance, id.ts, id.nonce, body)) {
+		t.cfg.ClusterName, id.node, id.instance, id.ts, id.nonce, id.digest)) {
 		return &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad signature", ErrAuthFailed)}
+	}
+	if claim && !t.peers.known(id.node) {
+		return &httpError{http.StatusForbidden, fmt.Errorf("%w: %q", ErrUnknownPeer, id.node)}
 	}
 	now := time.Now()
 	t.mu.Lock()

@@ -3,11 +3,14 @@ package kommander
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,8 +21,8 @@ import (
 )
 
 // The HTTP transport carries the same codec batches as the TCP one, as the bodies of POST
-// requests over keep-alive connections. Each peer and lane has a bounded queue and a sender
-// goroutine that posts one batch at a time, so Send never blocks (S29).
+// requests over keep-alive connections. Each peer has a bounded queue and a sender goroutine
+// that posts one batch at a time, so Send never blocks (S29).
 //
 // Every request carries these headers:
 //
@@ -29,23 +32,28 @@ import (
 //	X-Kommander-Instance   16 hex digits, random per transport: tells a reconnect from a
 //	                       second process with the same node ID (S30)
 //	X-Kommander-Timestamp  Unix time in nanoseconds            (with a shared secret)
-//	X-Kommander-Nonce      "<lane>-<sequence>"; the sequence grows per instance and lane
+//	X-Kommander-Nonce      a decimal sequence that grows per instance
+//	X-Kommander-Digest     hex SHA-256 of the body
 //	X-Kommander-Signature  hex HMAC-SHA256(secret, "kommander-http-v1", method, path,
-//	                       cluster, node, instance, timestamp, nonce, sha256(body))
+//	                       cluster, node, instance, timestamp, nonce, digest)
 //
 // A signed request is accepted only within MaxClockSkew of this node's clock and only with
-// a sequence above the last one seen for its (node, instance, lane): a replay is refused.
+// a sequence above the last one seen for its (node, instance): a replay is refused.
 // That cache holds one entry per live sender and is bounded; entries expire once their
-// requests would be too old anyway. Version, cluster, timestamp and nonce are checked
-// before the body is read; the signature, the replay check and the node ID claim after.
+// requests would be too old anyway. Everything is checked from the headers before the body
+// is read (S32): version, cluster, timestamp, signature, replay, that the sender is a
+// member given to SetPeer, and the node ID claim. The body is then read as it arrives,
+// within MaxInboundBytes for all requests together, and must match the signed digest.
 //
 // Outcomes, each logged and counted, with the sentinel named in X-Kommander-Error: 204
 // delivered (a malformed message inside a batch costs only itself, S28); 400 malformed
-// body or wrong version; 401 bad signature, stale timestamp or replay; 403 another
-// cluster; 409 node ID in use by another process (S30: the first process keeps it until
-// it has been quiet for PeerTimeout, so a restarted node waits that long to be heard);
-// 413 body above MaxBatchBytes; 503 not started, closing, or replay cache full. With a
-// shared secret GET /kommander/v1/status needs a signed request too.
+// body or wrong version; 401 bad signature, stale timestamp, replay, or a body that does
+// not match its digest; 403 another cluster or a node ID that is not a known member; 409
+// node ID in use by another process (S30: the first process keeps it until it has been
+// quiet for PeerTimeout, so a restarted node waits that long to be heard); 413 body above
+// MaxBatchBytes; 503 not started, closing, replay cache full, or inbound buffers full.
+// With a shared secret GET /kommander/v1/status needs a signed request too (from any node
+// ID: it is for operators as well). Refusals are logged through a rate limit.
 
 const (
 	httpRaftPath    = "/kommander/v1/raft"
@@ -57,6 +65,7 @@ const (
 	hdrInstance     = "X-Kommander-Instance"
 	hdrTimestamp    = "X-Kommander-Timestamp"
 	hdrNonce        = "X-Kommander-Nonce"
+	hdrDigest       = "X-Kommander-Digest"
 	hdrSignature    = "X-Kommander-Signature"
 	hdrError        = "X-Kommander-Error"
 )
@@ -69,6 +78,8 @@ type HTTPTransport struct {
 	log      *slog.Logger
 	instance string
 	counters transportCounters
+	budget   inboundBudget // MaxInboundBytes, shared by the requests being read
+	rl       *rateLog      // every warning a peer or a stranger can provoke goes through it
 	client   *http.Client
 	ln       net.Listener // nil without a standalone listener
 	srv      *http.Server
@@ -106,6 +117,8 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		replay:  make(map[replayKey]replayState),
 		holders: make(map[string]holder),
 	}
+	t.budget.limit = int64(cfg.MaxInboundBytes)
+	t.rl = newRateLog(t.log, RealClock(), transportLogInterval)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	// HTTP/1.1 only, on both sides: the batches need nothing of HTTP/2, and net/http would
 	// otherwise add "h2" to a *tls.Config (the caller's, which may be shared) on Serve.
@@ -122,9 +135,12 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 			TLSClientConfig:       tlsClient,
 			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
 			ResponseHeaderTimeout: cfg.PeerTimeout,
-			MaxIdleConnsPerHost:   laneCount,
-			TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
-			IdleConnTimeout:       4 * cfg.PeerTimeout,
+			// A peer's answer has a few short headers; one sender per peer posts one
+			// request at a time.
+			MaxResponseHeaderBytes: 16 << 10,
+			MaxIdleConnsPerHost:    1,
+			TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
+			IdleConnTimeout:        4 * cfg.PeerTimeout,
 		},
 	}
 	mux := http.NewServeMux()
@@ -146,7 +162,7 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 			IdleTimeout:       4 * cfg.PeerTimeout,
 			TLSConfig:         tlsServer,
 			TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
-			ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelWarn),
+			ErrorLog:          log.New(t.rl.writer(t.log, "http server error"), "", 0),
 		}
 	}
 	return t, nil
@@ -211,9 +227,9 @@ func (t *HTTPTransport) SetPeer(id, addr string) {
 	if id == t.cfg.NodeID {
 		return
 	}
-	t.peers.set(id, strings.TrimSuffix(base, "/")+httpRaftPath, t.cfg.QueueSize, func(p *peer, lane uint8) {
+	t.peers.set(id, strings.TrimSuffix(base, "/")+httpRaftPath, t.cfg.QueueSize, func(p *peer) {
 		t.wg.Add(1)
-		go t.runSender(p, lane)
+		go t.runSender(p)
 	})
 }
 
@@ -243,6 +259,7 @@ func (t *HTTPTransport) Close() error {
 	t.wg.Wait()
 	t.inflight.Wait() // also for a Handler mounted in the user's server
 	t.client.CloseIdleConnections()
+	t.rl.close()
 	return err
 }
 
@@ -254,11 +271,11 @@ func (t *HTTPTransport) started() bool {
 
 // ---- outbound ----
 
-// runSender posts the lane's queued messages, one batch per request. A failed request
+// runSender posts the peer's queued messages, one batch per request. A failed request
 // drops its batch (Raft retries what matters) and waits a backoff before the next.
-func (t *HTTPTransport) runSender(p *peer, lane uint8) {
+func (t *HTTPTransport) runSender(p *peer) {
 	defer t.wg.Done()
-	q := p.queues[lane]
+	q := p.queue
 	bo := backoff{max: t.cfg.MaxBackoff}
 	header := batchHeaderSize(t.cfg.NodeID, p.id)
 	var buf []byte
@@ -281,8 +298,8 @@ func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 				continue
 			}
 			seq++
-			if err := t.post(p.address(), lane, seq, buf); err != nil {
-				t.log.Warn("post to peer failed", "peer", p.id, "lane", lane, "err", err)
+			if err := t.post(p.address(), seq, buf); err != nil {
+				t.log.Warn("post to peer failed", "peer", p.id, "err", err)
 				failed = true
 				continue
 			}
@@ -304,7 +321,7 @@ func (t *HTTPTransport) runSender(p *peer, lane uint8) {
 }
 
 // post sends one batch and reads the answer; anything but 204 is an error.
-func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) error {
+func (t *HTTPTransport) post(url string, seq uint64, body []byte) error {
 	// net/http may still read a request body after Do returns (a peer that answers before
 	// reading it all); the sender reuses body for the next batch, so the reader is cut off
 	// from it first.
@@ -316,7 +333,7 @@ func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) er
 	}
 	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", httpContentType)
-	t.sign(req, strconv.Itoa(int(lane))+"-"+strconv.FormatUint(seq, 10), body)
+	t.sign(req, strconv.FormatUint(seq, 10), body)
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return err
@@ -333,29 +350,10 @@ func (t *HTTPTransport) post(url string, lane uint8, seq uint64, body []byte) er
 	return fmt.Errorf("%w: %s: %s", err, resp.Status, bytes.TrimSpace(msg))
 }
 
-// httpErrorCodes name the sentinel behind a refusal in the X-Kommander-Error header, so that
-// the sender logs and counts what the receiver decided.
-var httpErrorCodes = []struct {
-	code string
-	err  error
-}{
-	{"version", ErrVersion}, {"malformed", ErrMalformed}, {"cluster", ErrClusterMismatch},
-	{"auth", ErrAuthFailed}, {"duplicate", ErrDuplicateNodeID},
-}
-
-func httpErrorCode(err error) string {
-	for _, c := range httpErrorCodes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	return "refused"
-}
-
 // httpRefusal turns a refused response back into an error wrapping its sentinel.
 func httpRefusal(resp *http.Response) error {
 	code := resp.Header.Get(hdrError)
-	for _, c := range httpErrorCodes {
+	for _, c := range refusalCodes {
 		if c.code == code {
 			return c.err
 		}
@@ -405,9 +403,12 @@ func (t *HTTPTransport) refuse(w http.ResponseWriter, r *http.Request, e *httpEr
 	if e.status == http.StatusConflict {
 		level = slog.LevelError
 	}
-	t.log.Log(r.Context(), level, "request refused", "remote", r.RemoteAddr, "peer", r.Header.Get(hdrNode),
-		"path", r.URL.Path, "status", e.status, "err", e.err)
-	w.Header().Set(hdrError, httpErrorCode(e.err))
+	t.rl.log(t.log, level, "request refused: "+refusalCode(e.err), "remote", r.RemoteAddr,
+		"peer", clip(r.Header.Get(hdrNode)), "path", clip(r.URL.Path), "status", e.status, "err", e.err)
+	w.Header().Set(hdrError, refusalCode(e.err))
+	// Closing the connection spares net/http reading the rest of a refused body to keep it
+	// open, which would also hold the answer back until the sender sent it all (S32).
+	w.Header().Set("Connection", "close")
 	http.Error(w, e.err.Error(), e.status)
 }
 
@@ -432,46 +433,62 @@ func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
 	// without timeouts; a server that cannot set one has its own.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(t.cfg.PeerTimeout))
 	id, herr := t.checkHeaders(r)
+	if herr == nil {
+		herr = t.authenticate(r, id, true)
+	}
 	var body []byte
 	if herr == nil {
-		body, herr = t.readBody(w, r)
-	}
-	if herr == nil {
-		herr = t.authenticate(r, id, body, true)
+		body, herr = t.readBody(r, id)
 	}
 	if herr != nil {
 		t.refuse(w, r, herr)
 		return
 	}
+	defer t.budget.give(cap(body))
 	node := id.node
-	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.log.With("peer", node)); err != nil {
-		w.Header().Set(hdrError, httpErrorCode(err))
+	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.rl, t.log.With("peer", node)); err != nil {
+		w.Header().Set(hdrError, refusalCode(err))
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// readBody reads a request body of at most MaxBatchBytes, growing its buffer only as
-// bytes arrive.
-func (t *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
-	if r.ContentLength > int64(t.lim.maxBatchBytes) {
+// readBody reads the body of an authenticated request: at most MaxBatchBytes, buffered as
+// it arrives within MaxInboundBytes for all requests (S32), and with a shared secret equal
+// to the digest the signature covers. On success the caller gives back cap(body) to the
+// budget.
+func (t *HTTPTransport) readBody(r *http.Request, id reqIdentity) ([]byte, *httpError) {
+	limit := t.lim.maxBatchBytes
+	if r.ContentLength > int64(limit) {
 		return nil, &httpError{http.StatusRequestEntityTooLarge,
-			fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrMalformed, r.ContentLength, t.lim.maxBatchBytes)}
+			fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrMalformed, r.ContentLength, limit)}
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(min(r.ContentLength, tcpReadBuffer)))
-	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(t.lim.maxBatchBytes)))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("%w: body exceeds the limit of %d bytes", ErrMalformed, t.lim.maxBatchBytes)}
-		}
+	body, _, err := t.budget.read(r.Body, int(r.ContentLength), limit) // -1: read to EOF
+	switch {
+	case errors.Is(err, errInboundFull):
+		return nil, &httpError{http.StatusServiceUnavailable, err}
+	case errors.Is(err, errInboundTooLarge):
+		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("%w: body exceeds the limit of %d bytes", ErrMalformed, limit)}
+	case err != nil:
 		return nil, &httpError{http.StatusBadRequest, fmt.Errorf("%w: reading body: %v", ErrMalformed, err)}
 	}
-	return buf.Bytes(), nil
+	if t.cfg.Secret != nil {
+		if sum := sha256.Sum256(body); !hmac.Equal(sum[:], id.digest) {
+			t.budget.give(cap(body))
+			return nil, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: body does not match its signed digest", ErrAuthFailed)}
+		}
+	}
+	return body, nil
+}
+
+// clip shortens a header value from a request for an error or log line: the value may be
+// as long as the server's header limit, which a mounted Handler does not choose.
+func clip(s string) string {
+	if len(s) > maxNameBytes {
+		return s[:maxNameBytes] + "..."
+	}
+	return s
 }
 
 func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {
@@ -483,7 +500,7 @@ func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {
 	if t.cfg.Secret != nil { // no status for a peer that cannot sign either
 		id, herr := t.checkHeaders(r)
 		if herr == nil {
-			herr = t.authenticate(r, id, nil, false)
+			herr = t.authenticate(r, id, false)
 		}
 		if herr != nil {
 			t.refuse(w, r, herr)
@@ -496,6 +513,6 @@ func (t *HTTPTransport) serveStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if err := json.NewEncoder(w).Encode(v); err != nil {
-		t.log.Warn("encode status", "err", err)
+		t.rl.warn(t.log, "encode status", "err", err)
 	}
 }

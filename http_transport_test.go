@@ -70,7 +70,7 @@ func TestHTTPStatusNeedsTheSecretToo(t *testing.T) {
 	req.Method, req.URL.Path, req.Body = http.MethodGet, httpStatusPath, nil
 	ts, nonce := req.Header.Get(hdrTimestamp), req.Header.Get(hdrNonce)
 	req.Header.Set(hdrSignature, hexOf(httpSignature(cfg.Secret, http.MethodGet, httpStatusPath, "conformance", "ops",
-		req.Header.Get(hdrInstance), ts, nonce, nil)))
+		req.Header.Get(hdrInstance), ts, nonce, emptyDigest[:])))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +98,7 @@ func TestHTTPRefusesReplayedAndStaleRequests(t *testing.T) {
 	cfg.Secret = []byte("the-cluster-shared-secret")
 	cfg.MaxClockSkew = time.Minute
 	b := startTransportNode(t, transportCases()[1], cfg)
+	admit(b, "x")
 	r := &rawHTTP{client: http.DefaultClient, addr: b.tr.Addr(),
 		l: rawLink{from: "x", cluster: "conformance", secret: cfg.Secret, version: 1, instance: 1}}
 	payload := mustEncode(t, "x", "b", []Message{testHeartbeat(1, 7)})
@@ -116,7 +117,7 @@ func TestHTTPRefusesReplayedAndStaleRequests(t *testing.T) {
 	ts := strconv.FormatInt(time.Now().Add(-2*time.Minute).UnixNano(), 10)
 	stale.Header.Set(hdrTimestamp, ts)
 	stale.Header.Set(hdrSignature, hexOf(httpSignature(cfg.Secret, http.MethodPost, httpRaftPath, "conformance", "x",
-		stale.Header.Get(hdrInstance), ts, stale.Header.Get(hdrNonce), payload)))
+		stale.Header.Get(hdrInstance), ts, stale.Header.Get(hdrNonce), digestOf(payload))))
 	if err := do(stale); !errors.Is(err, ErrAuthFailed) {
 		t.Fatalf("stale request: %v, want ErrAuthFailed", err)
 	}
@@ -155,6 +156,7 @@ func TestHTTPHandlerMountsInAUsersServer(t *testing.T) {
 	defer trB.Close()
 	a := startTransportNode(t, transportCases()[1], transportTestConfig("a"))
 	a.tr.SetPeer("b", srv.URL)
+	trB.SetPeer("a", a.tr.Addr())
 	a.tr.Send("b", []Message{testHeartbeat(1, 5)})
 	rec.waitFor(t, transportWait, "a batch through the mounted handler", func(m []Message) bool { return len(m) == 1 })
 	if trB.Addr() != "" {

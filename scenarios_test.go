@@ -234,7 +234,11 @@ S32 impersonated peers
 	A connection claiming a live peer's ID, on any lane or transport, is refused; an ID that
 	is not a current member is refused before any frame is read; any number of hostile
 	connections costs bounded memory.
-	pending: hardening: peer identity checked on every lane and transport
+	tests: TestTransportConformanceSecondClaimantOfALivePeerIsRefused
+		TestTransportConformanceStrangersAreRefusedBeforeAnyFrame
+		TestTransportConformanceInboundBuffersStayWithinTheirBound
+		TestHTTPChecksTheSignatureBeforeReadingTheBody TestInboundBudgetReadGrowsOnlyAsBytesArrive
+		TestTransportConformanceRefusalsAreRateLimited
 
 S33 data directory in use
 	A second process pointed at a live data directory exits at once and touches nothing.

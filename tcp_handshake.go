@@ -4,6 +4,8 @@ package kommander
 //
 //	hello:  "KMDR" u8 version u8 lane u8 flags(bit 0: has secret) cluster from to
 //	        u64 instance [32]clientNonce
+//	        (lane is always 0: there is one connection per peer, and a hello for any other
+//	        lane is refused, S32)
 //	reply:  "KMDR" u8 version u8 status serverID [32]serverNonce [32]serverProof
 //	proof:  [32]clientProof                      (zeros when there is no secret)
 //	final:  u8 status
@@ -40,6 +42,7 @@ const (
 	tcpDuplicate
 	tcpMalformed
 	tcpClosing
+	tcpUnknownPeer
 )
 
 var tcpStatusText = [...]string{
@@ -47,6 +50,7 @@ var tcpStatusText = [...]string{
 	tcpBadTarget: "wrong node", tcpAuthMismatch: "one side has a shared secret and the other not",
 	tcpAuthFailed: "shared secret proof failed", tcpDuplicate: "node ID already connected from another process",
 	tcpMalformed: "malformed handshake", tcpClosing: "closing",
+	tcpUnknownPeer: "node ID is not a member this node knows",
 }
 
 // tcpStatusErr turns a refusal into an error that wraps the sentinel a caller acts on.
@@ -65,6 +69,8 @@ func tcpStatusErr(s uint8) error {
 		base = ErrAuthFailed
 	case tcpDuplicate:
 		base = ErrDuplicateNodeID
+	case tcpUnknownPeer:
+		base = ErrUnknownPeer
 	default:
 		base = errors.New("kommander: handshake refused")
 	}
@@ -73,7 +79,6 @@ func tcpStatusErr(s uint8) error {
 
 type tcpHello struct {
 	version  uint8
-	lane     uint8
 	secret   bool
 	cluster  string
 	from, to string
@@ -83,7 +88,7 @@ type tcpHello struct {
 
 func (h *tcpHello) append(b []byte) []byte {
 	b = append(b, tcpMagic...)
-	b = append(b, h.version, h.lane)
+	b = append(b, h.version, 0) // the lane
 	var flags byte
 	if h.secret {
 		flags = 1
@@ -173,7 +178,7 @@ func clientHandshake(conn net.Conn, h tcpHello, secret []byte) error {
 }
 
 // serverHandshake runs the server side and registers the connection as the peer's inbound
-// one for its lane. The returned hello is filled as far as it was read, for logs.
+// one. The returned hello is filled as far as it was read, for logs.
 func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 	var h tcpHello
 	refuse := func(status uint8, err error) (tcpHello, error) {
@@ -188,12 +193,13 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 	if string(head[:4]) != tcpMagic {
 		return h, fmt.Errorf("%w: not a kommander hello", ErrMalformed)
 	}
-	h.version, h.lane, h.secret = head[4], head[5], head[6]&1 != 0
+	h.version, h.secret = head[4], head[6]&1 != 0
 	if h.version != tcpHandshakeVersion {
 		return refuse(tcpBadVersion, fmt.Errorf("%w: handshake version %d", ErrVersion, h.version))
 	}
-	if h.lane >= laneCount || head[6]&^1 != 0 {
-		return refuse(tcpMalformed, fmt.Errorf("%w: lane %d flags %#x", ErrMalformed, h.lane, head[6]))
+	if lane := head[5]; lane != 0 || head[6]&^1 != 0 {
+		// S32: a lane that nothing sends on is a door past the checks of the used one.
+		return refuse(tcpMalformed, fmt.Errorf("%w: lane %d flags %#x", ErrMalformed, lane, head[6]))
 	}
 	var err error
 	if h.cluster, err = readString16(conn); err == nil {
@@ -248,8 +254,11 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 	}
 	if err := t.claimInbound(h, conn); err != nil {
 		status := tcpDuplicate
-		if errors.Is(err, errTransportClosed) {
+		switch {
+		case errors.Is(err, errTransportClosed):
 			status = tcpClosing
+		case errors.Is(err, ErrUnknownPeer):
+			status = tcpUnknownPeer
 		}
 		return final(status, err)
 	}
@@ -260,13 +269,22 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 	return h, nil
 }
 
-// claimInbound registers conn as node h.from's inbound connection on its lane. The same
-// process reconnecting replaces its old connection (which may be dead and not yet timed
-// out). Another process with the same node ID while the first one's connection lives is
-// refused and reported (S30): letting two processes act as one node could make it vote
-// twice, and the first one keeps the ID until it goes quiet for PeerTimeout.
+// claimInbound registers conn as node h.from's inbound connection. The same process
+// reconnecting replaces its old connection (which may be dead and not yet timed out).
+// Another process with the same node ID while the first one's connection lives is refused
+// and reported (S30): letting two processes act as one node could make it vote twice, and
+// the first one keeps the ID until it goes quiet for PeerTimeout. The claim is per node
+// ID, not per node ID and lane, so that no second connection gets past it (S32).
+//
+// Only a member this node knows (given to SetPeer) may claim an ID, so that the inbound
+// connections, and the frames they may buffer, are bounded by the membership (S32). With a
+// shared secret this is checked after the proofs, so that a stranger learns nothing of the
+// membership; no frame is read before it either way.
 func (t *TCPTransport) claimInbound(h tcpHello, conn net.Conn) error {
-	key := inboundKey{h.from, h.lane}
+	if !t.peers.known(h.from) {
+		return fmt.Errorf("%w: %q", ErrUnknownPeer, h.from)
+	}
+	key := h.from
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -285,7 +303,7 @@ func (t *TCPTransport) claimInbound(h tcpHello, conn net.Conn) error {
 
 // releaseInbound forgets conn as node h.from's inbound connection, if it still is.
 func (t *TCPTransport) releaseInbound(h tcpHello, conn net.Conn) {
-	key := inboundKey{h.from, h.lane}
+	key := h.from
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if in := t.inbound[key]; in != nil && in.conn == conn {

@@ -10,14 +10,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"time"
 )
 
-// The TCP transport keeps one long-lived outbound connection per peer and lane (Raft
-// traffic, and snapshots apart so that they never delay heartbeats). A writer goroutine per
-// connection drains the lane's queue into as few frames as fit and flushes them in one
+// The TCP transport keeps one long-lived outbound connection per peer. A writer goroutine
+// per connection drains the peer's queue into as few frames as fit and flushes them in one
 // write; the connection of the other direction is the peer's own outbound one. Every
 // connection opens with TLS (when configured) and the handshake in tcp_handshake.go.
 //
@@ -30,7 +28,10 @@ import (
 // and the connection carries on, since its length prefix still frames the next one; a
 // malformed message inside a batch costs that message only; a frame above MaxBatchBytes
 // is skipped without being buffered; a connection that ends inside a frame loses that
-// frame and nothing else.
+// frame and nothing else. A frame is buffered only as its bytes arrive and within
+// MaxInboundBytes for all connections together; one beyond that is skipped (S32). Only
+// members given to SetPeer get a connection, one each, so a stranger gets no further than
+// the handshake, which reads a bounded hello. Refusals are logged through a rate limit.
 
 const (
 	tcpReadBuffer    = 64 << 10
@@ -47,6 +48,8 @@ type TCPTransport struct {
 	ln       net.Listener
 	instance uint64
 	counters transportCounters
+	budget   inboundBudget // MaxInboundBytes, shared by the inbound connections
+	rl       *rateLog      // every warning a peer or a stranger can provoke goes through it
 
 	done       chan struct{}
 	handshakes chan struct{}   // a slot per inbound handshake in progress
@@ -59,13 +62,8 @@ type TCPTransport struct {
 	started bool
 	deliver func([]Message)
 	peers   peerSet
-	inbound map[inboundKey]*tcpInbound
-	conns   map[net.Conn]struct{} // every open connection, closed by Close
-}
-
-type inboundKey struct {
-	node string
-	lane uint8
+	inbound map[string]*tcpInbound // node ID -> its inbound connection
+	conns   map[net.Conn]struct{}  // every open connection, closed by Close
 }
 
 type tcpInbound struct {
@@ -99,9 +97,11 @@ func NewTCPTransport(cfg TransportConfig) (*TCPTransport, error) {
 		log:        cfg.Logger.With("transport", "tcp", "node", cfg.NodeID),
 		done:       make(chan struct{}),
 		handshakes: make(chan struct{}, tcpMaxHandshakes),
-		inbound:    make(map[inboundKey]*tcpInbound),
+		inbound:    make(map[string]*tcpInbound),
 		conns:      make(map[net.Conn]struct{}),
 	}
+	t.budget.limit = int64(cfg.MaxInboundBytes)
+	t.rl = newRateLog(t.log, RealClock(), transportLogInterval)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
 }
@@ -136,9 +136,9 @@ func (t *TCPTransport) SetPeer(id, addr string) {
 	if id == t.cfg.NodeID {
 		return
 	}
-	t.peers.set(id, addr, t.cfg.QueueSize, func(p *peer, lane uint8) {
+	t.peers.set(id, addr, t.cfg.QueueSize, func(p *peer) {
 		t.wg.Add(1)
-		go t.runSender(p, lane)
+		go t.runSender(p)
 	})
 }
 
@@ -163,6 +163,7 @@ func (t *TCPTransport) Close() error {
 	}
 	t.mu.Unlock()
 	t.wg.Wait()
+	t.rl.close()
 	return err
 }
 
@@ -188,16 +189,17 @@ func (t *TCPTransport) untrack(c net.Conn) {
 
 // ---- outbound ----
 
-// runSender owns one lane to one peer: it dials when there is something to send, writes
-// until the connection fails, and redials with capped exponential backoff and jitter.
-func (t *TCPTransport) runSender(p *peer, lane uint8) {
+// runSender owns the connection to one peer: it dials when there is something to send,
+// writes until the connection fails, and redials with capped exponential backoff and
+// jitter.
+func (t *TCPTransport) runSender(p *peer) {
 	defer t.wg.Done()
-	q := p.queues[lane]
+	q := p.queue
 	bo := backoff{max: t.cfg.MaxBackoff}
 	buf := make([]byte, 0, tcpWriteBuffer)
 	failures := 0
 	for {
-		select { // dial lazily: an idle lane holds no connection
+		select { // dial lazily: an idle peer holds no connection
 		case <-t.done:
 			return
 		case <-q.wake:
@@ -206,7 +208,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 			default:
 			}
 		}
-		conn, err := t.dial(p, lane)
+		conn, err := t.dial(p)
 		if err != nil {
 			// A peer that is down would log every backoff step; warn on the first failure
 			// in a row and then every 100th.
@@ -215,7 +217,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 				level = slog.LevelWarn
 			}
 			failures++
-			t.log.Log(t.ctx, level, "connect to peer failed", "peer", p.id, "addr", p.address(), "lane", lane, "attempt", failures, "err", err)
+			t.log.Log(t.ctx, level, "connect to peer failed", "peer", p.id, "addr", p.address(), "attempt", failures, "err", err)
 			if msgs := q.take(); len(msgs) > 0 { // stale by the time we are back
 				t.counters.dropped.Add(uint64(len(msgs)))
 				q.giveBack(msgs)
@@ -227,14 +229,14 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 		}
 		failures = 0
 		t.counters.connects.Add(1)
-		t.log.Debug("connected to peer", "peer", p.id, "addr", conn.RemoteAddr(), "lane", lane)
+		t.log.Debug("connected to peer", "peer", p.id, "addr", conn.RemoteAddr())
 		since := time.Now()
 		buf, err = t.writeLoop(p, q, conn, buf)
 		t.untrack(conn.raw)
 		if errors.Is(err, errTransportClosed) {
 			return
 		}
-		t.log.Warn("connection to peer lost", "peer", p.id, "lane", lane, "err", err)
+		t.log.Warn("connection to peer lost", "peer", p.id, "err", err)
 		if time.Since(since) > t.cfg.PeerTimeout {
 			bo.reset() // it worked for a while: redial at once
 			continue
@@ -248,7 +250,7 @@ func (t *TCPTransport) runSender(p *peer, lane uint8) {
 
 // dial connects to p, runs TLS and the handshake, and returns the connection ready for
 // frames.
-func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
+func (t *TCPTransport) dial(p *peer) (*trackedConn, error) {
 	addr := p.address()
 	d := net.Dialer{Timeout: t.cfg.DialTimeout, KeepAlive: t.cfg.PeerTimeout}
 	raw, err := d.DialContext(t.ctx, "tcp", addr)
@@ -272,7 +274,7 @@ func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
 		}
 		conn = tconn
 	}
-	h := tcpHello{version: tcpHandshakeVersion, lane: lane, cluster: t.cfg.ClusterName,
+	h := tcpHello{version: tcpHandshakeVersion, cluster: t.cfg.ClusterName,
 		from: t.cfg.NodeID, to: p.id, instance: t.instance}
 	if err := clientHandshake(conn, h, t.cfg.Secret); err != nil {
 		t.untrack(raw)
@@ -395,7 +397,7 @@ func (t *TCPTransport) acceptLoop() {
 				return
 			default:
 			}
-			t.log.Warn("accept failed", "err", err) // e.g. out of file descriptors
+			t.rl.warn(t.log, "accept failed", "err", err) // e.g. out of file descriptors
 			if waitOrDone(bo.next(), t.done) {
 				return
 			}
@@ -408,7 +410,7 @@ func (t *TCPTransport) acceptLoop() {
 			// Unauthenticated connections cost a goroutine each until their handshake
 			// deadline; beyond a bound, newcomers are turned away at once.
 			t.counters.rejected.Add(1)
-			t.log.Warn("too many handshakes in progress; connection refused", "remote", c.RemoteAddr().String())
+			t.rl.warn(t.log, "too many handshakes in progress; connection refused", "remote", c.RemoteAddr().String())
 			c.Close()
 			continue
 		}
@@ -436,7 +438,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 			<-t.handshakes
 			t.counters.rejected.Add(1)
 			t.counters.authFailures.Add(1)
-			log.Warn("inbound tls handshake failed", "err", err)
+			t.rl.warn(log, "inbound tls handshake failed", "err", err)
 			return
 		}
 		conn = tconn
@@ -450,9 +452,9 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 		}
 		if errors.Is(err, ErrDuplicateNodeID) {
 			t.counters.duplicates.Add(1)
-			log.Error("node ID connected from two processes; refusing the newcomer (S30)", "peer", h.from, "err", err)
+			t.rl.log(log, slog.LevelError, "node ID connected from two processes; refusing the newcomer", "peer", h.from, "err", err)
 		} else {
-			log.Warn("inbound handshake refused", "peer", h.from, "err", err)
+			t.rl.warn(log, "inbound handshake refused: "+refusalCode(err), "peer", h.from, "err", err)
 		}
 		return
 	}
@@ -462,7 +464,7 @@ func (t *TCPTransport) serveInbound(raw net.Conn) {
 	select {
 	case <-t.done:
 	default:
-		log.Info("inbound connection ended", "peer", h.from, "err", err)
+		t.rl.log(log, slog.LevelInfo, "inbound connection ended", "peer", h.from, "err", err)
 	}
 }
 
@@ -487,39 +489,26 @@ func (t *TCPTransport) readFrames(conn net.Conn, peer string, log *slog.Logger) 
 		}
 		if n > int64(t.lim.maxBatchBytes) {
 			t.counters.rejected.Add(1)
-			log.Warn("oversize frame skipped", "bytes", n, "limit", t.lim.maxBatchBytes)
+			t.rl.warn(log, "oversize frame skipped", "bytes", n, "limit", t.lim.maxBatchBytes)
 			if _, err := io.CopyN(io.Discard, br, n); err != nil {
 				return fmt.Errorf("skipping an oversize frame: %w", err)
 			}
 			continue
 		}
-		frame, err := readFrame(br, int(n))
+		frame, consumed, err := t.budget.read(br, int(n), int(n))
+		if errors.Is(err, errInboundFull) {
+			// S32: the length prefix still frames the next one, so only this frame is lost.
+			t.counters.rejected.Add(1)
+			t.rl.warn(log, "frame skipped: inbound buffers full", "bytes", n, "MaxInboundBytes", t.budget.limit)
+			if _, err := io.CopyN(io.Discard, br, n-int64(consumed)); err != nil {
+				return fmt.Errorf("skipping a frame: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("truncated frame: %w", err)
 		}
-		t.receive(frame, peer, log)
+		_ = deliverBatch(frame, peer, t.cfg.NodeID, t.lim, &t.counters, t.deliver, t.rl, log)
+		t.budget.give(cap(frame))
 	}
-}
-
-// readFrame reads n bytes, growing its buffer as bytes arrive, so that a peer that
-// announces a large frame and sends little costs little.
-func readFrame(r io.Reader, n int) ([]byte, error) {
-	buf := make([]byte, min(n, tcpReadBuffer))
-	got := 0
-	for {
-		m, err := io.ReadFull(r, buf[got:])
-		got += m
-		if err != nil {
-			return nil, err
-		}
-		if got == n {
-			return buf, nil
-		}
-		k := min(n-got, len(buf))
-		buf = slices.Grow(buf, k)[:len(buf)+k]
-	}
-}
-
-func (t *TCPTransport) receive(frame []byte, peer string, log *slog.Logger) {
-	_ = deliverBatch(frame, peer, t.cfg.NodeID, t.lim, &t.counters, t.deliver, log)
 }

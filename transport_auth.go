@@ -25,6 +25,32 @@ var ErrAuthFailed = errors.New("kommander: peer authentication failed")
 // that is already connected.
 var ErrDuplicateNodeID = errors.New("kommander: node ID already in use by another process")
 
+// ErrUnknownPeer is wrapped by errors reporting a peer whose node ID is not one of the
+// members this node knows: only IDs given to SetPeer may send to a transport.
+var ErrUnknownPeer = errors.New("kommander: node ID is not a known member")
+
+// refusalCodes name the sentinel behind a refusal: in HTTP's X-Kommander-Error header, so
+// that the sender logs and counts what the receiver decided, and in the log lines of both
+// transports, so that each kind of refusal has its own rate limit.
+var refusalCodes = []struct {
+	code string
+	err  error
+}{
+	{"version", ErrVersion}, {"malformed", ErrMalformed}, {"cluster", ErrClusterMismatch},
+	{"auth", ErrAuthFailed}, {"duplicate", ErrDuplicateNodeID}, {"unknown-peer", ErrUnknownPeer},
+	{"busy", errInboundFull},
+}
+
+// refusalCode returns the code of the sentinel err wraps, or "refused".
+func refusalCode(err error) string {
+	for _, c := range refusalCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "refused"
+}
+
 // mac is HMAC-SHA256 under secret of a label and fields, each length-prefixed so that no
 // two different field lists hash alike.
 func mac(secret []byte, label string, fields ...[]byte) []byte {

@@ -22,6 +22,9 @@ const (
 	DefaultTransportPeerTimeout   = 5 * time.Second
 	DefaultTransportMaxBackoff    = time.Second
 	DefaultTransportMaxClockSkew  = 30 * time.Second
+	// DefaultTransportInboundBatches is how many batches of MaxBatchBytes the default
+	// MaxInboundBytes holds.
+	DefaultTransportInboundBatches = 4
 )
 
 // Bounds that Validate enforces; maxNameBytes also bounds the names a peer may send.
@@ -62,6 +65,18 @@ type TransportConfig struct {
 	// bodies are refused, and outbound messages are split to fit (a single message that
 	// cannot fit is dropped and counted). Default DefaultTransportMaxBatchBytes.
 	MaxBatchBytes int
+	// MaxInboundBytes bounds the memory that inbound frames (TCP) and request bodies (HTTP)
+	// hold while they are read and decoded, summed over all connections and requests: no
+	// number of connections, hostile or not, makes the transport buffer more than this. A
+	// buffer starts small and grows only as bytes arrive; a frame or body that would take
+	// the total beyond the bound is refused (TCP skips the frame, HTTP answers 503) and its
+	// sender retries. Outside this bound are fixed per-connection costs: a 64 KiB read
+	// buffer per established TCP connection (at most one per peer), per TCP handshake in
+	// progress (at most 256) a few KiB or with TLS up to about 100 KiB, and for HTTP what
+	// net/http keeps per connection and request header. Must be at least MaxBatchBytes. Default
+	// DefaultTransportInboundBatches times MaxBatchBytes (64 MiB with the default
+	// MaxBatchBytes).
+	MaxInboundBytes int
 	// DialTimeout bounds a TCP connect. Default DefaultTransportDialTimeout.
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds the TLS and kommander handshakes. Default
@@ -91,6 +106,7 @@ func (c TransportConfig) withDefaults() TransportConfig {
 	setDefault(&c.Logger, slog.Default())
 	setDefault(&c.QueueSize, DefaultTransportQueueSize)
 	setDefault(&c.MaxBatchBytes, DefaultTransportMaxBatchBytes)
+	setDefault(&c.MaxInboundBytes, DefaultTransportInboundBatches*c.MaxBatchBytes)
 	setDefault(&c.DialTimeout, DefaultTransportDialTimeout)
 	setDefault(&c.HandshakeTimeout, DefaultTransportHandshake)
 	setDefault(&c.KeepAlive, DefaultTransportKeepAlive)
@@ -117,6 +133,8 @@ func (c TransportConfig) Validate() error {
 		return fmt.Errorf("kommander: transport config: QueueSize %d must be positive", c.QueueSize)
 	case d.MaxBatchBytes < minMaxBatchBytes:
 		return fmt.Errorf("kommander: transport config: MaxBatchBytes %d is below %d", c.MaxBatchBytes, minMaxBatchBytes)
+	case d.MaxInboundBytes < d.MaxBatchBytes:
+		return fmt.Errorf("kommander: transport config: MaxInboundBytes %d is below MaxBatchBytes %d, so a full batch could never be read", d.MaxInboundBytes, d.MaxBatchBytes)
 	case d.DialTimeout < 0 || d.HandshakeTimeout < 0 || d.KeepAlive < 0 || d.PeerTimeout < 0 ||
 		d.MaxBackoff < 0 || d.MaxClockSkew < 0:
 		return errors.New("kommander: transport config: durations must not be negative")
@@ -142,7 +160,8 @@ type TransportStats struct {
 	// Received counts messages delivered to the node.
 	Received uint64
 	// Rejected counts inbound messages, batches and connections refused: malformed,
-	// oversize, wrong version, wrong cluster, wrong sender, failed authentication.
+	// oversize, over the MaxInboundBytes bound, wrong version, wrong cluster, wrong or
+	// unknown sender, failed authentication.
 	Rejected uint64
 	// AuthFailures counts peers (connections or requests) that failed authentication.
 	AuthFailures uint64

@@ -20,6 +20,7 @@ func TestTransportConfigValidateRejectsWhatCannotWork(t *testing.T) {
 		"short secret":          func(c *TransportConfig) { c.Secret = []byte("short") },
 		"negative queue":        func(c *TransportConfig) { c.QueueSize = -1 },
 		"tiny batches":          func(c *TransportConfig) { c.MaxBatchBytes = 100 },
+		"inbound below a batch": func(c *TransportConfig) { c.MaxInboundBytes = c.MaxBatchBytes - 1 },
 		"negative timeout":      func(c *TransportConfig) { c.DialTimeout = -time.Second },
 		"keepalive >= timeout":  func(c *TransportConfig) { c.KeepAlive, c.PeerTimeout = time.Second, time.Second },
 		"default keepalive too": func(c *TransportConfig) { c.KeepAlive, c.PeerTimeout = 0, 500*time.Millisecond },

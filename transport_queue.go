@@ -1,8 +1,12 @@
 package kommander
 
-// The sending side the TCP and HTTP transports share: per peer and lane a bounded queue
-// that Send fills without ever blocking (S29), drained by that lane's sender goroutine,
-// which waits a capped, jittered backoff after a failure.
+// The sending side the TCP and HTTP transports share: per peer a bounded queue that Send
+// fills without ever blocking (S29), drained by that peer's sender goroutine, which waits a
+// capped, jittered backoff after a failure.
+//
+// There is one connection (TCP) or request stream (HTTP) per peer. Snapshots, once they are
+// sent, will want a second one so that a large chunk never delays heartbeats; until then a
+// second lane would only be a door that nothing uses (S32), so there is none.
 
 import (
 	mrand "math/rand/v2"
@@ -10,23 +14,8 @@ import (
 	"time"
 )
 
-// Lanes: snapshot chunks travel apart from the rest so they never delay heartbeats.
-const (
-	laneRaft     = 0
-	laneSnapshot = 1
-	laneCount    = 2
-)
-
-// laneOf picks the lane a message travels on.
-func laneOf(m *Message) int {
-	if m.Type == msgSnapshot {
-		return laneSnapshot
-	}
-	return laneRaft
-}
-
-// sendQueue is a bounded queue of messages to one peer on one lane. push never blocks;
-// the lane's sender takes everything queued at once and writes it as few batches.
+// sendQueue is a bounded queue of messages to one peer. push never blocks; the peer's
+// sender takes everything queued at once and writes it as few batches.
 type sendQueue struct {
 	mu    sync.Mutex
 	msgs  []Message
@@ -74,12 +63,12 @@ func (q *sendQueue) giveBack(buf []Message) {
 	q.mu.Unlock()
 }
 
-// peer is one peer's address and send queues; the TCP and HTTP transports share it.
+// peer is one peer's address and send queue; the TCP and HTTP transports share it.
 type peer struct {
-	id     string
-	mu     sync.Mutex
-	addr   string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
-	queues [laneCount]*sendQueue
+	id    string
+	mu    sync.Mutex
+	addr  string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
+	queue *sendQueue
 }
 
 func (p *peer) address() string {
@@ -88,16 +77,16 @@ func (p *peer) address() string {
 	return p.addr
 }
 
-// peerSet is the peers a transport sends to.
+// peerSet is the peers a transport sends to, and the only node IDs it accepts traffic from.
 type peerSet struct {
 	mu     sync.Mutex
 	closed bool
 	peers  map[string]*peer
 }
 
-// set records addr for peer id. For a new peer it makes the lanes' queues and calls start
-// for each lane, under the lock, so that close cannot miss a sender that is starting.
-func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer, lane uint8)) {
+// set records addr for peer id. For a new peer it makes the queue and calls start under
+// the lock, so that close cannot miss a sender that is starting.
+func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -112,11 +101,8 @@ func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer, lane u
 	if s.peers == nil {
 		s.peers = make(map[string]*peer)
 	}
-	p := &peer{id: id, addr: addr}
-	for lane := range p.queues {
-		p.queues[lane] = newSendQueue(queueSize)
-		start(p, uint8(lane))
-	}
+	p := &peer{id: id, addr: addr, queue: newSendQueue(queueSize)}
+	start(p)
 	s.peers[id] = p
 }
 
@@ -133,7 +119,17 @@ func (s *peerSet) send(to string, msgs []Message, c *transportCounters) {
 		c.dropped.Add(uint64(len(msgs)))
 		return
 	}
-	pushSplit(&p.queues, msgs, c)
+	if !p.queue.push(msgs) {
+		c.dropped.Add(uint64(len(msgs)))
+	}
+}
+
+// known reports whether id is a peer: the members a transport accepts traffic from (S32).
+func (s *peerSet) known(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.peers[id]
+	return ok
 }
 
 // close makes later calls to set do nothing.
@@ -141,28 +137,6 @@ func (s *peerSet) close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-}
-
-// pushSplit queues msgs on the lanes of one peer, counting drops.
-func pushSplit(queues *[laneCount]*sendQueue, msgs []Message, c *transportCounters) {
-	snap := false
-	for i := range msgs {
-		if laneOf(&msgs[i]) != laneRaft {
-			snap = true
-			break
-		}
-	}
-	if !snap {
-		if !queues[laneRaft].push(msgs) {
-			c.dropped.Add(uint64(len(msgs)))
-		}
-		return
-	}
-	for i := range msgs {
-		if !queues[laneOf(&msgs[i])].push(msgs[i : i+1]) {
-			c.dropped.Add(1)
-		}
-	}
 }
 
 // minTransportBackoff is the first step of the backoff, and its floor.

@@ -3,6 +3,7 @@ package kommander
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -204,6 +205,19 @@ func startTransportNode(t *testing.T, tc transportCase, cfg TransportConfig) *tr
 	return n
 }
 
+// admit makes ids members that n accepts traffic from (S32), for raw links that claim
+// them. n never sends them anything, so it never dials the address.
+func admit(n *transportNode, ids ...string) {
+	for _, id := range ids {
+		n.tr.SetPeer(id, "127.0.0.1:1")
+	}
+}
+
+func digestOf(body []byte) []byte {
+	sum := sha256.Sum256(body)
+	return sum[:]
+}
+
 // connect introduces every node to every other.
 func connectAll(nodes ...*transportNode) {
 	for _, a := range nodes {
@@ -262,7 +276,7 @@ func TestTransportConformanceDeliversBatchesBothWays(t *testing.T) {
 			a.tr.Send("b", msgs)
 			got := b.rec.waitFor(t, transportWait, "the sample batch", func(m []Message) bool { return len(m) >= len(msgs) })
 			want := normalizeWire(withFromTo(msgs, "a", "b"))
-			if !sameMessagesPerLane(normalizeWire(got), want) {
+			if !reflect.DeepEqual(normalizeWire(got), want) {
 				t.Fatalf("b received\n%+v\nwant\n%+v", got, want)
 			}
 			// Many partitions' heartbeats in one Send coalesce into one batch.
@@ -293,24 +307,6 @@ func TestTransportConformanceDeliversBatchesBothWays(t *testing.T) {
 			}
 		})
 	}
-}
-
-// sameMessagesPerLane compares as multisets in order per lane: snapshots travel on their own lane
-// and may overtake.
-func sameMessagesPerLane(got, want []Message) bool {
-	split := func(ms []Message) (raft, snap []Message) {
-		for _, m := range ms {
-			if laneOf(&m) == laneSnapshot {
-				snap = append(snap, m)
-			} else {
-				raft = append(raft, m)
-			}
-		}
-		return
-	}
-	gr, gs := split(got)
-	wr, ws := split(want)
-	return reflect.DeepEqual(gr, wr) && reflect.DeepEqual(gs, ws)
 }
 
 func TestTransportConformanceUnknownPeerAndSelfAreDropped(t *testing.T) {
@@ -421,6 +417,7 @@ func TestTransportConformanceReplacesDeadConnection(t *testing.T) {
 			a, b := startTransportNode(t, tc, transportTestConfig("a")), startTransportNode(t, tc, transportTestConfig("b"))
 			px := newFreezingProxy(t, b.tr.Addr())
 			a.tr.SetPeer("b", px.addr())
+			b.tr.SetPeer("a", a.tr.Addr())
 			a.tr.Send("b", []Message{testHeartbeat(1, 1)})
 			b.rec.waitFor(t, transportWait, "first message", func(m []Message) bool { return len(m) == 1 })
 			px.freeze() // every current connection goes silent; new ones pass
@@ -449,12 +446,7 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfgA, cfgB := transportTestConfig("a"), transportTestConfig("b")
 			cfgA.Secret, cfgB.Secret = secret, secret
-			a, b := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB)
-			connectAll(a, b)
-			stop := make(chan struct{})
-			wg := keepSending(a, "b", 1, stop)
-			defer func() { close(stop); wg.Wait() }()
-			expectFlowing(t, b, 1, "at the start")
+			b := startUnderAttack(t, tc, cfgA, cfgB)
 
 			link := rawLink{from: "x", to: "b", cluster: "conformance", secret: secret, version: 1, instance: 77}
 			good := func(ctx uint64) []byte {
@@ -553,6 +545,19 @@ func TestTransportConformanceHostileInput(t *testing.T) {
 	}
 }
 
+// startUnderAttack starts a and b, with a sending b heartbeats with context 1 until the
+// test ends, and b admitting member "x", which raw links claim; it returns b.
+func startUnderAttack(t *testing.T, tc transportCase, cfgA, cfgB TransportConfig) *transportNode {
+	a, b := startTransportNode(t, tc, cfgA), startTransportNode(t, tc, cfgB)
+	connectAll(a, b)
+	admit(b, "x")
+	stop := make(chan struct{})
+	wg := keepSending(a, "b", 1, stop)
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	expectFlowing(t, b, 1, "at the start")
+	return b
+}
+
 func withLink(l rawLink, f func(*rawLink)) rawLink {
 	f(&l)
 	return l
@@ -615,11 +620,12 @@ func (r *rawHTTP) request(payload []byte) *http.Request {
 	h.Set(hdrInstance, inst)
 	if r.l.secret != nil {
 		ts := strconv.FormatInt(time.Now().UnixNano(), 10)
-		nonce := "0-" + strconv.Itoa(r.seq)
+		nonce := strconv.Itoa(r.seq)
 		h.Set(hdrTimestamp, ts)
 		h.Set(hdrNonce, nonce)
-		h.Set(hdrSignature, fmt.Sprintf("%x", httpSignature(r.l.secret, http.MethodPost, httpRaftPath,
-			r.l.cluster, r.l.from, inst, ts, nonce, payload)))
+		h.Set(hdrDigest, hexOf(digestOf(payload)))
+		h.Set(hdrSignature, hexOf(httpSignature(r.l.secret, http.MethodPost, httpRaftPath,
+			r.l.cluster, r.l.from, inst, ts, nonce, digestOf(payload))))
 	}
 	return req
 }
@@ -827,6 +833,7 @@ func BenchmarkTransportThroughput(b *testing.B) {
 				}
 			})
 			ta.SetPeer("b", tb.Addr())
+			tb.SetPeer("a", ta.Addr())
 			data := make([]byte, 128)
 			batch := make([]Message, 64)
 			for i := range batch {
