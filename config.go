@@ -133,7 +133,8 @@ type Config struct {
 	// and must not block for long.
 	OnLeaderChange func(LeaderChange)
 
-	// RandSeed seeds the node's randomized election timeouts. 0 means a random seed. Set
+	// RandSeed seeds the node's randomized election timeouts (entry IDs never derive from
+	// it, so a node restarted with the same seed never reuses one). 0 means a random seed. Set
 	// it, with a FakeClock and a MemoryNetwork, for a reproducible test cluster.
 	RandSeed int64
 }
