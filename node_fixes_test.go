@@ -49,13 +49,7 @@ func TestCallersAreAnsweredWhenSavesFailS26(t *testing.T) {
 	mu.Lock()
 	gate = nil
 	mu.Unlock()
-	ms := c.stores[lead].(*MemoryStorage)
-	boom := errors.New("fsync failed")
-	ms.FailSaves(boom)
-	defer ms.FailSaves(nil)
-	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "w")); err == nil {
-		t.Fatal("a write whose fsync failed was acknowledged")
-	}
+	failSaves(t, c, lead)
 	if n.failed.Load() == nil {
 		t.Fatal("the node did not fail after its Save failed")
 	}
@@ -70,6 +64,20 @@ func TestCallersAreAnsweredWhenSavesFailS26(t *testing.T) {
 	case <-timer.C:
 		t.Fatalf("a write queued after the node failed is still waiting 2s later (pending %d)", n.Metrics().PendingProposals)
 	}
+}
+
+// failSaves makes every later Save of node i fail (until the test ends), and checks that a
+// write through it is then not acknowledged. It returns the storage error.
+func failSaves(t *testing.T, c *nodeCluster, i int) error {
+	t.Helper()
+	ms := c.stores[i].(*MemoryStorage)
+	boom := errors.New("fsync failed")
+	ms.FailSaves(boom)
+	t.Cleanup(func() { ms.FailSaves(nil) })
+	if _, err := c.nodes[i].Replicate(ctxT(t), 0, "put", put("k", "w")); err == nil {
+		t.Fatal("a write whose fsync failed was acknowledged")
+	}
+	return boom
 }
 
 // heldSaves holds, once armed, every Save that carries entries until the test hands it a
@@ -214,10 +222,7 @@ func TestStorageReadErrorFailsTheNodeS26(t *testing.T) {
 // applied (it used to fail with ErrNotLeader: the sweep for entries lost to another leader
 // ran before the barrier was matched), and the write before it is visible locally.
 func TestReadBarrierOnLeader(t *testing.T) {
-	c := newNodeCluster(t, 3, 1, false)
-	c.startAll()
-	lead := c.leaders()[0]
-	defer c.pump()()
+	c, lead := newRunningCluster(t)
 	n := c.nodes[lead]
 	for k := 0; k < 3; k++ {
 		v := fmt.Sprint(k)
@@ -415,10 +420,7 @@ func TestDuplicatedForwardedProposalAppliesOnceS12(t *testing.T) {
 // supervisor to restart it; a node that runs says nothing, and one that stopped says
 // ErrStopped.
 func TestFailedNodeSaysSoThroughDoneAndErr(t *testing.T) {
-	c := newNodeCluster(t, 3, 1, false)
-	c.startAll()
-	lead := c.leaders()[0]
-	defer c.pump()()
+	c, lead := newRunningCluster(t)
 	n := c.nodes[lead]
 	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
 		t.Fatal(err)
@@ -431,13 +433,7 @@ func TestFailedNodeSaysSoThroughDoneAndErr(t *testing.T) {
 	if err := n.Err(); err != nil {
 		t.Fatalf("Err on a node that runs: %v", err)
 	}
-	ms := c.stores[lead].(*MemoryStorage)
-	boom := errors.New("fsync failed")
-	ms.FailSaves(boom)
-	defer ms.FailSaves(nil)
-	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "w")); err == nil {
-		t.Fatal("a write whose fsync failed was acknowledged")
-	}
+	boom := failSaves(t, c, lead)
 	select {
 	case <-n.Done():
 	case <-ctxT(t).Done():

@@ -192,6 +192,17 @@ func newNodeCluster(t *testing.T, nodes, partitions int, durableSM bool) *nodeCl
 	return c
 }
 
+// newRunningCluster starts a cluster of three nodes and one partition whose clock runs
+// until the test ends, and returns it with the index of the partition's leader.
+func newRunningCluster(t *testing.T) (*nodeCluster, int) {
+	t.Helper()
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	t.Cleanup(c.pump())
+	return c, lead
+}
+
 func (c *nodeCluster) config(i int) Config {
 	var peers []Peer
 	for _, id := range c.ids {

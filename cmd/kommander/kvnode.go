@@ -236,12 +236,12 @@ type kvServer struct {
 // newKVServer returns the handler of the key-value API.
 func newKVServer(n *kommander.Node, store *kvStore, timeout time.Duration, maxValue int64) *kvServer {
 	s := &kvServer{node: n, store: store, timeout: timeout, maxValue: maxValue, mux: http.NewServeMux()}
-	s.mux.HandleFunc("PUT /kv/{key...}", s.putValue)
-	s.mux.HandleFunc("GET /kv/{key...}", s.getValue)
-	s.mux.HandleFunc("DELETE /kv/{key...}", s.deleteValue)
-	s.mux.HandleFunc("POST /list/{key...}", s.appendList)
-	s.mux.HandleFunc("GET /list/{key...}", s.getList)
-	s.mux.HandleFunc("GET /status", s.status)
+	s.mux.HandleFunc("PUT /kv/{key...}", s.serve(s.putValue))
+	s.mux.HandleFunc("GET /kv/{key...}", s.serve(s.getValue))
+	s.mux.HandleFunc("DELETE /kv/{key...}", s.serve(s.deleteValue))
+	s.mux.HandleFunc("POST /list/{key...}", s.serve(s.appendList))
+	s.mux.HandleFunc("GET /list/{key...}", s.serve(s.getList))
+	s.mux.HandleFunc("GET /status", s.serve(s.status))
 	s.mux.HandleFunc("/kv/{key...}", methodNotAllowed("GET, PUT, DELETE"))
 	s.mux.HandleFunc("/list/{key...}", methodNotAllowed("GET, POST"))
 	// Without these, the mux would answer /kv with an HTML redirect to /kv/.
@@ -400,35 +400,49 @@ func (s *kvServer) fail(w http.ResponseWriter, err error) {
 	writeError(w, statusOf(err), err.Error())
 }
 
-func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) {
+// handler is a key-value endpoint: it writes its answer, or returns the error to answer
+// with (see statusOf).
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+// serve adapts a handler to net/http.
+func (s *kvServer) serve(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.fail(w, err)
+		}
+	}
+}
+
+// parse returns the request's key and its query, refusing parameters the endpoint does not
+// take (allowed).
+func (s *kvServer) parse(r *http.Request, allowed ...string) (string, url.Values, error) {
 	key, err := s.key(r)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return "", nil, err
 	}
-	q, err := query(r, "if", "if-absent")
+	q, err := query(r, allowed...)
+	return key, q, err
+}
+
+func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "if", "if-absent")
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	old, hasIf, err := s.condition(q)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	ifAbsent, err := boolParam(q, "if-absent")
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	if hasIf && ifAbsent {
-		s.fail(w, &httpError{http.StatusBadRequest, "?if and ?if-absent exclude each other"})
-		return
+		return &httpError{http.StatusBadRequest, "?if and ?if-absent exclude each other"}
 	}
 	value, err := s.body(r)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	var v any
 	switch {
@@ -439,73 +453,64 @@ func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) {
 	default:
 		v, err = s.replicate(r, key, cmdPut, value)
 	}
-	s.answerWrite(w, v, err)
+	return answerWrite(w, v, err)
 }
 
 // answerWrite answers a write: 204, 412 when its condition did not hold, or the error.
-func (s *kvServer) answerWrite(w http.ResponseWriter, v any, err error) {
+func answerWrite(w http.ResponseWriter, v any, err error) error {
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	if ok, isBool := v.(bool); isBool && !ok {
-		writeError(w, http.StatusPreconditionFailed, "precondition failed: the current value differs")
-		return
+		return &httpError{http.StatusPreconditionFailed, "precondition failed: the current value differs"}
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	q, err := query(r, "stale")
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
+// read reads key: from this node's state with ?stale, else through the log (cmd).
+func (s *kvServer) read(r *http.Request, q url.Values, key, cmd string, local func(p int) any) (any, error) {
 	stale, err := boolParam(q, "stale")
+	switch {
+	case err != nil:
+		return nil, err
+	case stale:
+		return local(kommander.KeyPartition([]byte(key), s.node.Partitions())), nil
+	}
+	return s.replicate(r, key, cmd)
+}
+
+func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "stale")
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
-	var val kvValue
-	if stale {
-		val.value, val.found = s.store.get(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
-	} else {
-		v, err := s.replicate(r, key, cmdGet)
-		if err != nil {
-			s.fail(w, err)
-			return
-		}
-		val, _ = v.(kvValue)
+	v, err := s.read(r, q, key, cmdGet, func(p int) any {
+		var val kvValue
+		val.value, val.found = s.store.get(p, key)
+		return val
+	})
+	if err != nil {
+		return err
 	}
+	val, _ := v.(kvValue)
 	if !val.found {
-		writeError(w, http.StatusNotFound, "no value at "+strconv.Quote(key))
-		return
+		return &httpError{http.StatusNotFound, "no value at " + strconv.Quote(key)}
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(len(val.value)))
 	_, _ = w.Write(val.value)
+	return nil
 }
 
-func (s *kvServer) deleteValue(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
+func (s *kvServer) deleteValue(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "if")
 	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	q, err := query(r, "if")
-	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	old, hasIf, err := s.condition(q)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	var v any
 	if hasIf {
@@ -513,76 +518,54 @@ func (s *kvServer) deleteValue(w http.ResponseWriter, r *http.Request) {
 	} else {
 		v, err = s.replicate(r, key, cmdDelete)
 	}
-	s.answerWrite(w, v, err)
+	return answerWrite(w, v, err)
 }
 
-func (s *kvServer) appendList(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
+func (s *kvServer) appendList(w http.ResponseWriter, r *http.Request) error {
+	key, _, err := s.parse(r)
 	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	if _, err := query(r); err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	elem, err := s.body(r)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	v, err := s.replicate(r, key, cmdAppend, elem)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"index": v})
+	return nil
 }
 
-func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
+func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "stale")
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
-	q, err := query(r, "stale")
+	v, err := s.read(r, q, key, cmdList, func(p int) any { return s.store.list(p, key) })
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
-	stale, err := boolParam(q, "stale")
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	var l [][]byte
-	if stale {
-		l = s.store.list(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
-	} else {
-		v, err := s.replicate(r, key, cmdList)
-		if err != nil {
-			s.fail(w, err)
-			return
-		}
-		l, _ = v.([][]byte)
-	}
+	l, _ := v.([][]byte)
 	out := make([]string, len(l))
 	for i, e := range l {
 		out[i] = string(e)
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (s *kvServer) status(w http.ResponseWriter, r *http.Request) {
+func (s *kvServer) status(w http.ResponseWriter, r *http.Request) error {
 	if _, err := query(r); err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	st := s.node.Status()
 	writeJSON(w, http.StatusOK, struct {
 		kommander.Status
 		Metrics kommander.Metrics `json:"metrics"`
 	}{st, s.node.Metrics()})
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

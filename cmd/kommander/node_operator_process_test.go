@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -20,22 +19,11 @@ import (
 // A process that keeps running past the timeout fails the test: it should have refused.
 func startMistaken(c *procCluster, i int, data string, peers string, args ...string) (int, string) {
 	c.t.Helper()
-	raft, err := freeLoopbackAddr()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	httpAddr, err := freeLoopbackAddr()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	logPath := filepath.Join(c.t.TempDir(), "mistaken.log")
-	n := &procNode{id: c.nodes[i].id, raft: raft, http: httpAddr, data: data, logPath: logPath, peers: peers, args: args}
-	c.nodes = append(c.nodes, n)
-	j := len(c.nodes) - 1
-	defer func() { c.nodes = c.nodes[:j] }()
+	j := c.addNode(c.nodes[i].id, data, peers, args...)
+	defer c.dropNode(j)
 	c.start(j)
 	code := c.waitExit(j, 30*time.Second)
-	b, _ := os.ReadFile(logPath)
+	b, _ := os.ReadFile(c.nodes[j].logPath)
 	return code, string(b)
 }
 

@@ -452,22 +452,10 @@ func testSIGTERM(c *procCluster) {
 // a running node (its own ports and data) is refused by the peers, which say so in their
 // logs; nobody crashes, and the cluster goes on serving.
 func testDuplicateNodeID(c *procCluster) {
-	raft, err := freeLoopbackAddr()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	httpAddr, err := freeLoopbackAddr()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	dir := c.t.TempDir()
-	imp := &procNode{id: "n1", raft: raft, http: httpAddr, data: filepath.Join(dir, "impostor"), logPath: filepath.Join(dir, "impostor.log"),
-		peers: "n1=" + raft + "," + strings.Join(strings.Split(c.peers, ",")[1:], ",")}
-	c.nodes = append(c.nodes, imp)
-	i := len(c.nodes) - 1
-	defer func() {
-		c.nodes = c.nodes[:i]
-	}()
+	i := c.addNode("n1", filepath.Join(c.t.TempDir(), "impostor"), "")
+	defer c.dropNode(i)
+	imp := c.nodes[i]
+	imp.peers = "n1=" + imp.raft + "," + strings.Join(strings.Split(c.peers, ",")[1:], ",")
 	c.start(i)
 	c.eventually(30*time.Second, "a peer reports the second process with ID n1", func() bool {
 		for _, n := range c.nodes[1:3] {

@@ -286,6 +286,27 @@ func (c *procCluster) start(i int) {
 	}()
 }
 
+// addNode adds a node process slot with the given ID, data directory and -peers (empty:
+// the cluster's), on free loopback ports and with a log of its own, and returns its index.
+// The caller starts it, and drops it (dropNode) before the next test step.
+func (c *procCluster) addNode(id, data, peers string, args ...string) int {
+	c.t.Helper()
+	raft, err := freeLoopbackAddr()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	httpAddr, err := freeLoopbackAddr()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	logPath := filepath.Join(c.t.TempDir(), id+".log")
+	c.nodes = append(c.nodes, &procNode{id: id, raft: raft, http: httpAddr, data: data, logPath: logPath, peers: peers, args: args})
+	return len(c.nodes) - 1
+}
+
+// dropNode forgets the node slots from i on (added by addNode).
+func (c *procCluster) dropNode(i int) { c.nodes = c.nodes[:i] }
+
 // signal sends sig to node i's process.
 func (c *procCluster) signal(i int, sig syscall.Signal) {
 	c.t.Helper()
