@@ -26,8 +26,7 @@ import (
 //	      u8   type                     MessageType, MsgVote..MsgForwardRefused
 //	      u32  partition
 //	      u64  term, logTerm, index, commit, rejectHint, context
-//	      u8   flags                    bit 0: reject, bit 1: snapshot follows,
-//	                                    bits 2-3: hops (MsgForward); others 0
+//	      u8   flags                    bit 0: reject, bit 1: snapshot follows; others 0
 //	      u32  entry count
 //	      entry * count:
 //	        u64 term, u64 index, u8 kind, u64 id
@@ -52,26 +51,23 @@ const codecVersion = 1
 
 // Fixed sizes of the format, used for bounds checks before allocating.
 const (
-	batchHeaderFixed = 1 + 2 + 2 + 4                        // version, two string lengths, count
-	recordFixed      = 1 + 4 + 6*8 + 1 + 4                  // a record without entries or snapshot
-	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4                // an entry with empty type and data
-	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4            // a snapshot chunk without voters or data
-	minRecordOnWire  = 4 + recordFixed                      // the length prefix plus the smallest record
-	flagReject       = 1 << 0                               // Message.Reject
-	flagSnapshot     = 1 << 1                               // Message.snapshot != nil
-	flagHopsShift    = 2                                    // the lowest bit of Message.Hops
-	flagHops         = 3 << flagHopsShift                   // Message.Hops, bits 2-3
-	maxHopsOnWire    = flagHops >> flagHopsShift            // the largest Message.Hops the flags hold
-	knownFlags       = flagReject | flagSnapshot | flagHops // any other bit is malformed
-	maxEncodedString = math.MaxUint16                       // a u16 length prefix
-	maxEncodedCount  = math.MaxUint32                       // a u32 count or length prefix
-	maxEntryKind     = uint8(entryConfig)                   // the last EntryKind the format knows
-	maxVotersOnWire  = math.MaxUint16                       // a u16 count
-	defaultMaxString = 1 << 10                              // node IDs and entry types are short names
-	defaultMaxMsgs   = 1 << 16                              // messages per batch
-	defaultMaxEnts   = 1 << 16                              // entries per message
-	defaultMaxVoters = 1 << 10                              // voters in one snapshot's configuration
-	defaultMaxBatch  = 64 << 20                             // bytes of one batch
+	batchHeaderFixed = 1 + 2 + 2 + 4             // version, two string lengths, count
+	recordFixed      = 1 + 4 + 6*8 + 1 + 4       // a record without entries or snapshot
+	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4     // an entry with empty type and data
+	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4 // a snapshot chunk without voters or data
+	minRecordOnWire  = 4 + recordFixed           // the length prefix plus the smallest record
+	flagReject       = 1 << 0                    // Message.Reject
+	flagSnapshot     = 1 << 1                    // Message.snapshot != nil
+	knownFlags       = flagReject | flagSnapshot // any other bit is malformed
+	maxEncodedString = math.MaxUint16            // a u16 length prefix
+	maxEncodedCount  = math.MaxUint32            // a u32 count or length prefix
+	maxEntryKind     = uint8(entryConfig)        // the last EntryKind the format knows
+	maxVotersOnWire  = math.MaxUint16            // a u16 count
+	defaultMaxString = 1 << 10                   // node IDs and entry types are short names
+	defaultMaxMsgs   = 1 << 16                   // messages per batch
+	defaultMaxEnts   = 1 << 16                   // entries per message
+	defaultMaxVoters = 1 << 10                   // voters in one snapshot's configuration
+	defaultMaxBatch  = 64 << 20                  // bytes of one batch
 )
 
 // ErrMalformed is wrapped by every error that reports bytes from the network that do not
@@ -156,9 +152,6 @@ func appendMessage(dst []byte, m *Message) ([]byte, error) {
 	if uint64(len(m.Entries)) > maxEncodedCount {
 		return dst, fmt.Errorf("%w: %d entries", errEncode, len(m.Entries))
 	}
-	if m.Hops > maxHopsOnWire {
-		return dst, fmt.Errorf("%w: %d hops", errEncode, m.Hops)
-	}
 	at := len(dst)
 	dst = append(dst, 0, 0, 0, 0) // record length, filled in below
 	dst = append(dst, byte(m.Type))
@@ -169,7 +162,7 @@ func appendMessage(dst []byte, m *Message) ([]byte, error) {
 	dst = binary.LittleEndian.AppendUint64(dst, m.Commit)
 	dst = binary.LittleEndian.AppendUint64(dst, m.RejectHint)
 	dst = binary.LittleEndian.AppendUint64(dst, m.Context)
-	flags := m.Hops << flagHopsShift
+	var flags byte
 	if m.Reject {
 		flags |= flagReject
 	}
@@ -441,7 +434,6 @@ func (d *decoder) message() Message {
 		return m
 	}
 	m.Reject = flags&flagReject != 0
-	m.Hops = (flags & flagHops) >> flagHopsShift
 	n := d.count32("entry count", d.lim.maxEntries, entryFixed)
 	if n > 0 {
 		if n <= len(d.slab) {

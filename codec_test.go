@@ -58,7 +58,7 @@ func goldenBatches() []struct {
 				Offset: 4096, Data: []byte("chunk bytes"), Done: true, Checksum: 0xcafef00d},
 		}}},
 		{"forward", "n2", "n1", []Message{
-			{Type: MsgForward, Partition: 5, Term: 3, Hops: 2, Entries: []Entry{
+			{Type: MsgForward, Partition: 5, Term: 3, Entries: []Entry{
 				{Kind: EntryNormal, ID: 77, Type: "SetValue", Data: []byte("k=v")},
 			}},
 			{Type: MsgForwardRefused, Partition: 5, Term: 3, Entries: []Entry{{Kind: EntryNormal, ID: 78}}},
@@ -252,7 +252,6 @@ func TestAppendBatchRefusesWhatTheWireCannotCarry(t *testing.T) {
 		"unknown type":  {{Type: msgTypeCount}},
 		"long type":     {{Type: MsgAppend, Entries: []Entry{{Type: long}}}},
 		"unknown kind":  {{Type: MsgAppend, Entries: []Entry{{Kind: 9}}}},
-		"too many hops": {{Type: MsgForward, Hops: maxHopsOnWire + 1}},
 		"long voter ID": {{Type: msgSnapshot, snapshot: &snapshotChunk{Voters: []string{long}}}},
 	}
 	for name, msgs := range cases {

@@ -34,7 +34,11 @@ type Config struct {
 	Addr string
 
 	// DataDir is where the default Storage (the WAL) keeps its files. Required unless
-	// Storage is set.
+	// Storage is set. The node locks it for as long as it runs (a second process that
+	// points at it fails at once with ErrDirLocked), and keeps in it the cluster identity
+	// it was first started with: ClusterName, NodeID, Partitions and the members of Peers.
+	// A later start with other values fails with ErrIdentityMismatch. With a Storage of
+	// your own and no DataDir, neither check is made.
 	DataDir string
 
 	// Partitions is the number of independent Raft groups, numbered 0..Partitions-1.
@@ -129,7 +133,8 @@ type Config struct {
 	// and must not block for long.
 	OnLeaderChange func(LeaderChange)
 
-	// RandSeed seeds the node's randomized election timeouts. 0 means a random seed. Set
+	// RandSeed seeds the node's randomized election timeouts (entry IDs never derive from
+	// it, so a node restarted with the same seed never reuses one). 0 means a random seed. Set
 	// it, with a FakeClock and a MemoryNetwork, for a reproducible test cluster.
 	RandSeed int64
 }

@@ -111,6 +111,11 @@
 //	wal_sync_linux.go     fdatasync and directory fsync on Linux
 //	wal_sync_other.go     fsync (F_FULLFSYNC on macOS) and directory fsync elsewhere
 //	wal_sync_windows.go   FlushFileBuffers on Windows, where a directory needs no fsync
+//	dirlock.go            the lock that keeps a second process out of a data directory
+//	dirlock_unix.go       the lock with flock on Unix
+//	dirlock_windows.go    the lock with an exclusive open on Windows
+//	dirlock_other.go      no lock where the platform offers none: left to the operator
+//	identity.go           the cluster identity stored in a data directory and checked at start
 //	memory_storage.go     MemoryStorage, for tests: survives the node, crashes, fails saves
 //
 //	codec.go              the one binary encoding of message batches on the wire

@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,7 @@ type Node struct {
 	log       *slog.Logger
 	storage   Storage
 	ownsStore bool
+	dirLock   *dirLock // DataDir's lock, when the node took it (a Storage of the caller's)
 	transport Transport
 	parts     []*partition
 	addrs     map[string]string // member ID -> address
@@ -117,8 +119,10 @@ type Node struct {
 	idSeq     atomic.Uint64
 	metrics   metrics
 
-	state  atomic.Int32
-	failed atomic.Pointer[error] // sticky failure: storage or state machine
+	state    atomic.Int32
+	failed   atomic.Pointer[error] // sticky failure: storage or state machine
+	done     chan struct{}         // closed once the node failed or stopped
+	doneOnce sync.Once
 
 	in      inbox       // what arrives between loop passes
 	out     outbox      // what a pass sends, by peer; loop only
@@ -162,6 +166,7 @@ func NewNode(cfg Config) (*Node, error) {
 		log:      cfg.Logger.With("node", cfg.NodeID),
 		storage:  cfg.Storage,
 		admitted: func() {},
+		done:     make(chan struct{}),
 		stop:     shutdown{loop: make(chan struct{}), loopDone: make(chan struct{})},
 	}
 	n.startLoops = n.runLoops
@@ -173,20 +178,34 @@ func NewNode(cfg Config) (*Node, error) {
 		seed = int64(binary.LittleEndian.Uint64(b[:]))
 	}
 	n.rand = rand.New(rand.NewPCG(uint64(seed), 0x6b6f6d6d616e6465))
-	n.idSeq.Store(n.rand.Uint64())
+	// Entry IDs carry an incarnation of their own, random and never derived from RandSeed:
+	// a node restarted with the same seed must not hand out the IDs of its previous life,
+	// or an entry of that life could be taken for a new proposal's (S35).
+	var inc [8]byte
+	if _, err := crand.Read(inc[:]); err != nil {
+		return nil, fmt.Errorf("kommander: node %s: read a random entry ID incarnation: %w", cfg.NodeID, err)
+	}
+	n.idSeq.Store(newIDIncarnation(binary.LittleEndian.Uint64(inc[:])))
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeStorage()
+		}
+	}()
 	if n.storage == nil {
-		s, err := openDefaultStorage(cfg)
+		s, err := openDefaultStorage(cfg) // the WAL locks DataDir
 		if err != nil {
 			return nil, fmt.Errorf("kommander: node %s: open storage in %s: %w", cfg.NodeID, cfg.DataDir, err)
 		}
 		n.storage, n.ownsStore = s, true
-	}
-	ok := false
-	defer func() {
-		if !ok && n.ownsStore {
-			_ = n.storage.Close()
+	} else if w, isWAL := cfg.Storage.(*WAL); cfg.DataDir != "" && !(isWAL && filepath.Clean(w.dir) == filepath.Clean(cfg.DataDir)) {
+		// A WAL in DataDir holds the lock already.
+		l, err := lockDir(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
 		}
-	}()
+		n.dirLock = l
+	}
 	peers, err := cfg.Discovery.Peers(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: discover peers: %w", cfg.NodeID, err)
@@ -195,6 +214,17 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	voters := voterIDs(cfg.NodeID, peers)
+	if cfg.DataDir != "" {
+		// Under the WAL's lock: a second process never gets this far.
+		want := clusterIdentity{Cluster: cfg.ClusterName, Node: cfg.NodeID, Partitions: cfg.Partitions, Members: voters}
+		created, err := checkIdentity(cfg.DataDir, want)
+		if err != nil {
+			return nil, err // it names the directory, the node and both configurations
+		}
+		if created {
+			n.log.Info("recorded the cluster identity of a new data directory", "dir", cfg.DataDir, "cluster", cfg.ClusterName, "partitions", cfg.Partitions, "members", voters)
+		}
+	}
 	n.addrs = make(map[string]string, len(peers))
 	for _, p := range peers {
 		addr := p.Addr
@@ -279,6 +309,7 @@ func (n *Node) Start(ctx context.Context) error {
 		var err error
 		if t, err = newNetworkTransport(n.cfg, func() any { return n.Status() }); err != nil {
 			n.state.Store(stateStopped)
+			n.markDone()
 			return fmt.Errorf("kommander: node %s: transport: %w", n.cfg.NodeID, err)
 		}
 	}
@@ -288,6 +319,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	if err := t.Start(n.deliver); err != nil {
 		n.state.Store(stateStopped)
+		n.markDone()
 		return fmt.Errorf("kommander: node %s: start transport: %w", n.cfg.NodeID, err)
 	}
 	n.startLoops()
@@ -364,13 +396,27 @@ func (n *Node) closeAll() error {
 			errs = append(errs, fmt.Errorf("kommander: node %s: close transport: %w", n.cfg.NodeID, err))
 		}
 	}
+	if err := n.closeStorage(); err != nil {
+		errs = append(errs, err)
+	}
+	n.state.Store(stateStopped)
+	n.markDone()
+	n.leaders.changed()
+	return errors.Join(errs...)
+}
+
+// closeStorage closes the storage the node opened and releases the data directory's lock.
+func (n *Node) closeStorage() error {
+	var errs []error
 	if n.ownsStore {
 		if err := n.storage.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("kommander: node %s: close storage: %w", n.cfg.NodeID, err))
 		}
+		n.ownsStore = false
 	}
-	n.state.Store(stateStopped)
-	n.leaders.changed()
+	if err := n.dirLock.unlock(); err != nil {
+		errs = append(errs, fmt.Errorf("kommander: node %s: unlock %s: %w", n.cfg.NodeID, n.cfg.DataDir, err))
+	}
 	return errors.Join(errs...)
 }
 
@@ -379,7 +425,30 @@ func (n *Node) closeAll() error {
 func (n *Node) fail(err error) {
 	if n.failed.CompareAndSwap(nil, &err) {
 		n.log.Error("node failed; it accepts no more writes", "err", err)
+		n.markDone()
 	}
+}
+
+// markDone closes Done's channel, once.
+func (n *Node) markDone() { n.doneOnce.Do(func() { close(n.done) }) }
+
+// Done returns a channel that is closed when the node can no longer serve: it failed (a
+// storage or state machine error; see Err) or Stop finished. A program that embeds a node
+// should watch it, and on a failure stop and exit so that a supervisor restarts it: a
+// failed node accepts no writes and never recovers by itself.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err returns nil until Done is closed. Then it says why: for a failed node, an error that
+// wraps ErrStopped and the storage or state machine error that stopped it; after Stop,
+// ErrStopped.
+func (n *Node) Err() error {
+	if f := n.failed.Load(); f != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, *f)
+	}
+	if n.state.Load() == stateStopped {
+		return fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, ErrStopped)
+	}
+	return nil
 }
 
 // failStop is fail for a storage or state machine error (cause, described by err), and

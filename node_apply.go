@@ -11,12 +11,13 @@ import (
 // calls, in order, from that goroutine. The loop queues entries on each partition
 // (pushApply) and wakes it.
 type applier struct {
-	sm      StateMachine
-	parts   []*partition
-	metrics *metrics
-	nodeID  string
-	failed  *atomic.Pointer[error]
-	fail    func(err, cause error) // Node.failStop
+	sm       StateMachine
+	parts    []*partition
+	metrics  *metrics
+	nodeID   string
+	failed   *atomic.Pointer[error]
+	fail     func(err, cause error) // Node.failStop
+	wakeLoop func()                 // the loop waits for room in an apply queue
 
 	mu      sync.Mutex // one applier at a time
 	spare   []Entry    // reused for the entries of one Apply
@@ -33,7 +34,7 @@ type applier struct {
 
 func (a *applier) init(n *Node) {
 	a.sm, a.parts, a.metrics, a.nodeID = n.cfg.StateMachine, n.parts, &n.metrics, n.cfg.NodeID
-	a.failed, a.fail = &n.failed, n.failStop
+	a.failed, a.fail, a.wakeLoop = &n.failed, n.failStop, n.in.signal
 	a.onLeaderChange = n.cfg.OnLeaderChange
 	a.wake, a.stop, a.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 }
@@ -99,9 +100,12 @@ func (a *applier) applyPartition(p *partition) bool {
 	if a.failed.Load() != nil {
 		return false
 	}
-	ents, applied := p.popApply(a.spare[:0], maxApplyBatch)
+	ents, applied, roomMade := p.popApply(a.spare[:0], maxApplyBatch)
 	if len(ents) == 0 {
 		return false
+	}
+	if roomMade {
+		a.wakeLoop()
 	}
 	// The entries to apply are gathered in place at the front of ents (a copy of our
 	// own); barriers, rare, apart.

@@ -49,13 +49,7 @@ func TestCallersAreAnsweredWhenSavesFailS26(t *testing.T) {
 	mu.Lock()
 	gate = nil
 	mu.Unlock()
-	ms := c.stores[lead].(*MemoryStorage)
-	boom := errors.New("fsync failed")
-	ms.FailSaves(boom)
-	defer ms.FailSaves(nil)
-	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "w")); err == nil {
-		t.Fatal("a write whose fsync failed was acknowledged")
-	}
+	failSaves(t, c, lead)
 	if n.failed.Load() == nil {
 		t.Fatal("the node did not fail after its Save failed")
 	}
@@ -70,6 +64,20 @@ func TestCallersAreAnsweredWhenSavesFailS26(t *testing.T) {
 	case <-timer.C:
 		t.Fatalf("a write queued after the node failed is still waiting 2s later (pending %d)", n.Metrics().PendingProposals)
 	}
+}
+
+// failSaves makes every later Save of node i fail (until the test ends), and checks that a
+// write through it is then not acknowledged. It returns the storage error.
+func failSaves(t *testing.T, c *nodeCluster, i int) error {
+	t.Helper()
+	ms := c.stores[i].(*MemoryStorage)
+	boom := errors.New("fsync failed")
+	ms.FailSaves(boom)
+	t.Cleanup(func() { ms.FailSaves(nil) })
+	if _, err := c.nodes[i].Replicate(ctxT(t), 0, "put", put("k", "w")); err == nil {
+		t.Fatal("a write whose fsync failed was acknowledged")
+	}
+	return boom
 }
 
 // heldSaves holds, once armed, every Save that carries entries until the test hands it a
@@ -214,10 +222,7 @@ func TestStorageReadErrorFailsTheNodeS26(t *testing.T) {
 // applied (it used to fail with ErrNotLeader: the sweep for entries lost to another leader
 // ran before the barrier was matched), and the write before it is visible locally.
 func TestReadBarrierOnLeader(t *testing.T) {
-	c := newNodeCluster(t, 3, 1, false)
-	c.startAll()
-	lead := c.leaders()[0]
-	defer c.pump()()
+	c, lead := newRunningCluster(t)
 	n := c.nodes[lead]
 	for k := 0; k < 3; k++ {
 		v := fmt.Sprint(k)
@@ -408,4 +413,127 @@ func TestDuplicatedForwardedProposalAppliesOnceS12(t *testing.T) {
 		}
 	}
 	c.checkSameLogs()
+}
+
+// TestFailedNodeSaysSoThroughDoneAndErr: a node whose Save failed closes Done and reports
+// the storage error through Err, so that the program embedding it can stop and exit for a
+// supervisor to restart it; a node that runs says nothing, and one that stopped says
+// ErrStopped.
+func TestFailedNodeSaysSoThroughDoneAndErr(t *testing.T) {
+	c, lead := newRunningCluster(t)
+	n := c.nodes[lead]
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.Done():
+		t.Fatal("Done is closed on a node that runs")
+	default:
+	}
+	if err := n.Err(); err != nil {
+		t.Fatalf("Err on a node that runs: %v", err)
+	}
+	boom := failSaves(t, c, lead)
+	select {
+	case <-n.Done():
+	case <-ctxT(t).Done():
+		t.Fatal("Done is still open after the node failed")
+	}
+	if err := n.Err(); !errors.Is(err, ErrStopped) || !errors.Is(err, boom) {
+		t.Fatalf("Err after a failed Save: %v, want ErrStopped wrapping the storage error", err)
+	}
+	other := c.nodes[(lead+1)%3]
+	if err := other.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	<-other.Done()
+	if err := other.Err(); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Err after Stop: %v, want ErrStopped", err)
+	}
+}
+
+// TestReplayRespectsTheApplyBound: a node restarted with many committed entries and a state
+// machine that is stuck queues no more of them for the applier than the bound, instead of
+// the whole log; once the state machine resumes, everything is applied in order.
+func TestReplayRespectsTheApplyBound(t *testing.T) {
+	const bound, writes = 8, 300
+	c := newNodeCluster(t, 1, 1, false)
+	c.startAll()
+	stop := c.pump()
+	var last Result
+	for k := 0; k < writes; k++ {
+		r, err := c.nodes[0].Replicate(ctxT(t), 0, "put", put("k", fmt.Sprint(k)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+	}
+	stop()
+	c.stop(0)
+	c.sms[0] = newKVSM(1, false) // it kept nothing: the whole log is replayed into it
+	release := c.sms[0].stall()
+	c.opts = func(_ int, o *testNodeOptions) { o.applyBacklog = bound }
+	c.start(0)
+	stop = c.pump()
+	p := c.nodes[0].parts[0]
+	// Handed out and not applied: what waits in the apply queue, plus the batch the stuck
+	// Apply holds, which the applier took from the queue when it held at most bound.
+	outstanding := func() uint64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.handedTo - p.applied
+	}
+	c.await("the replay handed entries to the applier", func() bool { return outstanding() >= bound })
+	stop()
+	for i := 0; i < 50; i++ {
+		c.clock.Advance(c.tick)
+		if q := outstanding(); q > 2*bound {
+			t.Fatalf("the replay handed %d committed entries to a stuck state machine, bound %d", q, bound)
+		}
+	}
+	release()
+	defer c.pump()()
+	c.waitApplied(0, last.Index)
+	if probs := c.sms[0].problems(); len(probs) > 0 {
+		t.Fatal(probs)
+	}
+}
+
+// TestRestartedNodeNeverReusesEntryIDs is S35: entry IDs never derive from RandSeed, so a
+// node restarted with the same seed hands out IDs its previous life never did, and writes
+// forwarded through it after the restart are taken by the leader (they used to be dropped
+// as copies of the previous life's and time out).
+func TestRestartedNodeNeverReusesEntryIDs(t *testing.T) {
+	incarnations := map[uint64]bool{}
+	for i := 0; i < 8; i++ {
+		n, err := NewNode(Config{NodeID: "n1", StateMachine: newKVSM(1, false), Storage: NewMemoryStorage(), RandSeed: 42, Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		incarnations[idIncarnation(n.nextIDs(1))] = true
+	}
+	if len(incarnations) < 2 {
+		t.Fatalf("8 nodes with RandSeed 42 hand out IDs of %d incarnation(s)", len(incarnations))
+	}
+
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	defer c.pump()()
+	lead := c.leaders()[0]
+	follower := (lead + 1) % 3
+	write := func(k int) {
+		t.Helper()
+		if _, err := c.nodes[follower].Replicate(ctxT(t), 0, "put", put("k", fmt.Sprint(k))); err != nil {
+			t.Fatalf("write %d through %s: %v", k, c.ids[follower], err)
+		}
+	}
+	for k := 0; k < 20; k++ {
+		write(k)
+	}
+	c.stop(follower)
+	c.start(follower) // the same Config, RandSeed included
+	c.leaders()
+	for k := 20; k < 40; k++ {
+		write(k)
+	}
 }

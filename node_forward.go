@@ -1,9 +1,6 @@
 package kommander
 
-import (
-	"errors"
-	"log/slog"
-)
+import "log/slog"
 
 // forwarder carries proposals between the nodes of a partition that do not lead it and
 // the one that does: it forwards this node's queued proposals to the leader, takes the
@@ -14,12 +11,7 @@ type forwarder struct {
 	out     *outbox
 	metrics *metrics
 	log     *slog.Logger
-	recent  recentIDs // of the forwarded entries received
 }
-
-// maxForwardHops bounds how often a forwarded proposal is passed on by nodes that are no
-// longer (or not yet) the leader; the hop count travels in Message.Hops.
-const maxForwardHops = 2
 
 // forward sends the first queued proposals of a partition, prs, to its leader in one
 // MsgForward; they wait for their entries to be applied until deadline. The caller holds
@@ -29,16 +21,35 @@ func (f *forwarder) forward(p *partition, prs []*proposal, leader string, term, 
 	for _, pr := range prs {
 		ents = pr.appendEntries(ents)
 	}
-	p.forwarded(prs, leader, deadline)
+	p.forwarded(prs, leader, term, deadline)
 	f.metrics.forwarded.Add(uint64(len(ents)))
 	f.out.add(Message{Type: MsgForward, Partition: p.id, From: f.self, To: leader, Term: term, Entries: ents})
 }
 
-// receive takes a MsgForward from another node into the partition's Raft group, if this
-// node leads it and can take the entries; otherwise it passes the proposal on to the
-// leader (reforward) or tells the sender it was refused.
+// receive takes a MsgForward from another node into the partition's Raft group, or tells
+// the sender it was refused, or drops it.
+//
+// A forwarded proposal is appended at most once (S35), even when the network delivers a
+// copy late, after the leader it was meant for lost its leadership or restarted:
+//   - It is bound to a term: the sender addresses it to the leader of the term it knows
+//     (m.Term), and only the leader of exactly that term takes it. Raft elects at most one
+//     leader per term, and a node never leads a term again once it stopped leading it (a
+//     restarted one campaigns in a higher term), so one process decides on every copy.
+//   - That process takes each proposal once: the entry IDs of one incarnation of a node
+//     only grow, and its forwards of one partition arrive in order, so a copy at or below
+//     the highest ID taken from that incarnation in this term is a duplicate. The mark is
+//     set before the proposal is taken or refused, so that a copy of a refused proposal is
+//     never taken either.
+//   - A node that does not lead the term drops the proposal without a word: it cannot know
+//     whether an earlier life of it took a copy, so a refusal, which tells the sender the
+//     entries will never be applied, might not be the truth. The sender's caller learns the
+//     outcome from the log, or gets ErrTimeout.
 func (f *forwarder) receive(p *partition, m *Message) {
-	if m.Entries = f.recent.unseen(m.Entries); len(m.Entries) == 0 {
+	if !p.leadsTerm(m.Term) {
+		f.metrics.dropped.Add(1)
+		return
+	}
+	if !p.firstForward(m.From, m.Term, m.Entries) {
 		f.metrics.dropped.Add(1) // a duplicate
 		return
 	}
@@ -48,33 +59,12 @@ func (f *forwarder) receive(p *partition, m *Message) {
 		f.refuse(p, m)
 		return
 	}
-	err := p.raft.step(*m)
-	switch {
-	case err == nil:
-	case errors.Is(err, errNotLeader):
-		f.reforward(p, m)
-	default:
+	if err := p.raft.step(*m); err != nil {
 		// Too much unsaved: Raft took none of it, and the follower's caller gets a
 		// definite answer now instead of a timeout much later.
 		f.refuse(p, m)
 		f.log.Debug("raft rejected a message", "partition", m.Partition, "type", m.Type, "from", m.From, "err", err)
 	}
-}
-
-// reforward passes a forwarded proposal that reached a node which does not lead the
-// partition on to the leader it knows. Raft refused the entries, so no log holds them and
-// passing them on cannot apply them twice; without it, proposals forwarded just before a
-// leader change would wait for their deadline.
-func (f *forwarder) reforward(p *partition, m *Message) {
-	st := p.raft.status()
-	if st.leader == "" || st.leader == f.self || st.leader == m.From || m.Hops >= maxForwardHops {
-		f.metrics.dropped.Add(1)
-		return
-	}
-	fwd := *m
-	fwd.From, fwd.To, fwd.Term, fwd.Hops = f.self, st.leader, st.term, m.Hops+1
-	f.metrics.forwarded.Add(uint64(len(fwd.Entries)))
-	f.out.add(fwd)
 }
 
 // refuse tells the node that forwarded a proposal that this leader did not take it (its
@@ -85,57 +75,12 @@ func (f *forwarder) refuse(p *partition, m *Message) {
 	for i := range m.Entries {
 		ids[i] = Entry{Kind: EntryNormal, ID: m.Entries[i].ID}
 	}
-	f.out.add(Message{Type: MsgForwardRefused, Partition: p.id, From: f.self, To: m.From, Term: p.raft.status().term, Entries: ids})
+	f.out.add(Message{Type: MsgForwardRefused, Partition: p.id, From: f.self, To: m.From, Term: m.Term, Entries: ids})
 }
 
 // refused answers the proposals a leader refused (see refuse) with ErrOverloaded: the
-// leader appended none of their entries, so they will never be applied.
+// leader of the term they were forwarded in appended none of their entries, so they will
+// never be applied.
 func (f *forwarder) refused(p *partition, m *Message) {
-	p.refusedBy(m.From, m.Entries)
-}
-
-// maxForwardedIDs bounds the forwarded entry IDs a node remembers (recentIDs).
-const maxForwardedIDs = 1 << 14
-
-// recentIDs remembers the IDs of the last maxForwardedIDs forwarded entries a node
-// received, of all partitions (entry IDs come from one sequence per node), so that a
-// MsgForward the network delivers twice is proposed once. Loop only.
-type recentIDs struct {
-	seen map[uint64]struct{}
-	ring []uint64 // in arrival order
-	next int      // the slot of ring to reuse next, once it is full
-}
-
-// unseen returns the entries of a received MsgForward whose IDs the node has not received
-// before, and remembers them: a forwarded proposal is sent once and never resent, so a
-// second copy is the network's duplicate, and proposing it again would apply the command
-// twice (S12).
-func (w *recentIDs) unseen(ents []Entry) []Entry {
-	if w.seen == nil {
-		w.seen = make(map[uint64]struct{})
-	}
-	kept := ents
-	for i := range ents {
-		if _, dup := w.seen[ents[i].ID]; dup {
-			kept = nil
-			for _, e := range ents {
-				if _, dup := w.seen[e.ID]; !dup {
-					kept = append(kept, e)
-				}
-			}
-			break
-		}
-	}
-	for i := range kept {
-		id := kept[i].ID
-		if len(w.ring) < maxForwardedIDs {
-			w.ring = append(w.ring, id)
-		} else {
-			delete(w.seen, w.ring[w.next])
-			w.ring[w.next] = id
-			w.next = (w.next + 1) % maxForwardedIDs
-		}
-		w.seen[id] = struct{}{}
-	}
-	return kept
+	p.refusedBy(m.From, m.Term, m.Entries)
 }

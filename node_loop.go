@@ -182,6 +182,10 @@ func (n *Node) gatherReadies() bool {
 	ps := &n.persist
 	ps.readies = ps.readies[:0]
 	for _, p := range n.parts {
+		// A slow state machine holds back what Raft hands out, not the loop: committed
+		// entries wait in the log (on disk, and in memory only up to Raft's bound), not in
+		// the apply queue, also while a restarted node replays its log.
+		p.raft.limitApply(p.applyRoom())
 		if p.raft.hasReady() {
 			ps.readies = append(ps.readies, partitionReady{p: p, rd: p.raft.ready()})
 		}

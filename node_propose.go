@@ -109,11 +109,7 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 		n.metrics.rejected.Add(1)
 		return fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
 	}
-	first := n.idSeq.Add(uint64(len(cmds))) - uint64(len(cmds)) + 1
-	if first == 0 || first+uint64(len(cmds)) < first { // keep 0 meaning "no ID"
-		first = n.idSeq.Add(uint64(len(cmds))) - uint64(len(cmds)) + 1
-	}
-	pr.firstID, pr.remaining, pr.done = first, len(cmds), make(chan struct{})
+	pr.remaining, pr.done = len(cmds), make(chan struct{})
 	n.admitted()
 	p.mu.Lock()
 	// Again under mu: failAll (a failed Save, a Stop) answers what is queued under mu
@@ -121,6 +117,9 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 	// never be answered.
 	err = n.writable()
 	if err == nil {
+		// IDs are taken under mu, so that a partition's queue holds them in increasing
+		// order: a leader takes a node's forwarded proposals only in that order (S35).
+		pr.firstID = n.nextIDs(len(cmds))
 		if err = p.admit(pr, n.cfg.MaxPendingProposals); err != nil {
 			n.metrics.rejected.Add(1)
 		}
@@ -132,6 +131,46 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 	n.metrics.proposals.Add(uint64(len(cmds)))
 	n.in.markProposed()
 	return nil
+}
+
+// Entry IDs: the top idIncarnationBits bits name the node's incarnation (random at each
+// NewNode, see newIDIncarnation), the rest count its proposals from 1. A leader tells a
+// node's forwarded proposals apart per incarnation (partition.firstForward). Should the
+// count run out, it carries into the incarnation bits: a new incarnation, as after a
+// restart.
+const (
+	idIncarnationBits = 24
+	idSeqBits         = 64 - idIncarnationBits
+	idSeqMask         = 1<<idSeqBits - 1
+)
+
+// newIDIncarnation returns the ID sequence's start for random bits r: a non-zero
+// incarnation and a count of 0.
+func newIDIncarnation(r uint64) uint64 {
+	inc := r >> idSeqBits
+	if inc == 0 {
+		inc = 1
+	}
+	return inc << idSeqBits
+}
+
+// idIncarnation returns the incarnation part of an entry ID.
+func idIncarnation(id uint64) uint64 { return id >> idSeqBits }
+
+// nextIDs takes k consecutive entry IDs of one incarnation and returns the first; 0 stays
+// "no ID".
+func (n *Node) nextIDs(k int) uint64 {
+	for {
+		first := n.idSeq.Add(uint64(k)) - uint64(k) + 1
+		last := first + uint64(k) - 1
+		switch {
+		case idIncarnation(first) == 0:
+			// The incarnation bits wrapped around: start again at incarnation 1.
+			n.idSeq.CompareAndSwap(last, 1<<idSeqBits)
+		case first&idSeqMask != 0 && idIncarnation(first) == idIncarnation(last):
+			return first
+		}
+	}
 }
 
 // writable returns nil when the node accepts proposals.

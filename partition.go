@@ -38,6 +38,14 @@ type partition struct {
 	applyQ     []Entry
 	applyBytes uint64
 	maxBacklog int // maxApplyBacklog, or less in tests
+	// awaitingRoom is set while Raft withholds committed entries because applyQ is full.
+	awaitingRoom bool
+	// handedTo is the index of the last committed entry handed to the applier (applyQ).
+	handedTo uint64
+	// fwdHigh is, per incarnation of a node, the highest entry ID forwarded by it that this
+	// node took as the leader of term fwdTerm (firstForward). Loop only.
+	fwdTerm uint64
+	fwdHigh map[forwardKey]uint64
 	// applied is the index of the last entry applied (or skipped as internal).
 	applied uint64
 	// status is what the loop last published.
@@ -68,7 +76,7 @@ type proposal struct {
 	// Guarded by the partition's mu.
 	stage     proposalStage
 	index     uint64 // first index, for stageLocal
-	term      uint64 // term of the entries, for stageLocal
+	term      uint64 // term of the entries (stageLocal), or of the leader (stageForwarded)
 	leader    string // the leader it was forwarded to, for stageForwarded
 	remaining int    // entries not yet applied
 	deadline  uint64 // node tick after which the proposal is answered with ErrTimeout; 0 none
@@ -80,6 +88,19 @@ type proposal struct {
 	// holds them with the proposal.
 	one       [1]Command
 	oneResult [1]Result
+}
+
+// couldBe reports whether e can be the entry of the proposal's command i: a local
+// proposal's entries sit at known indexes of a known term, a forwarded one's were appended
+// by the leader of its term or a later one.
+func (pr *proposal) couldBe(e *Entry, i int) bool {
+	switch pr.stage {
+	case stageLocal:
+		return e.Term == pr.term && e.Index == pr.index+uint64(i)
+	case stageForwarded:
+		return e.Term >= pr.term
+	}
+	return false
 }
 
 // proposalStage says where a proposal is.
@@ -158,13 +179,50 @@ func (p *partition) proposedLocally(prs []*proposal, first, term uint64) {
 
 // forwarded records that the first queued proposals, prs, were forwarded to leader; they
 // are answered with ErrTimeout if nothing is heard of them by deadline. The caller holds mu.
-func (p *partition) forwarded(prs []*proposal, leader string, deadline uint64) {
+func (p *partition) forwarded(prs []*proposal, leader string, term, deadline uint64) {
 	for _, pr := range prs {
-		pr.stage, pr.leader = stageForwarded, leader
+		pr.stage, pr.leader, pr.term = stageForwarded, leader, term
 		p.await(pr)
 		pr.deadline = deadline
 	}
 	p.dequeue(len(prs))
+}
+
+// leadsTerm reports whether this node leads the partition in exactly term. Loop only.
+func (p *partition) leadsTerm(term uint64) bool {
+	st := p.raft.status()
+	return st.role == roleLeader && st.term == term
+}
+
+// firstForward reports whether ents, forwarded by from in term (which this node leads),
+// were never received before, and remembers them (see forwarder.receive): the IDs of one
+// incarnation of a node only grow, and its forwards of one partition arrive in order, so
+// the highest ID taken per sender incarnation in this term is all there is to keep. A
+// message is a copy as a whole or not at all. Loop only.
+func (p *partition) firstForward(from string, term uint64, ents []Entry) bool {
+	if p.fwdTerm != term || p.fwdHigh == nil {
+		p.fwdTerm, p.fwdHigh = term, make(map[forwardKey]uint64)
+	}
+	for i := range ents {
+		id := ents[i].ID
+		if id == 0 {
+			return false // never forwarded without an ID
+		}
+		if high, seen := p.fwdHigh[forwardKey{from, idIncarnation(id)}]; seen && id <= high {
+			return false
+		}
+	}
+	for i := range ents {
+		k := forwardKey{from, idIncarnation(ents[i].ID)}
+		p.fwdHigh[k] = max(p.fwdHigh[k], ents[i].ID)
+	}
+	return true
+}
+
+// forwardKey names one incarnation of a node that forwards proposals.
+type forwardKey struct {
+	from        string
+	incarnation uint64
 }
 
 // await registers a proposal's entries as waiting to be applied. The caller holds mu.
@@ -197,12 +255,12 @@ func (p *partition) refuseQueued(leader, leaderAddr string) {
 
 // refusedBy answers with ErrOverloaded the proposals forwarded to leader whose entries
 // (by ID) it refused: it appended none of them, so they will never be applied.
-func (p *partition) refusedBy(leader string, ids []Entry) {
+func (p *partition) refusedBy(leader string, term uint64, ids []Entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := range ids {
 		w, ok := p.waiting[ids[i].ID]
-		if !ok || w.p.stage != stageForwarded || w.p.leader != leader {
+		if !ok || w.p.stage != stageForwarded || w.p.leader != leader || w.p.term != term {
 			continue
 		}
 		p.forget(w.p)
@@ -316,6 +374,7 @@ func (p *partition) backlogged() bool {
 // pushApply queues committed entries for the applier. Loop only.
 func (p *partition) pushApply(ents []Entry) {
 	p.mu.Lock()
+	p.handedTo = ents[len(ents)-1].Index
 	p.applyQ = append(p.applyQ, ents...)
 	for i := range ents {
 		p.applyBytes += ents[i].size()
@@ -323,12 +382,31 @@ func (p *partition) pushApply(ents []Entry) {
 	p.mu.Unlock()
 }
 
+// applyRoom returns how many more committed entries the apply queue takes (0 or less:
+// none), and remembers when it has no room, so that the applier wakes the loop once it
+// made some (popApply): Raft withholds committed entries meanwhile. Loop only.
+func (p *partition) applyRoom() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	room := p.maxBacklog - len(p.applyQ)
+	if p.applyBytes >= maxApplyBacklogBytes {
+		room = 0
+	}
+	p.awaitingRoom = room <= 0
+	return room
+}
+
 // popApply appends up to limit of the committed entries queued for the applier to dst and
 // takes them off the queue; applied is the index of the last entry applied before them.
-func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint64) {
+// roomMade reports that the loop waits for room in the queue (see applyRoom) and popApply
+// made some: the caller wakes the loop.
+func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint64, roomMade bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k := min(len(p.applyQ), limit)
+	if k > 0 && p.awaitingRoom {
+		p.awaitingRoom, roomMade = false, true
+	}
 	dst = append(dst, p.applyQ[:k]...)
 	for i := range p.applyQ[:k] {
 		p.applyBytes -= p.applyQ[i].size()
@@ -338,7 +416,7 @@ func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint
 	if len(p.applyQ) == 0 {
 		p.applyQ = nil
 	}
-	return dst, p.applied
+	return dst, p.applied, roomMade
 }
 
 // appliedTo records that the applier applied the entries up to last, and answers the
@@ -380,8 +458,8 @@ func (p *partition) matchApplied(ents []Entry, results []any) {
 			continue
 		}
 		c := w.p.cmds[w.i]
-		if c.Type != e.Type || !bytes.Equal(c.Data, e.Data) {
-			continue // an entry of another node that happens to carry the same ID
+		if c.Type != e.Type || !bytes.Equal(c.Data, e.Data) || !w.p.couldBe(e, w.i) {
+			continue // an entry of another node, or of an earlier life, with the same ID
 		}
 		delete(p.waiting, e.ID)
 		pr := w.p

@@ -198,6 +198,11 @@ type raft struct {
 	maxUnstableBytes uint64
 	maxMemLogBytes   uint64
 	maxApplyBytes    uint64
+	// applyRoom, when positive, bounds the committed entries the next raftReady hands out;
+	// 0 means no bound. applyPaused withholds them altogether. The node sets both from its
+	// apply queue (limitApply), so that a slow state machine bounds what waits in memory.
+	applyRoom   int
+	applyPaused bool
 
 	msgs, msgsAfterPersist []Message
 	spareMsgs, spareAfter  []Message // buffers of the last advanced raftReady, reused

@@ -162,11 +162,14 @@ func (l *raftLog) stableTo(i, t uint64) {
 }
 
 // nextCommitted hands out the committed entries that are also durable here and not yet
-// handed out, up to maxBytes.
-func (l *raftLog) nextCommitted(maxBytes uint64) []Entry {
+// handed out, up to maxBytes and, when maxEntries is positive, maxEntries of them.
+func (l *raftLog) nextCommitted(maxBytes uint64, maxEntries int) []Entry {
 	hi := min(l.committed, l.stable)
 	if l.applying >= hi {
 		return nil
+	}
+	if maxEntries > 0 {
+		hi = min(hi, l.applying+uint64(maxEntries))
 	}
 	ents, err := l.entries(l.applying+1, hi+1, maxBytes)
 	if err != nil {

@@ -54,7 +54,13 @@ func (r *raft) hasReady() bool {
 		len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 ||
 		r.hardState() != r.prevHardState ||
 		r.log.handedOut < r.log.lastIndex() ||
-		r.log.applying < min(r.log.committed, r.log.stable)
+		(!r.applyPaused && r.log.applying < min(r.log.committed, r.log.stable))
+}
+
+// limitApply bounds the committed entries the next raftReady hands out to room entries;
+// with room 0 or less it hands out none until a later call gives room.
+func (r *raft) limitApply(room int) {
+	r.applyPaused, r.applyRoom = room <= 0, max(room, 0)
 }
 
 // ready hands out what the node must do (see raftReady). At most one raftReady is outstanding:
@@ -73,7 +79,9 @@ func (r *raft) ready() raftReady {
 	rd.Messages, rd.MessagesAfterPersist = r.msgs, r.msgsAfterPersist
 	r.msgs, r.msgsAfterPersist = r.spareMsgs[:0], r.spareAfter[:0]
 	r.spareMsgs, r.spareAfter = nil, nil
-	rd.CommittedEntries = r.log.nextCommitted(r.maxApplyBytes)
+	if !r.applyPaused {
+		rd.CommittedEntries = r.log.nextCommitted(r.maxApplyBytes, r.applyRoom)
+	}
 	r.readyOut = true
 	return rd
 }

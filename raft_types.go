@@ -146,8 +146,6 @@ type Message struct {
 	// Context is opaque request data echoed in the response (unused today, reserved for
 	// read requests).
 	Context uint64
-	// Hops is, on MsgForward, how many nodes passed the proposal on.
-	Hops uint8
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk
 }

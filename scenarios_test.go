@@ -112,8 +112,8 @@ S13 stale responses and fast back-off
 S14 lost proposals
 	A proposal whose message was lost is retried until it commits or the caller gets a
 	definite error; nothing is wedged one index below a durable entry.
-	tests: TestNodeSimLinearizable TestProposalForwardedToAFollowerIsPassedOnToTheLeader
-		TestForwardedProposalRefusedByLeaderFailsFast cmd/kommander:TestNodeProcesses
+	tests: TestNodeSimLinearizable TestForwardedProposalRefusedByLeaderFailsFast
+		cmd/kommander:TestNodeProcesses
 
 S15 one entry per index
 	Two different entries are never acknowledged for the same (partition, index); a new
@@ -242,17 +242,19 @@ S32 impersonated peers
 
 S33 data directory in use
 	A second process pointed at a live data directory exits at once and touches nothing.
-	pending: hardening: a lock on the data directory
+	tests: TestDataDirLockKeepsASecondOpenerOut cmd/kommander:TestNodeProcesses
 
 S34 wrong cluster shape at restart
 	A node restarted with a different member list, partition count or cluster name refuses
 	to start; it never elects itself alone or accepts writes for the wrong partition.
-	pending: hardening: the cluster's shape recorded in the data directory and checked at start
+	tests: TestIdentityIsWrittenOnceAndCheckedAfter TestDamagedIdentityIsAnError
+		cmd/kommander:TestNodeProcesses
 
 S35 entry IDs across restarts
 	A restarted node never reuses an entry ID of its previous life; a proposal delivered
 	twice, even after the leader restarted, is applied once.
-	pending: hardening: entry IDs unique across a node's lives
+	tests: TestRestartedNodeNeverReusesEntryIDs
+		TestForwardedProposalIsTakenOnceByTheLeaderOfItsTerm
 
 S36 wiped disk
 	A node that lost its data (wiped disk) never votes in a term it may already have voted

@@ -74,6 +74,7 @@ type WAL struct {
 	opts WALOptions
 	log  *slog.Logger
 	fs   walFS
+	lock *dirLock // held from OpenWAL to Close
 
 	// Group commit (see submit): the Saves and Compacts waiting, and whether a caller is
 	// committing them.
@@ -104,8 +105,22 @@ var _ Storage = (*WAL)(nil)
 
 // OpenWAL opens (creating it if needed) the WAL in dir, recovering its state from the
 // segments there. See WALOptions for the options.
+//
+// The directory is locked for as long as the WAL is open: a second OpenWAL of it, in this
+// process or another, fails at once with an error wrapping ErrDirLocked that names the
+// holder, and touches nothing.
 func OpenWAL(dir string, opts WALOptions) (*WAL, error) {
-	return openWAL(dir, opts, osFS{})
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	w, err := openWAL(dir, opts, osFS{})
+	if err != nil {
+		_ = lock.unlock()
+		return nil, err
+	}
+	w.lock = lock
+	return w, nil
 }
 
 func openWAL(dir string, opts WALOptions, fs walFS) (*WAL, error) {
@@ -282,7 +297,7 @@ func (w *WAL) Close() error {
 		err = w.trimZeroes(w.segs[len(w.segs)-1])
 	}
 	w.closeFiles()
-	return err
+	return errors.Join(err, w.lock.unlock())
 }
 
 func (w *WAL) closeFiles() {

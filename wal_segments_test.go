@@ -157,8 +157,10 @@ func TestWALZeroesAheadOnlyInTheLastSegment(t *testing.T) {
 	if got, frames := fileSize(w.segs[0]), w.segs[0].size; got <= frames {
 		t.Fatalf("active segment is %d bytes for %d bytes of frames, want zeroes written ahead", got, frames)
 	}
-	// A crash: the files stay as they are (the first WAL is abandoned, not closed).
+	// A crash: the files stay as they are (the first WAL is abandoned, not closed), and
+	// the process's end releases its lock.
 	w.closeFiles()
+	_ = w.lock.unlock()
 	w = mustOpenWAL(t, dir, syncedWALOptions(segSize))
 	m.check(t, w, 1<<20)
 	if got, frames := fileSize(w.segs[0]), w.segs[0].size; got != frames {

@@ -111,6 +111,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		Secret:            s.secret,
 		TLS:               s.tls,
 		Storage:           ln.wal,
+		DataDir:           s.dataDir, // the cluster identity is kept there
 		ElectionTimeout:   s.election,
 		HeartbeatInterval: s.heartbeat,
 		MaxEntrySize:      s.maxEntry,

@@ -20,6 +20,7 @@ const (
 	cmdCAS       = "cas"        // key, old value, new value
 	cmdPutAbsent = "put-absent" // key, value
 	cmdDelete    = "delete"     // key
+	cmdCASDelete = "cas-delete" // key, old value
 	cmdAppend    = "append"     // key, element
 	cmdGet       = "get"        // key: a read marker
 	cmdList      = "list"       // key: a read marker
@@ -103,6 +104,13 @@ func (p *kvPartition) apply(typ string, data []byte) any {
 		return true
 	case cmdDelete:
 		delete(p.values, key)
+	case cmdCASDelete:
+		cur, ok := p.values[key]
+		if !ok || string(cur) != string(f[1]) {
+			return false
+		}
+		delete(p.values, key)
+		return true
 	case cmdAppend:
 		p.lists[key] = append(p.lists[key], clone(f[1]))
 		return uint64(len(p.lists[key]))
@@ -122,7 +130,7 @@ func fieldCount(typ string) int {
 	switch typ {
 	case cmdDelete, cmdGet, cmdList:
 		return 1
-	case cmdPut, cmdPutAbsent, cmdAppend:
+	case cmdPut, cmdPutAbsent, cmdAppend, cmdCASDelete:
 		return 2
 	case cmdCAS:
 		return 3

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -125,11 +126,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = ln.stop(context.Background())
 		return fmt.Errorf("node: -http: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           newKVServer(ln.node, store, *timeout, int64(*maxValue)),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(newKVServer(ln.node, store, *timeout, int64(*maxValue)), *timeout, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(httpLn) }()
 	if *nosync {
@@ -139,16 +136,21 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 
 	sigs, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stopSignals()
-	var serveErr error
+	var serveErr, nodeErr error
 	select {
 	case <-sigs.Done():
 		log.Info("stopping", "cause", context.Cause(sigs))
 	case serveErr = <-served:
+	case <-ln.node.Done():
+		// A failed node never recovers by itself: exit non-zero so that a supervisor
+		// restarts it (the WAL is replayed, nothing acknowledged is lost).
+		nodeErr = ln.node.Err()
+		log.Error("the node failed; exiting", "err", nodeErr)
 	}
 	// Stop taking requests, let those in flight finish (bounded), then stop Raft.
 	shutCtx, cancel := context.WithTimeout(context.Background(), *timeout+2*time.Second)
 	defer cancel()
-	errs := []error{srv.Shutdown(shutCtx), ln.stop(shutCtx)}
+	errs := []error{nodeErr, srv.Shutdown(shutCtx), ln.stop(shutCtx)}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("node: http: %w", serveErr))
 	}
@@ -157,6 +159,28 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// Timeouts of the key-value HTTP server, so that a client that sends slowly, or not at
+// all, cannot hold a connection (and its goroutine and buffers) for ever.
+const (
+	httpHeaderTimeout = 10 * time.Second // the request line and headers
+	httpBodyTimeout   = 30 * time.Second // the whole request, body included
+	httpIdleTimeout   = 2 * time.Minute  // a keep-alive connection between requests
+)
+
+// newHTTPServer returns the key-value API's server: read, header and idle timeouts bound
+// what a slow or silent client holds, and a response may take the request timeout plus
+// some room to be written.
+func newHTTPServer(h http.Handler, timeout time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: httpHeaderTimeout,
+		ReadTimeout:       httpBodyTimeout,
+		WriteTimeout:      httpBodyTimeout + timeout,
+		IdleTimeout:       httpIdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // parseTransport parses the -transport flag.
@@ -212,14 +236,20 @@ type kvServer struct {
 // newKVServer returns the handler of the key-value API.
 func newKVServer(n *kommander.Node, store *kvStore, timeout time.Duration, maxValue int64) *kvServer {
 	s := &kvServer{node: n, store: store, timeout: timeout, maxValue: maxValue, mux: http.NewServeMux()}
-	s.mux.HandleFunc("PUT /kv/{key...}", s.putValue)
-	s.mux.HandleFunc("GET /kv/{key...}", s.getValue)
-	s.mux.HandleFunc("DELETE /kv/{key...}", s.deleteValue)
-	s.mux.HandleFunc("POST /list/{key...}", s.appendList)
-	s.mux.HandleFunc("GET /list/{key...}", s.getList)
-	s.mux.HandleFunc("GET /status", s.status)
+	s.mux.HandleFunc("PUT /kv/{key...}", s.serve(s.putValue))
+	s.mux.HandleFunc("GET /kv/{key...}", s.serve(s.getValue))
+	s.mux.HandleFunc("DELETE /kv/{key...}", s.serve(s.deleteValue))
+	s.mux.HandleFunc("POST /list/{key...}", s.serve(s.appendList))
+	s.mux.HandleFunc("GET /list/{key...}", s.serve(s.getList))
+	s.mux.HandleFunc("GET /status", s.serve(s.status))
 	s.mux.HandleFunc("/kv/{key...}", methodNotAllowed("GET, PUT, DELETE"))
 	s.mux.HandleFunc("/list/{key...}", methodNotAllowed("GET, POST"))
+	// Without these, the mux would answer /kv with an HTML redirect to /kv/.
+	for _, p := range []string{"/kv", "/list"} {
+		s.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusBadRequest, "no key: use "+r.URL.Path+"/{key}")
+		})
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
@@ -254,6 +284,62 @@ func (s *kvServer) key(r *http.Request) (string, error) {
 		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("key of %d bytes is longer than %d", len(k), maxKeyBytes)}
 	}
 	return k, nil
+}
+
+// query parses the request's query string and refuses, with a 400, what it cannot parse
+// and any parameter the endpoint does not take (r.URL.Query() would silently drop a pair
+// it cannot parse, so that "?if=%G0" would act as no condition at all). Each allowed
+// parameter may appear at most once.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, &httpError{http.StatusBadRequest, "malformed query string: " + err.Error()}
+	}
+	for name, vals := range q {
+		known := false
+		for _, a := range allowed {
+			known = known || name == a
+		}
+		switch {
+		case !known && len(allowed) == 0:
+			return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: this endpoint takes none", name)}
+		case !known:
+			return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: this endpoint takes ?%s", name, strings.Join(allowed, ", ?"))}
+		case len(vals) > 1:
+			return nil, &httpError{http.StatusBadRequest, fmt.Sprintf("?%s given more than once", name)}
+		}
+	}
+	return q, nil
+}
+
+// boolParam reads a boolean parameter: absent is false; present with no value ("?stale"), or
+// with a value strconv.ParseBool takes as true, is true; "false" or "0" is false; anything
+// else is a 400.
+func boolParam(q url.Values, name string) (bool, error) {
+	vals, ok := q[name]
+	if !ok {
+		return false, nil
+	}
+	if vals[0] == "" {
+		return true, nil
+	}
+	b, err := strconv.ParseBool(vals[0])
+	if err != nil {
+		return false, &httpError{http.StatusBadRequest, fmt.Sprintf("?%s=%s: want true or false", name, vals[0])}
+	}
+	return b, nil
+}
+
+// condition reads ?if, the value the key must hold for a conditional write.
+func (s *kvServer) condition(q url.Values) (old []byte, has bool, err error) {
+	vals, has := q["if"]
+	if !has {
+		return nil, false, nil
+	}
+	if int64(len(vals[0])) > s.maxValue {
+		return nil, false, &httpError{http.StatusRequestEntityTooLarge, "?if value too large"}
+	}
+	return []byte(vals[0]), true, nil
 }
 
 // body reads the request body, at most maxValue bytes (413 beyond).
@@ -314,140 +400,172 @@ func (s *kvServer) fail(w http.ResponseWriter, err error) {
 	writeError(w, statusOf(err), err.Error())
 }
 
-func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) {
+// handler is a key-value endpoint: it writes its answer, or returns the error to answer
+// with (see statusOf).
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+// serve adapts a handler to net/http.
+func (s *kvServer) serve(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.fail(w, err)
+		}
+	}
+}
+
+// parse returns the request's key and its query, refusing parameters the endpoint does not
+// take (allowed).
+func (s *kvServer) parse(r *http.Request, allowed ...string) (string, url.Values, error) {
 	key, err := s.key(r)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return "", nil, err
 	}
-	q := r.URL.Query()
-	_, hasIf := q["if"]
-	_, ifAbsent := q["if-absent"]
+	q, err := query(r, allowed...)
+	return key, q, err
+}
+
+func (s *kvServer) putValue(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "if", "if-absent")
+	if err != nil {
+		return err
+	}
+	old, hasIf, err := s.condition(q)
+	if err != nil {
+		return err
+	}
+	ifAbsent, err := boolParam(q, "if-absent")
+	if err != nil {
+		return err
+	}
 	if hasIf && ifAbsent {
-		s.fail(w, &httpError{http.StatusBadRequest, "?if and ?if-absent exclude each other"})
-		return
-	}
-	if len(q["if"]) > 1 {
-		s.fail(w, &httpError{http.StatusBadRequest, "?if given more than once"})
-		return
+		return &httpError{http.StatusBadRequest, "?if and ?if-absent exclude each other"}
 	}
 	value, err := s.body(r)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	var v any
 	switch {
 	case hasIf:
-		old := []byte(q.Get("if"))
-		if int64(len(old)) > s.maxValue {
-			s.fail(w, &httpError{http.StatusRequestEntityTooLarge, "?if value too large"})
-			return
-		}
 		v, err = s.replicate(r, key, cmdCAS, old, value)
 	case ifAbsent:
 		v, err = s.replicate(r, key, cmdPutAbsent, value)
 	default:
 		v, err = s.replicate(r, key, cmdPut, value)
 	}
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	if ok, isBool := v.(bool); isBool && !ok {
-		writeError(w, http.StatusPreconditionFailed, "precondition failed: the current value differs")
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return answerWrite(w, v, err)
 }
 
-func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
+// answerWrite answers a write: 204, 412 when its condition did not hold, or the error.
+func answerWrite(w http.ResponseWriter, v any, err error) error {
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
-	var val kvValue
-	if _, stale := r.URL.Query()["stale"]; stale {
-		val.value, val.found = s.store.get(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
-	} else {
-		v, err := s.replicate(r, key, cmdGet)
-		if err != nil {
-			s.fail(w, err)
-			return
-		}
-		val, _ = v.(kvValue)
+	if ok, isBool := v.(bool); isBool && !ok {
+		return &httpError{http.StatusPreconditionFailed, "precondition failed: the current value differs"}
 	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// read reads key: from this node's state with ?stale, else through the log (cmd).
+func (s *kvServer) read(r *http.Request, q url.Values, key, cmd string, local func(p int) any) (any, error) {
+	stale, err := boolParam(q, "stale")
+	switch {
+	case err != nil:
+		return nil, err
+	case stale:
+		return local(kommander.KeyPartition([]byte(key), s.node.Partitions())), nil
+	}
+	return s.replicate(r, key, cmd)
+}
+
+func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "stale")
+	if err != nil {
+		return err
+	}
+	v, err := s.read(r, q, key, cmdGet, func(p int) any {
+		var val kvValue
+		val.value, val.found = s.store.get(p, key)
+		return val
+	})
+	if err != nil {
+		return err
+	}
+	val, _ := v.(kvValue)
 	if !val.found {
-		writeError(w, http.StatusNotFound, "no value at "+strconv.Quote(key))
-		return
+		return &httpError{http.StatusNotFound, "no value at " + strconv.Quote(key)}
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(len(val.value)))
 	_, _ = w.Write(val.value)
+	return nil
 }
 
-func (s *kvServer) deleteValue(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
-	if err == nil {
-		_, err = s.replicate(r, key, cmdDelete)
-	}
+func (s *kvServer) deleteValue(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "if")
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	old, hasIf, err := s.condition(q)
+	if err != nil {
+		return err
+	}
+	var v any
+	if hasIf {
+		v, err = s.replicate(r, key, cmdCASDelete, old)
+	} else {
+		v, err = s.replicate(r, key, cmdDelete)
+	}
+	return answerWrite(w, v, err)
 }
 
-func (s *kvServer) appendList(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
+func (s *kvServer) appendList(w http.ResponseWriter, r *http.Request) error {
+	key, _, err := s.parse(r)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	elem, err := s.body(r)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	v, err := s.replicate(r, key, cmdAppend, elem)
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"index": v})
+	return nil
 }
 
-func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) {
-	key, err := s.key(r)
+func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) error {
+	key, q, err := s.parse(r, "stale")
 	if err != nil {
-		s.fail(w, err)
-		return
+		return err
 	}
-	var l [][]byte
-	if _, stale := r.URL.Query()["stale"]; stale {
-		l = s.store.list(kommander.KeyPartition([]byte(key), s.node.Partitions()), key)
-	} else {
-		v, err := s.replicate(r, key, cmdList)
-		if err != nil {
-			s.fail(w, err)
-			return
-		}
-		l, _ = v.([][]byte)
+	v, err := s.read(r, q, key, cmdList, func(p int) any { return s.store.list(p, key) })
+	if err != nil {
+		return err
 	}
+	l, _ := v.([][]byte)
 	out := make([]string, len(l))
 	for i, e := range l {
 		out[i] = string(e)
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (s *kvServer) status(w http.ResponseWriter, r *http.Request) {
+func (s *kvServer) status(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
 	st := s.node.Status()
 	writeJSON(w, http.StatusOK, struct {
 		kommander.Status
 		Metrics kommander.Metrics `json:"metrics"`
 	}{st, s.node.Metrics()})
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

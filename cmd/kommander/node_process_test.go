@@ -40,6 +40,8 @@ func TestNodeProcesses(t *testing.T) {
 	t.Run("Lists", func(t *testing.T) { c.t = t; testLists(c) })
 	t.Run("Errors", func(t *testing.T) { c.t = t; testErrors(c) })
 	t.Run("S30DuplicateNodeIDIsRefused", func(t *testing.T) { c.t = t; testDuplicateNodeID(c) })
+	t.Run("S33SecondProcessOnALiveDataDirectoryExits", func(t *testing.T) { c.t = t; testSecondProcessOnDataDir(c) })
+	t.Run("S34RestartWithOtherClusterFlagsIsRefused", func(t *testing.T) { c.t = t; testRestartWithOtherFlags(c) })
 	t.Run("S19PausedLeaderStepsDownAndAnswers", func(t *testing.T) { c.t = t; testSIGSTOPLeader(c) })
 	t.Run("S24SIGKILLLosesNothingAcknowledged", func(t *testing.T) { c.t = t; testSIGKILL(c) })
 	t.Run("S12S15AppendsAcrossALeaderKill", func(t *testing.T) { c.t = t; testAppendsAcrossLeaderKill(c) })
@@ -450,22 +452,10 @@ func testSIGTERM(c *procCluster) {
 // a running node (its own ports and data) is refused by the peers, which say so in their
 // logs; nobody crashes, and the cluster goes on serving.
 func testDuplicateNodeID(c *procCluster) {
-	raft, err := freeLoopbackAddr()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	httpAddr, err := freeLoopbackAddr()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	dir := c.t.TempDir()
-	imp := &procNode{id: "n1", raft: raft, http: httpAddr, data: filepath.Join(dir, "impostor"), logPath: filepath.Join(dir, "impostor.log"),
-		peers: "n1=" + raft + "," + strings.Join(strings.Split(c.peers, ",")[1:], ",")}
-	c.nodes = append(c.nodes, imp)
-	i := len(c.nodes) - 1
-	defer func() {
-		c.nodes = c.nodes[:i]
-	}()
+	i := c.addNode("n1", filepath.Join(c.t.TempDir(), "impostor"), "")
+	defer c.dropNode(i)
+	imp := c.nodes[i]
+	imp.peers = "n1=" + imp.raft + "," + strings.Join(strings.Split(c.peers, ",")[1:], ",")
 	c.start(i)
 	c.eventually(30*time.Second, "a peer reports the second process with ID n1", func() bool {
 		for _, n := range c.nodes[1:3] {
@@ -600,6 +590,9 @@ func TestNodeProcessDiskFailureS26(t *testing.T) {
 	value := bytes.Repeat([]byte("v"), 16<<10)
 	acked := &ackLog{keys: map[string]string{}}
 	failed := func() bool {
+		if !c.running(sick) {
+			return true
+		}
 		s, err := c.status(sick)
 		return err == nil && s.Error != ""
 	}
@@ -612,25 +605,16 @@ func TestNodeProcessDiskFailureS26(t *testing.T) {
 			acked.add(k, string(value))
 		}
 	}
-	s, _ := c.status(sick)
-	t.Logf("n3 failed: %s", s.Error)
-	for i := 0; i < 5; i++ {
-		r, err := c.do(sick, "PUT", fmt.Sprintf("/kv/after-failure-%d", i), []byte("x"))
-		if err != nil {
-			t.Fatalf("n3 no longer answers after its disk failed: %v", err)
-		}
-		if r.code != http.StatusServiceUnavailable {
-			t.Fatalf("a write to n3 after its disk failed: got %v, want 503", r)
-		}
+	// A failed node exits non-zero, saying why, so that a supervisor restarts it.
+	code := c.waitExit(sick, 30*time.Second)
+	out, _ := os.ReadFile(c.nodes[sick].logPath)
+	if code == 0 || !strings.Contains(string(out), "the node failed; exiting") {
+		t.Fatalf("n3 after its disk failed: exit %d, log:\n%s", code, out)
 	}
-	if !c.running(sick) {
-		t.Fatal("n3 exited when its disk failed; it should stay up and refuse writes")
-	}
+	t.Logf("n3 failed and exited with %d", code)
 	c.expect(0, "PUT", "/kv/after-failure", []byte("two of three"), http.StatusNoContent)
 	acked.add("after-failure", "two of three")
 
-	c.signal(sick, syscall.SIGKILL)
-	c.waitExit(sick, 10*time.Second)
 	c.nodes[sick].fileLimitBlocks = 0
 	c.start(sick)
 	c.waitLeaders(60 * time.Second)

@@ -68,7 +68,8 @@ func kommanderBinary(t *testing.T) string {
 type procNode struct {
 	id, raft, http, data string
 	logPath              string
-	peers                string // this node's -peers, when it differs from the cluster's
+	peers                string   // this node's -peers, when it differs from the cluster's
+	args                 []string // flags after the cluster's, which they override
 	// fileLimitBlocks, when set, starts the process under `ulimit -f` (512-byte blocks):
 	// a write past it fails with EFBIG, a disk that fails under the node.
 	fileLimitBlocks int
@@ -253,6 +254,7 @@ func (c *procCluster) start(i int) {
 	}
 	args := append([]string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data,
 		"-peers", peers, "-partitions", fmt.Sprint(c.parts)}, c.extra...)
+	args = append(args, n.args...)
 	cmd := exec.Command(c.bin, args...)
 	if n.fileLimitBlocks > 0 {
 		// Go ignores SIGXFSZ, so the node sees the failed write as an error.
@@ -283,6 +285,27 @@ func (c *procCluster) start(i int) {
 		close(done)
 	}()
 }
+
+// addNode adds a node process slot with the given ID, data directory and -peers (empty:
+// the cluster's), on free loopback ports and with a log of its own, and returns its index.
+// The caller starts it, and drops it (dropNode) before the next test step.
+func (c *procCluster) addNode(id, data, peers string, args ...string) int {
+	c.t.Helper()
+	raft, err := freeLoopbackAddr()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	httpAddr, err := freeLoopbackAddr()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	logPath := filepath.Join(c.t.TempDir(), id+".log")
+	c.nodes = append(c.nodes, &procNode{id: id, raft: raft, http: httpAddr, data: data, logPath: logPath, peers: peers, args: args})
+	return len(c.nodes) - 1
+}
+
+// dropNode forgets the node slots from i on (added by addNode).
+func (c *procCluster) dropNode(i int) { c.nodes = c.nodes[:i] }
 
 // signal sends sig to node i's process.
 func (c *procCluster) signal(i int, sig syscall.Signal) {
