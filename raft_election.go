@@ -15,7 +15,7 @@ func (r *raft) becomeFollower(term uint64, lead string) {
 		r.vote = ""
 	}
 	r.role = roleFollower
-	r.lead = lead
+	r.lead, r.leaderMatch = lead, 0
 	r.heartbeatElapsed = 0
 	r.appendPending, r.commitPending = false, false
 	r.resetElectionTimer()
@@ -107,7 +107,9 @@ func (r *raft) becomeLeader() {
 			in = newInflights(r.maxInflightMsgs, r.maxInflightBytes)
 		}
 		in.reset()
-		*pr = progress{id: pr.id, next: last + 1, recentActive: true, inflight: in}
+		// seq goes on across leaderships, so that an answer to a message of an earlier one
+		// is never taken for an answer to this one's.
+		*pr = progress{id: pr.id, next: last + 1, recentActive: true, inflight: in, seq: pr.seq, matchSeq: pr.seq}
 	}
 	r.tracker.self.match = r.log.stable
 	r.tracker.self.state = progressReplicate

@@ -283,6 +283,9 @@ func TestLeaderSkipsConflictingTermInOneRoundTripS13(t *testing.T) {
 func TestLeaderIgnoresStaleResponsesS13(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
 	makeLeader(t, n)
+	// n2 acknowledges the no-op, so that the leader streams it entries 2..5 (a leader takes
+	// no acknowledgement of entries it has not sent, S31).
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 1})
 	for i := range 4 {
 		n.r.propose([]Entry{{Data: []byte{byte(i)}}})
 	}
