@@ -4,6 +4,8 @@ package kommander
 // the vote count, becoming leader, the RequestVote receiver, and the lease that ignores vote
 // requests while a live leader is heard from.
 
+import "math"
+
 func (r *raft) resetElectionTimer() {
 	r.electionElapsed = 0
 	r.randomizedElectionTimeout = r.electionTicks + r.rand.IntN(r.electionTicks)
@@ -22,6 +24,12 @@ func (r *raft) becomeFollower(term uint64, lead string) {
 }
 
 func (r *raft) campaign() {
+	if r.term >= math.MaxUint64-1 {
+		// No election at or past the top of the term range: peers refuse its term, and the
+		// one after would overflow to 0 (S31). Only forged or corrupt state gets here.
+		r.resetElectionTimer()
+		return
+	}
 	if r.preVote {
 		r.becomePreCandidate()
 	} else {

@@ -131,6 +131,19 @@ func TestStepRefusesTermAtTheTopOfTheRangeS31(t *testing.T) {
 	}
 }
 
+// S31: a node whose term is at the top of the range (only forged or corrupt state gets it
+// there) does not campaign: its peers would refuse the term, and the next would wrap to 0.
+func TestNoElectionAtTheTopOfTheTermRangeS31(t *testing.T) {
+	n := newNode(t, "n1", math.MaxUint64-1, []uint64{1})
+	for range 100 {
+		n.r.tick()
+		n.flush()
+		if n.r.term < math.MaxUint64-1 {
+			t.Fatalf("the term wrapped to %d", n.r.term)
+		}
+	}
+}
+
 // S31: a vote request whose last entry is of a later term than the election's claims a log
 // no candidate has; it is refused and no vote is given.
 func TestRequestVoteReceiverRefusesImpossibleLastEntryS31(t *testing.T) {
