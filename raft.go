@@ -212,7 +212,7 @@ type raft struct {
 	rules                  safetyRules
 }
 
-// safetyRules are four decisions on which Raft's safety rests, held as function values so
+// safetyRules are five decisions on which Raft's safety rests, held as function values so
 // that a test can plant a wrong one and prove that the simulation catches it. newRaft sets
 // correctRules; nothing outside *_test.go replaces them.
 type safetyRules struct {
@@ -227,6 +227,8 @@ type safetyRules struct {
 	// selfVoteCounts reports whether a candidate's vote for itself counts toward its
 	// election, durable or not yet.
 	selfVoteCounts func(durable bool) bool
+	// releaseVoteRequest queues a candidate's vote request to be sent.
+	releaseVoteRequest func(r *raft, req Message)
 }
 
 var correctRules = safetyRules{
@@ -238,6 +240,9 @@ var correctRules = safetyRules{
 	prevTermMatches: func(have, want uint64) bool { return have == want },
 	// Only once it is durable (see becomeCandidate).
 	selfVoteCounts: func(durable bool) bool { return durable },
+	// A request leaves only once the term, vote and log it claims are durable (S37; see
+	// becomeCandidate).
+	releaseVoteRequest: (*raft).sendAfterPersist,
 }
 
 // newRaft starts a group from its configuration and what it persisted.

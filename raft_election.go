@@ -50,16 +50,23 @@ func (r *raft) becomePreCandidate() {
 		r.becomeCandidate()
 		return
 	}
-	r.requestVotes(MsgPreVote, r.term+1)
+	// Pre-votes change nothing, so they need not wait for persistence.
+	r.requestVotes(MsgPreVote, r.term+1, (*raft).send)
 }
 
-// becomeCandidate starts an election (Figure 2, Candidates). The vote requests go out at
-// once, before the new term and self-vote are persisted; the self-vote is counted only in
-// advance, once they are. Why that is safe: if this node crashes before persisting, it
-// restarts in the old term and may vote for someone else in the new term; but it never won
-// with its unpersisted self-vote, so that term still gets at most one leader. Counting the
-// self-vote before persistence would allow this node to win, crash, forget, and vote for a
-// second leader of the same term.
+// becomeCandidate starts an election (Figure 2, Candidates). The self-vote is counted only
+// in advance, once the new term and vote are persisted: counting it before would allow this
+// node to win, crash, forget, and vote for a second leader of the same term.
+//
+// The vote requests, too, leave only after the raftReady that holds the new term, the vote
+// and every entry they claim (lastIndex, lastTerm) is durable (S37). Sent before, a crash
+// could lose that raftReady: the node restarts in the old term with a shorter log,
+// campaigns again in the same term, and the grants its first requests earned, delayed in
+// the network, count for the second campaign, whose log the voters never judged; it could
+// win without an entry they hold committed. Once the requests leave after persistence, a
+// restarted node already holds the term with its own vote and campaigns only in a later
+// term, where those grants do not count. The cost is one disk write before the requests
+// leave, as for the self-vote.
 func (r *raft) becomeCandidate() {
 	r.term++
 	r.vote = r.id
@@ -70,17 +77,19 @@ func (r *raft) becomeCandidate() {
 	if r.rules.selfVoteCounts(false) {
 		r.recordVote(r.id, true)
 	}
-	r.requestVotes(MsgVote, r.term)
+	r.requestVotes(MsgVote, r.term, r.rules.releaseVoteRequest)
 }
 
-func (r *raft) requestVotes(t MessageType, term uint64) {
+// requestVotes asks every other voter for its (pre-)vote in term, handing each request to
+// release to be queued.
+func (r *raft) requestVotes(t MessageType, term uint64, release func(*raft, Message)) {
 	lastIndex := r.log.lastIndex()
 	lastTerm := r.log.lastTerm()
 	for _, pr := range r.tracker.prs {
 		if pr == r.tracker.self {
 			continue
 		}
-		r.send(Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex})
+		release(r, Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex})
 	}
 }
 
