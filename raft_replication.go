@@ -3,6 +3,24 @@ package kommander
 // This file is log replication (Raft §5.3): the leader's appends and heartbeats and its
 // handling of their responses (probe, replicate, rejection hints), the commit rule, and
 // the follower's AppendEntries receiver with its rejections.
+//
+// Beyond the paper, three fields carry what the leader needs to tell fresh answers from
+// stale ones and a follower that lost its log from a slow one (S13, S36):
+//   - Context on MsgAppend and MsgHeartbeat numbers the messages to each follower
+//     (progress.seq); the follower echoes it in its MsgAppendResp and MsgHeartbeatResp.
+//   - Index on MsgHeartbeatResp is the follower's last index.
+//   - Reject on MsgHeartbeatResp says that the follower could not take the heartbeat's
+//     commit on trust (see handleHeartbeat).
+//
+// The lost-log rule (S36): within its term, a follower never loses an entry it
+// acknowledged, unless its storage lost it (a wiped data directory, a disk that dropped
+// writes). So an answer to a message sent after the acknowledgement that established match
+// (its Context above progress.matchSeq) which reports a last index below match, or rejects
+// a prevIndex at or below match, proves the loss; the leader then forgets match and probes
+// the follower from what it has (progress.lostEntries). Any other answer that looks short
+// may be older than that acknowledgement, reordered, delayed or duplicated: it moves
+// nothing back. Without the rule the leader takes such a follower's rejection of the
+// append at match for a stale one, and the follower stays at commit 0 while writes continue.
 
 import (
 	"fmt"
