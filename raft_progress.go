@@ -31,7 +31,10 @@ type progress struct {
 	// more than matchSeq answers a message sent after the follower proved it had match, so
 	// what it reports of the follower's log is at least as recent as that proof (S36).
 	seq, matchSeq uint64
-	inflight      inflights
+	// lostSeq is seq when the follower last proved it lost entries (0: never): an
+	// acknowledgement answering an earlier message tells of the log it lost.
+	lostSeq  uint64
+	inflight inflights
 }
 
 // stamp numbers the next message to the follower; it returns the Context to send.
@@ -50,7 +53,7 @@ func (pr *progress) answersAfterMatch(ctx uint64) bool {
 // what it acknowledged (its data directory was wiped or its disk lost writes, S36): its
 // match is forgotten, and so is the commit it was told, and it is probed from next.
 func (pr *progress) lostEntries(next uint64) {
-	pr.match, pr.matchSeq, pr.sentCommit = 0, pr.seq, 0
+	pr.match, pr.matchSeq, pr.lostSeq, pr.sentCommit = 0, pr.seq, pr.seq, 0
 	pr.becomeProbe(next)
 }
 

@@ -17,7 +17,8 @@ package kommander
 // writes). So an answer to a message sent after the acknowledgement that established match
 // (its Context above progress.matchSeq) which reports a last index below match, or rejects
 // a prevIndex at or below match, proves the loss; the leader then forgets match and probes
-// the follower from what it has (progress.lostEntries). Any other answer that looks short
+// the follower from what it has (progress.lostEntries), and takes no acknowledgement of a
+// message sent before the proof (progress.lostSeq). Any other answer that looks short
 // may be older than that acknowledgement, reordered, delayed or duplicated: it moves
 // nothing back. Without the rule the leader takes such a follower's rejection of the
 // append at match for a stale one, and the follower stays at commit 0 while writes continue.
@@ -125,6 +126,9 @@ func (r *raft) handleAppendReject(m Message, pr *progress) {
 func (r *raft) handleAppendSuccess(m Message, pr *progress) {
 	if m.Index > r.log.lastIndex() {
 		return // cannot be an answer to us
+	}
+	if pr.lostSeq > 0 && m.Context <= pr.lostSeq {
+		return // acknowledges what the follower has since lost (S36)
 	}
 	idx := min(m.Index, pr.sentIndex)
 	advanced := idx > pr.match

@@ -571,3 +571,28 @@ func TestFollowerWithWipedDataCatchesUpS36(t *testing.T) {
 		t.Fatalf("the wiped follower commits %d and applied %d, the leader commits %d", f.r.log.committed, len(f.applied), l.r.log.committed)
 	}
 }
+
+// S36 and S13: once a follower proved it lost entries, a delayed acknowledgement of an
+// append sent before the proof tells of the lost log and moves match nowhere.
+func TestLeaderTakesNoAcknowledgementOfALostLogS36(t *testing.T) {
+	n := replicatingLeader(t)
+	n.r.propose([]Entry{{Data: []byte("c")}})
+	var app Message
+	for _, m := range only(n.flush(), MsgAppend) {
+		if m.To == "n2" {
+			app = m
+		}
+	}
+	n.r.tick()
+	var hb Message
+	for _, m := range only(n.flush(), MsgHeartbeat) {
+		if m.To == "n2" {
+			hb = m
+		}
+	}
+	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: hb.Context, Index: 0})
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Context: app.Context, Index: 5})
+	if pr := n.r.tracker.progress("n2"); pr.match != 0 || pr.state != progressProbe {
+		t.Fatalf("an acknowledgement of the lost log came back: match %d state %v", pr.match, pr.state)
+	}
+}
