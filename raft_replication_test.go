@@ -16,6 +16,21 @@ func wantAppendAccepted(t *testing.T, n *testNode, m Message, index uint64) {
 	}
 }
 
+// sentTo returns the last message of type typ to node to in msgs.
+func sentTo(t *testing.T, msgs []Message, typ MessageType, to string) Message {
+	t.Helper()
+	var out []Message
+	for _, m := range only(msgs, typ) {
+		if m.To == to {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no %v to %s in %+v", typ, to, msgs)
+	}
+	return out[len(out)-1]
+}
+
 // ---- AppendEntries receiver (Figure 2) ----
 
 // Rule 1: reply false if term < currentTerm; the reply carries our term so that a deposed
@@ -487,12 +502,7 @@ func TestLeaderProbesFollowerThatReportsALogShorterThanItsMatchS36(t *testing.T)
 func TestLeaderProbesFollowerThatRejectsAnIndexItAcknowledgedS36(t *testing.T) {
 	n := replicatingLeader(t)
 	n.r.propose([]Entry{{Data: []byte("c")}})
-	var app Message
-	for _, m := range only(n.flush(), MsgAppend) {
-		if m.To == "n2" {
-			app = m
-		}
-	}
+	app := sentTo(t, n.flush(), MsgAppend, "n2")
 	if app.Index != 4 {
 		t.Fatalf("setup: append to n2 at prevIndex %d", app.Index)
 	}
@@ -509,20 +519,10 @@ func TestLeaderTakesNoStaleShortLogReportAsLossS36(t *testing.T) {
 	makeLeader(t, n)
 	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 2})
 	n.r.tick()
-	var hb Message
-	for _, m := range only(n.flush(), MsgHeartbeat) {
-		if m.To == "n2" {
-			hb = m
-		}
-	}
+	hb := sentTo(t, n.flush(), MsgHeartbeat, "n2")
 	n.r.propose([]Entry{{Data: []byte("a")}, {Data: []byte("b")}})
-	apps := only(n.flush(), MsgAppend)
-	rej := Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Reject: true, Index: 2, RejectHint: 2}
-	for _, m := range apps {
-		if m.To == "n2" {
-			rej.Context = m.Context
-		}
-	}
+	app := sentTo(t, n.flush(), MsgAppend, "n2")
+	rej := Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Reject: true, Index: 2, RejectHint: 2, Context: app.Context}
 	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 4})
 	pr := n.r.tracker.progress("n2")
 	if pr.match != 4 {
@@ -577,19 +577,9 @@ func TestFollowerWithWipedDataCatchesUpS36(t *testing.T) {
 func TestLeaderTakesNoAcknowledgementOfALostLogS36(t *testing.T) {
 	n := replicatingLeader(t)
 	n.r.propose([]Entry{{Data: []byte("c")}})
-	var app Message
-	for _, m := range only(n.flush(), MsgAppend) {
-		if m.To == "n2" {
-			app = m
-		}
-	}
+	app := sentTo(t, n.flush(), MsgAppend, "n2")
 	n.r.tick()
-	var hb Message
-	for _, m := range only(n.flush(), MsgHeartbeat) {
-		if m.To == "n2" {
-			hb = m
-		}
-	}
+	hb := sentTo(t, n.flush(), MsgHeartbeat, "n2")
 	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: hb.Context, Index: 0})
 	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Context: app.Context, Index: 5})
 	if pr := n.r.tracker.progress("n2"); pr.match != 0 || pr.state != progressProbe {
