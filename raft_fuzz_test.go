@@ -11,8 +11,9 @@ import (
 // arbitrary message sequences decoded from the input, mixed with the group's own traffic,
 // ticks, proposals and asynchronous persistence, and checks after every operation that no
 // node panics and that each node's state stays within what it can prove (S31): commit within
-// the log, every progress within the leader's log, terms that never decrease, committed
-// entries that never change, and a log whose stable and unstable parts agree with storage.
+// the log, every progress within the leader's log, terms that never decrease (in memory,
+// and as saved across crashes), committed entries that never change, and a log whose
+// stable and unstable parts agree with storage.
 //
 // Replay a crasher with: go test -run 'FuzzRaftStep/<name>' .
 func FuzzRaftStep(f *testing.F) {
@@ -39,7 +40,8 @@ const (
 	fuzzOpDeliver        // deliver the queued message at (next byte mod queue length)
 	fuzzOpReady          // hand out a raftReady: its Messages are queued, the rest waits for persist
 	fuzzOpPersist        // persist the outstanding raftReady, queue its after-persist messages, advance
-	fuzzOpPropose        // propose an entry on the node
+	fuzzOpPropose        // propose an entry on the node; the next byte is its data
+	fuzzOpCrash          // crash the node and restart it from what it saved
 	fuzzOpCount
 
 	fuzzToLeader  = 3
@@ -92,6 +94,7 @@ type fuzzGroup struct {
 	rds       []raftReady
 	queue     []Message
 	terms     []uint64
+	saved     []uint64 // per node: the term of its saved hard state
 	commits   []uint64
 	committed []map[uint64]uint64 // per node: index -> term of a committed entry
 }
@@ -104,7 +107,7 @@ func newFuzzGroup(t *testing.T, config byte) *fuzzGroup {
 	c.propose(l, "a")
 	c.propose(l, "b")
 	g := &fuzzGroup{t: t, pending: make([]bool, 3), rds: make([]raftReady, 3),
-		terms: make([]uint64, 3), commits: make([]uint64, 3)}
+		terms: make([]uint64, 3), saved: make([]uint64, 3), commits: make([]uint64, 3)}
 	for _, id := range c.ids {
 		g.nodes = append(g.nodes, c.node(id))
 		g.committed = append(g.committed, map[uint64]uint64{})
@@ -156,6 +159,17 @@ func (g *fuzzGroup) do(in *fuzzInput) {
 		}
 	case fuzzOpPropose:
 		_, _, _ = n.r.propose([]Entry{{Type: "set", Data: []byte{in.byte()}}})
+	case fuzzOpCrash:
+		g.pending[i], g.rds[i] = false, raftReady{} // the outstanding raftReady is lost
+		n.start(g.t)
+		// What the node knew in memory only is gone: its term and commit start again from
+		// what it saved, and only entries committed as far as that are held to never change.
+		g.terms[i], g.commits[i] = n.r.term, n.r.log.committed
+		for idx := range g.committed[i] {
+			if idx > n.r.log.committed {
+				delete(g.committed[i], idx)
+			}
+		}
 	}
 }
 
@@ -219,6 +233,10 @@ func (g *fuzzGroup) check() {
 			t.Fatalf("%s: term went back from %d to %d", n.id, g.terms[i], r.term)
 		}
 		g.terms[i] = r.term
+		if n.log.hs.Term < g.saved[i] || n.log.hs.Term > r.term {
+			t.Fatalf("%s: saved term %d, was %d, in memory %d", n.id, n.log.hs.Term, g.saved[i], r.term)
+		}
+		g.saved[i] = n.log.hs.Term
 		if l.committed > last || l.committed < g.commits[i] {
 			t.Fatalf("%s: commit %d (was %d) outside the log [.., %d]", n.id, l.committed, g.commits[i], last)
 		}
