@@ -16,6 +16,7 @@ package kommander
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 )
 
@@ -184,6 +185,9 @@ type raft struct {
 	lead string
 	role raftRole
 	log  raftLog
+	// leaderMatch is, on a follower, the highest index an append of lead proved to match
+	// its log in this term; a heartbeat's commit is bounded by it (see handleHeartbeat).
+	leaderMatch uint64
 
 	electionTicks, heartbeatTicks int
 	randomizedElectionTimeout     int
@@ -213,7 +217,7 @@ type raft struct {
 	rules                  safetyRules
 }
 
-// safetyRules are four decisions on which Raft's safety rests, held as function values so
+// safetyRules are five decisions on which Raft's safety rests, held as function values so
 // that a test can plant a wrong one and prove that the simulation catches it. newRaft sets
 // correctRules; nothing outside *_test.go replaces them.
 type safetyRules struct {
@@ -228,6 +232,8 @@ type safetyRules struct {
 	// selfVoteCounts reports whether a candidate's vote for itself counts toward its
 	// election, durable or not yet.
 	selfVoteCounts func(durable bool) bool
+	// releaseVoteRequest queues a candidate's vote request to be sent.
+	releaseVoteRequest func(r *raft, req Message)
 }
 
 var correctRules = safetyRules{
@@ -239,6 +245,9 @@ var correctRules = safetyRules{
 	prevTermMatches: func(have, want uint64) bool { return have == want },
 	// Only once it is durable (see becomeCandidate).
 	selfVoteCounts: func(durable bool) bool { return durable },
+	// A request leaves only once the term, vote and log it claims are durable (S37; see
+	// becomeCandidate).
+	releaseVoteRequest: (*raft).sendAfterPersist,
 }
 
 // newRaft starts a group from its configuration and what it persisted.
@@ -378,8 +387,8 @@ func (r *raft) step(m Message) error {
 		_, _, err := r.propose(m.Entries)
 		return err
 	}
-	if m.Type == MsgNone || m.Type >= msgTypeCount {
-		return fmt.Errorf("%w: type %d", errInvalidMessage, m.Type)
+	if err := checkMessage(m); err != nil {
+		return err
 	}
 	pr := r.tracker.progress(m.From)
 	if pr == nil || pr == r.tracker.self {
@@ -432,6 +441,43 @@ func (r *raft) step(m Message) error {
 		return r.stepCandidate(m)
 	}
 	return r.stepFollower(m)
+}
+
+// checkMessage refuses a message whose fields contradict each other or the protocol, before
+// any of it changes the group's state: whatever arrives from the network, a peer's bug or a
+// forged packet, must never panic the core nor move its term, log or commit where no correct
+// peer could have sent it (S31). What a field may only claim relative to this group's own
+// state (indexes against the log, acknowledgements against what was sent) is bounded by the
+// handler that reads it.
+func checkMessage(m Message) error {
+	switch m.Type {
+	case MsgNone, msgTimeoutNow, msgSnapshot, msgReadIndex, msgReadIndexResp:
+		// Not (or not yet) handled by the core: let none of them raise the term.
+		return fmt.Errorf("%w: type %v not handled", errInvalidMessage, m.Type)
+	}
+	if m.Type >= msgTypeCount {
+		return fmt.Errorf("%w: type %d", errInvalidMessage, m.Type)
+	}
+	if m.Term == math.MaxUint64 {
+		// A candidate of the next term could not count it: refuse the term at the top of the
+		// range instead of letting a later campaign overflow to term 0.
+		return fmt.Errorf("%w: %v with term %d at the top of the range", errInvalidMessage, m.Type, m.Term)
+	}
+	switch m.Type {
+	case MsgVote, MsgPreVote:
+		// A candidate's last entry is of no later term than the one it campaigns in, and an
+		// empty log has no last term.
+		if m.LogTerm > m.Term || (m.Index == 0) != (m.LogTerm == 0) {
+			return fmt.Errorf("%w: %v from %s for term %d claims last entry (%d, %d)", errInvalidMessage, m.Type, m.From, m.Term, m.Index, m.LogTerm)
+		}
+	case MsgHeartbeat:
+		if m.Term == 0 {
+			return fmt.Errorf("%w: heartbeat from %s in term 0", errInvalidMessage, m.From)
+		}
+	case MsgAppend:
+		return checkAppend(m)
+	}
+	return nil
 }
 
 // readError returns the first storage read error the group could not do without (the

@@ -4,6 +4,8 @@ package kommander
 // the vote count, becoming leader, the RequestVote receiver, and the lease that ignores vote
 // requests while a live leader is heard from.
 
+import "math"
+
 func (r *raft) resetElectionTimer() {
 	r.electionElapsed = 0
 	r.randomizedElectionTimeout = r.electionTicks + r.rand.IntN(r.electionTicks)
@@ -15,13 +17,19 @@ func (r *raft) becomeFollower(term uint64, lead string) {
 		r.vote = ""
 	}
 	r.role = roleFollower
-	r.lead = lead
+	r.lead, r.leaderMatch = lead, 0
 	r.heartbeatElapsed = 0
 	r.appendPending, r.commitPending = false, false
 	r.resetElectionTimer()
 }
 
 func (r *raft) campaign() {
+	if r.term >= math.MaxUint64-1 {
+		// No election at or past the top of the term range: peers refuse its term, and the
+		// one after would overflow to 0 (S31). Only forged or corrupt state gets here.
+		r.resetElectionTimer()
+		return
+	}
 	if r.preVote {
 		r.becomePreCandidate()
 	} else {
@@ -42,16 +50,23 @@ func (r *raft) becomePreCandidate() {
 		r.becomeCandidate()
 		return
 	}
-	r.requestVotes(MsgPreVote, r.term+1)
+	// Pre-votes change nothing, so they need not wait for persistence.
+	r.requestVotes(MsgPreVote, r.term+1, (*raft).send)
 }
 
-// becomeCandidate starts an election (Figure 2, Candidates). The vote requests go out at
-// once, before the new term and self-vote are persisted; the self-vote is counted only in
-// advance, once they are. Why that is safe: if this node crashes before persisting, it
-// restarts in the old term and may vote for someone else in the new term; but it never won
-// with its unpersisted self-vote, so that term still gets at most one leader. Counting the
-// self-vote before persistence would allow this node to win, crash, forget, and vote for a
-// second leader of the same term.
+// becomeCandidate starts an election (Figure 2, Candidates). The self-vote is counted only
+// in advance, once the new term and vote are persisted: counting it before would allow this
+// node to win, crash, forget, and vote for a second leader of the same term.
+//
+// The vote requests, too, leave only after the raftReady that holds the new term, the vote
+// and every entry they claim (lastIndex, lastTerm) is durable (S37). Sent before, a crash
+// could lose that raftReady: the node restarts in the old term with a shorter log,
+// campaigns again in the same term, and the grants its first requests earned, delayed in
+// the network, count for the second campaign, whose log the voters never judged; it could
+// win without an entry they hold committed. Once the requests leave after persistence, a
+// restarted node already holds the term with its own vote and campaigns only in a later
+// term, where those grants do not count. The cost is one disk write before the requests
+// leave, as for the self-vote.
 func (r *raft) becomeCandidate() {
 	r.term++
 	r.vote = r.id
@@ -62,17 +77,19 @@ func (r *raft) becomeCandidate() {
 	if r.rules.selfVoteCounts(false) {
 		r.recordVote(r.id, true)
 	}
-	r.requestVotes(MsgVote, r.term)
+	r.requestVotes(MsgVote, r.term, r.rules.releaseVoteRequest)
 }
 
-func (r *raft) requestVotes(t MessageType, term uint64) {
+// requestVotes asks every other voter for its (pre-)vote in term, handing each request to
+// release to be queued.
+func (r *raft) requestVotes(t MessageType, term uint64, release func(*raft, Message)) {
 	lastIndex := r.log.lastIndex()
 	lastTerm := r.log.lastTerm()
 	for _, pr := range r.tracker.prs {
 		if pr == r.tracker.self {
 			continue
 		}
-		r.send(Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex})
+		release(r, Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex})
 	}
 }
 
@@ -107,7 +124,9 @@ func (r *raft) becomeLeader() {
 			in = newInflights(r.maxInflightMsgs, r.maxInflightBytes)
 		}
 		in.reset()
-		*pr = progress{id: pr.id, next: last + 1, recentActive: true, inflight: in}
+		// seq goes on across leaderships, so that an answer to a message of an earlier one
+		// is never taken for an answer to this one's.
+		*pr = progress{id: pr.id, next: last + 1, recentActive: true, inflight: in, seq: pr.seq, matchSeq: pr.seq}
 	}
 	r.tracker.self.match = r.log.stable
 	r.tracker.self.state = progressReplicate

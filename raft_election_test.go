@@ -123,7 +123,8 @@ func TestFollowerHeartbeatResetsElectionTimer(t *testing.T) {
 // ---- Candidates ----
 
 // On conversion to candidate: increment currentTerm, vote for self, send RequestVote to all.
-// The self-vote counts only once persisted (see becomeCandidate).
+// The self-vote counts only once persisted, and the requests leave only then too (see
+// becomeCandidate, S37).
 func TestCandidateCountsSelfVoteOnlyOncePersisted(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
 	tickUntil(n, roleCandidate)
@@ -131,8 +132,8 @@ func TestCandidateCountsSelfVoteOnlyOncePersisted(t *testing.T) {
 	if !rd.SaveHardState || rd.HardState.Vote != "n1" || rd.HardState.Term != 2 {
 		t.Fatalf("the raftReady must persist the self-vote: %+v", rd.HardState)
 	}
-	if len(only(rd.Messages, MsgVote)) != 2 {
-		t.Fatalf("vote requests may go out at once: %+v", rd.Messages)
+	if len(only(rd.Messages, MsgVote)) != 0 || len(only(rd.MessagesAfterPersist, MsgVote)) != 2 {
+		t.Fatalf("vote requests must wait for the raftReady's persistence: %+v", rd)
 	}
 	// A grant arrives before the self-vote is durable: one vote of three is not a majority.
 	if err := n.r.step(Message{Type: MsgVoteResp, From: "n2", To: "n1", Term: 2}); err != nil {
@@ -326,5 +327,42 @@ func TestS7FiveNodesStartingTogetherElectQuickly(t *testing.T) {
 			cfg.rand = rand.New(rand.NewPCG(seed, uint64(cfg.id[1])))
 		})
 		c.elect(6 * 10) // three election timeouts of 2E at most
+	}
+}
+
+// S37, with PreVote off: a candidate's vote requests leave only once the raftReady holding
+// its term, its vote and the log they claim is durable. Here n1 holds entry 2 (committed by
+// n2 and n3) only in memory when it campaigns; it crashes before saving, restarts with a
+// shorter log and campaigns again in the same term. Had its first requests left at once,
+// n3's grant of them (judged against the entry n1 no longer has) would make n1 a leader
+// without a committed entry.
+func TestCandidateSendsVoteRequestsOnlyOnceTheirClaimsAreDurableS37(t *testing.T) {
+	n := newNode(t, "n1", 1, []uint64{1})
+	if err := n.r.step(appendMsg("n2", 1, 1, 1, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	tickUntil(n, roleCandidate)
+	rd := n.r.ready()
+	if last := n.r.log.lastIndex(); last != 2 || n.r.term != 2 {
+		t.Fatalf("setup: candidate in term %d with last index %d", n.r.term, last)
+	}
+	voter := newNode(t, "n3", 1, []uint64{1, 1})
+	var grants []Message
+	for _, req := range only(rd.Messages, MsgVote) {
+		if req.To == "n3" {
+			grants = append(grants, only(voter.stepFlush(t, req), MsgVoteResp)...)
+		}
+	}
+	n.start(t) // crash: rd was never saved, its after-persist messages never sent
+	if n.r.term != 1 || n.r.log.lastIndex() != 1 {
+		t.Fatalf("restarted in term %d with last index %d", n.r.term, n.r.log.lastIndex())
+	}
+	tickUntil(n, roleCandidate)
+	n.flush()
+	for _, g := range grants {
+		n.stepFlush(t, g) // delayed grants of the first campaign, in the same term 2
+	}
+	if n.r.role == roleLeader {
+		t.Fatalf("n1 leads term %d with log %v, without committed entry 2", n.r.term, logTerms(n))
 	}
 }

@@ -23,7 +23,38 @@ type progress struct {
 	probeSent    bool   // probe: an append is out and unanswered
 	recentActive bool   // heard from since the last CheckQuorum round
 	sentCommit   uint64 // highest commit index the follower can have learned from what it was sent
-	inflight     inflights
+	// sentIndex is the highest index sent to the follower in this leadership: no honest
+	// acknowledgement claims more (S31).
+	sentIndex uint64
+	// seq numbers the appends and heartbeats sent to the follower (carried in Context and
+	// echoed in the answers); matchSeq is seq when match last advanced. An answer carrying
+	// more than matchSeq answers a message sent after the follower proved it had match, so
+	// what it reports of the follower's log is at least as recent as that proof (S36).
+	seq, matchSeq uint64
+	// lostSeq is seq when the follower last proved it lost entries (0: never): an
+	// acknowledgement answering an earlier message tells of the log it lost.
+	lostSeq  uint64
+	inflight inflights
+}
+
+// stamp numbers the next message to the follower; it returns the Context to send.
+func (pr *progress) stamp() uint64 {
+	pr.seq++
+	return pr.seq
+}
+
+// answersAfterMatch reports whether an answer carrying ctx answers a message sent after the
+// follower proved it had match (see seq).
+func (pr *progress) answersAfterMatch(ctx uint64) bool {
+	return ctx > pr.matchSeq && ctx <= pr.seq
+}
+
+// lostEntries is the leader's reaction to proof that the follower's log no longer holds
+// what it acknowledged (its data directory was wiped or its disk lost writes, S36): its
+// match is forgotten, and so is the commit it was told, and it is probed from next.
+func (pr *progress) lostEntries(next uint64) {
+	pr.match, pr.matchSeq, pr.lostSeq, pr.sentCommit = 0, pr.seq, pr.seq, 0
+	pr.becomeProbe(next)
 }
 
 func (pr *progress) becomeProbe(next uint64) {

@@ -18,10 +18,10 @@ type raftReady struct {
 	// replaces the stored suffix from there on.
 	Entries []Entry
 	// Messages may be sent at once, before the raftReady is persisted: a leader's appends and
-	// heartbeats and a candidate's vote requests.
+	// heartbeats and a pre-candidate's pre-vote requests.
 	Messages []Message
-	// MessagesAfterPersist may be sent only once HardState and Entries are durable: vote
-	// grants, append responses and every other response.
+	// MessagesAfterPersist may be sent only once HardState and Entries are durable: a
+	// candidate's vote requests, vote grants, append responses and every other response.
 	MessagesAfterPersist []Message
 	// CommittedEntries are to be applied in order. All of them are durable on this node.
 	CommittedEntries []Entry

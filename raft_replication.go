@@ -3,8 +3,30 @@ package kommander
 // This file is log replication (Raft §5.3): the leader's appends and heartbeats and its
 // handling of their responses (probe, replicate, rejection hints), the commit rule, and
 // the follower's AppendEntries receiver with its rejections.
+//
+// Beyond the paper, three fields carry what the leader needs to tell fresh answers from
+// stale ones and a follower that lost its log from a slow one (S13, S36):
+//   - Context on MsgAppend and MsgHeartbeat numbers the messages to each follower
+//     (progress.seq); the follower echoes it in its MsgAppendResp and MsgHeartbeatResp.
+//   - Index on MsgHeartbeatResp is the follower's last index.
+//   - Reject on MsgHeartbeatResp says that the follower could not take the heartbeat's
+//     commit on trust (see handleHeartbeat).
+//
+// The lost-log rule (S36): within its term, a follower never loses an entry it
+// acknowledged, unless its storage lost it (a wiped data directory, a disk that dropped
+// writes). So an answer to a message sent after the acknowledgement that established match
+// (its Context above progress.matchSeq) which reports a last index below match, or rejects
+// a prevIndex at or below match, proves the loss; the leader then forgets match and probes
+// the follower from what it has (progress.lostEntries), and takes no acknowledgement of a
+// message sent before the proof (progress.lostSeq). Any other answer that looks short
+// may be older than that acknowledgement, reordered, delayed or duplicated: it moves
+// nothing back. Without the rule the leader takes such a follower's rejection of the
+// append at match for a stale one, and the follower stays at commit 0 while writes continue.
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // appendLocal appends entries to the leader's log, assigning term and index in place.
 func (r *raft) appendLocal(ents []Entry) {
@@ -28,6 +50,18 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 		}
 	case MsgHeartbeatResp:
 		pr.recentActive = true
+		if m.Index < pr.match && pr.answersAfterMatch(m.Context) {
+			// The follower reports a last index below what it acknowledged, in answer to a
+			// heartbeat sent after that acknowledgement: it lost entries (S36). Probe it
+			// from what it has.
+			pr.lostEntries(m.Index + 1)
+		}
+		if m.Reject {
+			// The follower could not take the heartbeat's commit on trust (it has not
+			// matched an append of ours since it last became our follower): forget that it
+			// was told, so that an append at its match tells it again.
+			pr.sentCommit = 0
+		}
 		switch {
 		case pr.state == progressProbe:
 			pr.probeSent = false // the probe or its answer may have been lost: probe again
@@ -45,11 +79,24 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 	return nil
 }
 
+// handleAppendReject moves next back after a rejection, to no less than match+1 and no more
+// than the rejected prevIndex, so that next stays within [match+1, lastIndex+1] whatever the
+// rejection claims (S31).
 func (r *raft) handleAppendReject(m Message, pr *progress) {
-	// A stale rejection (S13): of an append older than what is acknowledged, or not of the
-	// probe we are waiting for.
-	if m.Index <= pr.match || (pr.state == progressProbe && m.Index != pr.next-1) {
+	switch {
+	case m.Index >= pr.next:
+		// No append of ours had its prevIndex at or past next: forged, or of an earlier
+		// leadership (S31).
 		return
+	case m.Index <= pr.match:
+		if !pr.answersAfterMatch(m.Context) {
+			return // a stale rejection, of an append older than what is acknowledged (S13)
+		}
+		// The follower no longer has an entry it acknowledged, in answer to an append sent
+		// after that acknowledgement: it lost entries (S36). Probe it from this rejection.
+		pr.lostEntries(pr.next)
+	case pr.state == progressProbe && m.Index != pr.next-1:
+		return // not the probe we are waiting for (S13)
 	}
 	next := m.RejectHint
 	if m.LogTerm > 0 {
@@ -72,17 +119,25 @@ func (r *raft) handleAppendReject(m Message, pr *progress) {
 	r.sendAppends(pr)
 }
 
+// handleAppendSuccess records an acknowledgement. A follower whose whole append was below
+// its commit index answers with that commit index, which may exceed what it was sent (its
+// committed entries are in our log, Raft §5.4): so match moves to no more than what was
+// sent, never past our last index (S31), and never back (S13).
 func (r *raft) handleAppendSuccess(m Message, pr *progress) {
 	if m.Index > r.log.lastIndex() {
 		return // cannot be an answer to us
 	}
-	advanced := m.Index > pr.match
-	probeAnswered := pr.state == progressProbe && (advanced || m.Index+1 >= pr.next)
-	if advanced {
-		pr.match = m.Index
-		pr.next = max(pr.next, m.Index+1)
+	if pr.lostSeq > 0 && m.Context <= pr.lostSeq {
+		return // acknowledges what the follower has since lost (S36)
 	}
-	pr.inflight.freeLE(m.Index)
+	idx := min(m.Index, pr.sentIndex)
+	advanced := idx > pr.match
+	probeAnswered := pr.state == progressProbe && (advanced || idx+1 >= pr.next)
+	if advanced {
+		pr.match, pr.matchSeq = idx, pr.seq
+		pr.next = max(pr.next, idx+1)
+	}
+	pr.inflight.freeLE(idx)
 	if probeAnswered {
 		pr.becomeReplicate()
 	}
@@ -131,9 +186,10 @@ func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
 		return
 	}
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
-		Index: prevIndex, Commit: r.log.committed})
+		Index: prevIndex, Commit: r.log.committed, Context: pr.stamp()})
 	// A follower commits no further than the last index an append vouches for.
 	pr.sentCommit = min(r.log.committed, prevIndex)
+	pr.sentIndex = max(pr.sentIndex, prevIndex)
 }
 
 // sendAppend sends one append with entries from pr.next, if the progress state allows.
@@ -154,10 +210,14 @@ func (r *raft) sendAppend(pr *progress) bool {
 	if err != nil || (pr.state == progressReplicate && len(ents) == 0) {
 		return false
 	}
+	// A probe at next = lastIndex+1 carries no entries: it asks whether the follower has
+	// our last entry.
+	lastSent := prevIndex + uint64(len(ents))
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
-		Index: prevIndex, Entries: ents, Commit: r.log.committed})
+		Index: prevIndex, Entries: ents, Commit: r.log.committed, Context: pr.stamp()})
 	// A follower commits no further than the last index an append vouches for.
-	pr.sentCommit = min(r.log.committed, ents[len(ents)-1].Index)
+	pr.sentCommit = min(r.log.committed, lastSent)
+	pr.sentIndex = max(pr.sentIndex, lastSent)
 	if pr.state == progressProbe {
 		pr.probeSent = true
 		return true
@@ -166,7 +226,6 @@ func (r *raft) sendAppend(pr *progress) bool {
 	for j := range ents {
 		bytes += ents[j].size()
 	}
-	lastSent := ents[len(ents)-1].Index
 	pr.inflight.add(lastSent, bytes)
 	pr.next = lastSent + 1
 	return true
@@ -177,43 +236,62 @@ func (r *raft) bcastHeartbeat() {
 		if pr == r.tracker.self {
 			continue
 		}
-		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match)})
+		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match),
+			Context: pr.stamp()})
 	}
 }
 
 func (r *raft) stepFollower(m Message) error {
 	switch m.Type {
 	case MsgAppend:
-		r.electionElapsed = 0
-		r.lead = m.From
+		r.followLeader(m.From)
 		return r.handleAppend(m)
 	case MsgHeartbeat:
-		r.electionElapsed = 0
-		r.lead = m.From
+		r.followLeader(m.From)
 		r.handleHeartbeat(m)
 	}
 	return nil
 }
 
-// handleAppend is the AppendEntries receiver (Figure 2).
-func (r *raft) handleAppend(m Message) error {
+// followLeader records that lead leads our term; what we knew to match another leader's log
+// says nothing of its log.
+func (r *raft) followLeader(lead string) {
+	r.electionElapsed = 0
+	if r.lead != lead {
+		r.lead, r.leaderMatch = lead, 0
+	}
+}
+
+// checkAppend refuses an append that no leader could have sent (S31): a leader of term 0,
+// a previous entry of a later term than the leader's or at index 0 with a term, entries
+// that are not consecutive from prevIndex+1, that would run past the last index, or whose
+// terms go backwards, start at 0 or exceed the leader's term.
+func checkAppend(m Message) error {
+	if m.Term == 0 || m.LogTerm > m.Term || (m.Index == 0 && m.LogTerm != 0) ||
+		uint64(len(m.Entries)) > math.MaxUint64-m.Index {
+		return fmt.Errorf("%w: append from %s in term %d after prev (%d, %d) with %d entries",
+			errInvalidMessage, m.From, m.Term, m.Index, m.LogTerm, len(m.Entries))
+	}
+	prevTerm := m.LogTerm
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		prevTerm := m.LogTerm
-		if i > 0 {
-			prevTerm = m.Entries[i-1].Term
-		}
-		if e.Index != m.Index+1+uint64(i) || e.Term > m.Term || e.Term < prevTerm {
+		if e.Index != m.Index+1+uint64(i) || e.Term == 0 || e.Term > m.Term || e.Term < prevTerm {
 			return fmt.Errorf("%w: append from %s: entry %d has index %d term %d after prev (%d, %d)",
 				errInvalidMessage, m.From, i, e.Index, e.Term, m.Index, m.LogTerm)
 		}
+		prevTerm = e.Term
 	}
+	return nil
+}
+
+// handleAppend is the AppendEntries receiver (Figure 2); checkAppend has vetted m.
+func (r *raft) handleAppend(m Message) error {
 	ents := m.Entries
 	prevIndex, prevTerm := m.Index, m.LogTerm
 	if c := r.log.committed; prevIndex < c {
 		// Everything up to our commit index matches every later leader's log: skip it.
 		if prevIndex+uint64(len(ents)) <= c {
-			r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: c})
+			r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: c, Context: m.Context})
 			return nil
 		}
 		ents = ents[c-prevIndex:]
@@ -225,7 +303,7 @@ func (r *raft) handleAppend(m Message) error {
 	last := r.log.lastIndex()
 	if prevIndex > last {
 		r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: m.Index,
-			Reject: true, RejectHint: last + 1})
+			Reject: true, RejectHint: last + 1, Context: m.Context})
 		return nil
 	}
 	if t, err := r.log.term(prevIndex); err != nil || !r.rules.prevTermMatches(t, prevTerm) {
@@ -234,7 +312,7 @@ func (r *raft) handleAppend(m Message) error {
 			hint--
 		}
 		r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: m.Index,
-			Reject: true, LogTerm: t, RejectHint: hint})
+			Reject: true, LogTerm: t, RejectHint: hint, Context: m.Context})
 		return nil
 	}
 	// Receiver rules 3 and 4: delete a conflicting suffix, append what is new. Entries we
@@ -250,21 +328,31 @@ func (r *raft) handleAppend(m Message) error {
 				return fmt.Errorf("%w: append from %s conflicts with committed entry %d", errInvalidMessage, m.From, e.Index)
 			}
 			r.log.append(ents[i:])
+			// What followed e matched the leader's log only if the leader's log were not
+			// consistent with itself; keep no claim past the truncation.
+			r.leaderMatch = min(r.leaderMatch, e.Index-1)
 			break
 		}
 	}
 	// Receiver rule 5: commit up to min(leaderCommit, index of last new entry).
 	lastNew := prevIndex + uint64(len(ents))
+	r.leaderMatch = max(r.leaderMatch, lastNew)
 	r.commitTo(min(m.Commit, lastNew))
-	r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: lastNew})
+	r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: lastNew, Context: m.Context})
 	return nil
 }
 
-// handleHeartbeat advances the commit index as far as the leader knows our log matches its
-// own (the leader sends min(commit, our match index)).
+// handleHeartbeat advances the commit index, but no further than our log is known to match
+// the leader's: the leader sends min(commit, our match index), yet its match index may be
+// older than our log (we lost entries, or took an earlier leader's since, S31, S36), so we
+// also bound it by what an append of this leader proved in this term (leaderMatch). When
+// that leaves us short of the leader's commit, the response says so (Reject), and the
+// leader answers with an append that proves the match. The response carries our last index
+// (Index), from which the leader learns that we lost entries we had acknowledged (S36).
 func (r *raft) handleHeartbeat(m Message) {
-	r.commitTo(min(m.Commit, r.log.lastIndex()))
-	r.sendAfterPersist(Message{Type: MsgHeartbeatResp, To: m.From, Term: r.term, Context: m.Context})
+	r.commitTo(min(m.Commit, r.leaderMatch))
+	r.sendAfterPersist(Message{Type: MsgHeartbeatResp, To: m.From, Term: r.term, Context: m.Context,
+		Index: r.log.lastIndex(), Reject: m.Commit > r.log.committed})
 }
 
 func (r *raft) commitTo(i uint64) {

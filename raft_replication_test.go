@@ -16,6 +16,21 @@ func wantAppendAccepted(t *testing.T, n *testNode, m Message, index uint64) {
 	}
 }
 
+// sentTo returns the last message of type typ to node to in msgs.
+func sentTo(t *testing.T, msgs []Message, typ MessageType, to string) Message {
+	t.Helper()
+	var out []Message
+	for _, m := range only(msgs, typ) {
+		if m.To == to {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no %v to %s in %+v", typ, to, msgs)
+	}
+	return out[len(out)-1]
+}
+
 // ---- AppendEntries receiver (Figure 2) ----
 
 // Rule 1: reply false if term < currentTerm; the reply carries our term so that a deposed
@@ -283,6 +298,9 @@ func TestLeaderSkipsConflictingTermInOneRoundTripS13(t *testing.T) {
 func TestLeaderIgnoresStaleResponsesS13(t *testing.T) {
 	n := newNode(t, "n1", 1, nil)
 	makeLeader(t, n)
+	// n2 acknowledges the no-op, so that the leader streams it entries 2..5 (a leader takes
+	// no acknowledgement of entries it has not sent, S31).
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 1})
 	for i := range 4 {
 		n.r.propose([]Entry{{Data: []byte{byte(i)}}})
 	}
@@ -460,4 +478,111 @@ func TestLeaderTellsLateFollowerTheCommitOnItsAck(t *testing.T) {
 		}
 	}
 	t.Fatalf("n3 acknowledged index 2 after it committed, but was not sent commit 2: %+v", msgs)
+}
+
+// S36: a follower that answers a heartbeat sent after it acknowledged index 4 with a last
+// index of 0 has lost its log (its data directory was wiped): the leader forgets its match
+// and probes it from what it has, instead of waiting forever for it to match index 4.
+func TestLeaderProbesFollowerThatReportsALogShorterThanItsMatchS36(t *testing.T) {
+	n := replicatingLeader(t)
+	n.r.tick()
+	hb := only(n.flush(), MsgHeartbeat)[0]
+	out := n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: hb.To, To: "n1", Term: 2, Context: hb.Context, Index: 0})
+	pr := n.r.tracker.progress(hb.To)
+	if pr.match != 0 || pr.state != progressProbe || pr.next != 1 {
+		t.Fatalf("after proof of a lost log: match %d next %d state %v", pr.match, pr.next, pr.state)
+	}
+	if app := one(t, out, MsgAppend); app.Index != 0 || len(app.Entries) == 0 {
+		t.Fatalf("want a probe from index 1, got %+v", app)
+	}
+}
+
+// S36: the same proof from a rejection: an append sent after the follower acknowledged
+// index 4 is rejected at prevIndex 4.
+func TestLeaderProbesFollowerThatRejectsAnIndexItAcknowledgedS36(t *testing.T) {
+	n := replicatingLeader(t)
+	n.r.propose([]Entry{{Data: []byte("c")}})
+	app := sentTo(t, n.flush(), MsgAppend, "n2")
+	if app.Index != 4 {
+		t.Fatalf("setup: append to n2 at prevIndex %d", app.Index)
+	}
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Context: app.Context, Index: 4, Reject: true, RejectHint: 1})
+	if pr := n.r.tracker.progress("n2"); pr.match != 0 || pr.state != progressProbe || pr.next != 1 {
+		t.Fatalf("after proof of a lost log: match %d next %d state %v", pr.match, pr.next, pr.state)
+	}
+}
+
+// S36 and S13: answers to messages sent before the follower acknowledged its match report
+// an older, shorter log; reordered, delayed or duplicated, they never move match back.
+func TestLeaderTakesNoStaleShortLogReportAsLossS36(t *testing.T) {
+	n := newNode(t, "n1", 1, []uint64{1})
+	makeLeader(t, n)
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 2})
+	n.r.tick()
+	hb := sentTo(t, n.flush(), MsgHeartbeat, "n2")
+	n.r.propose([]Entry{{Data: []byte("a")}, {Data: []byte("b")}})
+	app := sentTo(t, n.flush(), MsgAppend, "n2")
+	rej := Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Reject: true, Index: 2, RejectHint: 2, Context: app.Context}
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 4})
+	pr := n.r.tracker.progress("n2")
+	if pr.match != 4 {
+		t.Fatalf("setup: match %d", pr.match)
+	}
+	for range 2 {
+		n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: hb.Context, Index: 2})
+		n.stepFlush(t, rej)
+	}
+	if pr.match != 4 || pr.state != progressReplicate {
+		t.Fatalf("stale answers moved the progress: match %d state %v", pr.match, pr.state)
+	}
+}
+
+// S36: a follower that restarts with an empty log and an empty hard state (a wiped data
+// directory) catches up with the leader while writes continue, and commits what it has.
+func TestFollowerWithWipedDataCatchesUpS36(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.elect(200)
+	for i := range 5 {
+		c.propose(l, string(rune('a'+i)))
+	}
+	var f *testNode
+	for _, id := range c.ids {
+		if id != l.id {
+			f = c.node(id)
+			break
+		}
+	}
+	f.log, f.applied = &memLog{}, nil
+	f.start(t)
+	for i := range 3 {
+		c.propose(l, string(rune('x'+i)))
+		c.tick()
+	}
+	for range 5 {
+		c.tick()
+	}
+	if c.leader() != l {
+		t.Fatalf("the leader changed: %v", c.leader())
+	}
+	if got, want := logTerms(f), logTerms(l); !equalTerms(got, want) {
+		t.Fatalf("the wiped follower did not catch up: %v vs %v", got, want)
+	}
+	if f.r.log.committed != l.r.log.committed || uint64(len(f.applied)) != l.r.log.committed {
+		t.Fatalf("the wiped follower commits %d and applied %d, the leader commits %d", f.r.log.committed, len(f.applied), l.r.log.committed)
+	}
+}
+
+// S36 and S13: once a follower proved it lost entries, a delayed acknowledgement of an
+// append sent before the proof tells of the lost log and moves match nowhere.
+func TestLeaderTakesNoAcknowledgementOfALostLogS36(t *testing.T) {
+	n := replicatingLeader(t)
+	n.r.propose([]Entry{{Data: []byte("c")}})
+	app := sentTo(t, n.flush(), MsgAppend, "n2")
+	n.r.tick()
+	hb := sentTo(t, n.flush(), MsgHeartbeat, "n2")
+	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: hb.Context, Index: 0})
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Context: app.Context, Index: 5})
+	if pr := n.r.tracker.progress("n2"); pr.match != 0 || pr.state != progressProbe {
+		t.Fatalf("an acknowledgement of the lost log came back: match %d state %v", pr.match, pr.state)
+	}
 }

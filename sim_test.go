@@ -49,6 +49,9 @@ type simParams struct {
 	crashP                        float64
 	events                        int
 	bug                           *plantedBug
+	// restartAtOnce restarts a crashed node in the same event, as a supervisor would: what
+	// it had not saved is lost, and the messages already on their way to it still arrive.
+	restartAtOnce bool
 }
 
 func simParamsFor(seed uint64, nodes int) simParams {
@@ -86,6 +89,15 @@ type simNode struct {
 	id     string
 	down   bool
 	groups []*simGroup
+	// incarnation counts the node's starts. A restarted node remembers only what it saved,
+	// so two incarnations that lead one term are two leaders (S37).
+	incarnation int
+}
+
+// simLeader is a node incarnation that led a term.
+type simLeader struct {
+	id          string
+	incarnation int
 }
 
 type simEntryRec struct {
@@ -109,7 +121,7 @@ type sim struct {
 	now   int
 
 	// The global record the invariants are checked against, per group.
-	leaders   []map[uint64]string
+	leaders   []map[uint64]simLeader
 	votes     []map[simVoteKey]string
 	logRec    []map[[2]uint64]simEntryRec // (index, term) -> entry and the term before it
 	committed [][]simEntryRec             // committed[g][i-1] is the entry committed at i
@@ -135,7 +147,7 @@ func newSim(seed uint64, p simParams) *sim {
 		s.byID[ids[i]] = i
 	}
 	for g := 0; g < p.groups; g++ {
-		s.leaders = append(s.leaders, map[uint64]string{})
+		s.leaders = append(s.leaders, map[uint64]simLeader{})
 		s.votes = append(s.votes, map[simVoteKey]string{})
 		s.logRec = append(s.logRec, map[[2]uint64]simEntryRec{})
 		s.committed = append(s.committed, nil)
@@ -157,6 +169,7 @@ func newSim(seed uint64, p simParams) *sim {
 func (s *sim) start(i int, ids []string) {
 	n := s.nodes[i]
 	n.down = false
+	n.incarnation++
 	for g, sg := range n.groups {
 		r, err := newRaft(raftConfig{
 			id:               n.id,
@@ -301,7 +314,7 @@ func (s *sim) check(i int) {
 		r := sg.r
 		if r.role == roleLeader {
 			if l, ok := s.leaders[g][r.term]; !ok {
-				s.leaders[g][r.term] = n.id
+				s.leaders[g][r.term] = simLeader{n.id, n.incarnation}
 				s.checkLeaderCompleteness(i, g)
 				// A leader that counted its own vote toward its win must never grant
 				// another in this term. (A leader may also win on others' votes alone,
@@ -313,8 +326,8 @@ func (s *sim) check(i int) {
 					}
 					s.votes[g][k] = n.id
 				}
-			} else if l != n.id {
-				s.failf("two leaders in term %d of group %d: %s and %s", r.term, g, l, n.id)
+			} else if l != (simLeader{n.id, n.incarnation}) {
+				s.failf("two leaders in term %d of group %d: %s (start %d) and %s (start %d)", r.term, g, l.id, l.incarnation, n.id, n.incarnation)
 			}
 		}
 		for idx := sg.checked + 1; idx <= r.log.committed; idx++ {
@@ -489,6 +502,13 @@ func (s *sim) event() int {
 		i := live[s.rng.IntN(len(live))]
 		s.tracef("crash %s", s.nodes[i].id)
 		s.nodes[i].down = true // unpersisted Readies are lost
+		if s.p.restartAtOnce {
+			s.start(i, s.ids())
+			for g := range s.nodes[i].groups {
+				s.process(i, g)
+			}
+			return i
+		}
 		return -1
 	case x < 0.96:
 		for i, n := range s.nodes {
@@ -645,8 +665,9 @@ func (s *sim) markerApplied(g int, idx uint64) bool {
 }
 
 // runSims runs the simulation for seeds [1, count] (or only -sim.seed) and fails the test
-// at the first violation, with the line that replays it.
-func runSims(t *testing.T, name string, nodes, count int) {
+// at the first violation, with the line that replays it. adjust, if any, changes the
+// parameters drawn from each seed.
+func runSims(t *testing.T, name string, nodes, count int, adjust ...func(*simParams)) {
 	if testing.Short() {
 		count /= 5
 	}
@@ -665,6 +686,9 @@ func runSims(t *testing.T, name string, nodes, count int) {
 	events := 0
 	for _, seed := range seeds {
 		p := simParamsFor(seed, nodes)
+		for _, a := range adjust {
+			a(&p)
+		}
 		s := newSim(seed, p)
 		if *simTraceFlag {
 			s.trace = t.Logf
@@ -684,6 +708,23 @@ func TestSimThreeNodes(t *testing.T) { runSims(t, "TestSimThreeNodes", 3, 1000) 
 // TestSimFiveNodes runs the simulation with 5 nodes.
 func TestSimFiveNodes(t *testing.T) { runSims(t, "TestSimFiveNodes", 5, 1000) }
 
+// withoutPreVote turns PreVote off, so that every election timeout raises the term and
+// candidates campaign while their term and entries are still unsaved, and restarts crashed
+// nodes at once, so that the grants a lost campaign earned are still on their way when the
+// node campaigns again (S37).
+func withoutPreVote(p *simParams) { p.preVote, p.restartAtOnce = false, true }
+
+// TestSimThreeNodesWithoutPreVote runs the 3-node simulation with PreVote off on every seed
+// (S37; the others draw it on for three seeds in four).
+func TestSimThreeNodesWithoutPreVote(t *testing.T) {
+	runSims(t, "TestSimThreeNodesWithoutPreVote", 3, 1000, withoutPreVote)
+}
+
+// TestSimFiveNodesWithoutPreVote runs the 5-node simulation with PreVote off on every seed.
+func TestSimFiveNodesWithoutPreVote(t *testing.T) {
+	runSims(t, "TestSimFiveNodesWithoutPreVote", 5, 1000, withoutPreVote)
+}
+
 // plantedBug replaces one of the safety rules of every group with a wrong one.
 type plantedBug struct {
 	name  string
@@ -692,7 +733,7 @@ type plantedBug struct {
 
 func (b *plantedBug) String() string { return b.name }
 
-// The planted bugs (a) to (d); each test below proves the simulation finds one.
+// The planted bugs (a) to (e); each test below proves the simulation finds one.
 var (
 	bugCommitOlderTerms = &plantedBug{"(a) count replicas of entries from older terms toward commit",
 		func(rs *safetyRules) { rs.commitByCounting = func(*raft, uint64) bool { return true } }}
@@ -700,16 +741,26 @@ var (
 		func(rs *safetyRules) { rs.releaseVote = (*raft).send }}
 	bugSkipPrevTermCheck = &plantedBug{"(c) accept an append whose prevTerm does not match",
 		func(rs *safetyRules) { rs.prevTermMatches = func(uint64, uint64) bool { return true } }}
+	// A grant can arrive before the self-vote is durable only if the vote requests left
+	// before it was (S37): (d) plants that too, or nothing could exercise it.
 	bugSelfVoteAtOnce = &plantedBug{"(d) count the candidate's self-vote before it is persisted",
-		func(rs *safetyRules) { rs.selfVoteCounts = func(bool) bool { return true } }}
+		func(rs *safetyRules) {
+			rs.selfVoteCounts = func(bool) bool { return true }
+			rs.releaseVoteRequest = (*raft).send
+		}}
+	bugVoteRequestBeforePersist = &plantedBug{"(e) send vote requests before the term, vote and log they claim are persisted",
+		func(rs *safetyRules) { rs.releaseVoteRequest = (*raft).send }}
 )
 
 // findPlantedBug runs seeds with a planted bug until the simulation reports a violation,
 // and fails if none does within maxSeeds.
-func findPlantedBug(t *testing.T, nodes, maxSeeds int, bug *plantedBug) {
+func findPlantedBug(t *testing.T, nodes, maxSeeds int, bug *plantedBug, adjust ...func(*simParams)) {
 	start := time.Now()
 	for seed := uint64(1); seed <= uint64(maxSeeds); seed++ {
 		p := simParamsFor(seed, nodes)
+		for _, a := range adjust {
+			a(&p)
+		}
 		p.bug = bug
 		if err := newSim(seed, p).run(); err != nil {
 			t.Logf("found after %d seeds (%v): %v", seed, time.Since(start).Round(time.Millisecond), err)
@@ -741,4 +792,12 @@ func TestSimFindsAppendWithoutPrevTermCheck(t *testing.T) {
 // before it is durable, wins, crashes, forgets, and votes for a second leader of the term.
 func TestSimFindsSelfVoteCountedBeforePersist(t *testing.T) {
 	findPlantedBug(t, 3, 1000, bugSelfVoteAtOnce)
+}
+
+// TestSimFindsVoteRequestSentBeforePersist plants bug (e) with PreVote off: a candidate's
+// vote requests leave before its term, vote and log are durable; it crashes, restarts with a
+// shorter log, campaigns again in the same term and counts the delayed grants of its first
+// campaign (S37).
+func TestSimFindsVoteRequestSentBeforePersist(t *testing.T) {
+	findPlantedBug(t, 3, 1000, bugVoteRequestBeforePersist, withoutPreVote)
 }
