@@ -129,22 +129,25 @@ type Message struct {
 	// LogTerm is prevLogTerm on MsgAppend, lastLogTerm on MsgVote and MsgPreVote, and the
 	// conflicting term on a rejecting MsgAppendResp.
 	LogTerm uint64
-	// Index is prevLogIndex on MsgAppend, lastLogIndex on MsgVote and MsgPreVote, and on
-	// MsgAppendResp the follower's match index (success) or the rejected prevLogIndex.
+	// Index is prevLogIndex on MsgAppend, lastLogIndex on MsgVote and MsgPreVote, on
+	// MsgAppendResp the follower's match index (success) or the rejected prevLogIndex, and on
+	// MsgHeartbeatResp the follower's last index.
 	Index uint64
 	// Entries are the entries of MsgAppend and MsgForward, and the refused entries' IDs on
 	// MsgForwardRefused.
 	Entries []Entry
 	// Commit is the leader's commit index on MsgAppend and MsgHeartbeat.
 	Commit uint64
-	// Reject is set on a response that refuses the request.
+	// Reject is set on a response that refuses the request; on MsgHeartbeatResp it says the
+	// heartbeat's commit index was not taken (the leader answers with an append).
 	Reject bool
 	// RejectHint is, on a rejecting MsgAppendResp, the first index of the conflicting term
 	// in the follower's log (or its last index + 1 when the log is too short), so that the
 	// leader skips back in one round trip.
 	RejectHint uint64
-	// Context is opaque request data echoed in the response (unused today, reserved for
-	// read requests).
+	// Context is request data echoed in the response: on MsgAppend and MsgHeartbeat the
+	// leader's number of the message to that follower, which MsgAppendResp and
+	// MsgHeartbeatResp carry back, so that the leader tells a fresh answer from a stale one.
 	Context uint64
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk

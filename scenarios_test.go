@@ -228,7 +228,14 @@ S31 messages whose fields lie
 	A message whose fields lie (an index past the log, a hint past the index, a commit
 	beyond what was sent, a term from the future with a stale log) is refused or bounded;
 	the core never panics and never moves next, match or commit outside what it can prove.
-	pending: hardening: every message field checked against what the receiver can prove
+	tests: TestLeaderIgnoresRejectionOfAnAppendItNeverSentS31
+		TestLeaderTakesNoAcknowledgementPastWhatItSentS31
+		TestFollowerCommitsOnHeartbeatOnlyWhatAnAppendProvedS31
+		TestLeaderAnswersRefusedHeartbeatCommitWithAnAppendS31
+		TestAppendEntriesReceiverRefusesAppendsNoLeaderSendsS31
+		TestStepRefusesTermAtTheTopOfTheRangeS31 TestRequestVoteReceiverRefusesImpossibleLastEntryS31
+		TestStepRefusesTypesTheCoreDoesNotHandleS31 TestNoElectionAtTheTopOfTheTermRangeS31
+		FuzzRaftStep
 
 S32 impersonated peers
 	A connection claiming a live peer's ID, on any lane or transport, is refused; an ID that
@@ -260,13 +267,20 @@ S36 wiped disk
 	A node that lost its data (wiped disk) never votes in a term it may already have voted
 	in; it rejoins as a new member, and the leader notices its log is shorter than it
 	believed.
-	pending: hardening: detecting a node that lost its data (its rejoin needs membership
-		changes)
+	tests: TestLeaderProbesFollowerThatReportsALogShorterThanItsMatchS36
+		TestLeaderProbesFollowerThatRejectsAnIndexItAcknowledgedS36
+		TestFollowerWithWipedDataCatchesUpS36 TestLeaderTakesNoAcknowledgementOfALostLogS36
+		TestLeaderTakesNoStaleShortLogReportAsLossS36
+	partial: the leader notices a log shorter than it believed and probes again; that a
+		wiped node never votes under its old ID comes with membership changes (it rejoins
+		as a new member)
 
 S37 unsaved candidacy
 	A candidate that crashed before saving its term and vote, and campaigns again in the
 	same term, never counts grants given against entries it did not save.
-	pending: hardening: votes tied to the candidacy that asked for them
+	tests: TestCandidateSendsVoteRequestsOnlyOnceTheirClaimsAreDurableS37
+		TestSimThreeNodesWithoutPreVote TestSimFiveNodesWithoutPreVote
+		TestSimFindsVoteRequestSentBeforePersist
 `
 
 // scenario is one entry of the catalog.
