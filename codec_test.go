@@ -63,6 +63,10 @@ func goldenBatches() []struct {
 			}},
 			{Type: MsgForwardRefused, Partition: 5, Term: 3, Entries: []Entry{{Kind: EntryNormal, ID: 78}}},
 		}},
+		{"hello", "n3", "n1", []Message{
+			{Type: MsgHello, Context: 0x0123456789abcdef},
+			{Type: MsgHelloResp, Context: 0xfedcba9876543210, Reject: true},
+		}},
 	}
 }
 

@@ -85,6 +85,7 @@
 //	node_persist.go       the persister: one Storage.Save, one fsync, per pass
 //	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
 //	node_status.go        the partitions' leaders and status for the public API
+//	node_incarnation.go   one node ID on one data directory: a node that lost its data is refused
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
 //	config.go             Config, Peer and Discovery, the defaults and Validate
 //	metrics.go            Metrics and their publication through expvar

@@ -2,6 +2,8 @@ package kommander
 
 import (
 	"bytes"
+	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +35,12 @@ type clusterIdentity struct {
 	Partitions int `json:"partitions"`
 	// Members are the voters the cluster was bootstrapped with, sorted.
 	Members []string `json:"members"`
+	// Incarnation is drawn at random when the data directory is created: it tells this
+	// directory apart from any other a node of the same ID ever ran on.
+	Incarnation uint64 `json:"incarnation,omitempty"`
+	// Peers holds, per member, the incarnation this node first heard it announce
+	// (node_incarnation.go). It is state, not identity: equal ignores it.
+	Peers map[string]uint64 `json:"peers,omitempty"`
 }
 
 const identityFormat = 1
@@ -49,8 +57,9 @@ func (id clusterIdentity) equal(o clusterIdentity) bool {
 }
 
 // checkIdentity compares the identity stored in dir with want, and stores want when dir
-// has none yet (a new data directory). created reports the latter.
-func checkIdentity(dir string, want clusterIdentity) (created bool, err error) {
+// has none yet (a new data directory), with a new random incarnation. It returns the
+// identity as stored; created reports a new one.
+func checkIdentity(dir string, want clusterIdentity) (have clusterIdentity, created bool, err error) {
 	want.Format = identityFormat
 	want.Members = slices.Clone(want.Members)
 	slices.Sort(want.Members)
@@ -58,21 +67,46 @@ func checkIdentity(dir string, want clusterIdentity) (created bool, err error) {
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return true, writeIdentity(dir, want)
+		if want.Incarnation, err = randomIncarnation(); err != nil {
+			return want, false, err
+		}
+		return want, true, writeIdentity(dir, want)
 	case err != nil:
-		return false, fmt.Errorf("kommander: read %s: %w", path, err)
+		return have, false, fmt.Errorf("kommander: read %s: %w", path, err)
 	}
-	var have clusterIdentity
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&have); err != nil || have.Format != identityFormat || have.Node == "" || have.Partitions < 1 {
-		return false, fmt.Errorf("kommander: %s is damaged or of an unknown format (%v); restore it from a backup, or remove the whole data directory to rejoin as a new member", path, err)
+		return have, false, fmt.Errorf("kommander: %s is damaged or of an unknown format (%v); restore it from a backup", path, err)
 	}
 	if !have.equal(want) {
-		return false, fmt.Errorf("%w: %s holds the data of %s, but this start is configured as %s; start it with the values it was created with",
+		return have, false, fmt.Errorf("%w: %s holds the data of %s, but this start is configured as %s; start it with the values it was created with",
 			ErrIdentityMismatch, dir, have, want)
 	}
-	return false, nil
+	if have.Incarnation == 0 {
+		// Written before incarnations existed: the data is this directory's own, so it
+		// gets an incarnation now without counting as new.
+		if have.Incarnation, err = randomIncarnation(); err != nil {
+			return have, false, err
+		}
+		if err := writeIdentity(dir, have); err != nil {
+			return have, false, err
+		}
+	}
+	return have, false, nil
+}
+
+// randomIncarnation draws a non-zero incarnation.
+func randomIncarnation() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := crand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("kommander: draw an incarnation: %w", err)
+		}
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v, nil
+		}
+	}
 }
 
 // writeIdentity stores id in dir crash-safely: a temporary file, fsynced, renamed over the

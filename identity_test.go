@@ -14,12 +14,12 @@ import (
 func TestIdentityIsWrittenOnceAndCheckedAfter(t *testing.T) {
 	dir := t.TempDir()
 	base := clusterIdentity{Cluster: "c", Node: "n3", Partitions: 8, Members: []string{"n3", "n1", "n2"}}
-	if created, err := checkIdentity(dir, base); err != nil || !created {
+	if _, created, err := checkIdentity(dir, base); err != nil || !created {
 		t.Fatalf("first start: created %v, %v", created, err)
 	}
 	same := base
 	same.Members = []string{"n1", "n2", "n3"}
-	if created, err := checkIdentity(dir, same); err != nil || created {
+	if _, created, err := checkIdentity(dir, same); err != nil || created {
 		t.Fatalf("same identity: created %v, %v", created, err)
 	}
 	for name, c := range map[string]struct {
@@ -31,7 +31,7 @@ func TestIdentityIsWrittenOnceAndCheckedAfter(t *testing.T) {
 		"cluster":    {clusterIdentity{Cluster: "d", Node: "n3", Partitions: 8, Members: base.Members}, `cluster "d"`},
 		"node":       {clusterIdentity{Cluster: "c", Node: "n4", Partitions: 8, Members: []string{"n1", "n2", "n4"}}, `node "n4"`},
 	} {
-		_, err := checkIdentity(dir, c.id)
+		_, _, err := checkIdentity(dir, c.id)
 		if !errors.Is(err, ErrIdentityMismatch) {
 			t.Errorf("%s: %v, want ErrIdentityMismatch", name, err)
 			continue
@@ -52,7 +52,7 @@ func TestDamagedIdentityIsAnError(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, identityFileName), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		created, err := checkIdentity(dir, clusterIdentity{Cluster: "c", Node: "n1", Partitions: 1, Members: []string{"n1"}})
+		_, created, err := checkIdentity(dir, clusterIdentity{Cluster: "c", Node: "n1", Partitions: 1, Members: []string{"n1"}})
 		if err == nil || created || !strings.Contains(err.Error(), identityFileName) {
 			t.Errorf("content %q: created %v, err %v; want an error naming the file", content, created, err)
 		}

@@ -124,12 +124,13 @@ type Node struct {
 	done     chan struct{}         // closed once the node failed or stopped
 	doneOnce sync.Once
 
-	in      inbox       // what arrives between loop passes
-	out     outbox      // what a pass sends, by peer; loop only
-	persist persister   // the batch being saved; loop only, beside its goroutine
-	fwd     forwarder   // proposals to and from the nodes that lead; loop only
-	apply   applier     // the apply goroutine and the leader-change notifications
-	leaders leaderWatch // wakes WaitForLeader
+	in      inbox        // what arrives between loop passes
+	out     outbox       // what a pass sends, by peer; loop only
+	persist persister    // the batch being saved; loop only, beside its goroutine
+	fwd     forwarder    // proposals to and from the nodes that lead; loop only
+	apply   applier      // the apply goroutine and the leader-change notifications
+	leaders leaderWatch  // wakes WaitForLeader
+	inc     incarnations // one node ID, one data directory; loop only
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -217,13 +218,16 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.DataDir != "" {
 		// Under the WAL's lock: a second process never gets this far.
 		want := clusterIdentity{Cluster: cfg.ClusterName, Node: cfg.NodeID, Partitions: cfg.Partitions, Members: voters}
-		created, err := checkIdentity(cfg.DataDir, want)
+		have, created, err := checkIdentity(cfg.DataDir, want)
 		if err != nil {
 			return nil, err // it names the directory, the node and both configurations
 		}
 		if created {
 			n.log.Info("recorded the cluster identity of a new data directory", "dir", cfg.DataDir, "cluster", cfg.ClusterName, "partitions", cfg.Partitions, "members", voters)
 		}
+		n.inc.init(cfg.NodeID, cfg.DataDir, have, created, voters, n.elTicks)
+	} else {
+		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
 	}
 	n.addrs = make(map[string]string, len(peers))
 	for _, p := range peers {

@@ -97,6 +97,9 @@ func (n *Node) runPass() bool {
 	msgs, ticks, proposed := n.in.take()
 	n.stepAll(msgs)
 	n.in.recycle(msgs)
+	if n.failed.Load() != nil {
+		return false
+	}
 	n.tickAll(ticks)
 	if proposed || ticks > 0 {
 		for _, p := range n.parts {
@@ -147,6 +150,25 @@ func (n *Node) stepAll(msgs []Message) {
 		}
 		p := n.parts[m.Partition]
 		switch m.Type {
+		case MsgHello:
+			if err := n.inc.hello(m, &n.out); err != nil {
+				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
+				return
+			}
+			continue
+		case MsgHelloResp:
+			if err := n.inc.helloResp(m); err != nil {
+				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
+				return
+			}
+			continue
+		case MsgVote, MsgPreVote:
+			if !n.inc.active {
+				// A new data directory whose ID a majority has not accepted yet: an
+				// earlier life may have voted in this term (S36).
+				n.metrics.dropped.Add(1)
+				continue
+			}
 		case MsgForward:
 			n.fwd.receive(p, m)
 			continue
@@ -170,6 +192,10 @@ func (n *Node) stepAll(msgs []Message) {
 func (n *Node) tickAll(ticks int) {
 	for t := 0; t < ticks; t++ {
 		n.now++
+		n.inc.greet(n.now, &n.out)
+		if !n.inc.active {
+			continue // no election timer runs out: it must not campaign yet (S36)
+		}
 		for _, p := range n.parts {
 			p.raft.tick()
 		}

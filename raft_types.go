@@ -93,6 +93,12 @@ const (
 	// MsgForwardRefused tells the node that sent a MsgForward that the leader took none of
 	// its entries (they will never be applied); its entries carry only their IDs.
 	MsgForwardRefused
+	// MsgHello announces the sender's incarnation (in Context): which data directory its
+	// node ID runs on. It is the node's, never Raft's.
+	MsgHello
+	// MsgHelloResp answers MsgHello with the incarnation the receiver knows for the sender
+	// (Context), and Reject set when that is not the one announced.
+	MsgHelloResp
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -104,7 +110,7 @@ var messageTypeNames = [...]string{
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp",
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	msgReadIndex: "MsgReadIndex", msgReadIndexResp: "MsgReadIndexResp",
-	MsgForwardRefused: "MsgForwardRefused",
+	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
 }
 
 // String returns the message type's name, as in logs and test traces.
@@ -147,7 +153,8 @@ type Message struct {
 	RejectHint uint64
 	// Context is request data echoed in the response: on MsgAppend and MsgHeartbeat the
 	// leader's number of the message to that follower, which MsgAppendResp and
-	// MsgHeartbeatResp carry back, so that the leader tells a fresh answer from a stale one.
+	// MsgHeartbeatResp carry back, so that the leader tells a fresh answer from a stale one;
+	// on MsgHello and MsgHelloResp an incarnation.
 	Context uint64
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk

@@ -270,10 +270,10 @@ S36 wiped disk
 	tests: TestLeaderProbesFollowerThatReportsALogShorterThanItsMatchS36
 		TestLeaderProbesFollowerThatRejectsAnIndexItAcknowledgedS36
 		TestFollowerWithWipedDataCatchesUpS36 TestLeaderTakesNoAcknowledgementOfALostLogS36
-		TestLeaderTakesNoStaleShortLogReportAsLossS36
-	partial: the leader notices a log shorter than it believed and probes again; that a
-		wiped node never votes under its old ID comes with membership changes (it rejoins
-		as a new member)
+		TestLeaderTakesNoStaleShortLogReportAsLossS36 TestNodeThatLostItsDataIsRefused
+		TestNewDataDirectoryVotesOnlyOnceAMajorityAcceptedIt
+	partial: a wiped node is refused and never votes under its old ID; rejoining as a new
+		member comes with membership changes
 
 S37 unsaved candidacy
 	A candidate that crashed before saving its term and vote, and campaigns again in the
