@@ -86,7 +86,12 @@
 //	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
 //	node_status.go        the partitions' leaders and status for the public API
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
-//	config.go             Config, Peer and Discovery, the defaults and Validate
+//	config.go             Config and Peer, the defaults and Validate
+//	discovery.go          the Discovery interface, StaticDiscovery, and what the registry and
+//	registry.go           RegistryServer: registrations with a TTL, ownership by incarnation,
+//	                      gossip between registries
+//	registry_protocol.go  the registry's HTTP protocol: paths, JSON bodies, limits, signatures
+//	registry_client.go    RegistryDiscovery: registering, renewing, listing, deregistering
 //	metrics.go            Metrics and their publication through expvar
 //	clock.go              Clock, the real clock and FakeClock
 //
