@@ -350,3 +350,17 @@ func (r *repeater) stop() {
 	r.run.Lock() // wait for a call under way
 	r.run.Unlock()
 }
+
+// movedPeers returns the members of known (ID to address) that peers lists at another
+// address: a node that follows a Watch hands each of them to Transport.SetPeer, which
+// reaches a known member at its new address without a membership change. IDs known does
+// not hold are left out: adding a member goes through the Raft log.
+func movedPeers(known map[string]string, peers []Peer) []Peer {
+	var moved []Peer
+	for _, p := range peers {
+		if addr, ok := known[p.ID]; ok && p.Addr != "" && p.Addr != addr {
+			moved = append(moved, p)
+		}
+	}
+	return moved
+}
