@@ -33,8 +33,8 @@ func TestPeerWatchHandsTheNewestSetAndClosesOnClose(t *testing.T) {
 	ch := w.watch(context.Background())
 	w.set([]Peer{{ID: "a", Addr: "1"}})
 	w.set([]Peer{{ID: "a", Addr: "2"}}) // unread: replaces the first
-	w.set([]Peer{{ID: "a", Addr: "2"}}) // no change: nothing sent
 	wantPeers(t, "first read", <-ch, "a=2")
+	w.set([]Peer{{ID: "a", Addr: "2"}}) // no change: nothing sent
 	select {
 	case p := <-ch:
 		t.Fatalf("a set that did not change was sent again: %v", p)

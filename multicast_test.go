@@ -142,7 +142,8 @@ func TestMulticastIgnoresOtherClustersAndTakeovers(t *testing.T) {
 	g, ms := threeAnnouncers(t, clock, MulticastOptions{Cluster: "c1"})
 	other := g.join(t, clock, MulticastOptions{Cluster: "c2"})
 	announceTest(t, other, "x", "x:1", "inc-x")
-	clock.Advance(time.Second) // everyone has heard everyone: b's ID is held
+	clock.Advance(time.Second)      // everyone has heard everyone: b's ID is held
+	clock.Advance(time.Millisecond) // the thief's stamps are newer than b's
 	thief := g.join(t, clock, MulticastOptions{Cluster: "c1"})
 	announceTest(t, thief, "b", "evil:1", "inc-evil") // b's ID, another incarnation
 	clock.Advance(3 * time.Second)
