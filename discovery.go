@@ -91,14 +91,19 @@ func (a Announcement) check() error {
 	return nil
 }
 
-// withIncarnation fills an empty incarnation with a random one.
-func (a Announcement) withIncarnation() (Announcement, error) {
-	if a.Incarnation != "" {
-		return a, nil
+// complete fills an empty incarnation with a random one and checks the announcement.
+func (a Announcement) complete() (Announcement, error) {
+	if a.Incarnation == "" {
+		inc, err := NewIncarnation()
+		if err != nil {
+			return a, err
+		}
+		a.Incarnation = inc
 	}
-	inc, err := NewIncarnation()
-	a.Incarnation = inc
-	return a, err
+	if err := a.check(); err != nil {
+		return a, fmt.Errorf("%w: announce: %v", ErrInvalidConfig, err)
+	}
+	return a, nil
 }
 
 // StaticDiscovery returns a Discovery that always answers with peers: it announces
@@ -347,8 +352,9 @@ func (r *repeater) stop() {
 		r.timer.Stop()
 	}
 	r.mu.Unlock()
-	r.run.Lock() // wait for a call under way
-	r.run.Unlock()
+	// fire holds run while f runs: taking it waits for a call under way.
+	r.run.Lock()
+	defer r.run.Unlock()
 }
 
 // movedPeers returns the members of known (ID to address) that peers lists at another

@@ -156,6 +156,21 @@ func MulticastDiscovery(opts MulticastOptions) (Discovery, error) {
 	return m, nil
 }
 
+// setMulticastSendOptions sets, on the socket c sends from, the TTL of multicast
+// datagrams, their loopback to this host (other nodes may run on it) and, with ifAddr,
+// the interface that has that address as theirs (setMulticastOptions, per platform).
+func setMulticastSendOptions(c *net.UDPConn, ttl int, ifAddr net.IP) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setMulticastOptions(fd, ttl, ifAddr) }); err != nil {
+		return err
+	}
+	return serr
+}
+
 // checkMulticastInterface refuses an interface that is down or cannot multicast.
 func checkMulticastInterface(ifi *net.Interface) error {
 	if ifi.Flags&net.FlagMulticast == 0 {
@@ -234,12 +249,9 @@ func (m *multicast) publishLocked(now time.Time) { m.watch.set(m.peersLocked(now
 func (m *multicast) Watch(ctx context.Context) <-chan []Peer { return m.watch.watch(ctx) }
 
 func (m *multicast) Announce(_ context.Context, self Announcement) error {
-	self, err := self.withIncarnation()
-	if err == nil {
-		err = self.check()
-	}
+	self, err := self.complete()
 	if err != nil {
-		return fmt.Errorf("%w: announce: %v", ErrInvalidConfig, err)
+		return err
 	}
 	m.mu.Lock()
 	if m.closed {

@@ -65,6 +65,19 @@ func (g *testGroup) mute(m *multicast) {
 	g.muted[m] = true
 }
 
+// lastSentBy returns the last datagram the group carried from node id.
+func (g *testGroup) lastSentBy(id string) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var last []byte
+	for _, b := range g.sent {
+		if d, err := decodeDatagram(b); err == nil && d.self.ID == id {
+			last = b
+		}
+	}
+	return last
+}
+
 func multicastPeers(t *testing.T, m *multicast) []Peer {
 	t.Helper()
 	peers, err := m.Peers(context.Background())
@@ -172,14 +185,7 @@ func TestMulticastWithSecretIgnoresUnsignedBadlySignedStaleAndReplayed(t *testin
 	}
 	ms[0].handle(stale)
 	// A signed datagram with its address changed on the way.
-	g.mu.Lock()
-	var fromC []byte
-	for _, b := range g.sent {
-		if d, err := decodeDatagram(b); err == nil && d.self.ID == "c" {
-			fromC = bytes.Clone(b)
-		}
-	}
-	g.mu.Unlock()
+	fromC := g.lastSentBy("c")
 	tampered := bytes.Replace(fromC, []byte("c:1"), []byte("e:1"), 1)
 	ms[0].handle(tampered)
 	wantPeers(t, "a after stale and tampered datagrams", multicastPeers(t, ms[0]), "a=a:1,b=b:1,c=c:1")
@@ -195,14 +201,7 @@ func TestMulticastWithSecretIgnoresUnsignedBadlySignedStaleAndReplayed(t *testin
 		wantPeers(t, fmt.Sprintf("a after replays of c, %v later", at), multicastPeers(t, ms[0]), "a=a:1,b=b:1")
 	}
 	// b goes silent and expires; a replay of its last announcement does not revive it.
-	g.mu.Lock()
-	var fromB []byte
-	for _, b := range g.sent {
-		if d, err := decodeDatagram(b); err == nil && d.self.ID == "b" {
-			fromB = bytes.Clone(b)
-		}
-	}
-	g.mu.Unlock()
+	fromB := g.lastSentBy("b")
 	g.mute(ms[1])
 	clock.Advance(4 * time.Second)
 	ms[0].handle(fromB)

@@ -79,12 +79,9 @@ func (c *registryClient) Watch(ctx context.Context) <-chan []Peer {
 }
 
 func (c *registryClient) Announce(ctx context.Context, self Announcement) error {
-	self, err := self.withIncarnation()
-	if err == nil {
-		err = self.check()
-	}
+	self, err := self.complete()
 	if err != nil {
-		return fmt.Errorf("%w: announce: %v", ErrInvalidConfig, err)
+		return err
 	}
 	c.mu.Lock()
 	if c.closed {

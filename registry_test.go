@@ -88,12 +88,17 @@ func announceTest(t *testing.T, d Discovery, id, addr, inc string) {
 	}
 }
 
-func TestRegistryRenewsExpiresAndDeregisters(t *testing.T) {
+// registryWithTwoClients starts a registry with a TTL of 3s and two clients that renew
+// every second.
+func registryWithTwoClients(t *testing.T) (*FakeClock, RegistryOptions, *testRegistry, *registryClient, *registryClient) {
 	clock := NewFakeClock(time.Time{})
 	opts := RegistryOptions{TTL: 3 * time.Second, Interval: time.Second}
 	reg := startRegistries(t, clock, 1, opts, nil)[0]
-	a := newTestRegistryClient(t, clock, opts, reg.url)
-	b := newTestRegistryClient(t, clock, opts, reg.url)
+	return clock, opts, reg, newTestRegistryClient(t, clock, opts, reg.url), newTestRegistryClient(t, clock, opts, reg.url)
+}
+
+func TestRegistryRenewsExpiresAndDeregisters(t *testing.T) {
+	clock, _, reg, a, b := registryWithTwoClients(t)
 	announceTest(t, a, "a", "10.0.0.1:7000", "inc-a")
 	announceTest(t, b, "b", "10.0.0.2:7000", "inc-b")
 	peers, err := a.Peers(context.Background())
@@ -132,11 +137,7 @@ func crashRegistryClient(c *registryClient) {
 }
 
 func TestRegistryWatchSeesNodesAndAddressChanges(t *testing.T) {
-	clock := NewFakeClock(time.Time{})
-	opts := RegistryOptions{TTL: 3 * time.Second, Interval: time.Second}
-	reg := startRegistries(t, clock, 1, opts, nil)[0]
-	a := newTestRegistryClient(t, clock, opts, reg.url)
-	b := newTestRegistryClient(t, clock, opts, reg.url)
+	clock, opts, reg, a, b := registryWithTwoClients(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := a.Watch(ctx)
 	announceTest(t, a, "a", "h1:1", "inc-a")
@@ -371,9 +372,8 @@ func gossipRounds(regs []*testRegistry, rounds int) {
 func TestRegistriesConvergeByGossip(t *testing.T) {
 	for _, n := range []int{2, 3} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
-			clock := NewFakeClock(time.Time{})
 			opts := RegistryOptions{TTL: 3 * time.Second, Interval: time.Second, Secret: testRegistrySecret}
-			clock = NewFakeClock(time.Now())
+			clock := NewFakeClock(time.Now()) // signed requests are checked against it
 			// A chain: each registry knows only the next one as its seed.
 			regs := startRegistries(t, clock, n, opts, func(i int) []int {
 				if i+1 < n {

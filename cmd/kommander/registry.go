@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -84,13 +83,5 @@ func runRegistry(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	errs := []error{srv.Shutdown(shutCtx), reg.Close()}
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		errs = append(errs, fmt.Errorf("registry: http: %w", serveErr))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	log.Info("stopped")
-	return nil
+	return finish(log, "registry", serveErr, srv.Shutdown(shutCtx), reg.Close())
 }

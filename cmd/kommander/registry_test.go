@@ -1,15 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/kommander-go/kommander"
 )
@@ -38,48 +38,38 @@ func TestRegistryRejectsFlagsThatCannotWork(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRegistryCommandServesUntilCanceled(t *testing.T) {
 	secret := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(secret, []byte("registry-secret-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var errOut syncBuffer
+	logR, logW := io.Pipe()
+	var logs strings.Builder // read only after the command returned
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"registry", "-listen", "127.0.0.1:0", "-cluster", "c1", "-secret-file", secret}, &bytes.Buffer{}, &errOut)
+		done <- run(ctx, []string{"registry", "-listen", "127.0.0.1:0", "-cluster", "c1", "-secret-file", secret}, &bytes.Buffer{}, logW)
+		logW.Close()
 	}()
+	// The log says where the registry listens; the reader keeps draining it afterwards.
 	listening := regexp.MustCompile(`msg="registry running" listen=(\S+)`)
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	var addr string
-	for addr == "" {
-		if m := listening.FindStringSubmatch(errOut.String()); m != nil {
-			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the registry did not start: %s", errOut.String())
-		} else {
-			<-tick.C
+	addrs := make(chan string, 1)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		sc := bufio.NewScanner(logR)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+				addrs <- m[1]
+			}
 		}
+		close(addrs)
+	}()
+	addr, ok := <-addrs
+	if !ok {
+		<-drained
+		t.Fatalf("the registry did not start: %s", logs.String())
 	}
 	d, err := kommander.RegistryDiscovery(kommander.RegistryOptions{Cluster: "c1", Secret: []byte("registry-secret-0123456789")}, "http://"+addr)
 	if err != nil {
@@ -96,7 +86,9 @@ func TestRegistryCommandServesUntilCanceled(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
+	code := <-done
+	<-drained
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, logs.String())
 	}
 }
