@@ -52,8 +52,8 @@ type RegistryOptions struct {
 	// only be connected through seeds, not each know every other.
 	Seeds []string
 
-	// MaxNodes (server only) bounds the nodes a registry holds; beyond it new IDs are
-	// refused with 503 until some expire. Default 1024.
+	// MaxNodes bounds the nodes a registry holds (beyond it new IDs are refused with 503
+	// until some expire) and the size of a list a client accepts. Default 1024.
 	MaxNodes int
 
 	// MaxClockSkew is how far a signed request's timestamp may be from the registry's
@@ -230,13 +230,22 @@ func (s *RegistryServer) mergeAll(entries []exchangeEntry) error {
 	defer s.mu.Unlock()
 	now := s.opts.Clock.Now()
 	for _, e := range entries {
-		ttl := min(time.Duration(e.LeftMillis)*time.Millisecond, s.opts.TTL)
+		ttl := millisUpTo(e.LeftMillis, s.opts.TTL)
 		if _, err := s.table.merge(e.ID, announced{addr: e.Addr, incarnation: e.Incarnation, stamp: e.Stamp,
 			expires: now.Add(ttl), left: e.Leaving}, now); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// millisUpTo returns ms milliseconds, or limit if that is less (compared before the
+// conversion, which could overflow).
+func millisUpTo(ms int64, limit time.Duration) time.Duration {
+	if ms >= limit.Milliseconds() {
+		return limit
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // regError is a refusal: its HTTP status and the kind it is logged under.
@@ -326,7 +335,7 @@ func (s *RegistryServer) register(body []byte) (any, *regError) {
 	}
 	ttl := s.opts.TTL
 	if reg.TTLMillis > 0 {
-		ttl = min(ttl, time.Duration(reg.TTLMillis)*time.Millisecond)
+		ttl = millisUpTo(reg.TTLMillis, ttl)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -59,7 +59,7 @@ func (c *registryClient) Peers(ctx context.Context) ([]Peer, error) {
 	var errs []error
 	for _, u := range c.urls {
 		err := registryCall(ctx, c.opts.HTTPClient, c.opts.Secret, c.opts.Clock.Now(), http.MethodGet, u,
-			registryPathNodes+"?cluster="+url.QueryEscape(c.opts.Cluster), nil, &list, maxExchangeBody(DefaultRegistryMaxNodes))
+			registryPathNodes+"?cluster="+url.QueryEscape(c.opts.Cluster), nil, &list, maxExchangeBody(c.opts.MaxNodes))
 		if err == nil {
 			return list.Nodes, nil
 		}
@@ -148,7 +148,7 @@ func (c *registryClient) registration(self Announcement, leaving bool) registrat
 
 func (c *registryClient) call(ctx context.Context, base, path string, in, out any) error {
 	return registryCall(ctx, c.opts.HTTPClient, c.opts.Secret, c.opts.Clock.Now(), http.MethodPost, base, path, in, out,
-		maxExchangeBody(DefaultRegistryMaxNodes))
+		maxExchangeBody(c.opts.MaxNodes))
 }
 
 func (c *registryClient) Close() error {

@@ -458,3 +458,58 @@ func TestRegistryOptionsAreValidated(t *testing.T) {
 		t.Errorf("URL without scheme: %v", err)
 	}
 }
+
+// FuzzRegistryRequest sends any body to the registry's POST endpoints: it is refused with a
+// 4xx (or taken), never panics, and the table never grows past its bound.
+func FuzzRegistryRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"cluster":"kommander","id":"a","addr":"h:1","incarnation":"i","stamp":1}`,
+		`{"cluster":"kommander","id":"a","incarnation":"i","stamp":2}`,
+		`{"cluster":"kommander","entries":[{"id":"x","addr":"h:1","incarnation":"i","stamp":1,"left_ms":1000}]}`,
+		`{"cluster":"kommander","id":"a","addr":"h:1","incarnation":"i","stamp":1,"ttl_ms":1e99}`,
+		`{"cluster":"kommander","entries":[{"id":"x","leaving":true,"incarnation":"i","stamp":1,"left_ms":-1}]}`,
+		`[]`, `null`, `{"cluster":"kommander","id":"a"}{}`,
+	} {
+		for path := range 3 {
+			f.Add(uint8(path), []byte(s))
+		}
+	}
+	f.Fuzz(func(t *testing.T, path uint8, body []byte) {
+		clock := NewFakeClock(time.Time{})
+		srv, err := NewRegistryServer(RegistryOptions{MaxNodes: 2, Clock: clock, Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		paths := []string{registryPathRegister, registryPathDeregister, registryPathExchange}
+		for range 2 {
+			rec := httptest.NewRecorder()
+			srv.ServeHTTP(rec, httptest.NewRequest("POST", paths[int(path)%len(paths)], bytes.NewReader(body)))
+			if c := rec.Code; c != 200 && (c < 400 || c >= 500) && c != 503 {
+				t.Fatalf("status %d for %q", c, body)
+			}
+		}
+		srv.mu.Lock()
+		n := len(srv.table.entries)
+		srv.mu.Unlock()
+		if n > 2 {
+			t.Fatalf("the table holds %d entries, bound 2", n)
+		}
+	})
+}
+
+func TestRegistryClampsHugeLifetimes(t *testing.T) {
+	clock := NewFakeClock(time.Time{})
+	regs := startRegistries(t, clock, 1, RegistryOptions{TTL: 3 * time.Second}, nil)
+	body := `{"cluster":"kommander","id":"a","addr":"h:1","incarnation":"i","stamp":1,"ttl_ms":9000000000000000000}`
+	if code := rawRegistryRequest(t, clock, regs[0].url, "POST", registryPathRegister, []byte(body), nil); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	x := `{"cluster":"kommander","entries":[{"id":"b","addr":"h:2","incarnation":"i","stamp":1,"left_ms":9000000000000000000}]}`
+	if code := rawRegistryRequest(t, clock, regs[0].url, "POST", registryPathExchange, []byte(x), nil); code != 200 {
+		t.Fatalf("exchange: status %d", code)
+	}
+	wantPeers(t, "with huge lifetimes", regs[0].srv.Peers(), "a=h:1,b=h:2")
+	clock.Advance(3 * time.Second) // both capped at the registry's TTL
+	wantPeers(t, "after the TTL", regs[0].srv.Peers(), "")
+}
