@@ -291,7 +291,9 @@ func (s *RegistryServer) post(limit int64, h func(body []byte) (any, *regError))
 	}
 }
 
-// authenticate checks a request's signature and replay headers, with a secret.
+// authenticate checks a request's signature and replay headers, with a secret. The
+// signature covers the request target as sent (r.RequestURI), so that a registry mounted
+// under a prefix (http.StripPrefix) checks what the client signed.
 func (s *RegistryServer) authenticate(r *http.Request, body []byte) *regError {
 	if s.opts.Secret == nil {
 		return nil
@@ -299,7 +301,7 @@ func (s *RegistryServer) authenticate(r *http.Request, body []byte) *regError {
 	ts, nonce := r.Header.Get(hdrRegTime), r.Header.Get(hdrRegNonce)
 	sig, err := hex.DecodeString(r.Header.Get(hdrRegSignature))
 	if err != nil || nonce == "" || len(nonce) > maxNonceBytes ||
-		!hmac.Equal(sig, registryRequestMAC(s.opts.Secret, r.Method, r.URL.RequestURI(), ts, nonce, body)) {
+		!hmac.Equal(sig, registryRequestMAC(s.opts.Secret, r.Method, r.RequestURI, ts, nonce, body)) {
 		return refuse(http.StatusUnauthorized, "auth", "%v: missing or bad signature", ErrAuthFailed)
 	}
 	s.mu.Lock()

@@ -513,3 +513,21 @@ func TestRegistryClampsHugeLifetimes(t *testing.T) {
 	clock.Advance(3 * time.Second) // both capped at the registry's TTL
 	wantPeers(t, "after the TTL", regs[0].srv.Peers(), "")
 }
+
+func TestRegistryWithSecretWorksUnderAPrefix(t *testing.T) {
+	clock := NewFakeClock(time.Now())
+	srv, err := NewRegistryServer(RegistryOptions{Secret: testRegistrySecret, Clock: clock, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/discovery/", http.StripPrefix("/discovery", srv))
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	c := newTestRegistryClient(t, clock, RegistryOptions{Secret: testRegistrySecret}, ts.URL+"/discovery")
+	announceTest(t, c, "a", "h:1", "i")
+	if peers, err := c.Peers(context.Background()); err != nil || peerIDs(peers) != "a=h:1" {
+		t.Fatalf("peers %v, %v", peers, err)
+	}
+}
