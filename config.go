@@ -1,7 +1,6 @@
 package kommander
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -163,22 +162,6 @@ func ParsePeers(s string) ([]Peer, error) {
 		peers = append(peers, Peer{ID: id, Addr: addr})
 	}
 	return peers, nil
-}
-
-// Discovery finds the members of a cluster and their addresses. Who votes is decided by
-// Raft; discovery only says where nodes are.
-type Discovery interface {
-	// Peers returns every member of the cluster, this node included.
-	Peers(ctx context.Context) ([]Peer, error)
-}
-
-// StaticDiscovery returns a Discovery that always answers with peers.
-func StaticDiscovery(peers ...Peer) Discovery { return staticDiscovery(peers) }
-
-type staticDiscovery []Peer
-
-func (s staticDiscovery) Peers(context.Context) ([]Peer, error) {
-	return append([]Peer(nil), s...), nil
 }
 
 // ErrInvalidConfig is returned (wrapped) by Validate and NewNode for a Config that cannot

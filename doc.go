@@ -87,7 +87,18 @@
 //	node_status.go        the partitions' leaders and status for the public API
 //	node_incarnation.go   one node ID on one data directory: a node that lost its data is refused
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
-//	config.go             Config, Peer and Discovery, the defaults and Validate
+//	config.go             Config and Peer, the defaults and Validate
+//	discovery.go          the Discovery interface, StaticDiscovery, and what the registry and
+//	                      multicast share: the table of announced nodes, watchers, a repeater
+//	registry.go           RegistryServer: registrations with a TTL, ownership by incarnation,
+//	                      gossip between registries
+//	registry_protocol.go  the registry's HTTP protocol: paths, JSON bodies, limits, signatures
+//	registry_client.go    RegistryDiscovery: registering, renewing, listing, deregistering
+//	multicast.go          MulticastDiscovery: announcing on a UDP group, expiring silent nodes
+//	multicast_format.go   the multicast datagram, byte by byte, its encoder and decoder
+//	multicast_sockopt_unix.go     the multicast TTL, loopback and interface on Unix
+//	multicast_sockopt_windows.go  the same on Windows
+//	multicast_sockopt_other.go    elsewhere: only the defaults
 //	metrics.go            Metrics and their publication through expvar
 //	clock.go              Clock, the real clock and FakeClock
 //

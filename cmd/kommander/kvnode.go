@@ -150,9 +150,14 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	// Stop taking requests, let those in flight finish (bounded), then stop Raft.
 	shutCtx, cancel := context.WithTimeout(context.Background(), *timeout+2*time.Second)
 	defer cancel()
-	errs := []error{nodeErr, srv.Shutdown(shutCtx), ln.stop(shutCtx)}
+	return finish(log, "node", serveErr, nodeErr, srv.Shutdown(shutCtx), ln.stop(shutCtx))
+}
+
+// finish returns the errors of a command's shutdown, and the error its HTTP server ended
+// with unless it was merely closed; without any, it logs that the command stopped.
+func finish(log *slog.Logger, cmd string, serveErr error, errs ...error) error {
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		errs = append(errs, fmt.Errorf("node: http: %w", serveErr))
+		errs = append(errs, fmt.Errorf("%s: http: %w", cmd, serveErr))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

@@ -4,6 +4,7 @@
 //	                  a leader failing over and a node catching up (no flags needed)
 //	kommander node    one node of a replicated key-value store served over HTTP
 //	kommander bench   the standard benchmark: ops/s, MB/s, latency and CPU per op
+//	kommander registry  a discovery registry where nodes register their addresses
 //
 // Run `kommander <command> -h` for the flags of each.
 package main
@@ -29,6 +30,7 @@ commands:
   demo    run a local 3-node cluster and show elections, replication and failover
   node    run one node of a replicated key-value store over HTTP
   bench   measure ops/s, MB/s, latency percentiles and CPU per op
+  registry  run a discovery registry where nodes register and find each other
 
 Run 'kommander <command> -h' for the flags of a command.
 `
@@ -53,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	case "node":
 		err = runNode(ctx, args[1:], stderr)
+	case "registry":
+		err = runRegistry(ctx, args[1:], stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
