@@ -304,8 +304,21 @@ func (c *procCluster) addNode(id, data, peers string, args ...string) int {
 	return len(c.nodes) - 1
 }
 
-// dropNode forgets the node slots from i on (added by addNode).
-func (c *procCluster) dropNode(i int) { c.nodes = c.nodes[:i] }
+// dropNode forgets the node slots from i on (added by addNode), killing a process of theirs
+// that still runs: one a test expected to exit and that did not must not outlive the test.
+func (c *procCluster) dropNode(i int) {
+	for j := i; j < len(c.nodes); j++ {
+		if c.running(j) {
+			n := c.nodes[j]
+			n.mu.Lock()
+			_ = n.cmd.Process.Kill()
+			done := n.done
+			n.mu.Unlock()
+			<-done
+		}
+	}
+	c.nodes = c.nodes[:i]
+}
 
 // signal sends sig to node i's process.
 func (c *procCluster) signal(i int, sig syscall.Signal) {
