@@ -308,16 +308,23 @@ func (c *procCluster) addNode(id, data, peers string, args ...string) int {
 // that still runs: one a test expected to exit and that did not must not outlive the test.
 func (c *procCluster) dropNode(i int) {
 	for j := i; j < len(c.nodes); j++ {
-		if c.running(j) {
-			n := c.nodes[j]
-			n.mu.Lock()
-			_ = n.cmd.Process.Kill()
-			done := n.done
-			n.mu.Unlock()
-			<-done
-		}
+		c.kill(j)
 	}
 	c.nodes = c.nodes[:i]
+}
+
+// kill kills node j's process, if it runs, and waits for it to end.
+func (c *procCluster) kill(j int) {
+	if !c.running(j) {
+		return
+	}
+	n := c.nodes[j]
+	n.mu.Lock()
+	_ = n.cmd.Process.Signal(syscall.SIGCONT) // in case a test left it stopped
+	_ = n.cmd.Process.Kill()
+	done := n.done
+	n.mu.Unlock()
+	<-done
 }
 
 // signal sends sig to node i's process.
@@ -368,15 +375,8 @@ func (c *procCluster) running(i int) bool {
 
 // shutdown kills what still runs and, when the test failed, shows the nodes' logs.
 func (c *procCluster) shutdown() {
-	for i, n := range c.nodes {
-		if c.running(i) {
-			n.mu.Lock()
-			_ = n.cmd.Process.Signal(syscall.SIGCONT) // in case a test left it stopped
-			_ = n.cmd.Process.Kill()
-			done := n.done
-			n.mu.Unlock()
-			<-done
-		}
+	for i := range c.nodes {
+		c.kill(i)
 	}
 	if c.t.Failed() {
 		for _, n := range c.nodes {
