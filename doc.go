@@ -117,6 +117,9 @@
 //	dirlock_other.go      no lock where the platform offers none: left to the operator
 //	identity.go           the cluster identity stored in a data directory and checked at start
 //	memory_storage.go     MemoryStorage, for tests: survives the node, crashes, fails saves
+//	memory_fs.go          an in-memory file system: for the memory snapshot store and fuzzers
+//	snapshot.go           Snapshotter, and the byte format of a snapshot file
+//	snapshot_store.go     SnapshotStore: snapshot files in a directory or in memory
 //
 //	codec.go              the one binary encoding of message batches on the wire
 //	transport.go          the Transport interface, TransportKind, the one constructor
