@@ -98,6 +98,7 @@
 //	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
 //	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
 //	raft_ready.go         the ready batch handed to the node, and advance
+//	raft_snapshot.go      a follower behind the compacted log gets a snapshot; installing one
 //	raft_types.go         Entry, Message, HardState: what the core, WAL, codec and node share
 //
 //	storage.go            the Storage interface and Update, what one Save carries

@@ -153,6 +153,11 @@ func (n *Node) stepAll(msgs []Message) {
 		case MsgForwardRefused:
 			n.fwd.refused(p, m)
 			continue
+		case msgSnapshot:
+			// Chunks from the network never reach Raft: the node receives, checks and
+			// stores a snapshot first, then steps in its description.
+			n.metrics.dropped.Add(1)
+			continue
 		}
 		if len(m.Entries) > 0 && m.Type == MsgAppend && p.backlogged() {
 			// The state machine is far behind: take no more entries for now. The leader

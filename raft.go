@@ -210,6 +210,11 @@ type raft struct {
 	readyOut               bool      // a raftReady was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
 	commitPending          bool      // commit index to broadcast at the next ready
+	// snapshotSends are the followers the node is to send a snapshot to; pendingInstall
+	// a received snapshot the node is to install (raft_snapshot.go). Both go out with the
+	// next raftReady.
+	snapshotSends  []string
+	pendingInstall *snapshotMeta
 	rules                  safetyRules
 }
 

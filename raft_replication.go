@@ -29,6 +29,8 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 	case MsgHeartbeatResp:
 		pr.recentActive = true
 		switch {
+		case pr.state == progressSnapshot:
+			// A transfer is under way: the node reports its end.
 		case pr.state == progressProbe:
 			pr.probeSent = false // the probe or its answer may have been lost: probe again
 			r.sendAppends(pr)
@@ -48,7 +50,7 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 func (r *raft) handleAppendReject(m Message, pr *progress) {
 	// A stale rejection (S13): of an append older than what is acknowledged, or not of the
 	// probe we are waiting for.
-	if m.Index <= pr.match || (pr.state == progressProbe && m.Index != pr.next-1) {
+	if m.Index <= pr.match || pr.state == progressSnapshot || (pr.state == progressProbe && m.Index != pr.next-1) {
 		return
 	}
 	next := m.RejectHint
@@ -86,6 +88,7 @@ func (r *raft) handleAppendSuccess(m Message, pr *progress) {
 	if probeAnswered {
 		pr.becomeReplicate()
 	}
+	r.snapshotAcked(pr)
 	if advanced {
 		r.maybeCommit()
 	}
@@ -140,6 +143,8 @@ func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
 func (r *raft) sendAppend(pr *progress) bool {
 	last := r.log.lastIndex()
 	switch {
+	case pr.state == progressSnapshot:
+		return false
 	case pr.state == progressProbe && pr.probeSent:
 		return false
 	case pr.state == progressReplicate && (pr.inflight.full() || pr.next > last):
@@ -148,10 +153,16 @@ func (r *raft) sendAppend(pr *progress) bool {
 	prevIndex := pr.next - 1
 	prevTerm, err := r.log.term(prevIndex)
 	if err != nil {
-		return false // compacted: a snapshot will be needed (not yet implemented)
+		if compactedErr(err) {
+			r.requestSnapshot(pr)
+		}
+		return false
 	}
 	ents, err := r.log.entries(pr.next, last+1, r.maxMsgBytes)
 	if err != nil || (pr.state == progressReplicate && len(ents) == 0) {
+		if compactedErr(err) {
+			r.requestSnapshot(pr)
+		}
 		return false
 	}
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
@@ -191,6 +202,10 @@ func (r *raft) stepFollower(m Message) error {
 		r.electionElapsed = 0
 		r.lead = m.From
 		r.handleHeartbeat(m)
+	case msgSnapshot:
+		r.electionElapsed = 0
+		r.lead = m.From
+		return r.handleSnapshot(m)
 	}
 	return nil
 }
