@@ -215,7 +215,7 @@ type raft struct {
 	// next raftReady.
 	snapshotSends  []string
 	pendingInstall *snapshotMeta
-	rules                  safetyRules
+	rules          safetyRules
 }
 
 // safetyRules are four decisions on which Raft's safety rests, held as function values so
