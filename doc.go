@@ -85,6 +85,9 @@
 //	node_persist.go       the persister: one Storage.Save, one fsync, per pass
 //	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
 //	node_status.go        the partitions' leaders and status for the public API
+//	node_snapshot.go      taking snapshots beside Apply, compacting behind them, installing
+//	                      one from a leader, restoring the newest usable one at start
+//	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
 //	config.go             Config, Peer and Discovery, the defaults and Validate
 //	metrics.go            Metrics and their publication through expvar

@@ -130,6 +130,8 @@ type Node struct {
 	fwd     forwarder   // proposals to and from the nodes that lead; loop only
 	apply   applier     // the apply goroutine and the leader-change notifications
 	leaders leaderWatch // wakes WaitForLeader
+	snaps     snapshots // taking, installing and restoring snapshots
+	transfers transfers // snapshots to and from peers
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -233,6 +235,11 @@ func NewNode(cfg Config) (*Node, error) {
 		}
 		n.addrs[p.ID] = addr
 	}
+	snapStore, err := snapshotStoreFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
+	}
+	n.snaps.init(cfg, voters, snapStore)
 	n.in.init()
 	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
 	n.persist.init(n.storage)
@@ -245,6 +252,7 @@ func NewNode(cfg Config) (*Node, error) {
 		n.parts = append(n.parts, p)
 	}
 	n.apply.init(n)
+	n.transfers.init(n)
 	n.leaders.init()
 	n.publishAll()
 	ok = true
@@ -260,7 +268,10 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 	log := partitionLog{s: n.storage, partition: id}
 	// The state machine may have applied more than the stored commit index says (commit
 	// is saved lazily), never more than the log holds; what it applied was committed.
-	applied := n.cfg.StateMachine.Applied(int(id))
+	applied, err := n.restoreSnapshot(id, n.cfg.StateMachine.Applied(int(id)))
+	if err != nil {
+		return nil, err
+	}
 	first, last := log.firstIndex(), log.lastIndex()
 	if applied > last {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: the state machine applied index %d but the log ends at %d", n.cfg.NodeID, id, applied, last)
@@ -271,6 +282,11 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 	if hs.Commit < applied {
 		hs.Commit = applied
 	}
+	appliedTerm, err := log.term(applied)
+	if err != nil {
+		return nil, fmt.Errorf("kommander: node %s: partition %d: term of the applied index %d: %w", n.cfg.NodeID, id, applied, err)
+	}
+	n.snaps.initAppliedTerm(id, appliedTerm)
 	r, err := newRaft(raftConfig{
 		id:               n.cfg.NodeID,
 		partition:        id,
@@ -390,6 +406,8 @@ func (n *Node) stopLocked(ctx context.Context) error {
 func (n *Node) closeAll() error {
 	n.stop.done = true
 	n.failAll(ErrStopped)
+	n.snaps.writers.Wait() // they use the storage
+	n.transfers.close()
 	var errs []error
 	if n.transport != nil {
 		if err := n.transport.Close(); err != nil {

@@ -165,6 +165,13 @@ func (r *raft) sendAppend(pr *progress) bool {
 		}
 		return false
 	}
+	if len(ents) == 0 {
+		// A probe past our last entry (a follower just installed our snapshot): ask
+		// whether it holds that entry.
+		r.sendEmptyAppend(pr, prevIndex)
+		pr.probeSent = true
+		return true
+	}
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
 		Index: prevIndex, Entries: ents, Commit: r.log.committed})
 	// A follower commits no further than the last index an append vouches for.
