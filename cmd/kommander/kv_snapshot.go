@@ -79,7 +79,9 @@ func (s *kvStore) Restore(partition int, _ uint64, r io.Reader) error {
 		return fmt.Errorf("kv: partition %d out of range (%d)", partition, len(s.parts))
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
-	fail := func(what string, err error) error { return fmt.Errorf("kv: restore partition %d: %s: %w", partition, what, err) }
+	fail := func(what string, err error) error {
+		return fmt.Errorf("kv: restore partition %d: %s: %w", partition, what, err)
+	}
 	bytesOf := func() ([]byte, error) {
 		l, err := binary.ReadUvarint(br)
 		if err != nil {
