@@ -20,9 +20,9 @@ const (
 	DefaultMaxPendingProposals = 4096
 	DefaultMaxMessageBytes     = 4 << 20
 	DefaultMaxInflightMessages = 256
-	DefaultSnapshotEntries     = 20000
+	DefaultSnapshotEntries     = 10000
 	DefaultSnapshotBytes       = 16 << 20
-	DefaultSnapshotTrailing    = 5000
+	DefaultSnapshotTrailing    = 2000
 	DefaultSnapshotTransfers   = 2
 )
 
@@ -136,13 +136,13 @@ type Config struct {
 
 	// SnapshotEntries and SnapshotBytes make the node snapshot a partition once its log
 	// holds that many entries, or that many bytes of them, applied since its last
-	// snapshot. Defaults 20000 entries and 16 MiB. Node.Snapshot takes one on demand.
+	// snapshot. Defaults 10000 entries and 16 MiB. Node.Snapshot takes one on demand.
 	SnapshotEntries int
 	SnapshotBytes   int64
 
 	// SnapshotTrailingEntries is how many entries before a snapshot's index the log keeps
 	// when it is compacted after the snapshot, so that a follower a little behind catches
-	// up from the log rather than with the whole snapshot. Default 5000.
+	// up from the log rather than with the whole snapshot. Default 2000.
 	SnapshotTrailingEntries int
 
 	// MaxSnapshotTransfers bounds the snapshots this node sends at once, over all

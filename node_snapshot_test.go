@@ -294,10 +294,13 @@ func TestNodeRestartFallsBackFromDamagedSnapshotS21(t *testing.T) {
 }
 
 // treeBytes is the size of the files under dir, subdirectories included.
-func treeBytes(t *testing.T, dir string) int64 {
+func treeBytes(t testing.TB, dir string) int64 {
 	t.Helper()
 	var n int64
 	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if os.IsNotExist(err) {
+			return nil
+		}
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -313,7 +316,8 @@ func treeBytes(t *testing.T, dir string) int64 {
 }
 
 // restartTime stops node 0 of c and measures how long it takes to start it again and have
-// it apply, in every partition, what it had applied before.
+// it apply, in every partition, what it had applied before. The caller stopped the pump:
+// restartTime moves the clock itself.
 func (c *nodeCluster) restartTime() time.Duration {
 	c.t.Helper()
 	before := c.nodes[0].Status()
@@ -321,7 +325,7 @@ func (c *nodeCluster) restartTime() time.Duration {
 	c.sms[0] = c.sms[0].restarted()
 	start := time.Now()
 	c.start(0)
-	c.await("the restarted node applied what it had", func() bool {
+	c.waitFor("the restarted node applied what it had", 1<<20, func() bool {
 		for p, ps := range c.nodes[0].Status().Partitions {
 			if ps.Applied < before.Partitions[p].Applied {
 				return false
@@ -386,8 +390,8 @@ func TestNodeDiskStaysBoundedWithSnapshotsS23(t *testing.T) {
 	if peak > bound {
 		t.Fatalf("data directory peaked at %d bytes, above the bound of %d", peak, bound)
 	}
-	withSnapshots := c.restartTime()
 	stopPump()
+	withSnapshots := c.restartTime()
 	c.stopAll()
 	c.stores[0].Close()
 
@@ -395,9 +399,10 @@ func TestNodeDiskStaysBoundedWithSnapshotsS23(t *testing.T) {
 	b := newNodeCluster(t, 1, 1, false)
 	b.useWAL()
 	b.startAll()
-	defer b.pump()()
+	stopPump = b.pump()
 	b.leaders()
 	b.writeBatches(0, 0, 100000, "k")
+	stopPump()
 	replay := b.restartTime()
 	t.Logf("restart with snapshots after %d entries: %v; restart replaying 100,000 entries: %v", partitions*perPart, withSnapshots, replay)
 	if withSnapshots > 2*replay+200*time.Millisecond {

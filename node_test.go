@@ -154,7 +154,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 // MemoryNetwork and MemoryStorage, driven by a FakeClock: nothing sleeps.
 type nodeCluster struct {
 	mu         sync.Mutex // guards nodes and sms against the pump goroutine
-	t          *testing.T
+	t          testing.TB
 	clock      *FakeClock
 	net        *MemoryNetwork
 	ids        []string
@@ -178,7 +178,7 @@ func (c *nodeCluster) useWAL() {
 	}
 }
 
-func newNodeCluster(t *testing.T, nodes, partitions int, durableSM bool) *nodeCluster {
+func newNodeCluster(t testing.TB, nodes, partitions int, durableSM bool) *nodeCluster {
 	t.Helper()
 	c := &nodeCluster{t: t, clock: NewFakeClock(time.Time{}), net: NewMemoryNetwork(1), partitions: partitions, tick: 10 * time.Millisecond}
 	c.net.SetClock(c.clock)
@@ -447,7 +447,7 @@ func (c *nodeCluster) writeInBackground(i, k int) <-chan error {
 	return errs
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
