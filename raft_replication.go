@@ -131,6 +131,9 @@ func (r *raft) sendAppends(pr *progress) {
 func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
 	prevTerm, err := r.log.term(prevIndex)
 	if err != nil {
+		if compactedErr(err) {
+			r.requestSnapshot(pr) // the appends in flight were lost and compacted meanwhile
+		}
 		return
 	}
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,

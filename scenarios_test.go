@@ -159,9 +159,8 @@ S20 catch-up by snapshot
 	next index moves past the snapshot afterwards (no snapshot loop).
 	tests: TestRaftSendsSnapshotToFollowerBehindCompactionS20
 		TestRaftSnapshotInstallDiscardsConflictingSuffixS20 TestRaftAbandonedSnapshotIsAskedForAgain
-		TestNodeFollowerRejoinsBySnapshotS20
-	partial: the seeded simulation does not take snapshots yet, and no process test kills a
-		node while it installs one
+		TestNodeFollowerRejoinsBySnapshotS20 TestSimThreeNodes TestSimFiveNodes
+	partial: no process test kills a node while it installs one
 
 S21 untrusted snapshot chunks
 	A snapshot chunk from a deposed leader is rejected; a truncated or corrupt snapshot is
