@@ -155,6 +155,9 @@ func (n *Node) maybeSnapshot(p *partition, due bool) {
 	}
 	ps := &s.parts[p.id]
 	ps.mu.Lock()
+	if ps.running && due {
+		ps.wanted = true // due again: take the next one as soon as this one ends
+	}
 	if ps.running || (!due && !ps.wanted) {
 		ps.mu.Unlock()
 		return
@@ -264,6 +267,10 @@ func (n *Node) snapshotEnded(ref snapshotRef, err error) {
 		n.metrics.snapshots.Add(1)
 	}
 	ps.endLocked(snapshotTaken{index: ref.index, err: err})
+	if ps.wanted {
+		n.snaps.wanted.Store(true)
+		n.apply.signal()
+	}
 }
 
 // endLocked answers the waiting Node.Snapshot calls. The caller holds mu.

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -407,5 +408,90 @@ func TestNodeDiskStaysBoundedWithSnapshotsS23(t *testing.T) {
 	t.Logf("restart with snapshots after %d entries: %v; restart replaying 100,000 entries: %v", partitions*perPart, withSnapshots, replay)
 	if withSnapshots > 2*replay+200*time.Millisecond {
 		t.Fatalf("restart with snapshots took %v, replaying 100,000 entries %v", withSnapshots, replay)
+	}
+}
+
+// S20 over the real transports: TCP carries the chunks on its snapshot lane, HTTP in its
+// one request stream; a follower stopped while the leader snapshots and compacts rejoins
+// by snapshot and holds the leader's state.
+func TestNodeSnapshotCatchUpOverRealTransportsS20(t *testing.T) {
+	for _, kind := range []TransportKind{TCP, HTTP} {
+		t.Run(kind.String(), func(t *testing.T) {
+			addrs := freeAddrs(t, 3)
+			ids := []string{"n1", "n2", "n3"}
+			var peers []Peer
+			for i := range ids {
+				peers = append(peers, Peer{ID: ids[i], Addr: addrs[i]})
+			}
+			dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+			sms := []*kvSM{newKVSM(1, false), newKVSM(1, false), newKVSM(1, false)}
+			nodes := make([]*Node, 3)
+			start := func(i int) {
+				n, err := NewNode(Config{
+					NodeID: ids[i], Addr: addrs[i], DataDir: dirs[i], Peers: peers, UnsafeNoSync: true,
+					Transport: kind, StateMachine: snapKVSM{sms[i]}, Logger: discardLogger(),
+					ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
+					SnapshotEntries: 500, SnapshotTrailingEntries: 50,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := n.Start(ctxT(t)); err != nil {
+					t.Fatal(err)
+				}
+				nodes[i] = n
+				t.Cleanup(func() { _ = n.Stop(context.Background()) })
+			}
+			for i := range ids {
+				start(i)
+			}
+			lead, err := nodes[0].WaitForLeader(ctxT(t), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			li := int(lead[1] - '1')
+			lag := (li + 1) % 3
+			if err := nodes[lag].Stop(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			for b := 0; b < 6; b++ {
+				cmds := make([]Command, 500)
+				for j := range cmds {
+					// 6 MB in all: more than the leader keeps of its log in memory, where it
+					// would serve the follower without a snapshot.
+					cmds[j] = Command{Type: "put", Data: put(fmt.Sprint("k", b*500+j), strings.Repeat("v", 2000))}
+				}
+				if _, err := nodes[li].ReplicateBatch(ctxT(t), 0, cmds); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for nodes[li].storage.FirstIndex(0) < 1000 { // snapshots are written beside the writes
+				if time.Now().After(deadline) {
+					t.Fatalf("the leader's log was not compacted: it starts at %d", nodes[li].storage.FirstIndex(0))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			sms[lag] = sms[lag].restarted()
+			start(lag)
+			for {
+				if _, ok := sms[lag].get(0, "k2999"); ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the follower did not catch up: %+v", nodes[lag].Status())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if m := nodes[lag].Metrics(); m.SnapshotsInstalled == 0 {
+				t.Fatalf("caught up without a snapshot: %+v", m)
+			}
+			sms[lag].mu.Lock()
+			n := len(sms[lag].kv[0])
+			sms[lag].mu.Unlock()
+			if n != 3000 {
+				t.Fatalf("the follower holds %d keys, want 3000", n)
+			}
+		})
 	}
 }

@@ -160,6 +160,7 @@ S20 catch-up by snapshot
 	tests: TestRaftSendsSnapshotToFollowerBehindCompactionS20
 		TestRaftSnapshotInstallDiscardsConflictingSuffixS20 TestRaftAbandonedSnapshotIsAskedForAgain
 		TestNodeFollowerRejoinsBySnapshotS20 TestSimThreeNodes TestSimFiveNodes
+		TestNodeSnapshotCatchUpOverRealTransportsS20
 	partial: no process test kills a node while it installs one
 
 S21 untrusted snapshot chunks
