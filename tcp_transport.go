@@ -14,9 +14,10 @@ import (
 	"time"
 )
 
-// The TCP transport keeps one long-lived outbound connection per peer. A writer goroutine
-// per connection drains the peer's queue into as few frames as fit and flushes them in one
-// write; the connection of the other direction is the peer's own outbound one. Every
+// The TCP transport keeps one long-lived outbound connection per peer for Raft's messages,
+// and one more, dialed only when there is something to send, for snapshot chunks, so that
+// a chunk never delays a heartbeat. A writer goroutine per connection drains its queue
+// into as few frames as fit and flushes them in one write; the connection of the other direction is the peer's own outbound one. Every
 // connection opens with TLS (when configured) and the handshake in tcp_handshake.go.
 //
 // Frames after the handshake: u32 length, then that many bytes of one codec batch. A
