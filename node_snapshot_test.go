@@ -208,7 +208,8 @@ func TestNodeRefusesCorruptOrStaleSnapshotChunksS21(t *testing.T) {
 		for i := range ms {
 			n.deliver([]Message{ms[i]})
 		}
-		return n.transfers.takeReceived()
+		_, received := n.transfers.take()
+		return received
 	}
 	sum := func(b []byte) uint32 { c, _ := crcOf(bytes.NewReader(b)); return c }
 	flipped := bytes.Clone(file)
@@ -417,30 +418,17 @@ func TestNodeDiskStaysBoundedWithSnapshotsS23(t *testing.T) {
 func TestNodeSnapshotCatchUpOverRealTransportsS20(t *testing.T) {
 	for _, kind := range []TransportKind{TCP, HTTP} {
 		t.Run(kind.String(), func(t *testing.T) {
-			addrs := freeAddrs(t, 3)
-			ids := []string{"n1", "n2", "n3"}
-			var peers []Peer
-			for i := range ids {
-				peers = append(peers, Peer{ID: ids[i], Addr: addrs[i]})
-			}
+			ids, peers := realPeers(t, 3)
 			dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 			sms := []*kvSM{newKVSM(1, false), newKVSM(1, false), newKVSM(1, false)}
 			nodes := make([]*Node, 3)
 			start := func(i int) {
-				n, err := NewNode(Config{
-					NodeID: ids[i], Addr: addrs[i], DataDir: dirs[i], Peers: peers, UnsafeNoSync: true,
+				nodes[i] = startRealNode(t, Config{
+					NodeID: ids[i], Addr: peers[i].Addr, DataDir: dirs[i], Peers: peers, UnsafeNoSync: true,
 					Transport: kind, StateMachine: snapKVSM{sms[i]}, Logger: discardLogger(),
 					ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
 					SnapshotEntries: 500, SnapshotTrailingEntries: 50,
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := n.Start(ctxT(t)); err != nil {
-					t.Fatal(err)
-				}
-				nodes[i] = n
-				t.Cleanup(func() { _ = n.Stop(context.Background()) })
 			}
 			for i := range ids {
 				start(i)

@@ -312,15 +312,6 @@ func (t *transfers) tick(now uint64) {
 	t.startLocked()
 }
 
-// takeResults returns the transfers that ended since the last call. Loop only.
-func (t *transfers) takeResults() []transferResult {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r := t.results
-	t.results = nil
-	return r
-}
-
 // receive handles a chunk from a leader's node (S21): it refuses chunks of a term older
 // than the partition's, writes the chunk where the transfer stands, and once the whole
 // snapshot is in checks it and hands its description to the loop. Transport goroutines.
@@ -416,13 +407,14 @@ func (t *transfers) check(in *inTransfer, c *snapshotChunk) error {
 	return nil
 }
 
-// takeReceived returns the snapshots received whole since the last call. Loop only.
-func (t *transfers) takeReceived() []snapshotReceived {
+// take returns the transfers to followers that ended and the snapshots received whole
+// since the last call. Loop only.
+func (t *transfers) take() ([]transferResult, []snapshotReceived) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r := t.received
-	t.received = nil
-	return r
+	res, rec := t.results, t.received
+	t.results, t.received = nil, nil
+	return res, rec
 }
 
 // deliverSnapshot takes a msgSnapshot off the network: a chunk to receive or an
@@ -464,10 +456,11 @@ func (p *partition) publishedTerm() uint64 {
 // received whole. The acknowledgement of one Raft takes for an install waits for it
 // (installReady); the others are acknowledged now. Loop only.
 func (n *Node) stepSnapshots() {
-	for _, r := range n.transfers.takeResults() {
+	results, received := n.transfers.take()
+	for _, r := range results {
 		n.parts[r.key.partition].raft.reportSnapshot(r.key.peer, r.index, r.ok)
 	}
-	for _, rc := range n.transfers.takeReceived() {
+	for _, rc := range received {
 		m := rc.msg
 		p := n.parts[m.Partition]
 		if err := p.raft.step(m); err != nil {

@@ -78,61 +78,60 @@ func (s *kvStore) Restore(partition int, _ uint64, r io.Reader) error {
 	if partition < 0 || partition >= len(s.parts) {
 		return fmt.Errorf("kv: partition %d out of range (%d)", partition, len(s.parts))
 	}
-	br := bufio.NewReaderSize(r, 64<<10)
-	fail := func(what string, err error) error {
-		return fmt.Errorf("kv: restore partition %d: %s: %w", partition, what, err)
-	}
-	bytesOf := func() ([]byte, error) {
-		l, err := binary.ReadUvarint(br)
-		if err != nil {
-			return nil, err
-		}
-		if l > 1<<31 {
-			return nil, fmt.Errorf("a length of %d", l)
-		}
-		b := make([]byte, l)
-		_, err = io.ReadFull(br, b)
-		return b, err
-	}
+	in := kvReader{br: bufio.NewReaderSize(r, 64<<10)}
 	p := kvPartition{values: make(map[string][]byte), lists: make(map[string][][]byte)}
-	nv, err := binary.ReadUvarint(br)
-	if err != nil {
-		return fail("value count", err)
+	for i := in.uvarint("value count"); i > 0 && in.err == nil; i-- {
+		k := in.bytes("key")
+		p.values[string(k)] = in.bytes("value")
 	}
-	for i := uint64(0); i < nv; i++ {
-		k, err := bytesOf()
-		if err != nil {
-			return fail("key", err)
-		}
-		if p.values[string(k)], err = bytesOf(); err != nil {
-			return fail("value", err)
-		}
-	}
-	nl, err := binary.ReadUvarint(br)
-	if err != nil {
-		return fail("list count", err)
-	}
-	for i := uint64(0); i < nl; i++ {
-		k, err := bytesOf()
-		if err != nil {
-			return fail("list key", err)
-		}
-		ne, err := binary.ReadUvarint(br)
-		if err != nil {
-			return fail("list length", err)
-		}
-		l := make([][]byte, 0, min(ne, 1<<16))
-		for j := uint64(0); j < ne; j++ {
-			e, err := bytesOf()
-			if err != nil {
-				return fail("list element", err)
-			}
-			l = append(l, e)
+	for i := in.uvarint("list count"); i > 0 && in.err == nil; i-- {
+		k := in.bytes("list key")
+		n := in.uvarint("list length")
+		l := make([][]byte, 0, min(n, 1<<16))
+		for ; n > 0 && in.err == nil; n-- {
+			l = append(l, in.bytes("list element"))
 		}
 		p.lists[string(k)] = l
+	}
+	if in.err != nil {
+		return fmt.Errorf("kv: restore partition %d: %w", partition, in.err)
 	}
 	s.mu.Lock()
 	s.parts[partition] = p
 	s.mu.Unlock()
 	return nil
+}
+
+// kvReader reads the snapshot format; the first error sticks and makes later reads
+// return nothing.
+type kvReader struct {
+	br  *bufio.Reader
+	err error
+}
+
+func (r *kvReader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, err := binary.ReadUvarint(r.br)
+	if err != nil {
+		r.err = fmt.Errorf("%s: %w", what, err)
+	}
+	return v
+}
+
+func (r *kvReader) bytes(what string) []byte {
+	n := r.uvarint(what)
+	if r.err != nil {
+		return nil
+	}
+	if n > 1<<31 {
+		r.err = fmt.Errorf("%s: a length of %d", what, n)
+		return nil
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r.br, b); err != nil {
+		r.err = fmt.Errorf("%s: %w", what, err)
+	}
+	return b
 }
