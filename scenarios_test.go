@@ -161,7 +161,7 @@ S20 catch-up by snapshot
 		TestRaftSnapshotInstallDiscardsConflictingSuffixS20 TestRaftAbandonedSnapshotIsAskedForAgain
 		TestNodeFollowerRejoinsBySnapshotS20 TestSimThreeNodes TestSimFiveNodes
 		TestNodeSnapshotCatchUpOverRealTransportsS20
-	partial: no process test kills a node while it installs one
+		cmd/kommander:TestNodeProcessSnapshotsSurviveKills
 
 S21 untrusted snapshot chunks
 	A snapshot chunk from a deposed leader is rejected; a truncated or corrupt snapshot is
@@ -175,8 +175,7 @@ S22 restart equals the state before
 	tests: TestRaftRestartsFromStorageThroughPartitionLog
 		TestRestartAllKeepsEveryAcknowledgedEntryAppliedOnce TestNodeSimLinearizable
 		TestNodeSnapshotOnDemandAndRestartFromItS22 TestRaftSnapshotOlderThanCommitIsIgnoredS22
-		TestNodeRestartFallsBackFromDamagedSnapshotS21
-	partial: no process test kills a node in the middle of writing or installing a snapshot
+		TestNodeRestartFallsBackFromDamagedSnapshotS21 cmd/kommander:TestNodeProcessSnapshotsSurviveKills
 
 S23 bounded disk
 	Disk use stays bounded under an endless stream of writes once snapshots are taken.
