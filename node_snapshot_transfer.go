@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // This file moves snapshots between nodes: a leader's node sends a follower the newest
@@ -95,6 +96,7 @@ type transfers struct {
 	max       int
 
 	opening sync.WaitGroup // the goroutines opening snapshots to send
+	ready   atomic.Bool    // results or received are waiting for the loop
 
 	mu        sync.Mutex
 	now       uint64 // the loop's tick, as of its last pass
@@ -240,6 +242,7 @@ func (t *transfers) endLocked(o *outTransfer, ok bool) {
 		t.fails[o.key.peer] = 0
 		t.n.metrics.snapshotsSent.Add(1)
 		t.results = append(t.results, transferResult{key: o.key, index: index, ok: true})
+		t.ready.Store(true)
 	} else {
 		t.failLocked(o.key, index)
 	}
@@ -253,6 +256,7 @@ func (t *transfers) failLocked(k transferKey, index uint64) {
 	t.fails[k.peer] = f + 1
 	t.notBefore[k.peer] = t.now + min(uint64(snapshotBackoffTicks)<<min(f, 10), snapshotMaxBackoffTicks)
 	t.results = append(t.results, transferResult{key: k, index: index})
+	t.ready.Store(true)
 	t.n.in.signal()
 }
 
@@ -388,6 +392,7 @@ func (t *transfers) receive(m *Message) {
 	}
 	t.received = append(t.received, snapshotReceived{msg: Message{Type: msgSnapshot, Partition: m.Partition,
 		From: m.From, To: m.To, Term: m.Term, snapshot: &snapshotChunk{Index: c.Index, Term: c.Term, Voters: c.Voters, Done: true}}})
+	t.ready.Store(true)
 	t.n.in.signal()
 }
 
@@ -410,6 +415,9 @@ func (t *transfers) check(in *inTransfer, c *snapshotChunk) error {
 // take returns the transfers to followers that ended and the snapshots received whole
 // since the last call. Loop only.
 func (t *transfers) take() ([]transferResult, []snapshotReceived) {
+	if !t.ready.Swap(false) {
+		return nil, nil // the common case: no lock taken in a pass
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	res, rec := t.results, t.received
