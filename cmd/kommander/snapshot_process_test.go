@@ -33,22 +33,9 @@ func TestNodeProcessSnapshotsSurviveKills(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 20))
 	c := startProcCluster(t, 3, 2, append(append([]string{}, processFlags...), "-snapshot-entries", "40")...)
 	c.waitLeaders(30 * time.Second)
-	acked := &ackLog{keys: map[string]string{}}
-	stop := make(chan struct{})
-	wg := c.writeUntil(stop, "snap", 6, acked)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
-	grow := func(n int, what string) {
-		t.Helper()
-		target := acked.len() + n
-		c.eventually(60*time.Second, what, func() bool { return acked.len() >= target })
-	}
+	w := c.startWriters("snap", 6)
+	defer w.end()
+	acked, grow := w.acked, w.grow
 	kill := func(i int) {
 		t.Helper()
 		c.signal(i, syscall.SIGKILL)
@@ -71,8 +58,7 @@ func TestNodeProcessSnapshotsSurviveKills(t *testing.T) {
 		t.Logf("round %d: killed %s twice, %d writes acknowledged", round, c.nodes[victim].id, acked.len())
 	}
 	grow(50, "writes are acknowledged after the last restart")
-	close(stop)
-	wg.Wait()
+	w.end()
 	acked.mu.Lock()
 	keys := make(map[string]string, len(acked.keys))
 	for k, v := range acked.keys {
