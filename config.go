@@ -19,6 +19,10 @@ const (
 	DefaultMaxPendingProposals = 4096
 	DefaultMaxMessageBytes     = 4 << 20
 	DefaultMaxInflightMessages = 256
+	DefaultSnapshotEntries     = 10000
+	DefaultSnapshotBytes       = 16 << 20
+	DefaultSnapshotTrailing    = 2000
+	DefaultSnapshotTransfers   = 2
 )
 
 // Config configures a Node. The zero value of every field but NodeID and StateMachine is
@@ -123,6 +127,27 @@ type Config struct {
 	// partition. Default 256.
 	MaxInflightMessages int
 
+	// SnapshotStore is where the node keeps its partitions' snapshots. Nil means the
+	// directory "snapshots" in DataDir; a node with a custom Storage and no DataDir takes
+	// and receives no snapshots unless it is given a store. Snapshots need a StateMachine
+	// that implements Snapshotter; without one the node keeps its whole log.
+	SnapshotStore *SnapshotStore
+
+	// SnapshotEntries and SnapshotBytes make the node snapshot a partition once its log
+	// holds that many entries, or that many bytes of them, applied since its last
+	// snapshot. Defaults 10000 entries and 16 MiB. Node.Snapshot takes one on demand.
+	SnapshotEntries int
+	SnapshotBytes   int64
+
+	// SnapshotTrailingEntries is how many entries before a snapshot's index the log keeps
+	// when it is compacted after the snapshot, so that a follower a little behind catches
+	// up from the log rather than with the whole snapshot. Default 2000.
+	SnapshotTrailingEntries int
+
+	// MaxSnapshotTransfers bounds the snapshots this node sends at once, over all
+	// partitions and peers; more wait their turn. Default 2.
+	MaxSnapshotTransfers int
+
 	// DisableForwarding makes Replicate on a follower fail with a *NotLeaderError naming
 	// the leader, instead of forwarding the proposal to it (the default).
 	DisableForwarding bool
@@ -191,6 +216,10 @@ func (c Config) withDefaults() Config {
 	// A message must hold at least one largest entry and its headers.
 	c.MaxMessageBytes = max(c.MaxMessageBytes, c.MaxEntrySize+4096)
 	setDefault(&c.MaxInflightMessages, DefaultMaxInflightMessages)
+	setDefault(&c.SnapshotEntries, DefaultSnapshotEntries)
+	setDefault(&c.SnapshotBytes, DefaultSnapshotBytes)
+	setDefault(&c.SnapshotTrailingEntries, DefaultSnapshotTrailing)
+	setDefault(&c.MaxSnapshotTransfers, DefaultSnapshotTransfers)
 	setDefault(&c.ClusterName, "kommander")
 	setDefault(&c.Discovery, StaticDiscovery(c.Peers...))
 	return c
@@ -222,6 +251,8 @@ func (c Config) Validate() error {
 		return bad("DataDir is empty and no Storage is given")
 	case c.MaxEntrySize < 0 || c.MaxPendingProposals < 0 || c.MaxMessageBytes < 0 || c.MaxInflightMessages < 0:
 		return bad("limits must not be negative")
+	case c.SnapshotEntries < 0 || c.SnapshotBytes < 0 || c.SnapshotTrailingEntries < 0 || c.MaxSnapshotTransfers < 0:
+		return bad("snapshot settings must not be negative")
 	case c.Transport != TCP && c.Transport != HTTP:
 		return bad("Transport %d is unknown", int(c.Transport))
 	case len(c.Secret) > 0 && len(c.Secret) < minSecretBytes:

@@ -86,6 +86,9 @@
 //	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
 //	node_status.go        the partitions' leaders and status for the public API
 //	node_incarnation.go   one node ID on one data directory: a node that lost its data is refused
+//	node_snapshot.go      taking snapshots beside Apply, compacting behind them, installing
+//	                      one from a leader, restoring the newest usable one at start
+//	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
 //	config.go             Config and Peer, the defaults and Validate
 //	discovery.go          the Discovery interface, StaticDiscovery, and what the registry and
@@ -110,6 +113,7 @@
 //	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
 //	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
 //	raft_ready.go         the ready batch handed to the node, and advance
+//	raft_snapshot.go      a follower behind the compacted log gets a snapshot; installing one
 //	raft_types.go         Entry, Message, HardState: what the core, WAL, codec and node share
 //
 //	storage.go            the Storage interface and Update, what one Save carries
@@ -129,6 +133,9 @@
 //	dirlock_other.go      no lock where the platform offers none: left to the operator
 //	identity.go           the cluster identity stored in a data directory and checked at start
 //	memory_storage.go     MemoryStorage, for tests: survives the node, crashes, fails saves
+//	memory_fs.go          an in-memory file system: for the memory snapshot store and fuzzers
+//	snapshot.go           Snapshotter, and the byte format of a snapshot file
+//	snapshot_store.go     SnapshotStore: snapshot files in a directory or in memory
 //
 //	codec.go              the one binary encoding of message batches on the wire
 //	transport.go          the Transport interface, TransportKind, the one constructor

@@ -286,6 +286,51 @@ type memoryTransport struct {
 	deliver func([]Message)
 	closed  bool
 	peers   map[string]string
+	// lane holds snapshot chunks for the goroutine that sends them (laneBusy while it
+	// runs), apart from Send: see SendSnapshot. Under laneMu, not mu: a receiver answers
+	// chunks from within its deliver call, which holds mu for reading.
+	laneMu     sync.Mutex
+	lane       []laneItem
+	laneBusy   bool
+	laneClosed bool
+}
+
+// laneItem is one batch waiting on a snapshot lane.
+type laneItem struct {
+	to   string
+	msgs []Message
+}
+
+// SendSnapshot sends snapshot chunks on a lane of their own, as the TCP transport does:
+// a goroutine of the endpoint's delivers them in order, so that a transfer neither runs
+// inside the receiver's deliver call nor holds up other messages.
+func (t *memoryTransport) SendSnapshot(to string, msgs []Message) {
+	t.laneMu.Lock()
+	defer t.laneMu.Unlock()
+	if t.laneClosed {
+		return
+	}
+	t.lane = append(t.lane, laneItem{to: to, msgs: msgs})
+	if !t.laneBusy {
+		t.laneBusy = true
+		go t.runLane()
+	}
+}
+
+// runLane sends what waits on the snapshot lane, then ends.
+func (t *memoryTransport) runLane() {
+	for {
+		t.laneMu.Lock()
+		if len(t.lane) == 0 || t.laneClosed {
+			t.lane, t.laneBusy = nil, false
+			t.laneMu.Unlock()
+			return
+		}
+		item := t.lane[0]
+		t.lane = t.lane[1:]
+		t.laneMu.Unlock()
+		t.Send(item.to, item.msgs)
+	}
 }
 
 func (t *memoryTransport) Start(deliver func(batch []Message)) error {
@@ -332,6 +377,9 @@ func (t *memoryTransport) Close() error {
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()
+	t.laneMu.Lock()
+	t.laneClosed = true
+	t.laneMu.Unlock()
 	t.net.mu.Lock()
 	if t.net.nodes[t.id] == t {
 		delete(t.net.nodes, t.id)

@@ -35,6 +35,11 @@ type Metrics struct {
 	// MessagesDropped counts messages dropped by the node: a full inbox, an unknown
 	// partition or peer.
 	MessagesDropped uint64 `json:"messages_dropped"`
+	// Snapshots counts snapshots this node took; SnapshotsInstalled those it installed
+	// from a leader; SnapshotsSent the transfers to followers it completed.
+	Snapshots          uint64 `json:"snapshots"`
+	SnapshotsInstalled uint64 `json:"snapshots_installed"`
+	SnapshotsSent      uint64 `json:"snapshots_sent"`
 	// PendingProposals is the number of entries proposed on this node and not yet answered.
 	PendingProposals int `json:"pending_proposals"`
 	// Leaders is the number of partitions this node leads.
@@ -47,6 +52,8 @@ type metrics struct {
 	fsyncs, entriesSaved, bytesSaved        atomic.Uint64
 	elections, leaderChanges                atomic.Uint64
 	sent, received, dropped                 atomic.Uint64
+	snapshots, snapshotsInstalled           atomic.Uint64
+	snapshotsSent                           atomic.Uint64
 }
 
 // Metrics returns a snapshot of the node's counters and gauges.
@@ -64,6 +71,10 @@ func (n *Node) Metrics() Metrics {
 		MessagesSent:     n.metrics.sent.Load(),
 		MessagesReceived: n.metrics.received.Load(),
 		MessagesDropped:  n.metrics.dropped.Load(),
+
+		Snapshots:          n.metrics.snapshots.Load(),
+		SnapshotsInstalled: n.metrics.snapshotsInstalled.Load(),
+		SnapshotsSent:      n.metrics.snapshotsSent.Load(),
 	}
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(m.EntriesSaved) / float64(m.Fsyncs)

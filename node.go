@@ -124,13 +124,15 @@ type Node struct {
 	done     chan struct{}         // closed once the node failed or stopped
 	doneOnce sync.Once
 
-	in      inbox        // what arrives between loop passes
-	out     outbox       // what a pass sends, by peer; loop only
-	persist persister    // the batch being saved; loop only, beside its goroutine
-	fwd     forwarder    // proposals to and from the nodes that lead; loop only
-	apply   applier      // the apply goroutine and the leader-change notifications
-	leaders leaderWatch  // wakes WaitForLeader
-	inc     incarnations // one node ID, one data directory; loop only
+	in        inbox        // what arrives between loop passes
+	out       outbox       // what a pass sends, by peer; loop only
+	persist   persister    // the batch being saved; loop only, beside its goroutine
+	fwd       forwarder    // proposals to and from the nodes that lead; loop only
+	apply     applier      // the apply goroutine and the leader-change notifications
+	leaders   leaderWatch  // wakes WaitForLeader
+	inc       incarnations // one node ID, one data directory; loop only
+	snaps     snapshots    // taking, installing and restoring snapshots
+	transfers transfers    // snapshots to and from peers
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -237,6 +239,11 @@ func NewNode(cfg Config) (*Node, error) {
 		}
 		n.addrs[p.ID] = addr
 	}
+	snapStore, err := snapshotStoreFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
+	}
+	n.snaps.init(cfg, voters, snapStore)
 	n.in.init()
 	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
 	n.persist.init(n.storage)
@@ -249,6 +256,7 @@ func NewNode(cfg Config) (*Node, error) {
 		n.parts = append(n.parts, p)
 	}
 	n.apply.init(n)
+	n.transfers.init(n)
 	n.leaders.init()
 	n.publishAll()
 	ok = true
@@ -264,7 +272,10 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 	log := partitionLog{s: n.storage, partition: id}
 	// The state machine may have applied more than the stored commit index says (commit
 	// is saved lazily), never more than the log holds; what it applied was committed.
-	applied := n.cfg.StateMachine.Applied(int(id))
+	applied, err := n.restoreSnapshot(id, n.cfg.StateMachine.Applied(int(id)))
+	if err != nil {
+		return nil, err
+	}
 	first, last := log.firstIndex(), log.lastIndex()
 	if applied > last {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: the state machine applied index %d but the log ends at %d", n.cfg.NodeID, id, applied, last)
@@ -275,6 +286,11 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 	if hs.Commit < applied {
 		hs.Commit = applied
 	}
+	appliedTerm, err := log.term(applied)
+	if err != nil {
+		return nil, fmt.Errorf("kommander: node %s: partition %d: term of the applied index %d: %w", n.cfg.NodeID, id, applied, err)
+	}
+	n.snaps.initAppliedTerm(id, appliedTerm)
 	r, err := newRaft(raftConfig{
 		id:               n.cfg.NodeID,
 		partition:        id,
@@ -394,6 +410,8 @@ func (n *Node) stopLocked(ctx context.Context) error {
 func (n *Node) closeAll() error {
 	n.stop.done = true
 	n.failAll(ErrStopped)
+	n.snaps.writers.Wait() // they use the storage
+	n.transfers.close()
 	var errs []error
 	if n.transport != nil {
 		if err := n.transport.Close(); err != nil {

@@ -18,6 +18,8 @@ type applier struct {
 	failed   *atomic.Pointer[error]
 	fail     func(err, cause error) // Node.failStop
 	wakeLoop func()                 // the loop waits for room in an apply queue
+	snaps    *snapshots
+	snapshot func(p *partition, due bool) // Node.maybeSnapshot
 
 	mu      sync.Mutex // one applier at a time
 	spare   []Entry    // reused for the entries of one Apply
@@ -36,6 +38,7 @@ func (a *applier) init(n *Node) {
 	a.sm, a.parts, a.metrics, a.nodeID = n.cfg.StateMachine, n.parts, &n.metrics, n.cfg.NodeID
 	a.failed, a.fail, a.wakeLoop = &n.failed, n.failStop, n.in.signal
 	a.onLeaderChange = n.cfg.OnLeaderChange
+	a.snaps, a.snapshot = &n.snaps, n.maybeSnapshot
 	a.wake, a.stop, a.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 }
 
@@ -89,6 +92,11 @@ func (a *applier) applyPending() {
 		for a.applyPartition(p) {
 		}
 	}
+	if a.snaps.wanted.Swap(false) {
+		for _, p := range a.parts {
+			a.snapshot(p, false)
+		}
+	}
 }
 
 // maxApplyBatch bounds the entries handed to one Apply call.
@@ -109,11 +117,14 @@ func (a *applier) applyPartition(p *partition) bool {
 	}
 	// The entries to apply are gathered in place at the front of ents (a copy of our
 	// own); barriers, rare, apart.
-	last := ents[len(ents)-1].Index
+	last, lastTerm := ents[len(ents)-1].Index, ents[len(ents)-1].Term
 	normal := ents[:0]
 	var barriers []Entry
+	var bytes int64
+	count := len(ents)
 	for i := range ents {
 		e := ents[i]
+		bytes += int64(e.size())
 		if e.Kind == EntryNormal && e.Index > applied {
 			if e.Type == barrierType {
 				barriers = append(barriers, e)
@@ -137,5 +148,8 @@ func (a *applier) applyPartition(p *partition) bool {
 	clear(results)
 	clear(ents)
 	a.spare = ents[:0]
+	if a.snaps.applied(p.id, lastTerm, count, bytes) {
+		a.snapshot(p, true)
+	}
 	return true
 }

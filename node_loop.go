@@ -4,6 +4,10 @@ import "fmt"
 
 // deliver is the transport's callback: it queues a received batch for the loop.
 func (n *Node) deliver(batch []Message) {
+	batch = n.takeSnapshotMessages(batch)
+	if len(batch) == 0 {
+		return
+	}
 	if !n.in.add(batch) {
 		n.metrics.dropped.Add(uint64(len(batch)))
 		return
@@ -95,6 +99,7 @@ func (n *Node) runPass() bool {
 		return false
 	}
 	msgs, ticks, proposed := n.in.take()
+	n.stepSnapshots()
 	n.stepAll(msgs)
 	n.in.recycle(msgs)
 	if n.failed.Load() != nil {
@@ -108,6 +113,7 @@ func (n *Node) runPass() bool {
 	}
 	if ticks > 0 {
 		n.expireWaiters()
+		n.transfers.tick(n.now)
 	}
 
 	if n.persist.running {
@@ -175,6 +181,11 @@ func (n *Node) stepAll(msgs []Message) {
 		case MsgForwardRefused:
 			n.fwd.refused(p, m)
 			continue
+		case msgSnapshot:
+			// Chunks from the network never reach Raft: the node receives, checks and
+			// stores a snapshot first, then steps in its description.
+			n.metrics.dropped.Add(1)
+			continue
 		}
 		if len(m.Entries) > 0 && m.Type == MsgAppend && p.backlogged() {
 			// The state machine is far behind: take no more entries for now. The leader
@@ -213,7 +224,11 @@ func (n *Node) gatherReadies() bool {
 		// the apply queue, also while a restarted node replays its log.
 		p.raft.limitApply(p.applyRoom())
 		if p.raft.hasReady() {
-			ps.readies = append(ps.readies, partitionReady{p: p, rd: p.raft.ready()})
+			rd := p.raft.ready()
+			if (rd.InstallSnapshot != nil || len(rd.SendSnapshots) > 0) && !n.installReady(p, &rd) {
+				return false
+			}
+			ps.readies = append(ps.readies, partitionReady{p: p, rd: rd})
 		}
 		if err := p.raft.readError(); err != nil {
 			// S26: the log cannot be read back; nothing computed from it may go out.

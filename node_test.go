@@ -154,7 +154,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 // MemoryNetwork and MemoryStorage, driven by a FakeClock: nothing sleeps.
 type nodeCluster struct {
 	mu         sync.Mutex // guards nodes and sms against the pump goroutine
-	t          *testing.T
+	t          testing.TB
 	clock      *FakeClock
 	net        *MemoryNetwork
 	ids        []string
@@ -178,7 +178,7 @@ func (c *nodeCluster) useWAL() {
 	}
 }
 
-func newNodeCluster(t *testing.T, nodes, partitions int, durableSM bool) *nodeCluster {
+func newNodeCluster(t testing.TB, nodes, partitions int, durableSM bool) *nodeCluster {
 	t.Helper()
 	c := &nodeCluster{t: t, clock: NewFakeClock(time.Time{}), net: NewMemoryNetwork(1), partitions: partitions, tick: 10 * time.Millisecond}
 	c.net.SetClock(c.clock)
@@ -447,7 +447,7 @@ func (c *nodeCluster) writeInBackground(i, k int) <-chan error {
 	return errs
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -945,34 +945,47 @@ func freeAddrs(t *testing.T, n int) []string {
 // TestClusterOverRealTransports runs three nodes with the real clock, the WAL and the TCP
 // or HTTP transport built by NewNode: leaders, writes through every node, and a leader
 // stopped and replaced.
+// realPeers returns the IDs of n nodes on free local addresses, and them as peers.
+func realPeers(t *testing.T, n int) ([]string, []Peer) {
+	addrs := freeAddrs(t, n)
+	ids := make([]string, n)
+	peers := make([]Peer, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("n%d", i+1)
+		peers[i] = Peer{ID: ids[i], Addr: addrs[i]}
+	}
+	return ids, peers
+}
+
+// startRealNode creates and starts a node that the end of the test stops.
+func startRealNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := NewNode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Stop(context.Background()) })
+	return n
+}
+
 func TestClusterOverRealTransports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real network and clock; -short runs the in-memory tests only")
 	}
 	for _, kind := range []TransportKind{TCP, HTTP} {
 		t.Run(kind.String(), func(t *testing.T) {
-			addrs := freeAddrs(t, 3)
-			ids := []string{"n1", "n2", "n3"}
-			var peers []Peer
-			for i := range ids {
-				peers = append(peers, Peer{ID: ids[i], Addr: addrs[i]})
-			}
+			ids, peers := realPeers(t, 3)
 			nodes := make([]*Node, 3)
 			for i := range ids {
-				n, err := NewNode(Config{
-					NodeID: ids[i], Addr: addrs[i], DataDir: t.TempDir(), Partitions: 4, Peers: peers,
+				nodes[i] = startRealNode(t, Config{
+					NodeID: ids[i], Addr: peers[i].Addr, DataDir: t.TempDir(), Partitions: 4, Peers: peers,
 					Transport: kind, StateMachine: newKVSM(4, false), Logger: discardLogger(),
 					ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
 					Secret: []byte("0123456789abcdef0123"),
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := n.Start(ctxT(t)); err != nil {
-					t.Fatal(err)
-				}
-				nodes[i] = n
-				t.Cleanup(func() { _ = n.Stop(context.Background()) })
 			}
 			for p := 0; p < 4; p++ {
 				for i, n := range nodes {

@@ -214,7 +214,12 @@ type raft struct {
 	readyOut               bool      // a raftReady was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
 	commitPending          bool      // commit index to broadcast at the next ready
-	rules                  safetyRules
+	// snapshotSends are the followers the node is to send a snapshot to; pendingInstall
+	// a received snapshot the node is to install (raft_snapshot.go). Both go out with the
+	// next raftReady.
+	snapshotSends  []string
+	pendingInstall *snapshotMeta
+	rules          safetyRules
 }
 
 // safetyRules are five decisions on which Raft's safety rests, held as function values so
@@ -451,7 +456,7 @@ func (r *raft) step(m Message) error {
 // handler that reads it.
 func checkMessage(m Message) error {
 	switch m.Type {
-	case MsgNone, msgTimeoutNow, msgSnapshot, msgReadIndex, msgReadIndexResp:
+	case MsgNone, msgTimeoutNow, msgReadIndex, msgReadIndexResp:
 		// Not (or not yet) handled by the core: let none of them raise the term.
 		return fmt.Errorf("%w: type %v not handled", errInvalidMessage, m.Type)
 	}
@@ -476,6 +481,12 @@ func checkMessage(m Message) error {
 		}
 	case MsgAppend:
 		return checkAppend(m)
+	case msgSnapshot:
+		// The node hands the core a snapshot only once it is whole and checked; its
+		// description must still make sense before it may raise the term.
+		if s := m.snapshot; m.Term == 0 || s == nil || !s.Done || s.Index == 0 || s.Term == 0 || s.Term > m.Term {
+			return fmt.Errorf("%w: snapshot from %s in term %d without a complete description", errInvalidMessage, m.From, m.Term)
+		}
 	}
 	return nil
 }

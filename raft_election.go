@@ -177,6 +177,9 @@ func (r *raft) stepCandidate(m Message) error {
 	case MsgHeartbeat:
 		r.becomeFollower(m.Term, m.From)
 		r.handleHeartbeat(m)
+	case msgSnapshot:
+		r.becomeFollower(m.Term, m.From)
+		return r.handleSnapshot(m)
 	case MsgVoteResp:
 		if r.role == roleCandidate {
 			r.recordVote(m.From, !m.Reject)

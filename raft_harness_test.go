@@ -99,6 +99,11 @@ type testNode struct {
 	log     *memLog
 	r       *raft
 	applied []Entry
+	// snapshotsSent and installs count snapshot transfers out of and into this node.
+	snapshotsSent, installs int
+	// noSnapshotReport leaves the leader to learn of an install from the follower's
+	// acknowledgement alone, as when the node's report is late.
+	noSnapshotReport bool
 }
 
 func testConfig(id string, voters []string) raftConfig {
@@ -142,12 +147,45 @@ func (n *testNode) flush() []Message {
 	for n.r.hasReady() {
 		rd := n.r.ready()
 		out = append(out, rd.Messages...)
+		out = append(out, n.snapshotMessages(rd.SendSnapshots)...)
+		if s := rd.InstallSnapshot; s != nil {
+			n.installSnapshot(s.index, s.term)
+		}
 		n.log.save(rd)
 		out = append(out, rd.MessagesAfterPersist...)
 		n.applied = append(n.applied, rd.CommittedEntries...)
 		n.r.advance(rd)
 	}
 	return out
+}
+
+// snapshotMessages turns the snapshot transfers a leader asks for into the one message each
+// that carries the whole snapshot: the one at the leader's compaction point. The transfer
+// counts as done at once; the in-order network delivers it before any later append.
+func (n *testNode) snapshotMessages(to []string) []Message {
+	var out []Message
+	for _, id := range to {
+		out = append(out, Message{Type: msgSnapshot, From: n.id, To: id, Term: n.r.term, Partition: n.r.partition,
+			snapshot: &snapshotChunk{Index: n.log.offset, Term: n.log.offsetTerm, Voters: n.cfg.voters, Done: true}})
+		n.snapshotsSent++
+	}
+	if !n.noSnapshotReport {
+		for _, id := range to {
+			n.r.reportSnapshot(id, n.log.offset, true)
+		}
+	}
+	return out
+}
+
+// installSnapshot replaces the stored log and the applied entries with a snapshot's: the
+// applied entries up to index become placeholders.
+func (n *testNode) installSnapshot(index, term uint64) {
+	n.log.ents, n.log.offset, n.log.offsetTerm = nil, index, term
+	n.applied = n.applied[:0:0]
+	for i := uint64(1); i <= index; i++ {
+		n.applied = append(n.applied, Entry{Index: i, Type: "snapshot"})
+	}
+	n.installs++
 }
 
 // stepFlush steps m and returns the messages that result.

@@ -22,6 +22,10 @@ type raftLog struct {
 	committed     uint64
 	applying      uint64 // last index handed out for apply
 	applied       uint64 // last index acknowledged as applied by advance
+	// snapIndex and snapTerm are those of the snapshot installed last (raft_snapshot.go):
+	// the log holds nothing at or below snapIndex, whatever storage still has until the
+	// node compacts it.
+	snapIndex, snapTerm uint64
 	// readErr is the first error reading storage where the log cannot do without it (see
 	// readError); the node fails on it (S26).
 	readErr error
@@ -37,6 +41,10 @@ func (l *raftLog) term(i uint64) (uint64, error) {
 		return 0, ErrUnavailable
 	case i >= l.first:
 		return l.ents[i-l.first].Term, nil
+	case i == l.snapIndex:
+		return l.snapTerm, nil
+	case i < l.snapIndex:
+		return 0, ErrCompacted
 	}
 	return l.storage.term(i)
 }
@@ -85,6 +93,9 @@ func (l *raftLog) entries(lo, hi, maxBytes uint64) ([]Entry, error) {
 			n++
 		}
 		return ents[:n:n], nil
+	}
+	if lo <= l.snapIndex {
+		return nil, ErrCompacted
 	}
 	return l.storage.entries(lo, min(hi, l.first), maxBytes)
 }

@@ -13,6 +13,10 @@ const (
 	// progressReplicate: the follower's log matches up to match; the leader streams appends
 	// optimistically, bounded by the in-flight window.
 	progressReplicate
+	// progressSnapshot: the entries the follower needs are compacted away; the node sends
+	// it a snapshot, and the leader sends no appends until the follower acknowledges the
+	// install or the node reports the transfer abandoned (raft_snapshot.go).
+	progressSnapshot
 )
 
 // progress is the leader's view of one voter (Figure 2: nextIndex, matchIndex).
@@ -60,6 +64,12 @@ func (pr *progress) lostEntries(next uint64) {
 func (pr *progress) becomeProbe(next uint64) {
 	pr.state = progressProbe
 	pr.next = next
+	pr.probeSent = false
+	pr.inflight.reset()
+}
+
+func (pr *progress) becomeSnapshot() {
+	pr.state = progressSnapshot
 	pr.probeSent = false
 	pr.inflight.reset()
 }

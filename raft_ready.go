@@ -25,6 +25,13 @@ type raftReady struct {
 	MessagesAfterPersist []Message
 	// CommittedEntries are to be applied in order. All of them are durable on this node.
 	CommittedEntries []Entry
+	// SendSnapshots are followers to send the newest snapshot to; the node reports how
+	// each transfer ended with reportSnapshot.
+	SendSnapshots []string
+	// InstallSnapshot, when set, is a received snapshot to install before anything else of
+	// this raftReady: restore the state machine from it and compact the stored log up to it
+	// (its entries, if any, follow the snapshot).
+	InstallSnapshot *snapshotMeta
 }
 
 // flush sends what proposals and commits left pending since the last raftReady: one pass over
@@ -52,6 +59,7 @@ func (r *raft) hasReady() bool {
 	}
 	return r.appendPending || r.commitPending ||
 		len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 ||
+		len(r.snapshotSends) > 0 || r.pendingInstall != nil ||
 		r.hardState() != r.prevHardState ||
 		r.log.handedOut < r.log.lastIndex() ||
 		(!r.applyPaused && r.log.applying < min(r.log.committed, r.log.stable))
@@ -76,6 +84,8 @@ func (r *raft) ready() raftReady {
 		r.prevHardState = hs
 	}
 	rd.Entries = r.log.pendingEntries()
+	rd.SendSnapshots, rd.InstallSnapshot = r.snapshotSends, r.pendingInstall
+	r.snapshotSends, r.pendingInstall = nil, nil
 	rd.Messages, rd.MessagesAfterPersist = r.msgs, r.msgsAfterPersist
 	r.msgs, r.msgsAfterPersist = r.spareMsgs[:0], r.spareAfter[:0]
 	r.spareMsgs, r.spareAfter = nil, nil

@@ -63,6 +63,8 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 			pr.sentCommit = 0
 		}
 		switch {
+		case pr.state == progressSnapshot:
+			// A transfer is under way: the node reports its end.
 		case pr.state == progressProbe:
 			pr.probeSent = false // the probe or its answer may have been lost: probe again
 			r.sendAppends(pr)
@@ -84,6 +86,9 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 // rejection claims (S31).
 func (r *raft) handleAppendReject(m Message, pr *progress) {
 	switch {
+	case pr.state == progressSnapshot:
+		// A snapshot transfer is under way: the node reports its end.
+		return
 	case m.Index >= pr.next:
 		// No append of ours had its prevIndex at or past next: forged, or of an earlier
 		// leadership (S31).
@@ -141,6 +146,7 @@ func (r *raft) handleAppendSuccess(m Message, pr *progress) {
 	if probeAnswered {
 		pr.becomeReplicate()
 	}
+	r.snapshotAcked(pr)
 	if advanced {
 		r.maybeCommit()
 	}
@@ -183,6 +189,9 @@ func (r *raft) sendAppends(pr *progress) {
 func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
 	prevTerm, err := r.log.term(prevIndex)
 	if err != nil {
+		if compactedErr(err) {
+			r.requestSnapshot(pr) // the appends in flight were lost and compacted meanwhile
+		}
 		return
 	}
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
@@ -196,6 +205,8 @@ func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
 func (r *raft) sendAppend(pr *progress) bool {
 	last := r.log.lastIndex()
 	switch {
+	case pr.state == progressSnapshot:
+		return false
 	case pr.state == progressProbe && pr.probeSent:
 		return false
 	case pr.state == progressReplicate && (pr.inflight.full() || pr.next > last):
@@ -204,14 +215,20 @@ func (r *raft) sendAppend(pr *progress) bool {
 	prevIndex := pr.next - 1
 	prevTerm, err := r.log.term(prevIndex)
 	if err != nil {
-		return false // compacted: a snapshot will be needed (not yet implemented)
+		if compactedErr(err) {
+			r.requestSnapshot(pr)
+		}
+		return false
 	}
 	ents, err := r.log.entries(pr.next, last+1, r.maxMsgBytes)
 	if err != nil || (pr.state == progressReplicate && len(ents) == 0) {
+		if compactedErr(err) {
+			r.requestSnapshot(pr)
+		}
 		return false
 	}
-	// A probe at next = lastIndex+1 carries no entries: it asks whether the follower has
-	// our last entry.
+	// A probe at next = lastIndex+1 (say, a follower that just installed our snapshot)
+	// carries no entries: it asks whether the follower has our last entry.
 	lastSent := prevIndex + uint64(len(ents))
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
 		Index: prevIndex, Entries: ents, Commit: r.log.committed, Context: pr.stamp()})
@@ -249,6 +266,10 @@ func (r *raft) stepFollower(m Message) error {
 	case MsgHeartbeat:
 		r.followLeader(m.From)
 		r.handleHeartbeat(m)
+	case msgSnapshot:
+		r.electionElapsed = 0
+		r.lead = m.From
+		return r.handleSnapshot(m)
 	}
 	return nil
 }

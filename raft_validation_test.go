@@ -165,13 +165,34 @@ func TestRequestVoteReceiverRefusesImpossibleLastEntryS31(t *testing.T) {
 
 // S31: message types the core does not handle are refused before their term is believed.
 func TestStepRefusesTypesTheCoreDoesNotHandleS31(t *testing.T) {
-	for _, typ := range []MessageType{msgTimeoutNow, msgSnapshot, msgReadIndex, msgReadIndexResp} {
+	for _, typ := range []MessageType{msgTimeoutNow, msgReadIndex, msgReadIndexResp} {
 		n := newNode(t, "n1", 2, []uint64{1})
 		if err := n.r.step(Message{Type: typ, From: "n2", To: "n1", Term: 9}); !errors.Is(err, errInvalidMessage) {
 			t.Fatalf("%v: want errInvalidMessage, got %v", typ, err)
 		}
 		if n.r.term != 2 {
 			t.Fatalf("%v raised the term to %d", typ, n.r.term)
+		}
+	}
+}
+
+// S31, S21: a snapshot message that does not describe a whole snapshot (none attached, not
+// the last chunk, index or term 0, a term past the message's) is refused before its term is
+// believed.
+func TestStepRefusesSnapshotsWithoutACompleteDescriptionS31(t *testing.T) {
+	for name, s := range map[string]*snapshotChunk{
+		"none":            nil,
+		"not done":        {Index: 5, Term: 2},
+		"index 0":         {Index: 0, Term: 2, Done: true},
+		"term 0":          {Index: 5, Term: 0, Done: true},
+		"term past claim": {Index: 5, Term: 10, Done: true},
+	} {
+		n := newNode(t, "n1", 2, []uint64{1})
+		if err := n.r.step(Message{Type: msgSnapshot, From: "n2", To: "n1", Term: 9, snapshot: s}); !errors.Is(err, errInvalidMessage) {
+			t.Fatalf("%s: want errInvalidMessage, got %v", name, err)
+		}
+		if n.r.term != 2 {
+			t.Fatalf("%s raised the term to %d", name, n.r.term)
 		}
 	}
 }

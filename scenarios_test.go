@@ -157,24 +157,29 @@ S19 paused leader
 S20 catch-up by snapshot
 	A follower whose next entry was compacted away is caught up with a snapshot, and its
 	next index moves past the snapshot afterwards (no snapshot loop).
-	pending: snapshots
+	tests: TestRaftSendsSnapshotToFollowerBehindCompactionS20
+		TestRaftSnapshotInstallDiscardsConflictingSuffixS20 TestRaftAbandonedSnapshotIsAskedForAgain
+		TestNodeFollowerRejoinsBySnapshotS20 TestSimThreeNodes TestSimFiveNodes
+		TestNodeSnapshotCatchUpOverRealTransportsS20
+		cmd/kommander:TestNodeProcessSnapshotsSurviveKills
 
 S21 untrusted snapshot chunks
 	A snapshot chunk from a deposed leader is rejected; a truncated or corrupt snapshot is
 	detected by its checksum and never installed; a receiver buffers a bounded amount.
-	pending: snapshots
+	tests: TestSnapshotFileDamageIsDetectedS21 TestSnapshotStoreRefusesDamagedFilesS21
+		TestNodeRefusesCorruptOrStaleSnapshotChunksS21 TestNodeRestartFallsBackFromDamagedSnapshotS21
+		TestRaftSnapshotFromDeposedLeaderIsIgnoredS21
 
 S22 restart equals the state before
 	After restart from snapshot + log, the state equals the state before the crash.
 	tests: TestRaftRestartsFromStorageThroughPartitionLog
 		TestRestartAllKeepsEveryAcknowledgedEntryAppliedOnce TestNodeSimLinearizable
-	partial: restart from the log alone; restart from a snapshot comes with snapshots
+		TestNodeSnapshotOnDemandAndRestartFromItS22 TestRaftSnapshotOlderThanCommitIsIgnoredS22
+		TestNodeRestartFallsBackFromDamagedSnapshotS21 cmd/kommander:TestNodeProcessSnapshotsSurviveKills
 
 S23 bounded disk
 	Disk use stays bounded under an endless stream of writes once snapshots are taken.
-	tests: TestWALDiskStaysBoundedUnderEndlessWritesS23
-	partial: the WAL's half: compacting as snapshots would keeps its disk use bounded; nothing
-		compacts a node's log until snapshots are built, so a node's disk still grows
+	tests: TestWALDiskStaysBoundedUnderEndlessWritesS23 TestNodeDiskStaysBoundedWithSnapshotsS23
 
 # Storage
 

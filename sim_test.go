@@ -12,7 +12,9 @@ import (
 
 // The randomized simulation: several nodes, each running several groups, over a seeded
 // network that drops, delays, duplicates and reorders messages and partitions nodes
-// (including one-way cuts), with crashes that restart a node from what it persisted only.
+// (including one-way cuts), with crashes that restart a node from what it persisted only,
+// and log compactions at random points, so that followers far behind are sent snapshots
+// (one message each here; a crash loses an install that was not persisted).
 // Persistence is asynchronous, as in the node: a raftReady's Messages go out at once, its
 // entries and hard state become durable at a later "persist" event (or are lost in a
 // crash), and only then go its MessagesAfterPersist, apply and advance. Steps and ticks
@@ -47,6 +49,7 @@ type simParams struct {
 	maxInflight                   int
 	dropP, dupP                   float64
 	crashP                        float64
+	compactP                      float64 // after a persist, compact a group's log (as a snapshot allows)
 	events                        int
 	bug                           *plantedBug
 	// restartAtOnce restarts a crashed node in the same event, as a supervisor would: what
@@ -70,6 +73,7 @@ func simParamsFor(seed uint64, nodes int) simParams {
 		crashP:         []float64{0.002, 0.01}[rng.IntN(2)],
 		events:         simDefaultEvents,
 	}
+	p.compactP = []float64{0, 0.1, 0.4}[rng.IntN(3)] // drawn last: the others stay as they were
 	if *simEventsFlag > 0 {
 		p.events = *simEventsFlag
 	}
@@ -256,7 +260,35 @@ func (s *sim) process(i, g int) {
 	for _, m := range rd.Messages {
 		s.send(m)
 	}
+	for _, to := range rd.SendSnapshots {
+		// The node's snapshot is its compaction point; the transfer is one message, which
+		// the network may lose, and the node reports it done or abandoned at random.
+		s.checkSnapshot(g, sg.log.offset, sg.log.offsetTerm, "sent by "+s.nodes[i].id)
+		s.send(Message{Type: msgSnapshot, Partition: uint32(g), From: s.nodes[i].id, To: to, Term: sg.r.term,
+			snapshot: &snapshotChunk{Index: sg.log.offset, Term: sg.log.offsetTerm, Done: true}})
+		sg.r.reportSnapshot(to, sg.log.offset, s.rng.IntN(2) == 0)
+	}
 	sg.rd, sg.pending = rd, true
+}
+
+// checkSnapshot: a snapshot holds committed entries only, the ones the record has (S20).
+func (s *sim) checkSnapshot(g int, index, term uint64, what string) {
+	if index == 0 || index > uint64(len(s.committed[g])) || s.committed[g][index-1].term != term {
+		s.failf("snapshot (%d, %d) of group %d %s is not of committed entries (%d committed)", index, term, g, what, len(s.committed[g]))
+	}
+}
+
+// compact drops a random prefix of what node i applied in group g from its stored log, as a
+// snapshot of its state machine would allow.
+func (s *sim) compact(i, g int) {
+	sg := s.nodes[i].groups[g]
+	lo, hi := sg.log.offset+1, min(sg.applied, sg.log.lastIndex())
+	if hi < lo {
+		return
+	}
+	idx := lo + s.rng.Uint64N(hi-lo+1)
+	s.tracef("compact %s g%d to %d", s.nodes[i].id, g, idx)
+	sg.log.compact(idx)
 }
 
 // persist completes node i's outstanding Readies: durable, after-persist messages out,
@@ -267,6 +299,13 @@ func (s *sim) persist(i int) {
 			continue
 		}
 		rd := sg.rd
+		if in := rd.InstallSnapshot; in != nil {
+			// Install before the entries that follow it: the state machine (its applied
+			// index) and the log both restart at the snapshot.
+			s.checkSnapshot(g, in.index, in.term, "installed by "+s.nodes[i].id)
+			sg.log.ents, sg.log.offset, sg.log.offsetTerm = nil, in.index, in.term
+			sg.applied = in.index
+		}
 		sg.log.save(rd)
 		for _, m := range rd.MessagesAfterPersist {
 			s.send(m)
@@ -330,7 +369,7 @@ func (s *sim) check(i int) {
 				s.failf("two leaders in term %d of group %d: %s (start %d) and %s (start %d)", r.term, g, l.id, l.incarnation, n.id, n.incarnation)
 			}
 		}
-		for idx := sg.checked + 1; idx <= r.log.committed; idx++ {
+		for idx := max(sg.checked, r.log.compactedTo()) + 1; idx <= r.log.committed; idx++ {
 			ents, err := r.log.entries(idx, idx+1, 1)
 			if err != nil || len(ents) != 1 {
 				s.failf("%s group %d: committed entry %d unreadable: %v", n.id, g, idx, err)
@@ -373,8 +412,8 @@ func (s *sim) logView(i, g int) simLogView {
 func (s *sim) checkCommitDurable(g int, idx uint64, rec simEntryRec) {
 	for x := range s.nodes {
 		lx := s.logView(x, g)
-		if t, err := lx.term(idx); err == nil && t == rec.term {
-			continue
+		if t, err := lx.term(idx); (err == nil && t == rec.term) || compactedErr(err) {
+			continue // it has the entry, or had it and applied it
 		}
 		xi := lx.lastIndex()
 		xt, _ := lx.term(xi)
@@ -400,6 +439,9 @@ func (s *sim) checkCommitDurable(g int, idx uint64, rec simEntryRec) {
 func (s *sim) checkLeaderCompleteness(i, g int) {
 	r := s.nodes[i].groups[g].r
 	for idx, rec := range s.committed[g] {
+		if uint64(idx+1) <= r.log.compactedTo() {
+			continue // compacted: covered by a snapshot of committed entries
+		}
 		if !r.log.matchTerm(uint64(idx+1), rec.term) {
 			s.failf("leader completeness: new leader %s of term %d lacks committed entry %d (term %d) of group %d",
 				s.nodes[i].id, r.term, idx+1, rec.term, g)
@@ -485,6 +527,9 @@ func (s *sim) event() int {
 		i := live[s.rng.IntN(len(live))]
 		s.tracef("persist %s", s.nodes[i].id)
 		s.persist(i)
+		if s.p.compactP > 0 && s.rng.Float64() < s.p.compactP {
+			s.compact(i, s.rng.IntN(s.p.groups))
+		}
 		return i
 	case x < 0.93:
 		if len(live) == 0 {

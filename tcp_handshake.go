@@ -4,8 +4,8 @@ package kommander
 //
 //	hello:  "KMDR" u8 version u8 lane u8 flags(bit 0: has secret) cluster from to
 //	        u64 instance [32]clientNonce
-//	        (lane is always 0: there is one connection per peer, and a hello for any other
-//	        lane is refused, S32)
+//	        (lane 0 carries Raft's messages, lane 1 snapshot chunks; a hello for any other
+//	        lane is refused, and both lanes of a peer must come from one process, S32)
 //	reply:  "KMDR" u8 version u8 status serverID [32]serverNonce [32]serverProof
 //	proof:  [32]clientProof                      (zeros when there is no secret)
 //	final:  u8 status
@@ -79,6 +79,7 @@ func tcpStatusErr(s uint8) error {
 
 type tcpHello struct {
 	version  uint8
+	lane     uint8
 	secret   bool
 	cluster  string
 	from, to string
@@ -88,7 +89,7 @@ type tcpHello struct {
 
 func (h *tcpHello) append(b []byte) []byte {
 	b = append(b, tcpMagic...)
-	b = append(b, h.version, 0) // the lane
+	b = append(b, h.version, h.lane)
 	var flags byte
 	if h.secret {
 		flags = 1
@@ -197,9 +198,9 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 	if h.version != tcpHandshakeVersion {
 		return refuse(tcpBadVersion, fmt.Errorf("%w: handshake version %d", ErrVersion, h.version))
 	}
-	if lane := head[5]; lane != 0 || head[6]&^1 != 0 {
-		// S32: a lane that nothing sends on is a door past the checks of the used one.
-		return refuse(tcpMalformed, fmt.Errorf("%w: lane %d flags %#x", ErrMalformed, lane, head[6]))
+	if h.lane = head[5]; h.lane >= tcpLanes || head[6]&^1 != 0 {
+		// S32: a lane that nothing sends on is a door past the checks of the used ones.
+		return refuse(tcpMalformed, fmt.Errorf("%w: lane %d flags %#x", ErrMalformed, h.lane, head[6]))
 	}
 	var err error
 	if h.cluster, err = readString16(conn); err == nil {
@@ -269,12 +270,13 @@ func (t *TCPTransport) serverHandshake(conn net.Conn) (tcpHello, error) {
 	return h, nil
 }
 
-// claimInbound registers conn as node h.from's inbound connection. The same process
-// reconnecting replaces its old connection (which may be dead and not yet timed out).
-// Another process with the same node ID while the first one's connection lives is refused
-// and reported (S30): letting two processes act as one node could make it vote twice, and
-// the first one keeps the ID until it goes quiet for PeerTimeout. The claim is per node
-// ID, not per node ID and lane, so that no second connection gets past it (S32).
+// claimInbound registers conn as node h.from's inbound connection on lane h.lane. The same
+// process reconnecting replaces its old connection of that lane (which may be dead and not
+// yet timed out). Another process with the same node ID while a connection of the first
+// one lives, on either lane, is refused and reported (S30): letting two processes act as
+// one node could make it vote twice, and the first one keeps the ID until it goes quiet
+// for PeerTimeout. The claim is per node ID, not per node ID and lane, so that no second
+// process gets past it on the other lane (S32).
 //
 // Only a member this node knows (given to SetPeer) may claim an ID, so that the inbound
 // connections, and the frames they may buffer, are bounded by the membership (S32). With a
@@ -290,14 +292,23 @@ func (t *TCPTransport) claimInbound(h tcpHello, conn net.Conn) error {
 	if t.closed {
 		return errTransportClosed
 	}
-	if old := t.inbound[key]; old != nil {
-		if old.instance != h.instance {
-			return fmt.Errorf("%w: %q is connected from %s and now also from %s",
-				ErrDuplicateNodeID, h.from, old.conn.RemoteAddr(), conn.RemoteAddr())
+	old := t.inbound[key]
+	if old != nil && old.instance != h.instance {
+		for _, c := range old.conns {
+			if c != nil {
+				return fmt.Errorf("%w: %q is connected from %s and now also from %s",
+					ErrDuplicateNodeID, h.from, c.RemoteAddr(), conn.RemoteAddr())
+			}
 		}
-		old.conn.Close()
 	}
-	t.inbound[key] = &tcpInbound{instance: h.instance, conn: conn}
+	if old == nil || old.instance != h.instance {
+		old = &tcpInbound{instance: h.instance}
+		t.inbound[key] = old
+	}
+	if c := old.conns[h.lane]; c != nil {
+		c.Close()
+	}
+	old.conns[h.lane] = conn
 	return nil
 }
 
@@ -306,7 +317,10 @@ func (t *TCPTransport) releaseInbound(h tcpHello, conn net.Conn) {
 	key := h.from
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if in := t.inbound[key]; in != nil && in.conn == conn {
-		delete(t.inbound, key)
+	if in := t.inbound[key]; in != nil && in.conns[h.lane] == conn {
+		in.conns[h.lane] = nil
+		if in.conns == [tcpLanes]net.Conn{} {
+			delete(t.inbound, key)
+		}
 	}
 }

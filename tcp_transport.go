@@ -14,9 +14,10 @@ import (
 	"time"
 )
 
-// The TCP transport keeps one long-lived outbound connection per peer. A writer goroutine
-// per connection drains the peer's queue into as few frames as fit and flushes them in one
-// write; the connection of the other direction is the peer's own outbound one. Every
+// The TCP transport keeps one long-lived outbound connection per peer for Raft's messages,
+// and one more, dialed only when there is something to send, for snapshot chunks, so that
+// a chunk never delays a heartbeat. A writer goroutine per connection drains its queue
+// into as few frames as fit and flushes them in one write; the connection of the other direction is the peer's own outbound one. Every
 // connection opens with TLS (when configured) and the handshake in tcp_handshake.go.
 //
 // Frames after the handshake: u32 length, then that many bytes of one codec batch. A
@@ -66,10 +67,18 @@ type TCPTransport struct {
 	conns   map[net.Conn]struct{}  // every open connection, closed by Close
 }
 
+// tcpInbound is one peer's inbound connections, one per lane, all from one process.
 type tcpInbound struct {
 	instance uint64
-	conn     net.Conn
+	conns    [tcpLanes]net.Conn
 }
+
+// Lanes: Raft's messages, and snapshot chunks apart so that they never delay heartbeats.
+const (
+	tcpLaneRaft     = 0
+	tcpLaneSnapshot = 1
+	tcpLanes        = 2
+)
 
 // NewTCPTransport validates cfg and listens on cfg.Addr. It accepts connections only
 // after Start.
@@ -137,9 +146,16 @@ func (t *TCPTransport) SetPeer(id, addr string) {
 		return
 	}
 	t.peers.set(id, addr, t.cfg.QueueSize, func(p *peer) {
-		t.wg.Add(1)
-		go t.runSender(p)
+		t.wg.Add(2)
+		go t.runSender(p, p.queue, tcpLaneRaft)
+		go t.runSender(p, p.snaps, tcpLaneSnapshot)
 	})
+}
+
+// SendSnapshot queues snapshot chunks for peer to on the snapshot lane, a connection of
+// its own; it never blocks.
+func (t *TCPTransport) SendSnapshot(to string, msgs []Message) {
+	t.peers.sendSnapshot(to, msgs, &t.counters)
 }
 
 // Send queues msgs for peer to; it never blocks. Messages to an unknown peer or
@@ -189,12 +205,11 @@ func (t *TCPTransport) untrack(c net.Conn) {
 
 // ---- outbound ----
 
-// runSender owns the connection to one peer: it dials when there is something to send,
-// writes until the connection fails, and redials with capped exponential backoff and
+// runSender owns one lane's connection to one peer: it dials when there is something to
+// send, writes until the connection fails, and redials with capped exponential backoff and
 // jitter.
-func (t *TCPTransport) runSender(p *peer) {
+func (t *TCPTransport) runSender(p *peer, q *sendQueue, lane uint8) {
 	defer t.wg.Done()
-	q := p.queue
 	bo := backoff{max: t.cfg.MaxBackoff}
 	buf := make([]byte, 0, tcpWriteBuffer)
 	failures := 0
@@ -208,7 +223,7 @@ func (t *TCPTransport) runSender(p *peer) {
 			default:
 			}
 		}
-		conn, err := t.dial(p)
+		conn, err := t.dial(p, lane)
 		if err != nil {
 			// A peer that is down would log every backoff step; warn on the first failure
 			// in a row and then every 100th.
@@ -250,7 +265,7 @@ func (t *TCPTransport) runSender(p *peer) {
 
 // dial connects to p, runs TLS and the handshake, and returns the connection ready for
 // frames.
-func (t *TCPTransport) dial(p *peer) (*trackedConn, error) {
+func (t *TCPTransport) dial(p *peer, lane uint8) (*trackedConn, error) {
 	addr := p.address()
 	d := net.Dialer{Timeout: t.cfg.DialTimeout, KeepAlive: t.cfg.PeerTimeout}
 	raw, err := d.DialContext(t.ctx, "tcp", addr)
@@ -274,7 +289,7 @@ func (t *TCPTransport) dial(p *peer) (*trackedConn, error) {
 		}
 		conn = tconn
 	}
-	h := tcpHello{version: tcpHandshakeVersion, cluster: t.cfg.ClusterName,
+	h := tcpHello{version: tcpHandshakeVersion, lane: lane, cluster: t.cfg.ClusterName,
 		from: t.cfg.NodeID, to: p.id, instance: t.instance}
 	if err := clientHandshake(conn, h, t.cfg.Secret); err != nil {
 		t.untrack(raw)

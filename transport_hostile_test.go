@@ -66,8 +66,9 @@ func openRawTCPLane(t *testing.T, target testTransport, l rawLink, lane byte) (r
 // TestTransportConformanceSecondClaimantOfALivePeerIsRefused is S32: lane 1 of the TCP
 // transport skipped the duplicate check, which was kept per (ID, lane), so anyone could
 // claim a connected peer's ID there. Now a connection or request claiming a live peer's
-// ID from another process is refused on any lane, and a lane that nothing uses accepts
-// nothing, not even from a member that is not connected.
+// ID from another process is refused on any lane (lane 1 carries snapshot chunks again),
+// and a lane that nothing uses accepts nothing, not even from a member that is not
+// connected.
 func TestTransportConformanceSecondClaimantOfALivePeerIsRefused(t *testing.T) {
 	for _, tc := range networkCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,7 +85,7 @@ func TestTransportConformanceSecondClaimantOfALivePeerIsRefused(t *testing.T) {
 				attempts = append(attempts,
 					attempt{"a's ID on lane 1", impostor, 1},
 					attempt{"a's ID on lane 7", impostor, 7},
-					attempt{"an idle member on lane 1", withLink(impostor, func(l *rawLink) { l.from = "x" }), 1})
+					attempt{"an idle member on lane 2", withLink(impostor, func(l *rawLink) { l.from = "x" }), 2})
 			}
 			for i, at := range attempts {
 				ctx := uint64(500 + i)

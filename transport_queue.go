@@ -4,9 +4,10 @@ package kommander
 // fills without ever blocking (S29), drained by that peer's sender goroutine, which waits a
 // capped, jittered backoff after a failure.
 //
-// There is one connection (TCP) or request stream (HTTP) per peer. Snapshots, once they are
-// sent, will want a second one so that a large chunk never delays heartbeats; until then a
-// second lane would only be a door that nothing uses (S32), so there is none.
+// There is one connection (TCP) or request stream (HTTP) per peer for Raft's messages; the
+// TCP transport has a second lane, with a queue of its own, for snapshot chunks, so that a
+// large chunk never delays heartbeats. Its connection passes the same handshake and the
+// same claim on the peer's node ID as the first (S32).
 
 import (
 	mrand "math/rand/v2"
@@ -69,6 +70,7 @@ type peer struct {
 	mu    sync.Mutex
 	addr  string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
 	queue *sendQueue
+	snaps *sendQueue // snapshot chunks (TCP's second lane)
 }
 
 func (p *peer) address() string {
@@ -101,7 +103,7 @@ func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer)) {
 	if s.peers == nil {
 		s.peers = make(map[string]*peer)
 	}
-	p := &peer{id: id, addr: addr, queue: newSendQueue(queueSize)}
+	p := &peer{id: id, addr: addr, queue: newSendQueue(queueSize), snaps: newSendQueue(queueSize)}
 	start(p)
 	s.peers[id] = p
 }
@@ -120,6 +122,16 @@ func (s *peerSet) send(to string, msgs []Message, c *transportCounters) {
 		return
 	}
 	if !p.queue.push(msgs) {
+		c.dropped.Add(uint64(len(msgs)))
+	}
+}
+
+// sendSnapshot is send on the snapshot lane.
+func (s *peerSet) sendSnapshot(to string, msgs []Message, c *transportCounters) {
+	s.mu.Lock()
+	p := s.peers[to]
+	s.mu.Unlock()
+	if p == nil || !p.snaps.push(msgs) {
 		c.dropped.Add(uint64(len(msgs)))
 	}
 }

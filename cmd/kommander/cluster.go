@@ -31,6 +31,8 @@ type nodeSpec struct {
 	heartbeat time.Duration
 	maxEntry  int
 	logger    *slog.Logger
+	// snapEvery is the number of entries between a partition's snapshots (0: the default).
+	snapEvery int
 }
 
 // liveNode is a node with the WAL and the transport it runs on. The node closes the
@@ -116,6 +118,9 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		HeartbeatInterval: s.heartbeat,
 		MaxEntrySize:      s.maxEntry,
 		Logger:            s.logger,
+		SnapshotEntries:   s.snapEvery,
+		// A window a fifth of the interval: with the default interval, the default.
+		SnapshotTrailingEntries: s.snapEvery / 5,
 	})
 	if err != nil {
 		return err

@@ -43,7 +43,8 @@ type kvPartition struct {
 }
 
 // kvStore is the replicated key-value store. It keeps everything in memory and reports
-// Applied 0, so a restarted node rebuilds it by replaying its log.
+// Applied 0, so a restarted node rebuilds it from its newest snapshot (kv_snapshot.go)
+// and the log after it.
 type kvStore struct {
 	mu    sync.RWMutex // Apply writes; stale reads and Applied read
 	parts []kvPartition

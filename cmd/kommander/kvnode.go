@@ -58,6 +58,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	heartbeat := fs.Duration("heartbeat", 0, "heartbeat interval (default: a tenth of -election-timeout)")
 	maxValue := fs.Int("max-value", defaultMaxValue, "largest value or list element, in bytes")
 	nosync := fs.Bool("nosync", false, "UNSAFE: skip fsync; a crash loses acknowledged writes")
+	snapEvery := fs.Int("snapshot-entries", kommander.DefaultSnapshotEntries, "entries between two snapshots of a partition, which bound its log and restart time")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,6 +89,9 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	if *maxValue < 1 || *maxValue > maxMaxValue {
 		return fmt.Errorf("node: -max-value must be in [1, %d]", maxMaxValue)
 	}
+	if *snapEvery < 5 {
+		return fmt.Errorf("node: -snapshot-entries must be at least 5")
+	}
 	if *heartbeat == 0 {
 		*heartbeat = *election / 10
 	}
@@ -112,7 +116,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 		id: *id, listener: *raftAddr, dataDir: *dataDir, parts: *parts, transport: kind,
 		cluster: *cluster, secret: secret, tls: tlsConf, noSync: *nosync, sm: store,
 		election: *election, heartbeat: *heartbeat,
-		maxEntry: 2*(*maxValue) + entryOverhead, logger: log,
+		maxEntry: 2*(*maxValue) + entryOverhead, logger: log, snapEvery: *snapEvery,
 	})
 	if err != nil {
 		return err

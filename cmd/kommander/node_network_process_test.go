@@ -31,19 +31,10 @@ func TestNodeProcessesIsolatedLeaderS18(t *testing.T) {
 	leaders := c.waitLeaders(30 * time.Second)
 	const p = 0
 	old := c.index(leaders[p])
-	acked := &ackLog{keys: map[string]string{}}
-	stop := make(chan struct{})
-	wg := c.writeUntil(stop, "cut", 3, acked)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
-	target := acked.len() + 30
-	c.eventually(60*time.Second, "writes are acknowledged before the cut", func() bool { return acked.len() >= target })
+	w := c.startWriters("cut", 3)
+	defer w.end()
+	acked := w.acked
+	w.grow(30, "writes are acknowledged before the cut")
 
 	c.isolate(old, true)
 	isolatedKey := c.keyIn("isolated", p)
@@ -62,13 +53,11 @@ func TestNodeProcessesIsolatedLeaderS18(t *testing.T) {
 		s, err := c.status(old)
 		return err == nil && s.Partitions[p].Role != "leader"
 	})
-	target = acked.len() + 30
-	c.eventually(60*time.Second, "the majority acknowledges writes during the cut", func() bool { return acked.len() >= target })
+	w.grow(30, "the majority acknowledges writes during the cut")
 
 	c.isolate(old, false)
 	c.waitLeaders(60 * time.Second)
-	close(stop)
-	wg.Wait()
+	w.end()
 	got := c.must(old, "GET", "/kv/"+isolatedKey, nil)
 	if r.code == http.StatusServiceUnavailable && got.code != http.StatusNotFound {
 		t.Fatalf("the isolated leader answered 503, but the write applied: %v", got)

@@ -347,6 +347,39 @@ func (c *procCluster) writeUntil(stop <-chan struct{}, prefix string, writers in
 	return &wg
 }
 
+// ackedWriters are writers started by startWriters: what they got acknowledged, and the
+// way to wait for more and to stop them.
+type ackedWriters struct {
+	c     *procCluster
+	acked *ackLog
+	stop  chan struct{}
+	wg    *sync.WaitGroup
+}
+
+// startWriters starts writeUntil's writers; the test must call end (a defer will do).
+func (c *procCluster) startWriters(prefix string, writers int) *ackedWriters {
+	w := &ackedWriters{c: c, acked: &ackLog{keys: map[string]string{}}, stop: make(chan struct{})}
+	w.wg = c.writeUntil(w.stop, prefix, writers, w.acked)
+	return w
+}
+
+// grow waits until n more writes are acknowledged.
+func (w *ackedWriters) grow(n int, what string) {
+	w.c.t.Helper()
+	target := w.acked.len() + n
+	w.c.eventually(60*time.Second, what, func() bool { return w.acked.len() >= target })
+}
+
+// end stops the writers and waits for them; it may be called again.
+func (w *ackedWriters) end() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	w.wg.Wait()
+}
+
 // verifyAcked reads every acknowledged key through node i (linearizably) and fails the
 // test for any that is missing or wrong.
 func (c *procCluster) verifyAcked(i int, acked *ackLog) {
@@ -393,22 +426,9 @@ func (c *procCluster) verifyAcked(i int, acked *ackLog) {
 func testSIGKILL(c *procCluster) {
 	leaders := c.waitLeaders(30 * time.Second)
 	victim := c.leaderOfMost(leaders)
-	acked := &ackLog{keys: map[string]string{}}
-	stop := make(chan struct{})
-	wg := c.writeUntil(stop, "kill", 6, acked)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
-	grow := func(n int, what string) {
-		c.t.Helper()
-		target := acked.len() + n
-		c.eventually(60*time.Second, what, func() bool { return acked.len() >= target })
-	}
+	w := c.startWriters("kill", 6)
+	defer w.end()
+	acked, grow := w.acked, w.grow
 	grow(60, "writes are acknowledged before the kill")
 	c.signal(victim, syscall.SIGKILL)
 	if code := c.waitExit(victim, 10*time.Second); code != -1 {
@@ -419,8 +439,7 @@ func testSIGKILL(c *procCluster) {
 	c.start(victim)
 	c.waitLeaders(60 * time.Second)
 	grow(60, "writes are acknowledged after the restart")
-	close(stop)
-	wg.Wait()
+	w.end()
 	c.verifyAcked(victim, acked)
 }
 
