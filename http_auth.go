@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,8 +23,11 @@ const (
 	maxReplayKeys = 4096
 )
 
+// replayKey names one sequence of signed requests: a node's process, and which of its two
+// senders (Raft traffic, or snapshot chunks) numbered it.
 type replayKey struct {
 	node, instance string
+	snapshot       bool
 }
 
 type replayState struct {
@@ -108,11 +112,12 @@ func (t *HTTPTransport) checkHeaders(r *http.Request) (reqIdentity, *httpError) 
 	if skew := time.Since(time.Unix(0, nanos)); skew > t.cfg.MaxClockSkew || skew < -t.cfg.MaxClockSkew {
 		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: timestamp %v away from this node's clock", ErrAuthFailed, skew)}
 	}
-	seq, err := strconv.ParseUint(id.nonce, 10, 64)
+	digits, snapshot := strings.CutPrefix(id.nonce, httpSnapshotNonce)
+	seq, err := strconv.ParseUint(digits, 10, 64)
 	if err != nil {
 		return id, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: bad nonce", ErrAuthFailed)}
 	}
-	id.replay, id.seq = replayKey{id.node, id.instance}, seq
+	id.replay, id.seq = replayKey{id.node, id.instance, snapshot}, seq
 	return id, nil
 }
 

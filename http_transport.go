@@ -228,13 +228,26 @@ func (t *HTTPTransport) SetPeer(id, addr string) {
 		return
 	}
 	t.peers.set(id, strings.TrimSuffix(base, "/")+httpRaftPath, t.cfg.QueueSize, func(p *peer) {
-		t.wg.Add(1)
-		go t.runSender(p)
+		t.wg.Add(2)
+		go t.runSender(p, p.queue, "")
+		go t.runSender(p, p.snaps, httpSnapshotNonce)
 	})
 }
 
 // Send queues msgs for peer to; it never blocks.
 func (t *HTTPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
+
+// SendSnapshot queues snapshot chunks for peer to. They are posted by a sender of their
+// own, on a connection of their own, so that heartbeats and appends never wait behind a
+// chunk.
+func (t *HTTPTransport) SendSnapshot(to string, msgs []Message) {
+	t.peers.sendSnapshot(to, msgs, &t.counters)
+}
+
+// httpSnapshotNonce starts the nonces of the snapshot sender's requests. Each sender numbers
+// its requests in a sequence of its own; with a secret the receiver refuses replays per
+// sequence (replayKey), and the prefix, signed with the nonce, tells the two apart.
+const httpSnapshotNonce = "snap."
 
 // Close stops the sender goroutines and the standalone server and waits for them.
 func (t *HTTPTransport) Close() error {
@@ -271,11 +284,11 @@ func (t *HTTPTransport) started() bool {
 
 // ---- outbound ----
 
-// runSender posts the peer's queued messages, one batch per request. A failed request
-// drops its batch (Raft retries what matters) and waits a backoff before the next.
-func (t *HTTPTransport) runSender(p *peer) {
+// runSender posts the messages queued on q for peer p, one batch per request, numbering its
+// requests in a sequence of its own (nonces prefixed by prefix). A failed request drops its
+// batch (Raft retries what matters) and waits a backoff before the next.
+func (t *HTTPTransport) runSender(p *peer, q *sendQueue, prefix string) {
 	defer t.wg.Done()
-	q := p.queue
 	bo := backoff{max: t.cfg.MaxBackoff}
 	header := batchHeaderSize(t.cfg.NodeID, p.id)
 	var buf []byte
@@ -298,7 +311,7 @@ func (t *HTTPTransport) runSender(p *peer) {
 				continue
 			}
 			seq++
-			if err := t.post(p.address(), seq, buf); err != nil {
+			if err := t.post(p.address(), prefix+strconv.FormatUint(seq, 10), buf); err != nil {
 				t.log.Warn("post to peer failed", "peer", p.id, "err", err)
 				failed = true
 				continue
@@ -321,7 +334,7 @@ func (t *HTTPTransport) runSender(p *peer) {
 }
 
 // post sends one batch and reads the answer; anything but 204 is an error.
-func (t *HTTPTransport) post(url string, seq uint64, body []byte) error {
+func (t *HTTPTransport) post(url, nonce string, body []byte) error {
 	// net/http may still read a request body after Do returns (a peer that answers before
 	// reading it all); the sender reuses body for the next batch, so the reader is cut off
 	// from it first.
@@ -333,7 +346,7 @@ func (t *HTTPTransport) post(url string, seq uint64, body []byte) error {
 	}
 	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", httpContentType)
-	t.sign(req, strconv.FormatUint(seq, 10), body)
+	t.sign(req, nonce, body)
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return err

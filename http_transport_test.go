@@ -183,3 +183,40 @@ func TestHTTPLeavesTheCallersTLSConfigAlone(t *testing.T) {
 		t.Fatalf("the caller's tls.Config was changed: NextProtos = %v", shared.NextProtos)
 	}
 }
+
+// The network transports carry snapshot chunks on a sender and connection of their own.
+var (
+	_ snapshotLane = (*TCPTransport)(nil)
+	_ snapshotLane = (*HTTPTransport)(nil)
+)
+
+// TestHTTPSnapshotSenderNumbersItsOwnSequence: with a secret, the snapshot sender's
+// requests are numbered in a sequence of their own, so that they interleave with the Raft
+// sender's without being taken for replays; each sequence still refuses a replay.
+func TestHTTPSnapshotSenderNumbersItsOwnSequence(t *testing.T) {
+	cfg := transportTestConfig("b")
+	cfg.Secret = []byte("the-cluster-shared-secret")
+	b := startTransportNode(t, transportCases()[1], cfg)
+	admit(b, "x")
+	link := rawLink{from: "x", cluster: "conformance", secret: cfg.Secret, version: 1, instance: 1}
+	raft := &rawHTTP{client: http.DefaultClient, addr: b.tr.Addr(), l: link}
+	snaps := &rawHTTP{client: http.DefaultClient, addr: b.tr.Addr(), l: link, prefix: httpSnapshotNonce}
+	payload := mustEncode(t, "x", "b", []Message{testHeartbeat(1, 7)})
+	for i := 0; i < 5; i++ {
+		if err := raft.send(payload); err != nil {
+			t.Fatalf("Raft request %d: %v", i+1, err)
+		}
+	}
+	req := snaps.request(payload)
+	replay := req.Clone(req.Context())
+	replay.Body = io.NopCloser(newBytesReader(payload))
+	if err := snaps.do(req); err != nil {
+		t.Fatalf("the snapshot sender's first request, after five Raft requests: %v", err)
+	}
+	if err := snaps.do(replay); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("a replayed snapshot request: %v, want ErrAuthFailed", err)
+	}
+	if err := raft.send(payload); err != nil {
+		t.Fatalf("the Raft sender after the snapshot sender: %v", err)
+	}
+}

@@ -603,6 +603,7 @@ type rawHTTP struct {
 	addr   string
 	l      rawLink
 	seq    int
+	prefix string // of the nonces: "" for Raft traffic, httpSnapshotNonce for snapshot chunks
 }
 
 func openRawHTTP(t *testing.T, target testTransport, l rawLink) (rawSession, error) {
@@ -620,7 +621,7 @@ func (r *rawHTTP) request(payload []byte) *http.Request {
 	h.Set(hdrInstance, inst)
 	if r.l.secret != nil {
 		ts := strconv.FormatInt(time.Now().UnixNano(), 10)
-		nonce := strconv.Itoa(r.seq)
+		nonce := r.prefix + strconv.Itoa(r.seq)
 		h.Set(hdrTimestamp, ts)
 		h.Set(hdrNonce, nonce)
 		h.Set(hdrDigest, hexOf(digestOf(payload)))
