@@ -1,6 +1,9 @@
 package kommander
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // deliver is the transport's callback: it queues a received batch for the loop.
 func (n *Node) deliver(batch []Message) {
@@ -106,6 +109,11 @@ func (n *Node) runPass() bool {
 	if ticks > 0 {
 		n.expireWaiters()
 	}
+	if proposed || ticks > 0 {
+		for _, p := range n.parts {
+			n.askQueued(p)
+		}
+	}
 
 	if n.persist.running {
 		if !n.persist.poll() {
@@ -168,8 +176,13 @@ func (n *Node) stepAll(msgs []Message) {
 
 // tickAll moves every partition's Raft time on by ticks.
 func (n *Node) tickAll(ticks int) {
+	var at time.Time
+	if ticks > 0 && n.leaseTicks.at != nil {
+		at = n.cfg.Clock.Now()
+	}
 	for t := 0; t < ticks; t++ {
 		n.now++
+		n.leaseTicks.tickedAt(n.now, at)
 		for _, p := range n.parts {
 			p.raft.tick()
 		}
@@ -188,6 +201,7 @@ func (n *Node) gatherReadies() bool {
 		p.raft.limitApply(p.applyRoom())
 		if p.raft.hasReady() {
 			ps.readies = append(ps.readies, partitionReady{p: p, rd: p.raft.ready()})
+			p.releaseReads(ps.readies[len(ps.readies)-1].rd.ReadStates)
 		}
 		if err := p.raft.readError(); err != nil {
 			// S26: the log cannot be read back; nothing computed from it may go out.

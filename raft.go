@@ -210,10 +210,11 @@ type raft struct {
 	readyOut               bool      // a raftReady was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
 	commitPending          bool      // commit index to broadcast at the next ready
+	reads                  readIndexState
 	rules                  safetyRules
 }
 
-// safetyRules are four decisions on which Raft's safety rests, held as function values so
+// safetyRules are five decisions on which Raft's safety rests, held as function values so
 // that a test can plant a wrong one and prove that the simulation catches it. newRaft sets
 // correctRules; nothing outside *_test.go replaces them.
 type safetyRules struct {
@@ -228,6 +229,9 @@ type safetyRules struct {
 	// selfVoteCounts reports whether a candidate's vote for itself counts toward its
 	// election, durable or not yet.
 	selfVoteCounts func(durable bool) bool
+	// readConfirmed reports whether a read waiting on heartbeat round may be released now
+	// that a quorum acknowledged rounds up to confirmed.
+	readConfirmed func(round, confirmed uint64) bool
 }
 
 var correctRules = safetyRules{
@@ -239,6 +243,8 @@ var correctRules = safetyRules{
 	prevTermMatches: func(have, want uint64) bool { return have == want },
 	// Only once it is durable (see becomeCandidate).
 	selfVoteCounts: func(durable bool) bool { return durable },
+	// Only once a quorum acknowledged a heartbeat sent after the read arrived (thesis §6.4).
+	readConfirmed: func(round, confirmed uint64) bool { return round <= confirmed },
 }
 
 // newRaft starts a group from its configuration and what it persisted.
@@ -312,6 +318,7 @@ func (r *raft) tick() {
 }
 
 func (r *raft) tickLeader() {
+	r.reads.ticks++
 	r.heartbeatElapsed++
 	r.electionElapsed++
 	if r.electionElapsed >= r.electionTicks {
@@ -423,6 +430,9 @@ func (r *raft) step(m Message) error {
 	switch m.Type {
 	case MsgVote, MsgPreVote:
 		r.handleVoteRequest(m)
+		return nil
+	case MsgReadIndex, MsgReadIndexResp:
+		r.stepRead(m)
 		return nil
 	}
 	switch r.role {

@@ -28,6 +28,7 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 		}
 	case MsgHeartbeatResp:
 		pr.recentActive = true
+		r.readAcked(m.From, m.Context)
 		switch {
 		case pr.state == progressProbe:
 			pr.probeSent = false // the probe or its answer may have been lost: probe again
@@ -172,12 +173,14 @@ func (r *raft) sendAppend(pr *progress) bool {
 	return true
 }
 
+// bcastHeartbeat sends a heartbeat to every follower: one read round (raft_read.go).
 func (r *raft) bcastHeartbeat() {
+	round := r.nextReadRound()
 	for _, pr := range r.tracker.prs {
 		if pr == r.tracker.self {
 			continue
 		}
-		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match)})
+		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match), Context: round})
 	}
 }
 

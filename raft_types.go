@@ -86,10 +86,12 @@ const (
 	// MsgForward carries proposals from a node that does not lead the partition to the
 	// one it believes leads it.
 	MsgForward
-	// msgReadIndex asks the leader for a linearizable read index.
-	msgReadIndex
-	// msgReadIndexResp answers msgReadIndex.
-	msgReadIndexResp
+	// MsgReadIndex asks the leader for a linearizable read index (thesis §6.4); Context
+	// is the asker's request ID.
+	MsgReadIndex
+	// MsgReadIndexResp answers MsgReadIndex with the read index in Index and the request
+	// ID in Context, or with Reject set when the receiver does not lead.
+	MsgReadIndexResp
 	// MsgForwardRefused tells the node that sent a MsgForward that the leader took none of
 	// its entries (they will never be applied); its entries carry only their IDs.
 	MsgForwardRefused
@@ -103,7 +105,7 @@ var messageTypeNames = [...]string{
 	MsgAppend: "MsgAppend", MsgAppendResp: "MsgAppendResp",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp",
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
-	msgReadIndex: "MsgReadIndex", msgReadIndexResp: "MsgReadIndexResp",
+	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused",
 }
 
@@ -143,8 +145,9 @@ type Message struct {
 	// in the follower's log (or its last index + 1 when the log is too short), so that the
 	// leader skips back in one round trip.
 	RejectHint uint64
-	// Context is opaque request data echoed in the response (unused today, reserved for
-	// read requests).
+	// Context is opaque request data echoed in the response: the heartbeat round on
+	// MsgHeartbeat and MsgHeartbeatResp, the read request ID on MsgReadIndex and
+	// MsgReadIndexResp.
 	Context uint64
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk

@@ -22,8 +22,8 @@ const (
 	cmdDelete    = "delete"     // key
 	cmdCASDelete = "cas-delete" // key, old value
 	cmdAppend    = "append"     // key, element
-	cmdGet       = "get"        // key: a read marker
-	cmdList      = "list"       // key: a read marker
+	cmdGet       = "get"        // key: a read older versions logged; changes nothing
+	cmdList      = "list"       // key: likewise
 )
 
 // errMalformedCommand is the result of an entry whose payload does not decode. Such an
