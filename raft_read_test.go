@@ -1,0 +1,267 @@
+package kommander
+
+import (
+	"errors"
+	"testing"
+)
+
+// These tests cover linearizable reads in the core (raft_read.go): ReadIndex (thesis §6.4),
+// its forwarding from followers, and the leader's lease (thesis §6.4.1).
+
+// readyLeader returns n1 leading term 2 of three voters with its no-op (index 1) committed.
+func readyLeader(t *testing.T, opts ...func(*raftConfig)) *testNode {
+	t.Helper()
+	n := newNode(t, "n1", 1, nil, opts...)
+	makeLeader(t, n)
+	n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 1})
+	if n.r.log.committed != 1 {
+		t.Fatalf("no-op not committed: commit %d", n.r.log.committed)
+	}
+	return n
+}
+
+// readRound asks for read id on the leader n and returns the heartbeat round it joined.
+func readRound(t *testing.T, n *testNode, id uint64, lease bool) uint64 {
+	t.Helper()
+	if err := n.r.readIndex(id, lease); err != nil {
+		t.Fatalf("readIndex: %v", err)
+	}
+	hbs := only(n.flush(), MsgHeartbeat)
+	if len(hbs) == 0 {
+		return 0
+	}
+	if len(hbs) != 2 || hbs[0].Context == 0 || hbs[0].Context != hbs[1].Context {
+		t.Fatalf("want one numbered heartbeat round to both followers, got %+v", hbs)
+	}
+	return hbs[0].Context
+}
+
+// Thesis §6.4 step 3: a read is released only once a quorum acknowledged a heartbeat sent
+// after it arrived; an acknowledgement of an earlier round, or from no voter, does not count.
+func TestReadIndexReleasedOnlyAfterQuorumAcksItsRound(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		acks    []Message // heartbeat responses; Context -1 stands for the round before the read's
+		release bool
+	}{
+		{"no acknowledgement", nil, false},
+		{"one follower acknowledges the round", []Message{{From: "n2"}}, true},
+		{"the other follower acknowledges the round", []Message{{From: "n3"}}, true},
+		{"an acknowledgement of an earlier round", []Message{{From: "n2", Context: ^uint64(0)}}, false},
+		{"an acknowledgement without a round", []Message{{From: "n2", Context: 1 << 62}}, false},
+		{"a stale term's acknowledgement", []Message{{From: "n2", Term: 1}}, false},
+		{"a stranger's acknowledgement", []Message{{From: "n9"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := readyLeader(t)
+			n.r.tick() // a periodic round before the read
+			n.flush()
+			round := readRound(t, n, 7, false)
+			if len(n.reads) != 0 {
+				t.Fatalf("released before any acknowledgement: %+v", n.reads)
+			}
+			for _, a := range tc.acks {
+				m := Message{Type: MsgHeartbeatResp, From: a.From, To: "n1", Term: 2, Context: round}
+				switch a.Context {
+				case ^uint64(0):
+					m.Context = round - 1
+				case 1 << 62:
+					m.Context = 0
+				}
+				if a.Term != 0 {
+					m.Term = a.Term
+				}
+				n.stepFlush(t, m)
+			}
+			got := len(n.reads) == 1 && n.reads[0] == readState{id: 7, index: 1}
+			if got != tc.release || (!tc.release && len(n.reads) != 0) {
+				t.Fatalf("released %+v, want release = %v", n.reads, tc.release)
+			}
+		})
+	}
+}
+
+// Thesis §6.4 step 1: a new leader serves reads only once an entry of its term (the no-op)
+// is committed; until then its commit index may lag its predecessor's.
+func TestReadIndexWaitsForTheNoopOfTheTerm(t *testing.T) {
+	n := newNode(t, "n1", 1, []uint64{1, 1})
+	makeLeader(t, n) // no-op at 3, not committed; the old entries are not known committed
+	if round := readRound(t, n, 1, false); round != 0 {
+		t.Fatalf("a heartbeat round for a read before the no-op committed: round %d", round)
+	}
+	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: n.r.reads.round})
+	if len(n.reads) != 0 {
+		t.Fatalf("released before the no-op committed: %+v", n.reads)
+	}
+	msgs := n.stepFlush(t, Message{Type: MsgAppendResp, From: "n2", To: "n1", Term: 2, Index: 3})
+	hbs := only(msgs, MsgHeartbeat)
+	if n.r.log.committed != 3 || len(hbs) != 2 {
+		t.Fatalf("once the no-op commits the read gets its round: commit %d, %+v", n.r.log.committed, msgs)
+	}
+	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n3", To: "n1", Term: 2, Context: hbs[0].Context})
+	if len(n.reads) != 1 || n.reads[0].index != 3 {
+		t.Fatalf("want the read released at the no-op's index 3, got %+v", n.reads)
+	}
+}
+
+// Requests that arrive between two flushes, local or from followers, share one round; a
+// later one needs its own.
+func TestReadIndexRequestsArrivingTogetherShareOneRound(t *testing.T) {
+	n := readyLeader(t)
+	for id := uint64(1); id <= 3; id++ {
+		if err := n.r.readIndex(id, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.r.step(Message{Type: MsgReadIndex, From: "n3", To: "n1", Term: 2, Context: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if hbs := only(n.flush(), MsgHeartbeat); len(hbs) != 2 || n.r.reads.round != 1 {
+		t.Fatalf("want one round for four requests, got round %d, %+v", n.r.reads.round, hbs)
+	}
+	later := readRound(t, n, 5, false)
+	if later != 2 {
+		t.Fatalf("a later read joined round %d, want a round of its own (2)", later)
+	}
+	msgs := n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: 1})
+	if len(n.reads) != 3 {
+		t.Fatalf("one acknowledgement of round 1 releases the three local reads, got %+v", n.reads)
+	}
+	resp := one(t, msgs, MsgReadIndexResp)
+	if resp.To != "n3" || resp.Context != 4 || resp.Index != 1 || resp.Reject {
+		t.Fatalf("want the read index 1 for n3's request 4, got %+v", resp)
+	}
+	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n3", To: "n1", Term: 2, Context: 2})
+	if len(n.reads) != 4 || n.reads[3].id != 5 {
+		t.Fatalf("round 2 releases the later read, got %+v", n.reads)
+	}
+}
+
+// A leader that loses leadership fails its pending reads (never answers them with an index
+// it can no longer vouch for) and refuses its followers' requests so they ask again.
+func TestReadIndexFailsPendingReadsWhenLeaderStepsDown(t *testing.T) {
+	n := readyLeader(t)
+	readRound(t, n, 5, false)
+	n.stepFlush(t, Message{Type: MsgReadIndex, From: "n2", To: "n1", Term: 2, Context: 6})
+	msgs := n.stepFlush(t, Message{Type: MsgAppend, From: "n3", To: "n1", Term: 3, Index: 1, LogTerm: 2})
+	if n.r.role != roleFollower {
+		t.Fatalf("role %v, want follower", n.r.role)
+	}
+	if len(n.reads) != 1 || n.reads[0] != (readState{id: 5, failed: true}) {
+		t.Fatalf("the local read must fail, got %+v", n.reads)
+	}
+	resp := one(t, msgs, MsgReadIndexResp)
+	if !resp.Reject || resp.Context != 6 || resp.To != "n2" {
+		t.Fatalf("the follower's request must be refused, got %+v", resp)
+	}
+	// Acknowledgements of the old rounds arriving now release nothing.
+	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 3, Context: n.r.reads.round})
+	if len(n.reads) != 1 {
+		t.Fatalf("a read released after stepping down: %+v", n.reads)
+	}
+}
+
+// A follower asks its leader for the read index (no entry, no forwarding of data); the
+// leader's answer is released on the follower with the leader's index. A node that does
+// not lead refuses a request; one that knows no leader refuses the read.
+func TestReadIndexOnFollowerAsksTheLeader(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.elect(100)
+	c.propose(l, "x")
+	var f *testNode
+	for _, id := range c.ids {
+		if id != l.id {
+			f = c.node(id)
+			break
+		}
+	}
+	if err := f.r.readIndex(42, false); err != nil {
+		t.Fatal(err)
+	}
+	msgs := f.flush()
+	ask := one(t, msgs, MsgReadIndex)
+	if ask.To != l.id || ask.Context != 42 || len(ask.Entries) != 0 {
+		t.Fatalf("want a bare MsgReadIndex to the leader carrying 42, got %+v", ask)
+	}
+	c.queue = append(c.queue, msgs...)
+	c.settle()
+	if len(f.reads) != 1 || f.reads[0] != (readState{id: 42, index: l.r.log.committed}) {
+		t.Fatalf("want read 42 released at the leader's commit %d, got %+v", l.r.log.committed, f.reads)
+	}
+	// A follower asked instead of the leader refuses.
+	resp := one(t, f.stepFlush(t, Message{Type: MsgReadIndex, From: l.id, To: f.id, Term: f.r.term, Context: 9}), MsgReadIndexResp)
+	if !resp.Reject || resp.Context != 9 {
+		t.Fatalf("a follower must refuse a read request, got %+v", resp)
+	}
+	lone := newNode(t, "n1", 1, nil)
+	var nle *notLeaderError
+	if err := lone.r.readIndex(1, false); !errors.As(err, &nle) {
+		t.Fatalf("without a known leader: %v, want a notLeaderError", err)
+	}
+}
+
+// A group of one confirms a read at once: it is its own quorum.
+func TestReadIndexSingleVoterReleasesAtOnce(t *testing.T) {
+	n := newNode(t, "n1", 1, nil, withVoters("n1"))
+	tickUntil(n, roleCandidate)
+	n.flush() // the self-vote counts once durable
+	if n.r.role != roleLeader {
+		t.Fatalf("a lone voter did not lead: %v", n.r.role)
+	}
+	readRound(t, n, 3, false)
+	if len(n.reads) != 1 || n.reads[0].index != n.r.log.committed {
+		t.Fatalf("want the read released at commit %d, got %+v", n.r.log.committed, n.reads)
+	}
+}
+
+// Thesis §6.4.1: with CheckQuorum, a confirmed round gives the leader a lease strictly
+// shorter than the election timeout, from the round's send time; within it a lease read
+// is released without a round, after it (or without CheckQuorum) it takes one.
+func TestLeaseReadsOnlyWithinTheLease(t *testing.T) {
+	lease := func(checkQuorum bool, ticksAfter int) (released bool) {
+		opts := []func(*raftConfig){}
+		if checkQuorum {
+			opts = append(opts, withCheckQuorum)
+		}
+		n := readyLeader(t, opts...)
+		round := readRound(t, n, 1, false)
+		n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: round})
+		n.reads = nil
+		for range ticksAfter {
+			n.r.tick()
+			n.flush() // the periodic rounds go unanswered
+		}
+		if n.r.role != roleLeader {
+			t.Fatalf("lost leadership after %d ticks", ticksAfter)
+		}
+		if r := readRound(t, n, 2, true); r == 0 {
+			return len(n.reads) == 1 && n.reads[0] == readState{id: 2, index: 1}
+		}
+		return false
+	}
+	// A follower that acknowledged the round refuses votes for at least E-1 of its ticks;
+	// the leader's ticks may be slower by the drift bound and lag its clock by two ticks
+	// (the node's leaseUsable).
+	const e = 10
+	l := int(readyLeader(t).r.leaseTicks())
+	if l <= 0 || l+2 > (e-1)*100/(100+leaseDriftPercent) {
+		t.Fatalf("lease of %d ticks: want positive, and with two ticks of lag within %d ticks at %d%% drift", l, e-1, leaseDriftPercent)
+	}
+	for _, tc := range []struct {
+		name        string
+		checkQuorum bool
+		ticks       int
+		want        bool
+	}{
+		{"fresh lease", true, 0, true},
+		{"last tick of the lease", true, l - 1, true},
+		{"lease over", true, l, false},
+		{"no CheckQuorum, no lease", false, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := lease(tc.checkQuorum, tc.ticks); got != tc.want {
+				t.Fatalf("served from the lease = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
