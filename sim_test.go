@@ -47,8 +47,11 @@ type simParams struct {
 	maxInflight                   int
 	dropP, dupP                   float64
 	crashP                        float64
-	events                        int
-	bug                           *plantedBug
+	// healP is the chance that an event heals the network: small, partitions outlast
+	// elections, and a deposed leader lives on beside its successor.
+	healP  float64
+	events int
+	bug    *plantedBug
 }
 
 func simParamsFor(seed uint64, nodes int) simParams {
@@ -67,6 +70,7 @@ func simParamsFor(seed uint64, nodes int) simParams {
 		crashP:         []float64{0.002, 0.01}[rng.IntN(2)],
 		events:         simDefaultEvents,
 	}
+	p.healP = []float64{0.025, 0.025, 0.002}[rng.IntN(3)]
 	if *simEventsFlag > 0 {
 		p.events = *simEventsFlag
 	}
@@ -115,6 +119,10 @@ type sim struct {
 	committed [][]simEntryRec             // committed[g][i-1] is the entry committed at i
 	applied   [][]simEntryRec             // applied[g][i-1] is the entry applied at i
 	appliedAt []map[uint64]uint64         // proposal ID -> index it was applied at
+	// readFloor maps a read request's ID to the highest index committed anywhere when it
+	// was made: its read index may be no lower (thesis §6.4).
+	readFloor []map[uint64]uint64
+	reads     int // reads released
 
 	nextID uint64
 	err    error
@@ -141,6 +149,7 @@ func newSim(seed uint64, p simParams) *sim {
 		s.committed = append(s.committed, nil)
 		s.applied = append(s.applied, nil)
 		s.appliedAt = append(s.appliedAt, map[uint64]uint64{})
+		s.readFloor = append(s.readFloor, map[uint64]uint64{})
 	}
 	for i, id := range ids {
 		n := &simNode{id: id}
@@ -243,7 +252,37 @@ func (s *sim) process(i, g int) {
 	for _, m := range rd.Messages {
 		s.send(m)
 	}
+	s.checkReads(i, g, rd.ReadStates)
 	sg.rd, sg.pending = rd, true
+}
+
+// read asks node i for a linearizable read of group g and records the floor its read
+// index must reach: everything committed anywhere so far.
+func (s *sim) read(i, g int) {
+	s.nextID++
+	if err := s.nodes[i].groups[g].r.readIndex(s.nextID, false); err != nil {
+		return
+	}
+	s.readFloor[g][s.nextID] = uint64(len(s.committed[g]))
+	s.process(i, g)
+}
+
+// checkReads checks the reads a raftReady released: a linearizable read's index is at least
+// every index committed before the read was requested.
+func (s *sim) checkReads(i, g int, states []readState) {
+	for _, rs := range states {
+		floor, ok := s.readFloor[g][rs.id]
+		switch {
+		case rs.failed:
+		case !ok:
+			s.failf("%s group %d released read %d that nobody requested", s.nodes[i].id, g, rs.id)
+		case rs.index < floor:
+			s.failf("stale read: %s group %d released read %d at index %d, below the %d committed when it was requested",
+				s.nodes[i].id, g, rs.id, rs.index, floor)
+		default:
+			s.reads++
+		}
+	}
 }
 
 // persist completes node i's outstanding Readies: durable, after-persist messages out,
@@ -479,6 +518,18 @@ func (s *sim) event() int {
 		}
 		i := live[s.rng.IntN(len(live))]
 		g := s.rng.IntN(s.p.groups)
+		if s.rng.IntN(2) == 0 {
+			// Reads go to a node that believes it leads, deposed or not, when there is
+			// one: that is where a read served without its round goes stale.
+			for _, j := range live {
+				if s.nodes[j].groups[g].r.role == roleLeader && s.rng.IntN(2) == 0 {
+					i = j
+				}
+			}
+			s.tracef("read %s g%d", s.nodes[i].id, g)
+			s.read(i, g)
+			return i
+		}
 		s.tracef("propose %s g%d", s.nodes[i].id, g)
 		s.propose(i, g)
 		return i
@@ -518,6 +569,8 @@ func (s *sim) event() int {
 		a, b := s.rng.IntN(len(s.nodes)), s.rng.IntN(len(s.nodes))
 		s.tracef("cut %d->%d", a, b)
 		s.cut[[2]int{a, b}] = true // asymmetric: b still reaches a
+		return -1
+	case x < 1-s.p.healP:
 		return -1
 	default:
 		s.tracef("heal")
@@ -662,7 +715,7 @@ func runSims(t *testing.T, name string, nodes, count int) {
 		}
 	}
 	start := time.Now()
-	events := 0
+	events, reads := 0, 0
 	for _, seed := range seeds {
 		p := simParamsFor(seed, nodes)
 		s := newSim(seed, p)
@@ -673,8 +726,9 @@ func runSims(t *testing.T, name string, nodes, count int) {
 			t.Fatalf("seed %d (%+v): %v\nreplay: go test -run '^%s$' -sim.seed=%d -sim.trace -v .", seed, p, err, name, seed)
 		}
 		events += s.now
+		reads += s.reads
 	}
-	t.Logf("%d seeds, %d events in %v", len(seeds), events, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds, %d events, %d reads released in %v", len(seeds), events, reads, time.Since(start).Round(time.Millisecond))
 }
 
 // TestSimThreeNodes runs the simulation with 3 nodes (S12, S15, S17 and the invariants of
@@ -692,7 +746,7 @@ type plantedBug struct {
 
 func (b *plantedBug) String() string { return b.name }
 
-// The planted bugs (a) to (d); each test below proves the simulation finds one.
+// The planted bugs (a) to (e); each test below proves the simulation finds one.
 var (
 	bugCommitOlderTerms = &plantedBug{"(a) count replicas of entries from older terms toward commit",
 		func(rs *safetyRules) { rs.commitByCounting = func(*raft, uint64) bool { return true } }}
@@ -702,6 +756,8 @@ var (
 		func(rs *safetyRules) { rs.prevTermMatches = func(uint64, uint64) bool { return true } }}
 	bugSelfVoteAtOnce = &plantedBug{"(d) count the candidate's self-vote before it is persisted",
 		func(rs *safetyRules) { rs.selfVoteCounts = func(bool) bool { return true } }}
+	bugReadWithoutRound = &plantedBug{"(e) serve a read index without a quorum's heartbeat round",
+		func(rs *safetyRules) { rs.readConfirmed = func(uint64, uint64) bool { return true } }}
 )
 
 // findPlantedBug runs seeds with a planted bug until the simulation reports a violation,
@@ -741,4 +797,11 @@ func TestSimFindsAppendWithoutPrevTermCheck(t *testing.T) {
 // before it is durable, wins, crashes, forgets, and votes for a second leader of the term.
 func TestSimFindsSelfVoteCountedBeforePersist(t *testing.T) {
 	findPlantedBug(t, 3, 1000, bugSelfVoteAtOnce)
+}
+
+// TestSimFindsReadWithoutHeartbeatRound plants bug (e): a leader serves a read at its commit
+// index without confirming with a quorum that it still leads; a deposed leader that has not
+// heard of its successor then answers with a stale index (thesis §6.4).
+func TestSimFindsReadWithoutHeartbeatRound(t *testing.T) {
+	findPlantedBug(t, 3, 1000, bugReadWithoutRound)
 }
