@@ -1,0 +1,153 @@
+package kommander
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+// These tests cover ReadBarrier and ReadBarrierLease on the node (node_read.go).
+
+// fsyncs returns the fsyncs of every node of the cluster so far.
+func (c *nodeCluster) fsyncs() (n uint64) {
+	for _, nd := range c.nodes {
+		n += nd.Metrics().Fsyncs
+	}
+	return n
+}
+
+// A ReadBarrier, on the leader and on a follower, writes nothing to the log and costs no
+// fsync anywhere, and after it the local state machine has the write acknowledged before.
+func TestReadBarrierWritesNothingToTheLog(t *testing.T) {
+	c, lead := newRunningCluster(t)
+	res, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("x", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitApplied(0, res.Index) // every node saved it
+	last, fsyncs := c.nodes[lead].Status().Partitions[0].LastIndex, c.fsyncs()
+	for i := range c.nodes {
+		for k := 0; k < 3; k++ {
+			if err := c.nodes[i].ReadBarrier(ctxT(t), 0); err != nil {
+				t.Fatalf("%s: ReadBarrier: %v", c.ids[i], err)
+			}
+			if got, _ := c.sms[i].get(0, "x"); got != "1" {
+				t.Fatalf("%s reads x = %q after ReadBarrier, want 1", c.ids[i], got)
+			}
+		}
+		if r := c.nodes[i].Metrics().Reads; r != 3 {
+			t.Fatalf("%s counted %d reads, want 3", c.ids[i], r)
+		}
+	}
+	if got := c.nodes[lead].Status().Partitions[0].LastIndex; got != last {
+		t.Fatalf("reads appended to the log: last index %d, was %d", got, last)
+	}
+	if got := c.fsyncs(); got != fsyncs {
+		t.Fatalf("reads cost %d fsyncs", got-fsyncs)
+	}
+}
+
+// A read that no leader confirms fails, in bounded time, with an error that wraps
+// ErrNotLeader (it did not happen): on a cut-off follower (its request goes nowhere, it is
+// asked again, then given up) and on a cut-off leader (it steps down, failing the read,
+// and finds no leader). A caller whose ctx ends gets ctx's error.
+func TestReadBarrierFailsDefinitelyWithoutALeader(t *testing.T) {
+	for _, who := range []string{"follower", "leader"} {
+		t.Run(who, func(t *testing.T) {
+			c, lead := newRunningCluster(t)
+			i := lead
+			if who == "follower" {
+				i = (lead + 1) % 3
+			}
+			c.net.Isolate(c.ids[i])
+			err := c.nodes[i].ReadBarrier(ctxT(t), 0)
+			if !errors.Is(err, ErrNotLeader) {
+				t.Fatalf("ReadBarrier on an isolated %s: %v, want ErrNotLeader", who, err)
+			}
+		})
+	}
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	c.net.Isolate(c.ids[lead])
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.nodes[lead].ReadBarrier(ctx, 0) }()
+	c.await("the read is handed to Raft", func() bool {
+		p := c.nodes[lead].parts[0]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reads.all) == 1
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadBarrier whose ctx ended: %v, want context.Canceled", err)
+	}
+}
+
+// A follower's request, or the leader's answer, may be lost: the follower asks again after
+// an election timeout, and the read succeeds once the link is back (without asking again,
+// it would wait until it gives up with ErrNotLeader).
+func TestReadBarrierOnFollowerAsksAgainAfterALoss(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	f := (lead + 1) % 3
+	c.net.CutOneWay(c.ids[f], c.ids[lead])
+	done := make(chan error, 1)
+	go func() { done <- c.nodes[f].ReadBarrier(ctxT(t), 0) }()
+	c.waitFor("the request is on its way", 50, func() bool {
+		p := c.nodes[f].parts[0]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reads.all) == 1
+	})
+	for k := 0; k < 2*c.nodes[f].elTicks; k++ { // past the first ask's wait
+		c.clock.Advance(c.tick)
+	}
+	c.net.HealAll()
+	defer c.pump()()
+	if err := <-done; err != nil {
+		t.Fatalf("ReadBarrier after the link came back: %v", err)
+	}
+}
+
+// With lease reads on, a leader serves ReadBarrierLease from its lease, without a round:
+// even cut off from everyone, within the lease. ReadBarrier there still needs its round,
+// and ReadBarrierLease is refused when lease reads are off.
+func TestReadBarrierLeaseServesWithoutARound(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.cfg = func(i int, cfg *Config) { cfg.LeaseReads = true }
+	c.startAll()
+	lead := c.leaders()[0]
+	for k := 0; k < 12; k++ { // ticks the lease check looks back on, and a confirmed round
+		c.clock.Advance(c.tick)
+	}
+	if _, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("x", "1")); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Isolate(c.ids[lead])
+	// The clock stands still: the lease holds, and a round can never complete.
+	if err := c.nodes[lead].ReadBarrierLease(ctxT(t), 0); err != nil {
+		t.Fatalf("ReadBarrierLease within the lease: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.nodes[lead].ReadBarrier(ctx, 0) }()
+	c.await("the read waits for its round", func() bool {
+		p := c.nodes[lead].parts[0]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reads.all) == 1
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadBarrier on an isolated leader returned %v before its round", err)
+	}
+
+	off := newNodeCluster(t, 1, 1, false)
+	off.startAll()
+	if err := off.nodes[0].ReadBarrierLease(ctxT(t), 0); err == nil {
+		t.Fatal("ReadBarrierLease accepted with lease reads off")
+	}
+}
