@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -62,7 +63,7 @@ func (n *Node) submitRead(partition int, lease bool) (*readWait, error) {
 	if err := n.writable(); err != nil {
 		return nil, err
 	}
-	rd := &readWait{id: n.readSeq.Add(1), lease: lease, done: make(chan struct{})}
+	rd := &readWait{lease: lease, done: make(chan struct{})}
 	p.mu.Lock()
 	err = n.writable() // again under mu: failAll answers what is queued after the node stops
 	if err == nil {
@@ -79,15 +80,24 @@ func (n *Node) submitRead(partition int, lease bool) (*readWait, error) {
 
 // readWait is one ReadBarrier call in flight. Guarded by its partition's mu.
 type readWait struct {
-	id    uint64
 	lease bool
 	stage readStage
-	index uint64 // the read index, once stageIndexed
-	// retry is the node tick at which an unanswered request is asked again; giveUp the one
-	// after which the read fails with ErrNotLeader (0: not set yet).
-	retry, giveUp uint64
-	err           error
-	done          chan struct{}
+	req   uint64 // the ID of the request it rides on, once readAsked
+	// giveUp is the node tick after which the read fails with ErrNotLeader (0: not set yet).
+	giveUp uint64
+	err    error
+	done   chan struct{}
+}
+
+// readBatch is one request to Raft (Message.Context of MsgReadIndex) and the reads that
+// ride on it: those a pass found queued share it, so that a follower sends one request per
+// pass, not one per read.
+type readBatch struct {
+	reads []*readWait
+	// retry is the node tick at which an unanswered request is asked again.
+	retry   uint64
+	index   uint64 // the read index, once indexed
+	indexed bool
 }
 
 // readStage says where a read is.
@@ -101,28 +111,43 @@ const (
 )
 
 // partitionReads are a partition's reads in flight, guarded by its mu. queue holds the
-// queued ones; all holds every unanswered one by ID.
+// queued ones; all the others, by the request they ride on.
 type partitionReads struct {
 	queue []*readWait
-	all   map[uint64]*readWait
+	all   map[uint64]*readBatch
 }
 
 // finish answers rd with err and forgets it. The caller holds mu.
 func (rs *partitionReads) finish(rd *readWait, err error) {
-	if rd.stage == readDone {
+	switch rd.stage {
+	case readDone:
 		return
-	}
-	if rd.stage == readQueued {
-		for i, q := range rs.queue {
-			if q == rd {
-				rs.queue = append(rs.queue[:i], rs.queue[i+1:]...)
-				break
+	case readQueued:
+		if i := slices.Index(rs.queue, rd); i >= 0 {
+			rs.queue = slices.Delete(rs.queue, i, i+1)
+		}
+	default:
+		if b := rs.all[rd.req]; b != nil {
+			if i := slices.Index(b.reads, rd); i >= 0 {
+				b.reads = slices.Delete(b.reads, i, i+1)
+			}
+			if len(b.reads) == 0 {
+				delete(rs.all, rd.req)
 			}
 		}
 	}
-	delete(rs.all, rd.id)
 	rd.stage, rd.err = readDone, err
 	close(rd.done)
+}
+
+// requeue puts the reads of request id back in the queue, to be asked again. The caller
+// holds mu.
+func (rs *partitionReads) requeue(id uint64) {
+	for _, rd := range rs.all[id].reads {
+		rd.stage = readQueued
+		rs.queue = append(rs.queue, rd)
+	}
+	delete(rs.all, id)
 }
 
 // readAskTimeouts is how many election timeouts a read waits for the leader's answer before
@@ -145,24 +170,36 @@ func (n *Node) askQueued(p *partition) {
 	if len(rs.queue) == 0 {
 		return
 	}
-	lease := n.leaseUsable()
-	kept := rs.queue[:0]
 	for _, rd := range rs.queue {
 		if rd.giveUp == 0 {
 			rd.giveUp = n.now + uint64(readGiveUpTimeouts*n.elTicks)
 		}
-		if err := p.raft.readIndex(rd.id, rd.lease && lease); err != nil {
-			kept = append(kept, rd) // no leader known: wait for one
+	}
+	// One request for the lease reads (when the lease may be used), one for the others.
+	leaseOK := n.leaseUsable()
+	for _, lease := range [...]bool{false, true} {
+		var batch []*readWait
+		for _, rd := range rs.queue {
+			if (rd.lease && leaseOK) == lease {
+				batch = append(batch, rd)
+			}
+		}
+		if len(batch) == 0 {
 			continue
 		}
-		if rs.all == nil {
-			rs.all = make(map[uint64]*readWait)
+		id := n.readSeq.Add(1)
+		if err := p.raft.readIndex(id, lease); err != nil {
+			return // no leader known: they wait for one
 		}
-		rs.all[rd.id] = rd
-		rd.stage, rd.retry = readAsked, n.now+uint64(readAskTimeouts*n.elTicks)
+		if rs.all == nil {
+			rs.all = make(map[uint64]*readBatch)
+		}
+		rs.all[id] = &readBatch{reads: batch, retry: n.now + uint64(readAskTimeouts*n.elTicks)}
+		for _, rd := range batch {
+			rd.stage, rd.req = readAsked, id
+		}
+		rs.queue = slices.DeleteFunc(rs.queue, func(rd *readWait) bool { return rd.stage == readAsked })
 	}
-	clear(rs.queue[len(kept):])
-	rs.queue = kept
 }
 
 // releaseReads takes the reads Raft released: a failed one is asked again at the next tick;
@@ -175,26 +212,31 @@ func (p *partition) releaseReads(states []readState) {
 	defer p.mu.Unlock()
 	rs := &p.reads
 	for _, s := range states {
-		rd, ok := rs.all[s.id]
-		if !ok || rd.stage != readAsked {
+		b, ok := rs.all[s.id]
+		if !ok || b.indexed {
 			continue // abandoned, or a late duplicate of an answer
 		}
 		if s.failed {
-			rd.stage = readQueued
-			delete(rs.all, rd.id)
-			rs.queue = append(rs.queue, rd)
+			rs.requeue(s.id)
 			continue
 		}
-		rd.stage, rd.index = readIndexed, s.index
+		b.index, b.indexed = s.index, true
+		for _, rd := range b.reads {
+			rd.stage = readIndexed
+		}
 	}
 	p.readsApplied()
 }
 
 // readsApplied answers the reads whose index is applied. The caller holds mu.
 func (p *partition) readsApplied() {
-	for _, rd := range p.reads.all {
-		if rd.stage == readIndexed && rd.index <= p.applied {
-			p.reads.finish(rd, nil)
+	for id, b := range p.reads.all {
+		if b.indexed && b.index <= p.applied {
+			delete(p.reads.all, id)
+			for _, rd := range b.reads {
+				rd.stage = readDone
+				close(rd.done)
+			}
 		}
 	}
 }
@@ -205,11 +247,9 @@ func (p *partition) expireReads(now uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rs := &p.reads
-	for _, rd := range rs.all {
-		if rd.stage == readAsked && rd.retry <= now {
-			rd.stage = readQueued
-			delete(rs.all, rd.id)
-			rs.queue = append(rs.queue, rd)
+	for id, b := range rs.all {
+		if !b.indexed && b.retry <= now {
+			rs.requeue(id)
 		}
 	}
 	for i := 0; i < len(rs.queue); i++ {
@@ -226,8 +266,10 @@ func (p *partition) failReads(cause error) {
 	for len(rs.queue) > 0 {
 		rs.finish(rs.queue[0], fmt.Errorf("kommander: partition %d: read: %w", p.id, cause))
 	}
-	for _, rd := range rs.all {
-		rs.finish(rd, fmt.Errorf("kommander: partition %d: read: %w", p.id, cause))
+	for _, b := range rs.all {
+		for len(b.reads) > 0 {
+			rs.finish(b.reads[0], fmt.Errorf("kommander: partition %d: read: %w", p.id, cause))
+		}
 	}
 }
 
