@@ -16,6 +16,26 @@ func (c *nodeCluster) fsyncs() (n uint64) {
 	return n
 }
 
+// readsAsked returns the requests node i's partition 0 has handed to Raft and not yet
+// answered.
+func (c *nodeCluster) readsAsked(i int) int {
+	p := c.nodes[i].parts[0]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.reads.all)
+}
+
+// readCanceled starts a ReadBarrier on node i, waits until it is handed to Raft, ends its
+// ctx and returns what it returned.
+func (c *nodeCluster) readCanceled(i int) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.nodes[i].ReadBarrier(ctx, 0) }()
+	c.await("the read is handed to Raft", func() bool { return c.readsAsked(i) == 1 })
+	cancel()
+	return <-done
+}
+
 // A ReadBarrier, on the leader and on a follower, writes nothing to the log and costs no
 // fsync anywhere, and after it the local state machine has the write acknowledged before.
 func TestReadBarrierWritesNothingToTheLog(t *testing.T) {
@@ -70,17 +90,7 @@ func TestReadBarrierFailsDefinitelyWithoutALeader(t *testing.T) {
 	c.startAll()
 	lead := c.leaders()[0]
 	c.net.Isolate(c.ids[lead])
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.nodes[lead].ReadBarrier(ctx, 0) }()
-	c.await("the read is handed to Raft", func() bool {
-		p := c.nodes[lead].parts[0]
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.reads.all) == 1
-	})
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := c.readCanceled(lead); !errors.Is(err, context.Canceled) {
 		t.Fatalf("ReadBarrier whose ctx ended: %v, want context.Canceled", err)
 	}
 }
@@ -96,12 +106,7 @@ func TestReadBarrierOnFollowerAsksAgainAfterALoss(t *testing.T) {
 	c.net.CutOneWay(c.ids[f], c.ids[lead])
 	done := make(chan error, 1)
 	go func() { done <- c.nodes[f].ReadBarrier(ctxT(t), 0) }()
-	c.waitFor("the request is on its way", 50, func() bool {
-		p := c.nodes[f].parts[0]
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.reads.all) == 1
-	})
+	c.waitFor("the request is on its way", 50, func() bool { return c.readsAsked(f) == 1 })
 	for k := 0; k < 2*c.nodes[f].elTicks; k++ { // past the first ask's wait
 		c.clock.Advance(c.tick)
 	}
@@ -131,17 +136,7 @@ func TestReadBarrierLeaseServesWithoutARound(t *testing.T) {
 	if err := c.nodes[lead].ReadBarrierLease(ctxT(t), 0); err != nil {
 		t.Fatalf("ReadBarrierLease within the lease: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.nodes[lead].ReadBarrier(ctx, 0) }()
-	c.await("the read waits for its round", func() bool {
-		p := c.nodes[lead].parts[0]
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.reads.all) == 1
-	})
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := c.readCanceled(lead); !errors.Is(err, context.Canceled) {
 		t.Fatalf("ReadBarrier on an isolated leader returned %v before its round", err)
 	}
 
