@@ -340,7 +340,14 @@ func (s *nodeSim) clientsAct() {
 		s.now++
 		op.call = s.now
 		if !op.write && s.rnd.IntN(3) != 0 {
-			// A read of the local state machine after a ReadBarrier (or a lease read).
+			// A read of the local state machine after a ReadBarrier (or a lease read),
+			// often on a node that believes it leads, deposed or not: where a read that
+			// skipped its confirmation would go stale.
+			for _, j := range live {
+				if s.nodes[j].parts[p].raft.role == roleLeader && s.rnd.IntN(2) == 0 {
+					node = j
+				}
+			}
 			rd, err := s.nodes[node].submitRead(p, s.o.leaseReads && s.rnd.IntN(2) == 0)
 			if err != nil {
 				continue
