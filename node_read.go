@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,6 +69,7 @@ func (n *Node) submitRead(partition int, lease bool) (*readWait, error) {
 	err = n.writable() // again under mu: failAll answers what is queued after the node stops
 	if err == nil {
 		p.reads.queue = append(p.reads.queue, rd)
+		p.reads.open.Add(1)
 	}
 	p.mu.Unlock()
 	if err != nil {
@@ -111,10 +113,19 @@ const (
 )
 
 // partitionReads are a partition's reads in flight, guarded by its mu. queue holds the
-// queued ones; all the others, by the request they ride on.
+// queued ones; all the others, by the request they ride on. open counts the unanswered
+// ones, so that a loop pass skips the lock of a partition without reads.
 type partitionReads struct {
 	queue []*readWait
 	all   map[uint64]*readBatch
+	open  atomic.Int64
+}
+
+// answer closes rd with err. The caller holds mu and has taken rd off queue and all.
+func (rs *partitionReads) answer(rd *readWait, err error) {
+	rd.stage, rd.err = readDone, err
+	rs.open.Add(-1)
+	close(rd.done)
 }
 
 // finish answers rd with err and forgets it. The caller holds mu.
@@ -136,8 +147,7 @@ func (rs *partitionReads) finish(rd *readWait, err error) {
 			}
 		}
 	}
-	rd.stage, rd.err = readDone, err
-	close(rd.done)
+	rs.answer(rd, err)
 }
 
 // requeue puts the reads of request id back in the queue, to be asked again. The caller
@@ -164,6 +174,9 @@ var errReadNotConfirmed = errors.New("no leader confirmed the read in time; it d
 // askQueued hands a partition's queued reads to Raft. A read that finds no leader stays
 // queued until one is known or it gives up (expireReads). Loop only.
 func (n *Node) askQueued(p *partition) {
+	if p.reads.open.Load() == 0 {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rs := &p.reads
@@ -234,8 +247,7 @@ func (p *partition) readsApplied() {
 		if b.indexed && b.index <= p.applied {
 			delete(p.reads.all, id)
 			for _, rd := range b.reads {
-				rd.stage = readDone
-				close(rd.done)
+				p.reads.answer(rd, nil)
 			}
 		}
 	}
@@ -244,6 +256,9 @@ func (p *partition) readsApplied() {
 // expireReads asks again the reads whose answer is overdue (the request or the answer may
 // have been lost), and fails those that waited too long. Loop only.
 func (p *partition) expireReads(now uint64) {
+	if p.reads.open.Load() == 0 {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rs := &p.reads

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 // These tests cover ReadBarrier and ReadBarrierLease on the node (node_read.go).
@@ -144,5 +145,47 @@ func TestReadBarrierLeaseServesWithoutARound(t *testing.T) {
 	off.startAll()
 	if err := off.nodes[0].ReadBarrierLease(ctxT(t), 0); err == nil {
 		t.Fatal("ReadBarrierLease accepted with lease reads off")
+	}
+}
+
+// The lease is counted in ticks, so the node uses it only while its ticks keep pace with
+// its clock: enough ticks seen, the last one recent, none lost or late over the last
+// election timeout.
+func TestLeaseUsableOnlyWhileTicksKeepPace(t *testing.T) {
+	const tick = 10 * time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		ticks int           // ticks taken, one per tick of the clock
+		gap   int           // at which tick (counted from the end) the ticker lost one
+		after time.Duration // clock time since the last tick
+		lease bool          // Config.LeaseReads
+		want  bool
+	}{
+		{"ticks on time", 30, 0, tick / 2, true, true},
+		{"lease reads off", 30, 0, tick / 2, false, false},
+		{"too few ticks seen", 5, 0, tick / 2, true, false},
+		{"the last tick is late", 30, 0, 2 * tick, true, false},
+		{"a tick lost within the election timeout", 30, 4, tick / 2, true, false},
+		{"a tick lost before it", 30, 15, tick / 2, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := NewFakeClock(time.Time{})
+			n := &Node{cfg: Config{Clock: clock, LeaseReads: tc.lease}, tick: tick, elTicks: 10}
+			if tc.lease {
+				n.leaseTicks.at = make([]time.Time, n.elTicks+1)
+			}
+			for k := 1; k <= tc.ticks; k++ {
+				if k == tc.ticks-tc.gap+1 && tc.gap > 0 {
+					clock.Advance(tick) // the ticker dropped this one
+				}
+				clock.Advance(tick)
+				n.now++
+				n.leaseTicks.tickedAt(n.now, clock.Now())
+			}
+			clock.Advance(tc.after)
+			if got := n.leaseUsable(); got != tc.want {
+				t.Fatalf("leaseUsable = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
