@@ -173,17 +173,18 @@ func (r *raft) confirmedRound() uint64 {
 }
 
 // releaseReads releases the pending reads of rounds up to confirmed, and extends the lease
-// from confirmed's send time.
+// from confirmed's send time. Pending reads are in round order (those without a round
+// last), so the released ones are a prefix: an acknowledgement costs what it releases.
 func (r *raft) releaseReads(confirmed uint64) {
 	rs := &r.reads
 	if slot := rs.roundTicks[confirmed%uint64(len(rs.roundTicks))]; slot.round == confirmed && confirmed > 0 {
 		rs.leaseUntil = max(rs.leaseUntil, slot.tick+r.leaseTicks())
 	}
-	kept := rs.pending[:0]
-	for _, q := range rs.pending {
+	k := 0
+	for ; k < len(rs.pending); k++ {
+		q := &rs.pending[k]
 		if q.round == 0 || !r.rules.readConfirmed(q.round, confirmed) {
-			kept = append(kept, q)
-			continue
+			break
 		}
 		if q.from == "" {
 			rs.released = append(rs.released, readState{id: q.id, index: q.index})
@@ -191,8 +192,11 @@ func (r *raft) releaseReads(confirmed uint64) {
 			r.send(Message{Type: MsgReadIndexResp, To: q.from, Term: r.term, Index: q.index, Context: q.id})
 		}
 	}
-	clear(rs.pending[len(kept):])
-	rs.pending = kept
+	if k > 0 {
+		n := copy(rs.pending, rs.pending[k:])
+		clear(rs.pending[n:])
+		rs.pending = rs.pending[:n]
+	}
 }
 
 // resetReads starts a new term of leadership (becomeLeader) or ends one (becomeFollower):
