@@ -8,8 +8,8 @@ package kommander
 // can have committed anything this leader does not know of, so the recorded index is at
 // least every index committed before the request. Every heartbeat broadcast is a numbered
 // round (its Context); responses echo it, and a follower's acknowledgement of round k
-// vouches for every round up to k. Requests that arrive between two flushes share one
-// round.
+// vouches for every round up to k. Requests share rounds: while a round that carries
+// requests is in flight, those that arrive meanwhile wait and then share the next one.
 
 // readState is a read released by the group: once the node has applied up to index, a read
 // of its state machine is linearizable. failed means the read was not served (this node
@@ -46,6 +46,8 @@ type readIndexState struct {
 	// tracker order, the highest round it acknowledged in this term (self: round).
 	round uint64
 	acks  []uint64
+	// carried is the last round that carried requests.
+	carried uint64
 	// roundTicks remembers when recent rounds were sent, by round modulo its size, so that a
 	// confirmed round starts the lease from its send time.
 	roundTicks [16]struct{ round, tick uint64 }
@@ -110,28 +112,44 @@ func (r *raft) stepRead(m Message) {
 }
 
 // nextReadRound numbers a heartbeat broadcast: it confirms every request recorded before
-// it.
+// it, and the requests waiting for a round (once the leader's no-op is committed) take it,
+// with the commit index as their read index.
 func (r *raft) nextReadRound() uint64 {
 	rs := &r.reads
 	rs.round++
 	rs.roundTicks[rs.round%uint64(len(rs.roundTicks))] = struct{ round, tick uint64 }{rs.round, rs.ticks}
+	if r.readsWaiting() {
+		for i := len(rs.pending) - 1; i >= 0 && rs.pending[i].round == 0; i-- {
+			rs.pending[i].index, rs.pending[i].round = r.log.committed, rs.round
+		}
+		rs.carried = rs.round
+	}
 	return rs.round
 }
 
-// flushReads gives the requests that arrived since the last flush their index and one
-// shared round, once the leader's no-op is committed. Called by flush, on the leader.
-func (r *raft) flushReads() {
+// readsWaiting reports whether requests wait for a round the leader can give them: some
+// have none, and the leader's no-op is committed.
+func (r *raft) readsWaiting() bool {
 	rs := &r.reads
-	if len(rs.pending) == 0 || rs.pending[len(rs.pending)-1].round != 0 || !r.noopCommitted() {
+	return len(rs.pending) > 0 && rs.pending[len(rs.pending)-1].round == 0 && r.noopCommitted()
+}
+
+// readRoundDue reports whether the waiting requests should have a round of their own now:
+// they do not wait behind a round that carries requests and is not yet confirmed. One such
+// round in flight at a time lets the requests that arrive meanwhile share the next one,
+// however many loop passes they span; a periodic heartbeat takes them too.
+func (r *raft) readRoundDue() bool {
+	c := r.reads.carried
+	return r.readsWaiting() && (c == 0 || r.rules.readConfirmed(c, r.confirmedRound()))
+}
+
+// flushReads gives the waiting requests one shared round when one is due, and releases
+// what a group of one confirms at once. Called by flush, on the leader.
+func (r *raft) flushReads() {
+	if !r.readRoundDue() {
 		return
 	}
-	round := rs.round + 1
-	for i := range rs.pending {
-		if rs.pending[i].round == 0 {
-			rs.pending[i].index, rs.pending[i].round = r.log.committed, round
-		}
-	}
-	r.bcastHeartbeat() // takes round as its number
+	r.bcastHeartbeat() // numbers the round, which the waiting requests take
 	// A group of one confirms it at once; with planted rules, perhaps without the round.
 	r.releaseReads(r.confirmedRound())
 }
@@ -206,7 +224,7 @@ func (r *raft) releaseReads(confirmed uint64) {
 func (r *raft) resetReads() {
 	rs := &r.reads
 	clear(rs.acks)
-	rs.ticks, rs.leaseUntil = 0, 0
+	rs.ticks, rs.leaseUntil, rs.carried = 0, 0, 0
 	rs.roundTicks = [len(rs.roundTicks)]struct{ round, tick uint64 }{}
 	for _, q := range rs.pending {
 		if q.from == "" {
@@ -222,8 +240,7 @@ func (r *raft) resetReads() {
 // readsReady reports whether there are released reads to hand out or requests to flush.
 func (r *raft) readsReady() bool {
 	rs := &r.reads
-	return len(rs.released) > 0 ||
-		(r.role == roleLeader && len(rs.pending) > 0 && rs.pending[len(rs.pending)-1].round == 0 && r.noopCommitted())
+	return len(rs.released) > 0 || (r.role == roleLeader && r.readRoundDue())
 }
 
 // takeReleased hands out the released reads; their slice is reused after advance.

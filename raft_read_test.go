@@ -104,9 +104,10 @@ func TestReadIndexWaitsForTheNoopOfTheTerm(t *testing.T) {
 	}
 }
 
-// Requests that arrive between two flushes, local or from followers, share one round; a
-// later one needs its own.
-func TestReadIndexRequestsArrivingTogetherShareOneRound(t *testing.T) {
+// Requests that arrive together, local or from followers, share one round; those that
+// arrive while it is in flight wait for it to be confirmed, then share the next one (or
+// take the next periodic heartbeat, should its answers be lost).
+func TestReadIndexRequestsShareRounds(t *testing.T) {
 	n := readyLeader(t)
 	for id := uint64(1); id <= 3; id++ {
 		if err := n.r.readIndex(id, false); err != nil {
@@ -119,9 +120,11 @@ func TestReadIndexRequestsArrivingTogetherShareOneRound(t *testing.T) {
 	if hbs := only(n.flush(), MsgHeartbeat); len(hbs) != 2 || n.r.reads.round != 1 {
 		t.Fatalf("want one round for four requests, got round %d, %+v", n.r.reads.round, hbs)
 	}
-	later := readRound(t, n, 5, false)
-	if later != 2 {
-		t.Fatalf("a later read joined round %d, want a round of its own (2)", later)
+	if later := readRound(t, n, 5, false); later != 0 {
+		t.Fatalf("a read arriving while round 1 is in flight got round %d at once", later)
+	}
+	if err := n.r.readIndex(6, false); err != nil {
+		t.Fatal(err)
 	}
 	msgs := n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: 1})
 	if len(n.reads) != 3 {
@@ -131,9 +134,28 @@ func TestReadIndexRequestsArrivingTogetherShareOneRound(t *testing.T) {
 	if resp.To != "n3" || resp.Context != 4 || resp.Index != 1 || resp.Reject {
 		t.Fatalf("want the read index 1 for n3's request 4, got %+v", resp)
 	}
+	hbs := only(msgs, MsgHeartbeat)
+	if len(hbs) != 2 || hbs[0].Context != 2 {
+		t.Fatalf("once round 1 is confirmed the waiting reads share round 2: %+v", msgs)
+	}
 	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n3", To: "n1", Term: 2, Context: 2})
-	if len(n.reads) != 4 || n.reads[3].id != 5 {
-		t.Fatalf("round 2 releases the later read, got %+v", n.reads)
+	if len(n.reads) != 5 || n.reads[3].id != 5 || n.reads[4].id != 6 {
+		t.Fatalf("round 2 releases the two later reads, got %+v", n.reads)
+	}
+	// Round 3's answers are lost: the read waiting behind it takes the periodic heartbeat.
+	readRound(t, n, 7, false)
+	if err := n.r.readIndex(8, false); err != nil {
+		t.Fatal(err)
+	}
+	n.flush()
+	n.r.tick()
+	hbs = only(n.flush(), MsgHeartbeat)
+	if len(hbs) != 2 {
+		t.Fatalf("want a periodic heartbeat, got %+v", hbs)
+	}
+	n.stepFlush(t, Message{Type: MsgHeartbeatResp, From: "n2", To: "n1", Term: 2, Context: hbs[0].Context})
+	if len(n.reads) != 7 || n.reads[6].id != 8 {
+		t.Fatalf("the periodic round releases both waiting reads, got %+v", n.reads)
 	}
 }
 
