@@ -201,7 +201,9 @@ func (n *Node) gatherReadies() bool {
 		p.raft.limitApply(p.applyRoom())
 		if p.raft.hasReady() {
 			ps.readies = append(ps.readies, partitionReady{p: p, rd: p.raft.ready()})
-			p.releaseReads(ps.readies[len(ps.readies)-1].rd.ReadStates)
+			if p.releaseReads(ps.readies[len(ps.readies)-1].rd.ReadStates) {
+				n.in.markProposed() // the reads that waited for this answer go next
+			}
 		}
 		if err := p.raft.readError(); err != nil {
 			// S26: the log cannot be read back; nothing computed from it may go out.

@@ -150,6 +150,16 @@ func (rs *partitionReads) finish(rd *readWait, err error) {
 	rs.answer(rd, err)
 }
 
+// awaitingAnswer reports whether a request to Raft has no answer yet. The caller holds mu.
+func (rs *partitionReads) awaitingAnswer() bool {
+	for _, b := range rs.all {
+		if !b.indexed {
+			return true
+		}
+	}
+	return false
+}
+
 // requeue puts the reads of request id back in the queue, to be asked again. The caller
 // holds mu.
 func (rs *partitionReads) requeue(id uint64) {
@@ -181,6 +191,11 @@ func (n *Node) askQueued(p *partition) {
 	defer p.mu.Unlock()
 	rs := &p.reads
 	if len(rs.queue) == 0 {
+		return
+	}
+	if p.raft.role != roleLeader && rs.awaitingAnswer() {
+		// One request in flight to the leader at a time: the reads queued meanwhile
+		// share the next, sent once the answer comes (releaseReads) or is given up on.
 		return
 	}
 	for _, rd := range rs.queue {
@@ -216,10 +231,11 @@ func (n *Node) askQueued(p *partition) {
 }
 
 // releaseReads takes the reads Raft released: a failed one is asked again at the next tick;
-// the others wait until the state machine has applied up to their index. Loop only.
-func (p *partition) releaseReads(states []readState) {
+// the others wait until the state machine has applied up to their index. It reports
+// whether reads wait in the queue, to be asked in the next pass. Loop only.
+func (p *partition) releaseReads(states []readState) (queued bool) {
 	if len(states) == 0 {
-		return
+		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -239,6 +255,7 @@ func (p *partition) releaseReads(states []readState) {
 		}
 	}
 	p.readsApplied()
+	return len(rs.queue) > 0
 }
 
 // readsApplied answers the reads whose index is applied. The caller holds mu.

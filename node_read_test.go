@@ -189,3 +189,38 @@ func TestLeaseUsableOnlyWhileTicksKeepPace(t *testing.T) {
 		})
 	}
 }
+
+// A follower has one request in flight to the leader at a time: reads that arrive while it
+// is unanswered wait in the queue and share the next request, sent once the answer comes
+// (here: once the first is given up on and asked again, with them, after a loss).
+func TestReadBarrierOnFollowerSendsOneRequestAtATime(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	f := (lead + 1) % 3
+	c.net.CutOneWay(c.ids[lead], c.ids[f]) // answers are lost
+	done := make(chan error, 3)
+	go func() { done <- c.nodes[f].ReadBarrier(ctxT(t), 0) }()
+	c.waitFor("the first request is asked", 50, func() bool { return c.readsAsked(f) == 1 })
+	for range 2 {
+		go func() { done <- c.nodes[f].ReadBarrier(ctxT(t), 0) }()
+	}
+	queued := func() int {
+		p := c.nodes[f].parts[0]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reads.queue)
+	}
+	c.await("the later reads are queued", func() bool { return queued() == 2 })
+	c.clock.Advance(c.tick) // a pass with a tick: they stay queued behind the request in flight
+	if q, a := queued(), c.readsAsked(f); q != 2 || a != 1 {
+		t.Fatalf("%d reads queued and %d requests in flight, want 2 and 1", q, a)
+	}
+	c.net.HealAll()
+	defer c.pump()()
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
