@@ -256,7 +256,9 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		P50Ms: percentileMs(all, 0.50), P99Ms: percentileMs(all, 0.99), P999Ms: percentileMs(all, 0.999),
 	}
 	res.OpsPerSec = float64(res.Ops) / res.Seconds
-	res.MBPerSec = res.OpsPerSec * float64(o.size) / 1e6
+	if o.reads == "" {
+		res.MBPerSec = res.OpsPerSec * float64(o.size) / 1e6
+	}
 	if cpuOK {
 		res.CPUSeconds = (cpu1 - cpu0).Seconds()
 		if res.Ops > 0 {
@@ -329,7 +331,11 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "kommander bench: %d nodes, %d partitions, %d clients, %s, %s, %s, GOMAXPROCS %d\n",
 		r.Nodes, r.Partitions, r.Clients, what, r.Transport, sync, r.GOMAXPROCS)
 	fmt.Fprintf(w, "  measured     %.1f s, %d ops, %d errors\n", r.Seconds, r.Ops, r.Errors)
-	fmt.Fprintf(w, "  throughput   %.0f ops/s, %.2f MB/s\n", r.OpsPerSec, r.MBPerSec)
+	if r.Mode == "write" {
+		fmt.Fprintf(w, "  throughput   %.0f ops/s, %.2f MB/s\n", r.OpsPerSec, r.MBPerSec)
+	} else {
+		fmt.Fprintf(w, "  throughput   %.0f reads/s\n", r.OpsPerSec)
+	}
 	fmt.Fprintf(w, "  latency      p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", r.P50Ms, r.P99Ms, r.P999Ms)
 	if r.CPUSeconds > 0 {
 		fmt.Fprintf(w, "  cpu          %.3f s per 10,000 ops (%.0f ops per CPU-second; whole process: %d nodes and the clients)\n",
