@@ -108,18 +108,13 @@ func (a *applier) applyPartition(p *partition) bool {
 		a.wakeLoop()
 	}
 	// The entries to apply are gathered in place at the front of ents (a copy of our
-	// own); barriers, rare, apart.
+	// own); read barriers that older versions logged are skipped like no-ops.
 	last := ents[len(ents)-1].Index
 	normal := ents[:0]
-	var barriers []Entry
 	for i := range ents {
 		e := ents[i]
-		if e.Kind == EntryNormal && e.Index > applied {
-			if e.Type == barrierType {
-				barriers = append(barriers, e)
-			} else {
-				normal = append(normal, e)
-			}
+		if e.Kind == EntryNormal && e.Index > applied && e.Type != barrierType {
+			normal = append(normal, e)
 		}
 	}
 	if cap(a.results) < len(normal) {
@@ -133,7 +128,7 @@ func (a *applier) applyPartition(p *partition) bool {
 		}
 	}
 	a.metrics.applied.Add(uint64(len(normal)))
-	p.appliedTo(last, normal, results, barriers)
+	p.appliedTo(last, normal, results)
 	clear(results)
 	clear(ents)
 	a.spare = ents[:0]

@@ -214,6 +214,7 @@ type raft struct {
 	readyOut               bool      // a raftReady was handed out and not yet advanced
 	appendPending          bool      // new entries to broadcast at the next ready
 	commitPending          bool      // commit index to broadcast at the next ready
+	reads                  readIndexState
 	rules                  safetyRules
 }
 
@@ -234,6 +235,9 @@ type safetyRules struct {
 	selfVoteCounts func(durable bool) bool
 	// releaseVoteRequest queues a candidate's vote request to be sent.
 	releaseVoteRequest func(r *raft, req Message)
+	// readConfirmed reports whether a read waiting on heartbeat round may be released now
+	// that a quorum acknowledged rounds up to confirmed.
+	readConfirmed func(round, confirmed uint64) bool
 }
 
 var correctRules = safetyRules{
@@ -248,6 +252,8 @@ var correctRules = safetyRules{
 	// A request leaves only once the term, vote and log it claims are durable (S37; see
 	// becomeCandidate).
 	releaseVoteRequest: (*raft).sendAfterPersist,
+	// Only once a quorum acknowledged a heartbeat sent after the read arrived (thesis §6.4).
+	readConfirmed: func(round, confirmed uint64) bool { return round <= confirmed },
 }
 
 // newRaft starts a group from its configuration and what it persisted.
@@ -321,6 +327,7 @@ func (r *raft) tick() {
 }
 
 func (r *raft) tickLeader() {
+	r.reads.ticks++
 	r.heartbeatElapsed++
 	r.electionElapsed++
 	if r.electionElapsed >= r.electionTicks {
@@ -433,6 +440,9 @@ func (r *raft) step(m Message) error {
 	case MsgVote, MsgPreVote:
 		r.handleVoteRequest(m)
 		return nil
+	case MsgReadIndex, MsgReadIndexResp:
+		r.stepRead(m)
+		return nil
 	}
 	switch r.role {
 	case roleLeader:
@@ -451,7 +461,7 @@ func (r *raft) step(m Message) error {
 // handler that reads it.
 func checkMessage(m Message) error {
 	switch m.Type {
-	case MsgNone, msgTimeoutNow, msgSnapshot, msgReadIndex, msgReadIndexResp:
+	case MsgNone, msgTimeoutNow, msgSnapshot:
 		// Not (or not yet) handled by the core: let none of them raise the term.
 		return fmt.Errorf("%w: type %v not handled", errInvalidMessage, m.Type)
 	}
@@ -470,9 +480,17 @@ func checkMessage(m Message) error {
 		if m.LogTerm > m.Term || (m.Index == 0) != (m.LogTerm == 0) {
 			return fmt.Errorf("%w: %v from %s for term %d claims last entry (%d, %d)", errInvalidMessage, m.Type, m.From, m.Term, m.Index, m.LogTerm)
 		}
-	case MsgHeartbeat:
+	case MsgHeartbeat, MsgReadIndex:
+		// Only a leader sends a heartbeat, and only a follower that knows one asks it for
+		// a read: neither exists in term 0.
 		if m.Term == 0 {
-			return fmt.Errorf("%w: heartbeat from %s in term 0", errInvalidMessage, m.From)
+			return fmt.Errorf("%w: %v from %s in term 0", errInvalidMessage, m.Type, m.From)
+		}
+	case MsgReadIndexResp:
+		// A leader answers in the term it leads, and grants no read below its term's first
+		// entry (its no-op commits first, thesis §6.4): index 0 is no read index.
+		if m.Term == 0 || (!m.Reject && m.Index == 0) {
+			return fmt.Errorf("%w: %v from %s claims read index %d in term %d", errInvalidMessage, m.Type, m.From, m.Index, m.Term)
 		}
 	case MsgAppend:
 		return checkAppend(m)

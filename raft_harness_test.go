@@ -99,6 +99,7 @@ type testNode struct {
 	log     *memLog
 	r       *raft
 	applied []Entry
+	reads   []readState // every read the group released, in order
 }
 
 func testConfig(id string, voters []string) raftConfig {
@@ -145,6 +146,7 @@ func (n *testNode) flush() []Message {
 		n.log.save(rd)
 		out = append(out, rd.MessagesAfterPersist...)
 		n.applied = append(n.applied, rd.CommittedEntries...)
+		n.reads = append(n.reads, rd.ReadStates...)
 		n.r.advance(rd)
 	}
 	return out

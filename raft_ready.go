@@ -25,11 +25,18 @@ type raftReady struct {
 	MessagesAfterPersist []Message
 	// CommittedEntries are to be applied in order. All of them are durable on this node.
 	CommittedEntries []Entry
+	// ReadStates are the reads released since the last raftReady (raft_read.go): each may be
+	// served once the entries up to its index are applied, or failed. The slice is reused
+	// after advance.
+	ReadStates []readState
 }
 
 // flush sends what proposals and commits left pending since the last raftReady: one pass over
 // the followers per raftReady, however many proposals came in.
 func (r *raft) flush() {
+	if r.role == roleLeader {
+		r.flushReads()
+	}
 	if r.role == roleLeader && (r.appendPending || r.commitPending) {
 		for _, pr := range r.tracker.prs {
 			if pr != r.tracker.self {
@@ -50,7 +57,7 @@ func (r *raft) hasReady() bool {
 	if r.readyOut {
 		return false
 	}
-	return r.appendPending || r.commitPending ||
+	return r.appendPending || r.commitPending || r.readsReady() ||
 		len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 ||
 		r.hardState() != r.prevHardState ||
 		r.log.handedOut < r.log.lastIndex() ||
@@ -76,6 +83,7 @@ func (r *raft) ready() raftReady {
 		r.prevHardState = hs
 	}
 	rd.Entries = r.log.pendingEntries()
+	rd.ReadStates = r.takeReleased()
 	rd.Messages, rd.MessagesAfterPersist = r.msgs, r.msgsAfterPersist
 	r.msgs, r.msgsAfterPersist = r.spareMsgs[:0], r.spareAfter[:0]
 	r.spareMsgs, r.spareAfter = nil, nil
@@ -99,6 +107,7 @@ func (r *raft) advance(rd raftReady) {
 	if n := len(rd.CommittedEntries); n > 0 {
 		r.log.applied = rd.CommittedEntries[n-1].Index
 	}
+	r.advanceReads(rd.ReadStates)
 	clear(rd.Messages)
 	clear(rd.MessagesAfterPersist)
 	r.spareMsgs, r.spareAfter = rd.Messages[:0], rd.MessagesAfterPersist[:0]

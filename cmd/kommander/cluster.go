@@ -30,6 +30,7 @@ type nodeSpec struct {
 	election  time.Duration
 	heartbeat time.Duration
 	maxEntry  int
+	lease     bool // lease reads on
 	logger    *slog.Logger
 }
 
@@ -115,6 +116,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		ElectionTimeout:   s.election,
 		HeartbeatInterval: s.heartbeat,
 		MaxEntrySize:      s.maxEntry,
+		LeaseReads:        s.lease,
 		Logger:            s.logger,
 	})
 	if err != nil {
