@@ -50,7 +50,7 @@ func goldenBatches() []struct {
 		{"votes", "candidate", "voter", []Message{
 			{Type: MsgPreVote, Partition: 1, Term: 9, LogTerm: 8, Index: 100},
 			{Type: MsgVote, Partition: 1, Term: 9, LogTerm: 8, Index: 100},
-			{Type: msgReadIndexResp, Partition: 3, Term: 9, Index: 77, Context: 1 << 60},
+			{Type: MsgReadIndexResp, Partition: 3, Term: 9, Index: 77, Context: 1 << 60},
 		}},
 		{"snapshot", "n1", "n3", []Message{{
 			Type: msgSnapshot, Partition: 4, Term: 12,

@@ -152,6 +152,16 @@ type Config struct {
 	// the leader, instead of forwarding the proposal to it (the default).
 	DisableForwarding bool
 
+	// LeaseReads allows ReadBarrierLease: while the leader's lease holds it serves reads
+	// without a round of heartbeats. The lease lasts a confirmed heartbeat round's send
+	// time plus the election timeout less 10% and three ticks, counted in the node's ticks;
+	// it is safe only if no node's clock runs more than 10% slower than another's and a
+	// node that restarts stays down for at least an election timeout (a restarted node
+	// forgets that it heard from the leader and may vote at once). The node stops using
+	// the lease while its ticks fall behind its clock. Default off: ReadBarrier needs
+	// no timing assumption.
+	LeaseReads bool
+
 	// OnLeaderChange, when set, is called whenever this node learns of a new leader (or of
 	// no leader) for a partition. It is called from the node's apply goroutine, in order,
 	// and must not block for long.

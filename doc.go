@@ -20,9 +20,13 @@
 // ErrTimeout) means the outcome is unknown (the entry may still be applied); any other
 // error means the entry was not, and never will be, applied.
 //
-// A read that must see every acknowledged write goes through the log: either a command
-// whose Apply puts the value it reads in results, or ReadBarrier followed by a read of the
-// local state machine. Reading the state machine without either is fast but may be stale.
+// A read that must see every acknowledged write calls ReadBarrier and then reads the local
+// state machine: the leader confirms with one round of heartbeats that it still leads
+// (ReadIndex), a follower asks the leader for that index, and the call returns once this
+// node has applied up to it; nothing is written to the log. ReadBarrierLease (with
+// Config.LeaseReads) lets the leader skip the round while its lease holds, at the price of
+// a clock-drift assumption. Reading the state machine without either is fast but may be
+// stale.
 //
 // A node whose storage fails a write, an fsync or a read, or whose Apply returns an error,
 // fails: it stops accepting writes (ErrStopped), answers every caller still waiting, and
@@ -76,8 +80,10 @@
 //	doc.go                this overview
 //	node.go               Node, NewNode, Start, Stop, the public types, shutdown
 //	errors.go             the errors a caller acts on, and NotLeaderError
-//	node_propose.go       Replicate, ReplicateBatch, ReadBarrier: admitting and queueing
-//	                      proposals, handing them to Raft, expiring their waits
+//	node_propose.go       Replicate, ReplicateBatch: admitting and queueing proposals,
+//	                      handing them to Raft, expiring their waits
+//	node_read.go          ReadBarrier, ReadBarrierLease: reads waiting for their read index,
+//	                      their retries, and their release once applied
 //	node_forward.go       proposals forwarded between a follower and its partition's leader
 //	node_loop.go          the node loop and one pass of it
 //	node_inbox.go         what arrives for the loop between two passes, bounded
@@ -112,6 +118,8 @@
 //	raft_tracker.go       who votes, and what the group tracks of each voter
 //	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
 //	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
+//	raft_read.go          linearizable reads without a log write: ReadIndex rounds, the
+//	                      followers' requests, the leader's lease for reads
 //	raft_ready.go         the ready batch handed to the node, and advance
 //	raft_snapshot.go      a follower behind the compacted log gets a snapshot; installing one
 //	raft_types.go         Entry, Message, HardState: what the core, WAL, codec and node share

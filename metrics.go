@@ -12,6 +12,9 @@ type Metrics struct {
 	Proposals uint64 `json:"proposals"`
 	// Forwarded counts entries forwarded to another node's leader.
 	Forwarded uint64 `json:"forwarded"`
+	// Reads counts ReadBarrier and ReadBarrierLease calls on this node; they write nothing
+	// to the log and cost no fsync.
+	Reads uint64 `json:"reads"`
 	// Rejected counts entries refused at once (ErrTooLarge, ErrOverloaded).
 	Rejected uint64 `json:"rejected"`
 	// Applied counts application entries handed to the StateMachine.
@@ -49,6 +52,7 @@ type Metrics struct {
 // metrics holds the node's counters; every field is updated atomically.
 type metrics struct {
 	proposals, forwarded, rejected, applied atomic.Uint64
+	reads                                   atomic.Uint64
 	fsyncs, entriesSaved, bytesSaved        atomic.Uint64
 	elections, leaderChanges                atomic.Uint64
 	sent, received, dropped                 atomic.Uint64
@@ -61,6 +65,7 @@ func (n *Node) Metrics() Metrics {
 	m := Metrics{
 		Proposals:        n.metrics.proposals.Load(),
 		Forwarded:        n.metrics.forwarded.Load(),
+		Reads:            n.metrics.reads.Load(),
 		Rejected:         n.metrics.rejected.Load(),
 		Applied:          n.metrics.applied.Load(),
 		Fsyncs:           n.metrics.fsyncs.Load(),

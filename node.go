@@ -117,6 +117,7 @@ type Node struct {
 	hbTicks   int
 	rand      *rand.Rand
 	idSeq     atomic.Uint64
+	readSeq   atomic.Uint64 // read request IDs (Message.Context of MsgReadIndex)
 	metrics   metrics
 
 	state    atomic.Int32
@@ -136,6 +137,7 @@ type Node struct {
 
 	// loop only.
 	now        uint64  // ticks since start
+	leaseTicks tickLog // when lease reads are on, the times of the recent ticks
 	proposeBuf []Entry // reused for the entries handed to Raft's propose
 
 	// startLoops starts the node's goroutines (runLoops); a test that drives the node by
@@ -174,6 +176,9 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.startLoops = n.runLoops
 	n.tick, n.elTicks, n.hbTicks = tickTimes(cfg)
+	if cfg.LeaseReads {
+		n.leaseTicks.at = make([]time.Time, n.elTicks+1)
+	}
 	seed := cfg.RandSeed
 	if seed == 0 {
 		var b [8]byte
@@ -485,6 +490,9 @@ func (n *Node) failStop(err, cause error) {
 func (n *Node) failAll(cause error) {
 	for _, p := range n.parts {
 		p.failAll(cause)
+		p.mu.Lock()
+		p.failReads(cause)
+		p.mu.Unlock()
 	}
 }
 

@@ -116,21 +116,16 @@ func (a *applier) applyPartition(p *partition) bool {
 		a.wakeLoop()
 	}
 	// The entries to apply are gathered in place at the front of ents (a copy of our
-	// own); barriers, rare, apart.
+	// own); read barriers that older versions logged are skipped like no-ops.
 	last, lastTerm := ents[len(ents)-1].Index, ents[len(ents)-1].Term
 	normal := ents[:0]
-	var barriers []Entry
 	var bytes int64
 	count := len(ents)
 	for i := range ents {
 		e := ents[i]
 		bytes += int64(e.size())
-		if e.Kind == EntryNormal && e.Index > applied {
-			if e.Type == barrierType {
-				barriers = append(barriers, e)
-			} else {
-				normal = append(normal, e)
-			}
+		if e.Kind == EntryNormal && e.Index > applied && e.Type != barrierType {
+			normal = append(normal, e)
 		}
 	}
 	if cap(a.results) < len(normal) {
@@ -144,7 +139,7 @@ func (a *applier) applyPartition(p *partition) bool {
 		}
 	}
 	a.metrics.applied.Add(uint64(len(normal)))
-	p.appliedTo(last, normal, results, barriers)
+	p.appliedTo(last, normal, results)
 	clear(results)
 	clear(ents)
 	a.spare = ents[:0]

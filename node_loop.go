@@ -1,6 +1,9 @@
 package kommander
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // deliver is the transport's callback: it queues a received batch for the loop.
 func (n *Node) deliver(batch []Message) {
@@ -115,6 +118,11 @@ func (n *Node) runPass() bool {
 		n.expireWaiters()
 		n.transfers.tick(n.now)
 	}
+	if proposed || ticks > 0 {
+		for _, p := range n.parts {
+			n.askQueued(p)
+		}
+	}
 
 	if n.persist.running {
 		if !n.persist.poll() {
@@ -201,8 +209,15 @@ func (n *Node) stepAll(msgs []Message) {
 
 // tickAll moves every partition's Raft time on by ticks.
 func (n *Node) tickAll(ticks int) {
+	var at time.Time
+	if ticks > 0 && n.leaseTicks.at != nil {
+		at = n.cfg.Clock.Now()
+	}
 	for t := 0; t < ticks; t++ {
 		n.now++
+		// Every tick of n.now has its time, passive or not: the lease measures ticks
+		// against the clock, and a passive node leads nothing anyway.
+		n.leaseTicks.tickedAt(n.now, at)
 		n.inc.greet(n.now, &n.out)
 		if !n.inc.active {
 			continue // no election timer runs out: it must not campaign yet (S36)
@@ -229,6 +244,9 @@ func (n *Node) gatherReadies() bool {
 				return false
 			}
 			ps.readies = append(ps.readies, partitionReady{p: p, rd: rd})
+			if p.releaseReads(rd.ReadStates) {
+				n.in.markProposed() // the reads that waited for this answer go next
+			}
 		}
 		if err := p.raft.readError(); err != nil {
 			// S26: the log cannot be read back; nothing computed from it may go out.

@@ -41,18 +41,10 @@ func (n *Node) ReplicateBatch(ctx context.Context, partition int, cmds []Command
 	return n.replicate(ctx, partition, cmds)
 }
 
-// barrierType is the reserved command type of ReadBarrier's entries; they are never
-// handed to the StateMachine.
+// barrierType is a reserved command type: older versions wrote read barriers to the log
+// as entries of this type. It is refused in proposals, and entries of it still in a log
+// are never handed to the StateMachine.
 const barrierType = "kommander.barrier"
-
-// ReadBarrier returns once every entry committed in the partition before the call is
-// applied on this node: a read of the local state machine after it is linearizable. It
-// costs one small log entry (forwarded to the leader like any proposal); errors are those
-// of Replicate.
-func (n *Node) ReadBarrier(ctx context.Context, partition int) error {
-	_, err := n.replicate(ctx, partition, []Command{{Type: barrierType}})
-	return err
-}
 
 func (n *Node) replicate(ctx context.Context, partition int, cmds []Command) ([]Result, error) {
 	return n.await1(ctx, partition, &proposal{cmds: cmds, results: make([]Result, len(cmds))})
@@ -269,5 +261,6 @@ func (n *Node) chunk(queue []*proposal) (k int, size uint64) {
 func (n *Node) expireWaiters() {
 	for _, p := range n.parts {
 		p.expire(n.now)
+		p.expireReads(n.now)
 	}
 }

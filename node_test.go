@@ -1042,8 +1042,9 @@ func TestCommittedEntriesReachEveryFollowerWithoutFurtherWrites(t *testing.T) {
 }
 
 // TestReadBarrierMakesLocalReadsLinearizable: after ReadBarrier on a follower, its local
-// state machine has every write acknowledged before the call; the barrier entries never
-// reach the state machine, and the reserved type cannot be replicated directly.
+// state machine has every write acknowledged before the call; no entry of the type older
+// versions logged for reads reaches the state machine, and the reserved type cannot be
+// replicated directly.
 func TestReadBarrierMakesLocalReadsLinearizable(t *testing.T) {
 	c := newNodeCluster(t, 3, 1, false)
 	c.startAll()

@@ -17,7 +17,8 @@ import (
 // proposal code, driven step by step with no goroutines), a FakeClock, a MemoryNetwork
 // that drops, duplicates, delays and reorders messages and partitions nodes, and
 // MemoryStorage whose crash loses unsynced writes. Clients run a key-value register
-// workload (writes, and reads that go through the log) against random nodes; the history
+// workload (writes; reads that go through the log; and ReadBarrier, or with lease reads on
+// ReadBarrierLease, followed by a read of the local state machine) against random nodes; the history
 // is checked for linearizability, and every (partition, index) must hold the same entry
 // on every node that applied it, in every lifetime (state machine safety, S12, S15, S17).
 //
@@ -37,6 +38,9 @@ type nodeSimOptions struct {
 	// ackBeforeFsync plants the bug the simulation must catch: storage that acknowledges
 	// saves before they are durable, so a node acknowledges writes before their fsync.
 	ackBeforeFsync bool
+	// leaseReads turns Config.LeaseReads on and makes some reads lease reads; crashed
+	// nodes then stay down longer than an election timeout, as the lease assumes.
+	leaseReads bool
 }
 
 type nodeSim struct {
@@ -65,6 +69,7 @@ type nodeSim struct {
 	errs    []string
 	acked   int
 	unknown int
+	reads   int // ReadBarrier reads acknowledged
 }
 
 type simClient struct {
@@ -75,7 +80,7 @@ type simClient struct {
 	pr      *proposal
 	part    int
 	startAt int
-	barrier bool // the read is a ReadBarrier followed by a local read
+	rd      *readWait // a ReadBarrier (or lease) read, followed by a read of the local state
 }
 
 const simTick = 10 * time.Millisecond
@@ -138,6 +143,7 @@ func (s *nodeSim) startNode(i int) {
 		HeartbeatInterval: simTick,
 		Clock:             s.clock,
 		Logger:            discardLogger(),
+		LeaseReads:        s.o.leaseReads,
 		RandSeed:          s.o.seed*1000 + int64(i*100+s.gen[i]),
 	}, testNodeOptions{manual: true})
 	if err != nil {
@@ -180,6 +186,9 @@ func (s *nodeSim) crash(i int) {
 	s.stores[i].Crash()
 	s.sms[i] = s.sms[i].restarted()
 	s.downAt[i] = s.step + 5 + s.rnd.IntN(60)
+	if s.o.leaseReads {
+		s.downAt[i] += 10 // an election timeout: see Config.LeaseReads
+	}
 }
 
 // running returns the live nodes that are not paused.
@@ -324,28 +333,50 @@ func (s *nodeSim) clientsAct() {
 		p := KeyPartition([]byte(key), s.o.partitions)
 		op := &kvOp{client: c.id, key: key, write: s.rnd.IntN(2) == 0}
 		cmd := Command{Type: "get", Data: []byte(key)}
-		barrier := !op.write && s.rnd.IntN(2) == 0
-		if barrier {
-			// A read of the local state machine after a ReadBarrier.
-			cmd = Command{Type: barrierType}
-		}
 		if op.write {
 			op.value = fmt.Sprintf("%d.%d", c.id, s.step)
 			cmd = Command{Type: "put", Data: put(key, op.value)}
 		}
 		s.now++
 		op.call = s.now
+		if !op.write && s.rnd.IntN(3) != 0 {
+			// A read of the local state machine after a ReadBarrier (or a lease read),
+			// often on a node that believes it leads, deposed or not: where a read that
+			// skipped its confirmation would go stale.
+			for _, j := range live {
+				if s.nodes[j].parts[p].raft.role == roleLeader && s.rnd.IntN(2) == 0 {
+					node = j
+				}
+			}
+			rd, err := s.nodes[node].submitRead(p, s.o.leaseReads && s.rnd.IntN(2) == 0)
+			if err != nil {
+				continue
+			}
+			*c = simClient{id: c.id, op: op, node: node, gen: s.gen[node], rd: rd, part: p, startAt: s.step}
+			continue
+		}
 		pr, err := s.nodes[node].submit(p, []Command{cmd})
 		if err != nil {
 			continue // refused at once: certainly not applied, not part of the history
 		}
-		*c = simClient{id: c.id, op: op, node: node, gen: s.gen[node], pr: pr, part: p, startAt: s.step, barrier: barrier}
+		*c = simClient{id: c.id, op: op, node: node, gen: s.gen[node], pr: pr, part: p, startAt: s.step}
 	}
 }
 
 // giveUp is a client whose context ended: the outcome is unknown unless the proposal had
 // not been handed to Raft.
 func (s *nodeSim) giveUp(c *simClient) {
+	if c.rd != nil {
+		// A read has no effect: one that ends without an answer is left out.
+		if n := s.nodes[c.node]; n != nil && s.gen[c.node] == c.gen {
+			p := n.parts[c.part]
+			p.mu.Lock()
+			p.reads.finish(c.rd, context.DeadlineExceeded)
+			p.mu.Unlock()
+		}
+		c.op = nil
+		return
+	}
 	if n := s.nodes[c.node]; n != nil && s.gen[c.node] == c.gen {
 		n.parts[c.part].abandon(c.pr, context.DeadlineExceeded)
 		s.poll(c)
@@ -361,6 +392,10 @@ func (s *nodeSim) poll(c *simClient) {
 	if c.op == nil {
 		return
 	}
+	if c.rd != nil {
+		s.pollRead(c)
+		return
+	}
 	if s.nodes[c.node] == nil || s.gen[c.node] != c.gen {
 		s.finish(c, math.MaxInt64, "") // its node crashed: unknown forever
 		return
@@ -374,9 +409,6 @@ func (s *nodeSim) poll(c *simClient) {
 	case err == nil:
 		s.now++
 		v, _ := c.pr.results[0].Value.(string)
-		if c.barrier {
-			v, _ = s.sms[c.node].get(c.part, c.op.key)
-		}
 		s.finish(c, s.now, v)
 		s.acked++
 	case errors.Is(err, ErrTimeout):
@@ -384,6 +416,30 @@ func (s *nodeSim) poll(c *simClient) {
 	default:
 		c.op = nil // certainly not applied: not part of the history
 	}
+}
+
+// pollRead records a ReadBarrier's outcome: on success, what the node's state machine
+// holds right then; a read that failed, or whose node crashed, had no effect and is left
+// out of the history.
+func (s *nodeSim) pollRead(c *simClient) {
+	if s.nodes[c.node] == nil || s.gen[c.node] != c.gen {
+		c.op = nil
+		return
+	}
+	select {
+	case <-c.rd.done:
+	default:
+		return
+	}
+	if c.rd.err != nil {
+		c.op = nil
+		return
+	}
+	s.now++
+	v, _ := s.sms[c.node].get(c.part, c.op.key)
+	s.finish(c, s.now, v)
+	s.acked++
+	s.reads++
 }
 
 func (s *nodeSim) finish(c *simClient, ret int64, readValue string) {
@@ -500,6 +556,7 @@ func simOptions(seed int64) nodeSimOptions {
 	if seed%5 == 0 {
 		o.partitions = 8 // more groups than keys: idle partitions share every batch
 	}
+	o.leaseReads = seed%2 == 1
 	return o
 }
 
@@ -509,7 +566,7 @@ func simOptions(seed int64) nodeSimOptions {
 // history must be linearizable, every index must hold one entry on all nodes, and writes
 // must succeed again after healing (S1, S12, S14, S15, S16, S17, S18, S19, S22).
 func TestNodeSimLinearizable(t *testing.T) {
-	var ops, acked, unknown int
+	var ops, acked, unknown, reads int
 	start := time.Now()
 	seeds := nodeSimSeedList()
 	for _, seed := range seeds {
@@ -520,8 +577,9 @@ func TestNodeSimLinearizable(t *testing.T) {
 		ops += len(s.history)
 		acked += s.acked
 		unknown += s.unknown
+		reads += s.reads
 	}
-	t.Logf("%d seeds, %d operations in histories (%d acknowledged, %d unknown) in %v", len(seeds), ops, acked, unknown, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds, %d operations in histories (%d acknowledged, %d of them ReadBarrier reads, %d unknown) in %v", len(seeds), ops, acked, reads, unknown, time.Since(start).Round(time.Millisecond))
 	if acked < len(seeds)*10 {
 		t.Fatalf("only %d operations acknowledged over %d seeds: the workload made no progress", acked, len(seeds))
 	}

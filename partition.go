@@ -50,6 +50,8 @@ type partition struct {
 	applied uint64
 	// status is what the loop last published.
 	status PartitionStatus
+	// reads are the ReadBarrier calls in flight (node_read.go).
+	reads partitionReads
 }
 
 // newPartition wraps a partition's restored Raft group; hs is the hard state it was
@@ -420,19 +422,17 @@ func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint
 }
 
 // appliedTo records that the applier applied the entries up to last, and answers the
-// proposals that ents (with their results) and barriers complete. The barriers are
-// matched before the sweep of p.local in resolveApplied, which would take a barrier
-// applied in this batch, not yet matched, for a lost entry.
-func (p *partition) appliedTo(last uint64, ents []Entry, results []any, barriers []Entry) {
+// proposals that ents (with their results) complete and the reads waiting for last.
+func (p *partition) appliedTo(last uint64, ents []Entry, results []any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if last > p.applied {
 		p.applied = last
 	}
-	if len(barriers) > 0 {
-		p.matchApplied(barriers, make([]any, len(barriers)))
-	}
 	p.resolveApplied(ents, results)
+	if len(p.reads.all) > 0 {
+		p.readsApplied()
+	}
 }
 
 // resolveApplied matches entries that were just applied (with their results) against the

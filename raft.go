@@ -219,6 +219,7 @@ type raft struct {
 	// next raftReady.
 	snapshotSends  []string
 	pendingInstall *snapshotMeta
+	reads          readIndexState
 	rules          safetyRules
 }
 
@@ -239,6 +240,9 @@ type safetyRules struct {
 	selfVoteCounts func(durable bool) bool
 	// releaseVoteRequest queues a candidate's vote request to be sent.
 	releaseVoteRequest func(r *raft, req Message)
+	// readConfirmed reports whether a read waiting on heartbeat round may be released now
+	// that a quorum acknowledged rounds up to confirmed.
+	readConfirmed func(round, confirmed uint64) bool
 }
 
 var correctRules = safetyRules{
@@ -253,6 +257,8 @@ var correctRules = safetyRules{
 	// A request leaves only once the term, vote and log it claims are durable (S37; see
 	// becomeCandidate).
 	releaseVoteRequest: (*raft).sendAfterPersist,
+	// Only once a quorum acknowledged a heartbeat sent after the read arrived (thesis §6.4).
+	readConfirmed: func(round, confirmed uint64) bool { return round <= confirmed },
 }
 
 // newRaft starts a group from its configuration and what it persisted.
@@ -326,6 +332,7 @@ func (r *raft) tick() {
 }
 
 func (r *raft) tickLeader() {
+	r.reads.ticks++
 	r.heartbeatElapsed++
 	r.electionElapsed++
 	if r.electionElapsed >= r.electionTicks {
@@ -438,6 +445,9 @@ func (r *raft) step(m Message) error {
 	case MsgVote, MsgPreVote:
 		r.handleVoteRequest(m)
 		return nil
+	case MsgReadIndex, MsgReadIndexResp:
+		r.stepRead(m)
+		return nil
 	}
 	switch r.role {
 	case roleLeader:
@@ -456,7 +466,7 @@ func (r *raft) step(m Message) error {
 // handler that reads it.
 func checkMessage(m Message) error {
 	switch m.Type {
-	case MsgNone, msgTimeoutNow, msgReadIndex, msgReadIndexResp:
+	case MsgNone, msgTimeoutNow:
 		// Not (or not yet) handled by the core: let none of them raise the term.
 		return fmt.Errorf("%w: type %v not handled", errInvalidMessage, m.Type)
 	}
@@ -475,9 +485,17 @@ func checkMessage(m Message) error {
 		if m.LogTerm > m.Term || (m.Index == 0) != (m.LogTerm == 0) {
 			return fmt.Errorf("%w: %v from %s for term %d claims last entry (%d, %d)", errInvalidMessage, m.Type, m.From, m.Term, m.Index, m.LogTerm)
 		}
-	case MsgHeartbeat:
+	case MsgHeartbeat, MsgReadIndex:
+		// Only a leader sends a heartbeat, and only a follower that knows one asks it for
+		// a read: neither exists in term 0.
 		if m.Term == 0 {
-			return fmt.Errorf("%w: heartbeat from %s in term 0", errInvalidMessage, m.From)
+			return fmt.Errorf("%w: %v from %s in term 0", errInvalidMessage, m.Type, m.From)
+		}
+	case MsgReadIndexResp:
+		// A leader answers in the term it leads, and grants no read below its term's first
+		// entry (its no-op commits first, thesis §6.4): index 0 is no read index.
+		if m.Term == 0 || (!m.Reject && m.Index == 0) {
+			return fmt.Errorf("%w: %v from %s claims read index %d in term %d", errInvalidMessage, m.Type, m.From, m.Index, m.Term)
 		}
 	case MsgAppend:
 		return checkAppend(m)

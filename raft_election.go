@@ -12,6 +12,7 @@ func (r *raft) resetElectionTimer() {
 }
 
 func (r *raft) becomeFollower(term uint64, lead string) {
+	r.resetReads()
 	if term != r.term {
 		r.term = term
 		r.vote = ""
@@ -130,6 +131,7 @@ func (r *raft) becomeLeader() {
 	}
 	r.tracker.self.match = r.log.stable
 	r.tracker.self.state = progressReplicate
+	r.resetReads()
 	r.appendLocal([]Entry{{Kind: EntryNoop}})
 }
 

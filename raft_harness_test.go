@@ -104,6 +104,7 @@ type testNode struct {
 	// noSnapshotReport leaves the leader to learn of an install from the follower's
 	// acknowledgement alone, as when the node's report is late.
 	noSnapshotReport bool
+	reads            []readState // every read the group released, in order
 }
 
 func testConfig(id string, voters []string) raftConfig {
@@ -154,6 +155,7 @@ func (n *testNode) flush() []Message {
 		n.log.save(rd)
 		out = append(out, rd.MessagesAfterPersist...)
 		n.applied = append(n.applied, rd.CommittedEntries...)
+		n.reads = append(n.reads, rd.ReadStates...)
 		n.r.advance(rd)
 	}
 	return out

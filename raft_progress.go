@@ -39,6 +39,8 @@ type progress struct {
 	// acknowledgement answering an earlier message tells of the log it lost.
 	lostSeq  uint64
 	inflight inflights
+	// reads is which read rounds the follower acknowledged (raft_read.go).
+	reads followerReads
 }
 
 // stamp numbers the next message to the follower; it returns the Context to send.

@@ -32,11 +32,18 @@ type raftReady struct {
 	// this raftReady: restore the state machine from it and compact the stored log up to it
 	// (its entries, if any, follow the snapshot).
 	InstallSnapshot *snapshotMeta
+	// ReadStates are the reads released since the last raftReady (raft_read.go): each may be
+	// served once the entries up to its index are applied, or failed. The slice is reused
+	// after advance.
+	ReadStates []readState
 }
 
 // flush sends what proposals and commits left pending since the last raftReady: one pass over
 // the followers per raftReady, however many proposals came in.
 func (r *raft) flush() {
+	if r.role == roleLeader {
+		r.flushReads()
+	}
 	if r.role == roleLeader && (r.appendPending || r.commitPending) {
 		for _, pr := range r.tracker.prs {
 			if pr != r.tracker.self {
@@ -57,7 +64,7 @@ func (r *raft) hasReady() bool {
 	if r.readyOut {
 		return false
 	}
-	return r.appendPending || r.commitPending ||
+	return r.appendPending || r.commitPending || r.readsReady() ||
 		len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 ||
 		len(r.snapshotSends) > 0 || r.pendingInstall != nil ||
 		r.hardState() != r.prevHardState ||
@@ -86,6 +93,7 @@ func (r *raft) ready() raftReady {
 	rd.Entries = r.log.pendingEntries()
 	rd.SendSnapshots, rd.InstallSnapshot = r.snapshotSends, r.pendingInstall
 	r.snapshotSends, r.pendingInstall = nil, nil
+	rd.ReadStates = r.takeReleased()
 	rd.Messages, rd.MessagesAfterPersist = r.msgs, r.msgsAfterPersist
 	r.msgs, r.msgsAfterPersist = r.spareMsgs[:0], r.spareAfter[:0]
 	r.spareMsgs, r.spareAfter = nil, nil
@@ -109,6 +117,7 @@ func (r *raft) advance(rd raftReady) {
 	if n := len(rd.CommittedEntries); n > 0 {
 		r.log.applied = rd.CommittedEntries[n-1].Index
 	}
+	r.advanceReads(rd.ReadStates)
 	clear(rd.Messages)
 	clear(rd.MessagesAfterPersist)
 	r.spareMsgs, r.spareAfter = rd.Messages[:0], rd.MessagesAfterPersist[:0]

@@ -8,6 +8,8 @@ package kommander
 // stale ones and a follower that lost its log from a slow one (S13, S36):
 //   - Context on MsgAppend and MsgHeartbeat numbers the messages to each follower
 //     (progress.seq); the follower echoes it in its MsgAppendResp and MsgHeartbeatResp.
+//     The leader also learns from it which read rounds a follower acknowledged
+//     (raft_read.go).
 //   - Index on MsgHeartbeatResp is the follower's last index.
 //   - Reject on MsgHeartbeatResp says that the follower could not take the heartbeat's
 //     commit on trust (see handleHeartbeat).
@@ -43,6 +45,8 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 	switch m.Type {
 	case MsgAppendResp:
 		pr.recentActive = true
+		// An append sent after a round's heartbeat proves that round too (raft_read.go).
+		r.readAcked(pr, m.Context)
 		if m.Reject {
 			r.handleAppendReject(m, pr)
 		} else {
@@ -50,6 +54,7 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 		}
 	case MsgHeartbeatResp:
 		pr.recentActive = true
+		r.readAcked(pr, m.Context)
 		if m.Index < pr.match && pr.answersAfterMatch(m.Context) {
 			// The follower reports a last index below what it acknowledged, in answer to a
 			// heartbeat sent after that acknowledgement: it lost entries (S36). Probe it
@@ -248,13 +253,17 @@ func (r *raft) sendAppend(pr *progress) bool {
 	return true
 }
 
+// bcastHeartbeat sends a heartbeat to every follower: one read round (raft_read.go).
 func (r *raft) bcastHeartbeat() {
+	round := r.nextReadRound()
 	for _, pr := range r.tracker.prs {
 		if pr == r.tracker.self {
 			continue
 		}
+		seq := pr.stamp()
+		pr.reads.record(round, seq)
 		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match),
-			Context: pr.stamp()})
+			Context: seq})
 	}
 }
 

@@ -285,7 +285,7 @@ func TestSingleVoterGroupCommitsAlone(t *testing.T) {
 func TestStepSurvivesArbitraryMessages(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2024, 11))
 	types := []MessageType{MsgNone, MsgVote, MsgVoteResp, MsgPreVote, MsgPreVoteResp, MsgAppend, MsgAppendResp,
-		MsgHeartbeat, MsgHeartbeatResp, msgTimeoutNow, msgSnapshot, MsgForward, msgReadIndex, msgReadIndexResp, msgTypeCount, 200}
+		MsgHeartbeat, MsgHeartbeatResp, msgTimeoutNow, msgSnapshot, MsgForward, MsgReadIndex, MsgReadIndexResp, msgTypeCount, 200}
 	small := func() uint64 { return []uint64{0, 1, 2, 3, 4, 5, 8, 1 << 62, ^uint64(0)}[rng.IntN(9)] }
 	for round := range 200 {
 		opts := []func(*raftConfig){withCheckQuorum}

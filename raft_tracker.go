@@ -56,13 +56,18 @@ func (t *tracker) quorumMatch() uint64 {
 	for _, pr := range t.prs {
 		ms = append(ms, pr.match)
 	}
-	// Insertion sort, descending: groups are small and this must not allocate.
+	return kthHighest(ms, t.quorum())
+}
+
+// kthHighest returns the k-th highest of ms (1-based), sorting ms in place, descending, by
+// insertion: groups are small and this must not allocate.
+func kthHighest(ms []uint64, k int) uint64 {
 	for i := 1; i < len(ms); i++ {
 		for j := i; j > 0 && ms[j] > ms[j-1]; j-- {
 			ms[j], ms[j-1] = ms[j-1], ms[j]
 		}
 	}
-	return ms[t.quorum()-1]
+	return ms[k-1]
 }
 
 // quorumActive reports whether a quorum (this leader included) was heard from since the

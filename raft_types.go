@@ -86,10 +86,12 @@ const (
 	// MsgForward carries proposals from a node that does not lead the partition to the
 	// one it believes leads it.
 	MsgForward
-	// msgReadIndex asks the leader for a linearizable read index.
-	msgReadIndex
-	// msgReadIndexResp answers msgReadIndex.
-	msgReadIndexResp
+	// MsgReadIndex asks the leader for a linearizable read index (thesis §6.4); Context
+	// is the asker's request ID.
+	MsgReadIndex
+	// MsgReadIndexResp answers MsgReadIndex with the read index in Index and the request
+	// ID in Context, or with Reject set when the receiver does not lead.
+	MsgReadIndexResp
 	// MsgForwardRefused tells the node that sent a MsgForward that the leader took none of
 	// its entries (they will never be applied); its entries carry only their IDs.
 	MsgForwardRefused
@@ -109,7 +111,7 @@ var messageTypeNames = [...]string{
 	MsgAppend: "MsgAppend", MsgAppendResp: "MsgAppendResp",
 	MsgHeartbeat: "MsgHeartbeat", MsgHeartbeatResp: "MsgHeartbeatResp",
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
-	msgReadIndex: "MsgReadIndex", msgReadIndexResp: "MsgReadIndexResp",
+	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
 }
 
@@ -153,8 +155,9 @@ type Message struct {
 	RejectHint uint64
 	// Context is request data echoed in the response: on MsgAppend and MsgHeartbeat the
 	// leader's number of the message to that follower, which MsgAppendResp and
-	// MsgHeartbeatResp carry back, so that the leader tells a fresh answer from a stale one;
-	// on MsgHello and MsgHelloResp an incarnation.
+	// MsgHeartbeatResp carry back, so that the leader tells a fresh answer from a stale one
+	// and knows which reads the answer confirms; on MsgReadIndex and MsgReadIndexResp the
+	// read request's ID; on MsgHello and MsgHelloResp an incarnation.
 	Context uint64
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk

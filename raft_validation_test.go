@@ -165,7 +165,7 @@ func TestRequestVoteReceiverRefusesImpossibleLastEntryS31(t *testing.T) {
 
 // S31: message types the core does not handle are refused before their term is believed.
 func TestStepRefusesTypesTheCoreDoesNotHandleS31(t *testing.T) {
-	for _, typ := range []MessageType{msgTimeoutNow, msgReadIndex, msgReadIndexResp} {
+	for _, typ := range []MessageType{msgTimeoutNow} {
 		n := newNode(t, "n1", 2, []uint64{1})
 		if err := n.r.step(Message{Type: typ, From: "n2", To: "n1", Term: 9}); !errors.Is(err, errInvalidMessage) {
 			t.Fatalf("%v: want errInvalidMessage, got %v", typ, err)
@@ -194,5 +194,25 @@ func TestStepRefusesSnapshotsWithoutACompleteDescriptionS31(t *testing.T) {
 		if n.r.term != 2 {
 			t.Fatalf("%s raised the term to %d", name, n.r.term)
 		}
+	}
+}
+
+// S31: a read request or answer that no correct peer could send (term 0, or a granted read
+// at index 0) is refused before its term is believed.
+func TestStepRefusesImpossibleReadMessagesS31(t *testing.T) {
+	for name, m := range map[string]Message{
+		"request in term 0":       {Type: MsgReadIndex, From: "n2", To: "n1", Term: 0, Context: 1},
+		"answer in term 0":        {Type: MsgReadIndexResp, From: "n2", To: "n1", Term: 0, Index: 3, Context: 1},
+		"granted read at index 0": {Type: MsgReadIndexResp, From: "n2", To: "n1", Term: 9, Context: 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := newNode(t, "n1", 2, []uint64{1})
+			if err := n.r.step(m); !errors.Is(err, errInvalidMessage) {
+				t.Fatalf("want errInvalidMessage, got %v", err)
+			}
+			if n.r.term != 2 || len(n.r.reads.released) != 0 {
+				t.Fatalf("term %d, released %v", n.r.term, n.r.reads.released)
+			}
+		})
 	}
 }

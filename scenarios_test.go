@@ -240,7 +240,7 @@ S31 messages whose fields lie
 		TestAppendEntriesReceiverRefusesAppendsNoLeaderSendsS31
 		TestStepRefusesTermAtTheTopOfTheRangeS31 TestRequestVoteReceiverRefusesImpossibleLastEntryS31
 		TestStepRefusesTypesTheCoreDoesNotHandleS31 TestNoElectionAtTheTopOfTheTermRangeS31
-		FuzzRaftStep
+		TestStepRefusesImpossibleReadMessagesS31 FuzzRaftStep
 
 S32 impersonated peers
 	A connection claiming a live peer's ID, on any lane or transport, is refused; an ID that

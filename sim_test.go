@@ -50,8 +50,11 @@ type simParams struct {
 	dropP, dupP                   float64
 	crashP                        float64
 	compactP                      float64 // after a persist, compact a group's log (as a snapshot allows)
-	events                        int
-	bug                           *plantedBug
+	// healP is the chance that an event heals the network: small, partitions outlast
+	// elections, and a deposed leader lives on beside its successor.
+	healP  float64
+	events int
+	bug    *plantedBug
 	// restartAtOnce restarts a crashed node in the same event, as a supervisor would: what
 	// it had not saved is lost, and the messages already on their way to it still arrive.
 	restartAtOnce bool
@@ -73,6 +76,7 @@ func simParamsFor(seed uint64, nodes int) simParams {
 		crashP:         []float64{0.002, 0.01}[rng.IntN(2)],
 		events:         simDefaultEvents,
 	}
+	p.healP = []float64{0.025, 0.025, 0.002}[rng.IntN(3)]
 	p.compactP = []float64{0, 0.1, 0.4}[rng.IntN(3)] // drawn last: the others stay as they were
 	if *simEventsFlag > 0 {
 		p.events = *simEventsFlag
@@ -131,6 +135,10 @@ type sim struct {
 	committed [][]simEntryRec             // committed[g][i-1] is the entry committed at i
 	applied   [][]simEntryRec             // applied[g][i-1] is the entry applied at i
 	appliedAt []map[uint64]uint64         // proposal ID -> index it was applied at
+	// readFloor maps a read request's ID to the highest index committed anywhere when it
+	// was made: its read index may be no lower (thesis §6.4).
+	readFloor []map[uint64]uint64
+	reads     int // reads released
 
 	nextID uint64
 	err    error
@@ -157,6 +165,7 @@ func newSim(seed uint64, p simParams) *sim {
 		s.committed = append(s.committed, nil)
 		s.applied = append(s.applied, nil)
 		s.appliedAt = append(s.appliedAt, map[uint64]uint64{})
+		s.readFloor = append(s.readFloor, map[uint64]uint64{})
 	}
 	for i, id := range ids {
 		n := &simNode{id: id}
@@ -268,6 +277,7 @@ func (s *sim) process(i, g int) {
 			snapshot: &snapshotChunk{Index: sg.log.offset, Term: sg.log.offsetTerm, Done: true}})
 		sg.r.reportSnapshot(to, sg.log.offset, s.rng.IntN(2) == 0)
 	}
+	s.checkReads(i, g, rd.ReadStates)
 	sg.rd, sg.pending = rd, true
 }
 
@@ -289,6 +299,35 @@ func (s *sim) compact(i, g int) {
 	idx := lo + s.rng.Uint64N(hi-lo+1)
 	s.tracef("compact %s g%d to %d", s.nodes[i].id, g, idx)
 	sg.log.compact(idx)
+}
+
+// read asks node i for a linearizable read of group g and records the floor its read
+// index must reach: everything committed anywhere so far.
+func (s *sim) read(i, g int) {
+	s.nextID++
+	if err := s.nodes[i].groups[g].r.readIndex(s.nextID, false); err != nil {
+		return
+	}
+	s.readFloor[g][s.nextID] = uint64(len(s.committed[g]))
+	s.process(i, g)
+}
+
+// checkReads checks the reads a raftReady released: a linearizable read's index is at least
+// every index committed before the read was requested.
+func (s *sim) checkReads(i, g int, states []readState) {
+	for _, rs := range states {
+		floor, ok := s.readFloor[g][rs.id]
+		switch {
+		case rs.failed:
+		case !ok:
+			s.failf("%s group %d released read %d that nobody requested", s.nodes[i].id, g, rs.id)
+		case rs.index < floor:
+			s.failf("stale read: %s group %d released read %d at index %d, below the %d committed when it was requested",
+				s.nodes[i].id, g, rs.id, rs.index, floor)
+		default:
+			s.reads++
+		}
+	}
 }
 
 // persist completes node i's outstanding Readies: durable, after-persist messages out,
@@ -537,6 +576,18 @@ func (s *sim) event() int {
 		}
 		i := live[s.rng.IntN(len(live))]
 		g := s.rng.IntN(s.p.groups)
+		if s.rng.IntN(2) == 0 {
+			// Reads go to a node that believes it leads, deposed or not, when there is
+			// one: that is where a read served without its round goes stale.
+			for _, j := range live {
+				if s.nodes[j].groups[g].r.role == roleLeader && s.rng.IntN(2) == 0 {
+					i = j
+				}
+			}
+			s.tracef("read %s g%d", s.nodes[i].id, g)
+			s.read(i, g)
+			return i
+		}
 		s.tracef("propose %s g%d", s.nodes[i].id, g)
 		s.propose(i, g)
 		return i
@@ -583,6 +634,8 @@ func (s *sim) event() int {
 		a, b := s.rng.IntN(len(s.nodes)), s.rng.IntN(len(s.nodes))
 		s.tracef("cut %d->%d", a, b)
 		s.cut[[2]int{a, b}] = true // asymmetric: b still reaches a
+		return -1
+	case x < 1-s.p.healP:
 		return -1
 	default:
 		s.tracef("heal")
@@ -728,7 +781,7 @@ func runSims(t *testing.T, name string, nodes, count int, adjust ...func(*simPar
 		}
 	}
 	start := time.Now()
-	events := 0
+	events, reads := 0, 0
 	for _, seed := range seeds {
 		p := simParamsFor(seed, nodes)
 		for _, a := range adjust {
@@ -742,8 +795,9 @@ func runSims(t *testing.T, name string, nodes, count int, adjust ...func(*simPar
 			t.Fatalf("seed %d (%+v): %v\nreplay: go test -run '^%s$' -sim.seed=%d -sim.trace -v .", seed, p, err, name, seed)
 		}
 		events += s.now
+		reads += s.reads
 	}
-	t.Logf("%d seeds, %d events in %v", len(seeds), events, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds, %d events, %d reads released in %v", len(seeds), events, reads, time.Since(start).Round(time.Millisecond))
 }
 
 // TestSimThreeNodes runs the simulation with 3 nodes (S12, S15, S17 and the invariants of
@@ -795,6 +849,8 @@ var (
 		}}
 	bugVoteRequestBeforePersist = &plantedBug{"(e) send vote requests before the term, vote and log they claim are persisted",
 		func(rs *safetyRules) { rs.releaseVoteRequest = (*raft).send }}
+	bugReadWithoutRound = &plantedBug{"(f) serve a read index without a quorum's heartbeat round",
+		func(rs *safetyRules) { rs.readConfirmed = func(uint64, uint64) bool { return true } }}
 )
 
 // findPlantedBug runs seeds with a planted bug until the simulation reports a violation,
@@ -845,4 +901,11 @@ func TestSimFindsSelfVoteCountedBeforePersist(t *testing.T) {
 // campaign (S37).
 func TestSimFindsVoteRequestSentBeforePersist(t *testing.T) {
 	findPlantedBug(t, 3, 1000, bugVoteRequestBeforePersist, withoutPreVote)
+}
+
+// TestSimFindsReadWithoutHeartbeatRound plants bug (f): a leader serves a read at its commit
+// index without confirming with a quorum that it still leads; a deposed leader that has not
+// heard of its successor then answers with a stale index (thesis §6.4).
+func TestSimFindsReadWithoutHeartbeatRound(t *testing.T) {
+	findPlantedBug(t, 3, 1000, bugReadWithoutRound)
 }

@@ -21,7 +21,8 @@ import (
 
 // The `bench` subcommand: the standard benchmark. A cluster runs in this process on
 // loopback with real WALs; clients replicate fixed-size entries through each partition's
-// leader for a fixed time after a warm-up.
+// leader for a fixed time after a warm-up. With -reads they call ReadBarrier instead, on the
+// leader or on a follower, and the result counts the fsyncs the reads cost (none).
 
 // benchOptions are the flags of `kommander bench`.
 type benchOptions struct {
@@ -30,6 +31,10 @@ type benchOptions struct {
 	transport                   kommander.TransportKind
 	noSync, json                bool
 	dir, cpuProfile             string
+	// reads is "" (clients write), "leader" or "follower" (clients call ReadBarrier there);
+	// lease makes them call ReadBarrierLease, with lease reads on.
+	reads string
+	lease bool
 }
 
 // benchResult is what one run measured; -json prints it as is.
@@ -38,6 +43,7 @@ type benchResult struct {
 	Partitions      int     `json:"partitions"`
 	Clients         int     `json:"clients"`
 	Size            int     `json:"size_bytes"`
+	Mode            string  `json:"mode"`
 	Transport       string  `json:"transport"`
 	Fsync           bool    `json:"fsync"`
 	Unsafe          bool    `json:"unsafe_nosync"`
@@ -53,6 +59,7 @@ type benchResult struct {
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUPer10kOps    float64 `json:"cpu_seconds_per_10k_ops"`
 	EntriesPerFsync float64 `json:"entries_per_fsync"`
+	Fsyncs          uint64  `json:"fsyncs"`
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,6 +78,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&o.dir, "dir", "", "directory for the WALs (default: a new temporary directory, removed after)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
+	fs.StringVar(&o.reads, "reads", "", "measure linearizable reads instead of writes: ReadBarrier on the \"leader\" or on a \"follower\"")
+	fs.BoolVar(&o.lease, "lease", false, "with -reads: ReadBarrierLease, lease reads on (see -lease-reads of kommander node)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,6 +94,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("-nodes, -partitions and -clients must be at least 1, -size at least 0")
 	case o.duration <= 0 || o.warmup < 0:
 		return errors.New("-duration must be positive and -warmup not negative")
+	case o.reads != "" && o.reads != "leader" && o.reads != "follower":
+		return fmt.Errorf("-reads %q: want leader or follower", o.reads)
+	case o.lease && o.reads == "":
+		return errors.New("-lease needs -reads")
+	case o.reads == "follower" && o.nodes < 2:
+		return errors.New("-reads follower needs -nodes 2 or more")
 	}
 	res, err := bench(ctx, o)
 	if err != nil {
@@ -116,7 +131,7 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
 			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
 			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
-			heartbeat: o.election / 10,
+			heartbeat: o.election / 10, lease: o.lease,
 		}
 	}
 	nodes, err := startCluster(ctx, specs)
@@ -151,22 +166,30 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		go func(c int) {
 			defer wg.Done()
 			p := c % o.parts
-			var leader *kommander.Node
+			var target *kommander.Node
 			for !stop.Load() {
-				if leader == nil {
-					if leader = leaderOf(nodes, p); leader == nil {
+				if target == nil {
+					if target = benchTarget(nodes, p, o.reads); target == nil {
 						runtime.Gosched()
 						continue
 					}
 				}
 				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				start := time.Now()
-				_, err := leader.Replicate(rctx, p, "b", payload)
+				var err error
+				switch {
+				case o.reads == "":
+					_, err = target.Replicate(rctx, p, "b", payload)
+				case o.lease:
+					err = target.ReadBarrierLease(rctx, p)
+				default:
+					err = target.ReadBarrier(rctx, p)
+				}
 				d := time.Since(start)
 				cancel()
 				if err != nil {
 					errs.Add(1)
-					leader = nil
+					target = nil
 					continue
 				}
 				if measuring.Load() {
@@ -217,15 +240,25 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 
 	all := slices.Concat(lat...)
 	slices.Sort(all)
+	mode := "write"
+	if o.reads != "" {
+		mode = "read on the " + o.reads
+		if o.lease {
+			mode += " (lease)"
+		}
+	}
 	res := benchResult{
-		Nodes: o.nodes, Partitions: o.parts, Clients: o.clients, Size: o.size,
+		Nodes: o.nodes, Partitions: o.parts, Clients: o.clients, Size: o.size, Mode: mode,
+		Fsyncs:    fsyncs1 - fsyncs0,
 		Transport: o.transport.String(), Fsync: !o.noSync, Unsafe: o.noSync,
 		GOMAXPROCS: runtime.GOMAXPROCS(0), Seconds: elapsed.Seconds(),
 		Ops: uint64(len(all)), Errors: errs.Load(),
 		P50Ms: percentileMs(all, 0.50), P99Ms: percentileMs(all, 0.99), P999Ms: percentileMs(all, 0.999),
 	}
 	res.OpsPerSec = float64(res.Ops) / res.Seconds
-	res.MBPerSec = res.OpsPerSec * float64(o.size) / 1e6
+	if o.reads == "" {
+		res.MBPerSec = res.OpsPerSec * float64(o.size) / 1e6
+	}
 	if cpuOK {
 		res.CPUSeconds = (cpu1 - cpu0).Seconds()
 		if res.Ops > 0 {
@@ -237,6 +270,21 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		res.EntriesPerFsync = float64(saved1-saved0) / float64(fsyncs1-fsyncs0)
 	}
 	return res, nil
+}
+
+// benchTarget returns the node clients of partition p call: its leader, or with reads
+// "follower" a running node that does not lead it; nil while there is none.
+func benchTarget(nodes []*liveNode, p int, reads string) *kommander.Node {
+	leader := leaderOf(nodes, p)
+	if reads != "follower" || leader == nil {
+		return leader
+	}
+	for _, n := range nodes {
+		if n.node != nil && n.node != leader {
+			return n.node
+		}
+	}
+	return nil
 }
 
 // leaderOf returns the running node that leads partition p, or nil.
@@ -276,10 +324,18 @@ func printBench(w io.Writer, r benchResult) {
 	if r.Unsafe {
 		sync = "fsync OFF (UNSAFE -nosync: not a durable configuration)"
 	}
-	fmt.Fprintf(w, "kommander bench: %d nodes, %d partitions, %d clients, %d-byte entries, %s, %s, GOMAXPROCS %d\n",
-		r.Nodes, r.Partitions, r.Clients, r.Size, r.Transport, sync, r.GOMAXPROCS)
+	what := fmt.Sprintf("%d-byte entries", r.Size)
+	if r.Mode != "write" {
+		what = "linearizable reads: ReadBarrier " + r.Mode
+	}
+	fmt.Fprintf(w, "kommander bench: %d nodes, %d partitions, %d clients, %s, %s, %s, GOMAXPROCS %d\n",
+		r.Nodes, r.Partitions, r.Clients, what, r.Transport, sync, r.GOMAXPROCS)
 	fmt.Fprintf(w, "  measured     %.1f s, %d ops, %d errors\n", r.Seconds, r.Ops, r.Errors)
-	fmt.Fprintf(w, "  throughput   %.0f ops/s, %.2f MB/s\n", r.OpsPerSec, r.MBPerSec)
+	if r.Mode == "write" {
+		fmt.Fprintf(w, "  throughput   %.0f ops/s, %.2f MB/s\n", r.OpsPerSec, r.MBPerSec)
+	} else {
+		fmt.Fprintf(w, "  throughput   %.0f reads/s\n", r.OpsPerSec)
+	}
 	fmt.Fprintf(w, "  latency      p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", r.P50Ms, r.P99Ms, r.P999Ms)
 	if r.CPUSeconds > 0 {
 		fmt.Fprintf(w, "  cpu          %.3f s per 10,000 ops (%.0f ops per CPU-second; whole process: %d nodes and the clients)\n",
@@ -287,5 +343,5 @@ func printBench(w io.Writer, r benchResult) {
 	} else {
 		fmt.Fprintf(w, "  cpu          not measured on this platform\n")
 	}
-	fmt.Fprintf(w, "  batching     %.1f entries per fsync\n", r.EntriesPerFsync)
+	fmt.Fprintf(w, "  batching     %.1f entries per fsync, %d fsyncs in the measured time (all nodes)\n", r.EntriesPerFsync, r.Fsyncs)
 }

@@ -30,6 +30,7 @@ type nodeSpec struct {
 	election  time.Duration
 	heartbeat time.Duration
 	maxEntry  int
+	lease     bool // lease reads on
 	logger    *slog.Logger
 	// snapEvery is the number of entries between a partition's snapshots (0: the default).
 	snapEvery int
@@ -117,6 +118,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		ElectionTimeout:   s.election,
 		HeartbeatInterval: s.heartbeat,
 		MaxEntrySize:      s.maxEntry,
+		LeaseReads:        s.lease,
 		Logger:            s.logger,
 		SnapshotEntries:   s.snapEvery,
 		// A window a fifth of the interval: with the default interval, the default.

@@ -9,10 +9,12 @@ import (
 	"github.com/kommander-go/kommander"
 )
 
-// The key-value state machine of `kommander node`. Every request that changes or reads
-// state linearizably is one log entry; its outcome (did a compare-and-set match, which
-// index did an append get, what value did a read see) is decided when the entry applies,
-// identically on every node, and handed back to the caller through Result.Value.
+// The key-value state machine of `kommander node`. Every request that changes state is one
+// log entry; its outcome (did a compare-and-set match, which index did an append get) is
+// decided when the entry applies, identically on every node, and handed back to the caller
+// through Result.Value. A linearizable read is no entry: ReadBarrier, then a read of the
+// map (kvServer.read). Read entries that older versions logged still apply, changing
+// nothing.
 
 // Command types of the key-value log entries.
 const (
@@ -22,8 +24,8 @@ const (
 	cmdDelete    = "delete"     // key
 	cmdCASDelete = "cas-delete" // key, old value
 	cmdAppend    = "append"     // key, element
-	cmdGet       = "get"        // key: a read marker
-	cmdList      = "list"       // key: a read marker
+	cmdGet       = "get"        // key: a read older versions logged; changes nothing
+	cmdList      = "list"       // key: likewise
 )
 
 // errMalformedCommand is the result of an entry whose payload does not decode. Such an

@@ -16,13 +16,17 @@ import (
 
 // newKVTestServer runs a one-node key-value store (memory storage, no network) behind an
 // httptest server and returns its URL.
-func newKVTestServer(t *testing.T) string {
+func newKVTestServer(t *testing.T) string { return newKVTestServerLease(t, false) }
+
+// newKVTestServerLease is newKVTestServer with lease reads on or off (-lease-reads).
+func newKVTestServerLease(t *testing.T, lease bool) string {
 	t.Helper()
 	store := newKVStore(2)
 	n, err := kommander.NewNode(kommander.Config{
 		NodeID: "n1", StateMachine: store, Storage: kommander.NewMemoryStorage(), Partitions: 2,
 		ElectionTimeout: 20 * time.Millisecond, HeartbeatInterval: 2 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		LeaseReads: lease,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +42,9 @@ func newKVTestServer(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer(newKVServer(n, store, 5*time.Second, 1<<10))
+	kv := newKVServer(n, store, 5*time.Second, 1<<10)
+	kv.leaseReads = lease
+	srv := httptest.NewServer(kv)
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -151,5 +157,24 @@ func TestKVServerBoundsSlowClients(t *testing.T) {
 	srv := newHTTPServer(http.NotFoundHandler(), 5*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 || srv.WriteTimeout <= 5*time.Second {
 		t.Fatalf("timeouts: header %v, read %v, idle %v, write %v", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.IdleTimeout, srv.WriteTimeout)
+	}
+}
+
+// TestKVAPILeaseReads: with -lease-reads, GET takes ?lease (a value and a list read through
+// the leader's lease); ?lease with ?stale is refused, and without -lease-reads ?lease is a
+// 400 (TestKVAPIRefusesWhatItCannotParse).
+func TestKVAPILeaseReads(t *testing.T) {
+	u := newKVTestServerLease(t, true)
+	if code, _ := kvDo(t, "PUT", u+"/kv/k", "v1"); code != http.StatusNoContent {
+		t.Fatalf("put: %d", code)
+	}
+	if code, body := kvDo(t, "GET", u+"/kv/k?lease", ""); code != http.StatusOK || body != "v1" {
+		t.Fatalf("GET ?lease: %d %q, want 200 v1", code, body)
+	}
+	if code, body := kvDo(t, "GET", u+"/list/l?lease=true", ""); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
+		t.Fatalf("GET list ?lease: %d %q", code, body)
+	}
+	if code, body := kvDo(t, "GET", u+"/kv/k?lease&stale", ""); code != http.StatusBadRequest {
+		t.Fatalf("GET ?lease&stale: %d %q, want 400", code, body)
 	}
 }

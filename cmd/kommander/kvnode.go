@@ -59,6 +59,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	maxValue := fs.Int("max-value", defaultMaxValue, "largest value or list element, in bytes")
 	nosync := fs.Bool("nosync", false, "UNSAFE: skip fsync; a crash loses acknowledged writes")
 	snapEvery := fs.Int("snapshot-entries", kommander.DefaultSnapshotEntries, "entries between two snapshots of a partition, which bound its log and restart time")
+	leaseReads := fs.Bool("lease-reads", false, "allow GET ?lease: reads the leader serves from its lease, without a heartbeat round; assumes clocks drift apart by less than 10% and restarts take longer than -election-timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -116,7 +117,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 		id: *id, listener: *raftAddr, dataDir: *dataDir, parts: *parts, transport: kind,
 		cluster: *cluster, secret: secret, tls: tlsConf, noSync: *nosync, sm: store,
 		election: *election, heartbeat: *heartbeat,
-		maxEntry: 2*(*maxValue) + entryOverhead, logger: log, snapEvery: *snapEvery,
+		maxEntry: 2*(*maxValue) + entryOverhead, lease: *leaseReads, logger: log, snapEvery: *snapEvery,
 	})
 	if err != nil {
 		return err
@@ -130,7 +131,9 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = ln.stop(context.Background())
 		return fmt.Errorf("node: -http: %w", err)
 	}
-	srv := newHTTPServer(newKVServer(ln.node, store, *timeout, int64(*maxValue)), *timeout, log)
+	kv := newKVServer(ln.node, store, *timeout, int64(*maxValue))
+	kv.leaseReads = *leaseReads
+	srv := newHTTPServer(kv, *timeout, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(httpLn) }()
 	if *nosync {
@@ -239,7 +242,9 @@ type kvServer struct {
 	store    *kvStore
 	timeout  time.Duration
 	maxValue int64
-	mux      *http.ServeMux
+	// leaseReads allows ?lease (the node's Config.LeaseReads is set).
+	leaseReads bool
+	mux        *http.ServeMux
 }
 
 // newKVServer returns the handler of the key-value API.
@@ -477,24 +482,46 @@ func answerWrite(w http.ResponseWriter, v any, err error) error {
 	return nil
 }
 
-// read reads key: from this node's state with ?stale, else through the log (cmd).
-func (s *kvServer) read(r *http.Request, q url.Values, key, cmd string, local func(p int) any) (any, error) {
+// read reads key from this node's state: as it is with ?stale; otherwise after a
+// ReadBarrier (with ?lease, served from the leader's lease when it holds), so that the read
+// observes every write acknowledged before it began.
+func (s *kvServer) read(r *http.Request, q url.Values, key string, local func(p int) any) (any, error) {
 	stale, err := boolParam(q, "stale")
+	if err != nil {
+		return nil, err
+	}
+	lease, err := boolParam(q, "lease")
 	switch {
 	case err != nil:
 		return nil, err
-	case stale:
-		return local(kommander.KeyPartition([]byte(key), s.node.Partitions())), nil
+	case stale && lease:
+		return nil, &httpError{http.StatusBadRequest, "?stale and ?lease exclude each other"}
+	case lease && !s.leaseReads:
+		return nil, &httpError{http.StatusBadRequest, "?lease: lease reads are off on this node (start it with -lease-reads)"}
 	}
-	return s.replicate(r, key, cmd)
+	p := kommander.KeyPartition([]byte(key), s.node.Partitions())
+	if stale {
+		return local(p), nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	if lease {
+		err = s.node.ReadBarrierLease(ctx, p)
+	} else {
+		err = s.node.ReadBarrier(ctx, p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return local(p), nil
 }
 
 func (s *kvServer) getValue(w http.ResponseWriter, r *http.Request) error {
-	key, q, err := s.parse(r, "stale")
+	key, q, err := s.parse(r, "stale", "lease")
 	if err != nil {
 		return err
 	}
-	v, err := s.read(r, q, key, cmdGet, func(p int) any {
+	v, err := s.read(r, q, key, func(p int) any {
 		var val kvValue
 		val.value, val.found = s.store.get(p, key)
 		return val
@@ -548,11 +575,11 @@ func (s *kvServer) appendList(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *kvServer) getList(w http.ResponseWriter, r *http.Request) error {
-	key, q, err := s.parse(r, "stale")
+	key, q, err := s.parse(r, "stale", "lease")
 	if err != nil {
 		return err
 	}
-	v, err := s.read(r, q, key, cmdList, func(p int) any { return s.store.list(p, key) })
+	v, err := s.read(r, q, key, func(p int) any { return s.store.list(p, key) })
 	if err != nil {
 		return err
 	}
