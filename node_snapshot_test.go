@@ -453,27 +453,20 @@ func TestNodeSnapshotCatchUpOverRealTransportsS20(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			deadline := time.Now().Add(20 * time.Second)
-			for nodes[li].storage.FirstIndex(0) < 1000 { // snapshots are written beside the writes
-				if time.Now().After(deadline) {
-					t.Fatalf("the leader's log was not compacted: it starts at %d", nodes[li].storage.FirstIndex(0))
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			// Snapshots are written beside the writes.
+			waitForCondition(t, 20*time.Second, "the leader's log compacted past 1000", func() bool {
+				return nodes[li].storage.FirstIndex(0) >= 1000
+			})
 			sms[lag] = sms[lag].restarted()
 			start(lag)
-			for {
-				if _, ok := sms[lag].get(0, "k2999"); ok {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the follower did not catch up: %+v", nodes[lag].Status())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			if m := nodes[lag].Metrics(); m.SnapshotsInstalled == 0 {
-				t.Fatalf("caught up without a snapshot: %+v", m)
-			}
+			waitForCondition(t, 20*time.Second, "the follower to catch up", func() bool {
+				_, ok := sms[lag].get(0, "k2999")
+				return ok
+			})
+			// The install is counted once it is done, a moment after Restore filled the map.
+			waitForCondition(t, 20*time.Second, "the follower to count a snapshot installed", func() bool {
+				return nodes[lag].Metrics().SnapshotsInstalled > 0
+			})
 			sms[lag].mu.Lock()
 			n := len(sms[lag].kv[0])
 			sms[lag].mu.Unlock()
