@@ -85,6 +85,10 @@
 //	node_read.go          ReadBarrier, ReadBarrierLease: reads waiting for their read index,
 //	                      their retries, and their release once applied
 //	node_forward.go       proposals forwarded between a follower and its partition's leader
+//	node_hosting.go       which partitions a node hosts: its placement, its state, and replicas
+//	                      a leader starts on it; the first voters' head start at bootstrap
+//	node_proxy.go         the calls of a partition a node does not host, run by a node that
+//	                      hosts it: requests, acknowledgements, answers, copies dropped
 //	node_loop.go          the node loop and one pass of it
 //	node_inbox.go         what arrives for the loop between two passes, bounded
 //	node_outbox.go        what a pass sends, gathered into one Send per peer
@@ -97,6 +101,8 @@
 //	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
 //	config.go             Config and Peer, the defaults and Validate
+//	placement.go          which nodes host each partition under a replication factor, with
+//	                      replicas and first leaders spread evenly
 //	discovery.go          the Discovery interface, StaticDiscovery, and what the registry and
 //	                      multicast share: the table of announced nodes, watchers, a repeater
 //	registry.go           RegistryServer: registrations with a TTL, ownership by incarnation,

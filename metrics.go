@@ -84,7 +84,7 @@ func (n *Node) Metrics() Metrics {
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(m.EntriesSaved) / float64(m.Fsyncs)
 	}
-	for _, p := range n.parts {
+	for _, p := range n.hosted.load() {
 		p.mu.Lock()
 		m.PendingProposals += p.pending
 		if p.status.Leader == n.cfg.NodeID {

@@ -2,6 +2,7 @@ package kommander
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -53,9 +54,12 @@ func (n *Node) replicate(ctx context.Context, partition int, cmds []Command) ([]
 // await1 submits a proposal (its cmds and results set) and waits for its answer.
 func (n *Node) await1(ctx context.Context, partition int, pr *proposal) ([]Result, error) {
 	if err := n.enqueue(partition, pr); err != nil {
+		if errors.Is(err, ErrNotHosted) {
+			return n.proxy.replicate(ctx, partition, pr)
+		}
 		return nil, err
 	}
-	p := n.parts[partition]
+	p, _ := n.partition(partition)
 	select {
 	case <-pr.done:
 		return pr.results, pr.err
@@ -81,25 +85,8 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 	if err != nil {
 		return err
 	}
-	if len(cmds) == 0 {
-		return fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
-	}
-	if err := n.writable(); err != nil {
+	if err := n.checkCommands(partition, cmds); err != nil {
 		return err
-	}
-	total := 0
-	for _, c := range cmds {
-		size := len(c.Type) + len(c.Data)
-		if size > n.cfg.MaxEntrySize {
-			n.metrics.rejected.Add(1)
-			return fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
-		}
-		total += size
-	}
-	if len(cmds) > 1 && total > n.cfg.MaxMessageBytes {
-		// A batch travels in one message; bigger ones would not fit.
-		n.metrics.rejected.Add(1)
-		return fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
 	}
 	pr.remaining, pr.done = len(cmds), make(chan struct{})
 	n.admitted()
@@ -122,6 +109,31 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 	}
 	n.metrics.proposals.Add(uint64(len(cmds)))
 	n.in.markProposed()
+	return nil
+}
+
+// checkCommands checks a proposal's commands against the node's state and limits.
+func (n *Node) checkCommands(partition int, cmds []Command) error {
+	if len(cmds) == 0 {
+		return fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
+	}
+	if err := n.writable(); err != nil {
+		return err
+	}
+	total := 0
+	for _, c := range cmds {
+		size := len(c.Type) + len(c.Data)
+		if size > n.cfg.MaxEntrySize {
+			n.metrics.rejected.Add(1)
+			return fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
+		}
+		total += size
+	}
+	if len(cmds) > 1 && total > n.cfg.MaxMessageBytes {
+		// A batch travels in one message; bigger ones would not fit.
+		n.metrics.rejected.Add(1)
+		return fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
+	}
 	return nil
 }
 

@@ -40,6 +40,9 @@ func (n *Node) ReadBarrierLease(ctx context.Context, partition int) error {
 
 func (n *Node) readBarrier(ctx context.Context, partition int, lease bool) error {
 	rd, err := n.submitRead(partition, lease)
+	if errors.Is(err, ErrNotHosted) {
+		return n.proxy.read(ctx, partition, lease)
+	}
 	if err != nil {
 		return err
 	}
@@ -48,7 +51,7 @@ func (n *Node) readBarrier(ctx context.Context, partition int, lease bool) error
 		return rd.err
 	case <-ctx.Done():
 	}
-	p := n.parts[partition]
+	p, _ := n.partition(partition)
 	p.mu.Lock()
 	p.reads.finish(rd, fmt.Errorf("kommander: partition %d: read abandoned: %w", p.id, ctx.Err()))
 	p.mu.Unlock()

@@ -101,6 +101,10 @@ const (
 	// MsgHelloResp answers MsgHello with the incarnation the receiver knows for the sender
 	// (Context), and Reject set when that is not the one announced.
 	MsgHelloResp
+	// msgProxy asks a node that hosts a partition to run a call for a node that hosts none
+	// of it; msgProxyResp answers it (node_proxy.go). They are the node's, never Raft's.
+	msgProxy
+	msgProxyResp
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -113,6 +117,7 @@ var messageTypeNames = [...]string{
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
+	msgProxy: "MsgProxy", msgProxyResp: "MsgProxyResp",
 }
 
 // String returns the message type's name, as in logs and test traces.

@@ -1,0 +1,591 @@
+package kommander
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// This file serves, on a node that hosts no replica of a partition, the calls that need
+// one (Replicate, ReplicateBatch, ReadBarrier, ReadBarrierLease, Leader, WaitForLeader):
+// the node asks a node that hosts one with a msgProxy, and that node runs the call on its
+// own replica (which forwards to the leader as any call does) and answers with a
+// msgProxyResp. The protocol, field by field:
+//
+//   - msgProxy: Partition; Context, the request ID (one of the asking node's entry IDs,
+//     so one incarnation's IDs only grow); Index, the operation (proxyOp...); Entries, the
+//     commands of a Replicate (Type and Data).
+//   - msgProxyResp: Partition and Context as asked; Index 1 for the acknowledgement the
+//     hosting node sends as soon as it took the request, 0 for the answer. The answer
+//     carries one entry per command with its Index and Term, and the value Apply gave it
+//     in Data when it is a []byte or a string (ID says which: proxyValue...), or for
+//     Leader the leader's ID; a failed call has Reject set, the error's class in
+//     RejectHint (proxyErr...) and its text in the first entry's Data.
+//
+// A write is sent to one hosting node, once: a request that is not answered has an
+// unknown outcome (ErrTimeout), because that node may have proposed it. The hosting node
+// takes each request ID once (proxyServer.first), so a copy the network delivers twice is
+// never proposed twice. Reads and leader queries change nothing, so an unanswered one is
+// asked again of another hosting node.
+
+// Operations (Message.Index of msgProxy).
+const (
+	proxyOpReplicate uint64 = iota + 1
+	proxyOpRead
+	proxyOpReadLease
+	proxyOpLeader
+)
+
+// Classes of the error of a failed call (Message.RejectHint of msgProxyResp).
+const (
+	proxyErrFailed      uint64 = iota + 1 // not applied, for another reason (the text says)
+	proxyErrNotHosted                     // that node hosts no replica: nothing was done
+	proxyErrStopped                       // that node stopped before it proposed anything
+	proxyErrUnknown                       // ErrTimeout: the outcome is unknown
+	proxyErrNotLeader                     // ErrNotLeader
+	proxyErrOverloaded                    // ErrOverloaded
+	proxyErrTooLarge                      // ErrTooLarge
+	proxyErrNoPartition                   // ErrNoPartition
+)
+
+// Kinds of a result's value (Entry.ID of an answer's entry).
+const (
+	proxyValueNil uint64 = iota
+	proxyValueBytes
+	proxyValueString
+)
+
+// Bounds of the proxy.
+const (
+	// maxProxyCalls bounds the calls a node has in flight to hosting nodes; beyond it a
+	// call fails at once with ErrOverloaded.
+	maxProxyCalls = 4096
+	// maxProxyServing bounds the requests a node serves for others at once; beyond it it
+	// answers ErrOverloaded.
+	maxProxyServing = 4096
+	// maxProxyErrText bounds the error text an answer carries.
+	maxProxyErrText = 1024
+	// proxyTimeouts is how many election timeouts an asking node waits for an answer: a
+	// proposal on the hosting node may wait noLeaderTimeouts for a leader and as long
+	// again for its forward, plus the grace of a leader change.
+	proxyTimeouts = 2*noLeaderTimeouts + graceTimeouts
+	// proxySuspectTimeouts is how long new calls avoid a hosting node that did not
+	// acknowledge a request within an election timeout.
+	proxySuspectTimeouts = 3
+	// proxySeenTimeouts is how long a hosting node remembers a request ID, to drop copies;
+	// a copy older than that is dropped too (see proxyServer.first).
+	proxySeenTimeouts = proxyTimeouts + noLeaderTimeouts
+)
+
+// proxy is the node's side of calls to and from other nodes for partitions: the calls it
+// has in flight (client) and the requests it serves (server).
+type proxy struct {
+	n *Node
+
+	mu      sync.Mutex
+	now     uint64                // the loop's tick, as of the last tick
+	calls   map[uint64]*proxyCall // by request ID
+	hint    map[int]string        // partition -> the node that last answered for it
+	suspect map[string]uint64     // node -> tick until which new calls avoid it
+	ticked  chan struct{}         // closed and replaced at every tick
+	stopped error                 // set by failAll: no more calls
+	server  proxyServer
+}
+
+// proxyCall is one request in flight to a hosting node.
+type proxyCall struct {
+	id         uint64
+	host       string
+	idempotent bool   // a read or a query: may be asked again elsewhere
+	ackBy      uint64 // tick by which an acknowledgement is due
+	deadline   uint64 // tick after which the outcome is unknown
+	acked      bool
+	outcome    proxyOutcome
+	answer     Message
+	err        error // with outcome proxyStopped
+	done       chan struct{}
+}
+
+// proxyOutcome says how a call ended.
+type proxyOutcome uint8
+
+const (
+	proxyPending  proxyOutcome = iota
+	proxyAnswered              // answer holds the hosting node's answer
+	proxyNoAck                 // an idempotent call was not acknowledged in time
+	proxyExpired               // no answer by the deadline
+	proxyStopped               // this node stopped (err)
+)
+
+func (x *proxy) init(n *Node) {
+	x.n = n
+	x.calls = make(map[uint64]*proxyCall)
+	x.hint = make(map[int]string)
+	x.suspect = make(map[string]uint64)
+	x.ticked = make(chan struct{})
+	x.server.seen = make(map[forwardKey]*proxySeen)
+}
+
+// replicate runs a Replicate or ReplicateBatch of a partition this node does not host
+// (pr holds the commands and receives the results) through a node that hosts it.
+func (x *proxy) replicate(ctx context.Context, partition int, pr *proposal) ([]Result, error) {
+	n := x.n
+	if err := n.checkCommands(partition, pr.cmds); err != nil {
+		return nil, err
+	}
+	ents := pr.appendEntries(nil)
+	ans, host, err := x.call(ctx, partition, proxyOpReplicate, ents, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(ans.Entries) != len(pr.cmds) {
+		return nil, fmt.Errorf("kommander: partition %d: %w: %s answered with %d results for %d commands", partition, ErrTimeout, host, len(ans.Entries), len(pr.cmds))
+	}
+	for i, e := range ans.Entries {
+		pr.results[i] = Result{Index: e.Index, Term: e.Term, Value: proxyValue(e)}
+	}
+	return pr.results, nil
+}
+
+// read runs a ReadBarrier (ReadBarrierLease when lease) on a node that hosts the
+// partition.
+func (x *proxy) read(ctx context.Context, partition int, lease bool) error {
+	if err := x.n.writable(); err != nil {
+		return err
+	}
+	op := proxyOpRead
+	if lease {
+		op = proxyOpReadLease
+	}
+	_, _, err := x.call(ctx, partition, op, nil, true)
+	return err
+}
+
+// leader asks a node that hosts the partition who leads it.
+func (x *proxy) leader(ctx context.Context, partition int) (string, error) {
+	if err := x.n.writable(); err != nil {
+		return "", err
+	}
+	ans, _, err := x.call(ctx, partition, proxyOpLeader, nil, true)
+	if err != nil {
+		return "", err
+	}
+	if len(ans.Entries) == 0 {
+		return "", nil
+	}
+	return string(ans.Entries[0].Data), nil
+}
+
+// waitForLeader asks, once per tick, until a hosting node knows the partition's leader.
+func (x *proxy) waitForLeader(ctx context.Context, partition int) (string, error) {
+	for {
+		x.mu.Lock()
+		ticked := x.ticked
+		x.mu.Unlock()
+		l, err := x.leader(ctx, partition)
+		if l != "" || err != nil && !errors.Is(err, ErrNotLeader) {
+			return l, err
+		}
+		select {
+		case <-ticked:
+		case <-ctx.Done():
+			return "", fmt.Errorf("kommander: partition %d: no leader: %w", partition, ctx.Err())
+		}
+	}
+}
+
+// call sends a request to a node that hosts the partition and waits for its answer. A
+// node that hosts none, or that stopped, is passed over for the next; so is, for an
+// idempotent request, one that does not acknowledge it in time. It returns the answer and
+// the node that gave it; a failed call's error is rebuilt from the answer.
+func (x *proxy) call(ctx context.Context, partition int, op uint64, ents []Entry, idempotent bool) (Message, string, error) {
+	n := x.n
+	tried := make(map[string]bool)
+	for {
+		host := x.pick(partition, tried)
+		if host == "" {
+			return Message{}, "", fmt.Errorf("kommander: partition %d: no node that hosts it answered; nothing was done: %w", partition, ErrNotLeader)
+		}
+		tried[host] = true
+		c, err := x.start(partition, host, op, ents, idempotent)
+		if err != nil {
+			return Message{}, host, err
+		}
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			x.mu.Lock()
+			delete(x.calls, c.id)
+			x.mu.Unlock()
+			if idempotent {
+				return Message{}, host, fmt.Errorf("kommander: partition %d: abandoned: %w", partition, ctx.Err())
+			}
+			return Message{}, host, fmt.Errorf("kommander: partition %d: %w: the write sent to %s was abandoned: %w", partition, ErrTimeout, host, ctx.Err())
+		}
+		switch c.outcome {
+		case proxyNoAck:
+			continue
+		case proxyExpired:
+			if idempotent {
+				continue
+			}
+			return Message{}, host, fmt.Errorf("kommander: partition %d: %w: no answer in time from %s, which hosts it", partition, ErrTimeout, host)
+		case proxyStopped:
+			if idempotent {
+				return Message{}, host, c.err
+			}
+			return Message{}, host, fmt.Errorf("kommander: partition %d: %w: %w", partition, ErrTimeout, c.err)
+		}
+		ans := c.answer
+		if !ans.Reject {
+			x.mu.Lock()
+			x.hint[partition] = host
+			if op == proxyOpLeader && len(ans.Entries) > 0 && len(ans.Entries[0].Data) > 0 && string(ans.Entries[0].Data) != n.cfg.NodeID {
+				x.hint[partition] = string(ans.Entries[0].Data) // the leader hosts it: one hop less
+			}
+			x.mu.Unlock()
+			return ans, host, nil
+		}
+		if ans.RejectHint == proxyErrNotHosted || ans.RejectHint == proxyErrStopped {
+			x.mu.Lock()
+			if x.hint[partition] == host {
+				delete(x.hint, partition)
+			}
+			x.mu.Unlock()
+			continue // nothing was done there
+		}
+		return Message{}, host, proxyError(partition, host, &ans)
+	}
+}
+
+// pick returns the node to ask next for partition, of those not tried: the one that
+// answered last, then the replicas the placement gives it, then every other member (a
+// replica may have moved); those suspected of being down come after the others.
+func (x *proxy) pick(partition int, tried map[string]bool) string {
+	n := x.n
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var fallback string
+	consider := func(id string) bool {
+		if id == "" || id == n.cfg.NodeID || tried[id] {
+			return false
+		}
+		if x.suspect[id] > x.now {
+			if fallback == "" {
+				fallback = id
+			}
+			return false
+		}
+		return true
+	}
+	if h := x.hint[partition]; consider(h) {
+		return h
+	}
+	for _, id := range n.place.voters(partition) {
+		if consider(id) {
+			return id
+		}
+	}
+	for _, id := range n.place.members {
+		if consider(id) {
+			return id
+		}
+	}
+	return fallback
+}
+
+// start registers a call and sends its request.
+func (x *proxy) start(partition int, host string, op uint64, ents []Entry, idempotent bool) (*proxyCall, error) {
+	n := x.n
+	c := &proxyCall{id: n.nextIDs(1), host: host, idempotent: idempotent, done: make(chan struct{})}
+	x.mu.Lock()
+	if x.stopped != nil {
+		x.mu.Unlock()
+		return nil, fmt.Errorf("kommander: partition %d: %w", partition, x.stopped)
+	}
+	if len(x.calls) >= maxProxyCalls {
+		x.mu.Unlock()
+		return nil, fmt.Errorf("kommander: partition %d: %d calls in flight to the nodes that host partitions: %w", partition, len(x.calls), ErrOverloaded)
+	}
+	c.ackBy = x.now + uint64(n.elTicks)
+	c.deadline = x.now + uint64(proxyTimeouts*n.elTicks)
+	x.calls[c.id] = c
+	x.mu.Unlock()
+	n.metrics.forwarded.Add(uint64(len(ents)))
+	n.transport.Send(host, []Message{{Type: msgProxy, Partition: uint32(partition), From: n.cfg.NodeID, To: host, Context: c.id, Index: op, Entries: ents}})
+	return c, nil
+}
+
+// answer takes a msgProxyResp: an acknowledgement or the answer of a call in flight.
+// Loop only.
+func (x *proxy) answer(m *Message) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	c := x.calls[m.Context]
+	if c == nil || c.host != m.From || c.outcome != proxyPending {
+		x.n.metrics.dropped.Add(1) // abandoned, or a late copy
+		return
+	}
+	if m.Index == 1 {
+		c.acked = true
+		return
+	}
+	c.answer = *m
+	c.answer.Entries = slices.Clone(m.Entries)
+	x.finish(c, proxyAnswered)
+}
+
+// finish ends a call. The caller holds mu.
+func (x *proxy) finish(c *proxyCall, o proxyOutcome) {
+	c.outcome = o
+	delete(x.calls, c.id)
+	close(c.done)
+}
+
+// tick ends the calls that waited too long, suspects the nodes that did not acknowledge a
+// request in time, and forgets old request IDs. Loop only.
+func (x *proxy) tick(now uint64) {
+	n := x.n
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.now = now
+	for _, c := range x.calls {
+		switch {
+		case now >= c.deadline:
+			x.finish(c, proxyExpired)
+		case !c.acked && now >= c.ackBy:
+			if x.suspect[c.host] <= now {
+				x.suspect[c.host] = now + uint64(proxySuspectTimeouts*n.elTicks)
+			}
+			if c.idempotent {
+				x.finish(c, proxyNoAck)
+			}
+		}
+	}
+	for id, until := range x.suspect {
+		if until <= now {
+			delete(x.suspect, id)
+		}
+	}
+	close(x.ticked)
+	x.ticked = make(chan struct{})
+	x.server.forget(now, uint64(proxySeenTimeouts*n.elTicks))
+}
+
+// failAll answers every call in flight: this node stops (cause).
+func (x *proxy) failAll(cause error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.stopped == nil {
+		x.stopped = cause
+	}
+	for _, c := range x.calls {
+		c.err = fmt.Errorf("kommander: node %s: %w", x.n.cfg.NodeID, cause)
+		x.finish(c, proxyStopped)
+	}
+}
+
+// proxyServer is the side of the proxy that serves other nodes' requests.
+type proxyServer struct {
+	serving atomic.Int32
+	// seen holds, per incarnation of an asking node, the request IDs taken recently.
+	seen map[forwardKey]*proxySeen
+}
+
+// proxySeen is the request IDs of one incarnation of an asking node taken recently, and
+// below them a floor: an ID at or below floor is taken as a copy.
+type proxySeen struct {
+	floor uint64
+	ids   map[uint64]uint64 // request ID -> tick it was taken
+}
+
+// first reports whether the request id from node from was never taken before, and
+// remembers it. An ID is remembered for proxySeenTimeouts; when it is forgotten the floor
+// rises to it, so that a copy that arrives later still counts as one (the asking node has
+// given up on it by then). Loop only, under the proxy's mu.
+func (s *proxyServer) first(from string, id, now uint64) bool {
+	k := forwardKey{from, idIncarnation(id)}
+	seen := s.seen[k]
+	if seen == nil {
+		seen = &proxySeen{ids: make(map[uint64]uint64)}
+		s.seen[k] = seen
+	}
+	if id <= seen.floor {
+		return false
+	}
+	if _, dup := seen.ids[id]; dup {
+		return false
+	}
+	seen.ids[id] = now
+	return true
+}
+
+// forget drops the request IDs taken more than keep ticks before now. Under the proxy's mu.
+func (s *proxyServer) forget(now, keep uint64) {
+	for k, seen := range s.seen {
+		for id, at := range seen.ids {
+			if at+keep <= now {
+				delete(seen.ids, id)
+				seen.floor = max(seen.floor, id)
+			}
+		}
+		if len(seen.ids) == 0 && seen.floor == 0 {
+			delete(s.seen, k)
+		}
+	}
+}
+
+// serve takes a msgProxy: it acknowledges the request and runs it on the partition's
+// replica, in a goroutine of its own for the calls that wait; a copy of a request already
+// taken is dropped. Loop only.
+func (x *proxy) serve(m *Message) {
+	n := x.n
+	x.mu.Lock()
+	first := x.server.first(m.From, m.Context, x.now)
+	x.mu.Unlock()
+	if !first {
+		n.metrics.dropped.Add(1)
+		return
+	}
+	resp := Message{Type: msgProxyResp, Partition: m.Partition, From: n.cfg.NodeID, To: m.From, Context: m.Context}
+	p := n.slots[m.Partition].Load()
+	switch {
+	case p == nil:
+		n.out.add(proxyFailure(resp, proxyErrNotHosted, ErrNotHosted))
+		return
+	case m.Index == proxyOpLeader:
+		if l := p.leader(); l != "" {
+			resp.Entries = []Entry{{ID: proxyValueString, Data: []byte(l)}}
+		}
+		n.out.add(resp)
+		return
+	case m.Index < proxyOpReplicate || m.Index > proxyOpLeader:
+		n.out.add(proxyFailure(resp, proxyErrFailed, fmt.Errorf("unknown proxy operation %d", m.Index)))
+		return
+	case x.server.serving.Load() >= maxProxyServing:
+		n.out.add(proxyFailure(resp, proxyErrOverloaded, fmt.Errorf("%d requests of other nodes in flight: %w", maxProxyServing, ErrOverloaded)))
+		return
+	}
+	x.server.serving.Add(1)
+	ack := resp
+	ack.Index = 1
+	n.out.add(ack)
+	op, partition := m.Index, int(m.Partition)
+	var cmds []Command
+	for _, e := range m.Entries {
+		cmds = append(cmds, Command{Type: e.Type, Data: slices.Clone(e.Data)})
+	}
+	go func() {
+		defer x.server.serving.Add(-1)
+		n.transport.Send(resp.To, []Message{x.run(resp, op, partition, cmds)})
+	}()
+}
+
+// run runs a request on this node's replica and returns the answer to send.
+func (x *proxy) run(resp Message, op uint64, partition int, cmds []Command) Message {
+	n := x.n
+	var err error
+	switch op {
+	case proxyOpReplicate:
+		var rs []Result
+		if len(cmds) == 0 {
+			err = fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
+			break
+		}
+		// Bounded without a ctx: the proposal's own deadlines end it, and so does a Stop.
+		if rs, err = n.replicate(context.Background(), partition, cmds); err == nil {
+			resp.Entries = make([]Entry, len(rs))
+			for i, r := range rs {
+				resp.Entries[i] = proxyResult(r)
+			}
+		}
+	case proxyOpRead, proxyOpReadLease:
+		err = n.readBarrier(context.Background(), partition, op == proxyOpReadLease)
+	}
+	if err != nil {
+		return proxyFailure(resp, proxyErrorClass(err), err)
+	}
+	return resp
+}
+
+// proxyResult encodes one result for an answer.
+func proxyResult(r Result) Entry {
+	e := Entry{Index: r.Index, Term: r.Term}
+	switch v := r.Value.(type) {
+	case []byte:
+		e.ID, e.Data = proxyValueBytes, v
+	case string:
+		e.ID, e.Data = proxyValueString, []byte(v)
+	}
+	return e
+}
+
+// proxyValue decodes the value of one result of an answer.
+func proxyValue(e Entry) any {
+	switch e.ID {
+	case proxyValueBytes:
+		return e.Data
+	case proxyValueString:
+		return string(e.Data)
+	}
+	return nil
+}
+
+// proxyFailure makes resp the answer of a failed call.
+func proxyFailure(resp Message, class uint64, err error) Message {
+	text := err.Error()
+	if len(text) > maxProxyErrText {
+		text = text[:maxProxyErrText]
+	}
+	resp.Reject, resp.RejectHint, resp.Entries = true, class, []Entry{{Data: []byte(text)}}
+	return resp
+}
+
+// proxyErrorClass is the class of a call's error; an unknown outcome comes first, so that
+// an error that wraps both ErrTimeout and ErrStopped is never taken as a definite failure.
+func proxyErrorClass(err error) uint64 {
+	switch {
+	case errors.Is(err, ErrTimeout):
+		return proxyErrUnknown
+	case errors.Is(err, ErrNotHosted):
+		return proxyErrNotHosted
+	case errors.Is(err, ErrStopped):
+		return proxyErrStopped
+	case errors.Is(err, ErrNotLeader):
+		return proxyErrNotLeader
+	case errors.Is(err, ErrOverloaded):
+		return proxyErrOverloaded
+	case errors.Is(err, ErrTooLarge):
+		return proxyErrTooLarge
+	case errors.Is(err, ErrNoPartition):
+		return proxyErrNoPartition
+	}
+	return proxyErrFailed
+}
+
+// proxyError rebuilds the error of a failed call from its answer.
+func proxyError(partition int, host string, m *Message) error {
+	var text string
+	if len(m.Entries) > 0 {
+		text = string(m.Entries[0].Data)
+	}
+	var sentinel error
+	switch m.RejectHint {
+	case proxyErrUnknown:
+		sentinel = ErrTimeout
+	case proxyErrNotLeader:
+		sentinel = ErrNotLeader
+	case proxyErrOverloaded:
+		sentinel = ErrOverloaded
+	case proxyErrTooLarge:
+		sentinel = ErrTooLarge
+	case proxyErrNoPartition:
+		sentinel = ErrNoPartition
+	default:
+		return fmt.Errorf("kommander: partition %d: through %s: %s", partition, host, text)
+	}
+	return fmt.Errorf("kommander: partition %d: through %s: %w (%s)", partition, host, sentinel, text)
+}
