@@ -422,7 +422,7 @@ func (c *nodeCluster) applyBacklog() int {
 		if nd == nil || nd.failed.Load() != nil || c.sms[i].stalled() {
 			continue
 		}
-		for _, p := range nd.parts {
+		for _, p := range nd.hosted.load() {
 			p.mu.Lock()
 			if p.status.Commit > p.applied {
 				n += int(p.status.Commit - p.applied)

@@ -1,0 +1,237 @@
+package kommander
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// placedCluster is a nodeCluster whose partitions are placed on factor nodes each.
+func placedCluster(t *testing.T, nodes, partitions, factor int) *nodeCluster {
+	t.Helper()
+	c := newNodeCluster(t, nodes, partitions, false)
+	c.cfg = func(i int, cfg *Config) { cfg.ReplicationFactor = factor }
+	return c
+}
+
+// hostLeaders waits until every partition has a leader that every running node hosting it
+// agrees on, and returns the leader's index per partition. Nodes that host no replica are
+// not asked: their Leader asks a hosting node.
+func (c *nodeCluster) hostLeaders() []int {
+	c.t.Helper()
+	out := make([]int, c.partitions)
+	c.waitFor("a leader in every partition", 2000, func() bool {
+		for p := 0; p < c.partitions; p++ {
+			lead := ""
+			for _, n := range c.nodes {
+				if n == nil {
+					continue
+				}
+				h := n.slots[p].Load()
+				if h == nil {
+					continue
+				}
+				l := h.leader()
+				if l == "" || (lead != "" && l != lead) {
+					return false
+				}
+				lead = l
+			}
+			i := c.index(lead)
+			if i < 0 || c.nodes[i] == nil || !c.nodes[i].IsLeader(p) {
+				return false
+			}
+			out[p] = i
+		}
+		return true
+	})
+	return out
+}
+
+// writeEverywhere writes one key to every partition through every running node, the
+// nodes in parallel; a write whose outcome is unknown (a node it was proxied through was
+// just killed) is retried up to retries times. It returns how many writes needed a retry.
+func (c *nodeCluster) writeEverywhere(round string, retries int) int {
+	c.t.Helper()
+	var mu sync.Mutex
+	var errs []error
+	retried := 0
+	var wg sync.WaitGroup
+	for i, n := range c.nodes {
+		if n == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := 0; p < c.partitions; p++ {
+				key := fmt.Sprintf("%s-%s", round, c.ids[i])
+				var err error
+				for try := 0; try <= retries; try++ {
+					if try > 0 {
+						mu.Lock()
+						retried++
+						mu.Unlock()
+					}
+					var r Result
+					r, err = n.Replicate(ctxT(c.t), p, "put", put(key, "v"))
+					if err == nil && r.Index == 0 {
+						err = fmt.Errorf("no index in %+v", r)
+					}
+					if !errors.Is(err, ErrTimeout) {
+						break
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%s partition %d: %w", c.ids[i], p, err))
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		c.t.Error(err)
+	}
+	if len(errs) > 0 {
+		c.t.FailNow()
+	}
+	return retried
+}
+
+// checkHostsHave checks that every running node that hosts partition p applied key.
+func (c *nodeCluster) checkHostsHave(key string) {
+	c.t.Helper()
+	for p := 0; p < c.partitions; p++ {
+		c.waitFor(fmt.Sprintf("partition %d: %s applied on its hosts", p, key), 500, func() bool {
+			for i, n := range c.nodes {
+				if n == nil || n.slots[p].Load() == nil {
+					continue
+				}
+				if _, ok := c.sms[i].get(p, key); !ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+func TestNineNodesServeSixtyFourPartitionsOfThreeReplicasThroughAFailure(t *testing.T) {
+	const nodes, partitions, factor = 9, 64, 3
+	c := placedCluster(t, nodes, partitions, factor)
+	c.startAll()
+	pl := newPlacement(c.ids, partitions, factor)
+	for i, n := range c.nodes {
+		st := n.Status()
+		if got := len(st.Partitions); got < partitions*factor/nodes || got > (partitions*factor+nodes-1)/nodes {
+			t.Fatalf("%s hosts %d partitions; its fair share is %d", c.ids[i], got, partitions*factor/nodes)
+		}
+		for _, ps := range st.Partitions {
+			if !pl.hosts(ps.Partition, c.ids[i]) {
+				t.Fatalf("%s hosts partition %d, which the placement gives %v", c.ids[i], ps.Partition, pl.voters(ps.Partition))
+			}
+		}
+	}
+	// The first voters campaign first: the first leaders are spread as the placement
+	// spreads first voters (7 or 8 partitions per node).
+	leaders := c.hostLeaders()
+	led := map[int]int{}
+	for p, l := range leaders {
+		led[l]++
+		if c.ids[l] != pl.first(p) {
+			t.Errorf("partition %d: %s leads, the first voter is %s", p, c.ids[l], pl.first(p))
+		}
+	}
+	for i := range c.ids {
+		if led[i] < partitions/nodes || led[i] > (partitions+nodes-1)/nodes {
+			t.Errorf("%s leads %d partitions: %v", c.ids[i], led[i], led)
+		}
+	}
+
+	stopPump := c.pump()
+	// Every node writes to every partition: the six nodes of nine that host no replica of
+	// a partition ask one that does.
+	c.writeEverywhere("before", 0)
+	stopPump()
+	c.checkHostsHave("before-n9")
+
+	// A node dies: every partition keeps serving from the eight others, including the
+	// partitions it led and through nodes that host no replica of them.
+	const dead = 0
+	c.stop(dead)
+	stopPump = c.pump()
+	retried := c.writeEverywhere("down", 3)
+	t.Logf("writes retried after an unknown outcome while %s was down: %d", c.ids[dead], retried)
+	stopPump()
+	c.checkHostsHave("down-n2")
+
+	// It restarts: it hosts its partitions again and catches up.
+	c.sms[dead] = c.sms[dead].restarted()
+	c.start(dead)
+	if got, want := len(c.nodes[dead].Status().Partitions), 21; got < want {
+		t.Fatalf("restarted %s hosts %d partitions, want at least %d", c.ids[dead], got, want)
+	}
+	stopPump = c.pump()
+	c.writeEverywhere("after", 3)
+	stopPump()
+	c.checkHostsHave("after-n1")
+	c.checkHostsHave("down-n5")
+	c.checkSameLogs()
+}
+
+func TestProxiedCallsReturnValuesAndErrorsOfTheHostingNode(t *testing.T) {
+	c := placedCluster(t, 4, 4, 1)
+	c.startAll()
+	leaders := c.hostLeaders()
+	defer c.pump()()
+	// Partition 0 lives on one node only; ask another.
+	other := (leaders[0] + 1) % 4
+	n := c.nodes[other]
+	if _, err := n.partition(0); !errors.Is(err, ErrNotHosted) {
+		t.Fatalf("node %s hosts partition 0 (%v); the test needs one that does not", c.ids[other], err)
+	}
+	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "v1")); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := n.ReplicateBatch(ctxT(t), 0, []Command{{Type: "put", Data: put("k", "v2")}, {Type: "get", Data: []byte("k")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs[1].Value != "v2" || rs[1].Index != rs[0].Index+1 || rs[0].Term == 0 {
+		t.Fatalf("proxied batch results %+v: want the get's value v2 at the index after the put", rs)
+	}
+	if err := n.ReadBarrier(ctxT(t), 0); err != nil {
+		t.Fatalf("proxied ReadBarrier: %v", err)
+	}
+	if l, ok := n.Leader(0); !ok || l != c.ids[leaders[0]] {
+		t.Fatalf("proxied Leader = %q, %v; want %s", l, ok, c.ids[leaders[0]])
+	}
+	if l, err := n.WaitForLeader(ctxT(t), 0); err != nil || l != c.ids[leaders[0]] {
+		t.Fatalf("proxied WaitForLeader = %q, %v", l, err)
+	}
+	if n.IsLeader(0) {
+		t.Fatal("IsLeader on a node that hosts no replica")
+	}
+	// The hosting node's limits and errors come back as they are.
+	big := make([]byte, n.cfg.MaxEntrySize+1)
+	if _, err := n.Replicate(ctxT(t), 0, "put", big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large proxied write: %v", err)
+	}
+	if err := n.ReadBarrierLease(ctxT(t), 0); err == nil {
+		t.Fatal("ReadBarrierLease with lease reads off succeeded")
+	}
+	if _, err := n.Snapshot(ctxT(t), 0); !errors.Is(err, ErrNotHosted) {
+		t.Fatalf("Snapshot of a partition not hosted: %v", err)
+	}
+	// A ctx that ends while a proxied write waits: the outcome is unknown.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := n.Replicate(ctx, 0, "put", put("k", "v3")); err == nil {
+		t.Fatal("a write with a cancelled ctx succeeded")
+	}
+}
