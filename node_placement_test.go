@@ -235,3 +235,34 @@ func TestProxiedCallsReturnValuesAndErrorsOfTheHostingNode(t *testing.T) {
 		t.Fatal("a write with a cancelled ctx succeeded")
 	}
 }
+
+// TestRestartWithAnotherReplicationFactorIsRefused: the factor decides which node hosts
+// which partition, so a data directory keeps it and refuses another (S34).
+func TestRestartWithAnotherReplicationFactorIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	peers := []Peer{{ID: "a", Addr: "a"}, {ID: "b", Addr: "b"}, {ID: "c", Addr: "c"}}
+	cfg := Config{NodeID: "a", Peers: peers, Partitions: 4, ReplicationFactor: 2, StateMachine: newKVSM(4, false),
+		DataDir: dir, UnsafeNoSync: true, CustomTransport: NewMemoryNetwork(1).Transport("a"), Logger: discardLogger()}
+	n, err := NewNode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, factor := range []int{0, 3} {
+		cfg.ReplicationFactor = factor
+		if n, err := NewNode(cfg); !errors.Is(err, ErrIdentityMismatch) {
+			if n != nil {
+				_ = n.Stop(ctxT(t))
+			}
+			t.Fatalf("restart with factor %d: %v, want ErrIdentityMismatch", factor, err)
+		}
+	}
+	cfg.ReplicationFactor = 2
+	n, err = NewNode(cfg)
+	if err != nil {
+		t.Fatalf("restart with the same factor: %v", err)
+	}
+	_ = n.Stop(ctxT(t))
+}

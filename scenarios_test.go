@@ -257,10 +257,10 @@ S33 data directory in use
 	tests: TestDataDirLockKeepsASecondOpenerOut cmd/kommander:TestNodeProcesses
 
 S34 wrong cluster shape at restart
-	A node restarted with a different member list, partition count or cluster name refuses
-	to start; it never elects itself alone or accepts writes for the wrong partition.
+	A node restarted with a different member list, partition count, replication factor or
+	cluster name refuses to start; it never elects itself alone or accepts writes for the wrong partition.
 	tests: TestIdentityIsWrittenOnceAndCheckedAfter TestDamagedIdentityIsAnError
-		cmd/kommander:TestNodeProcesses
+		TestRestartWithAnotherReplicationFactorIsRefused cmd/kommander:TestNodeProcesses
 
 S35 entry IDs across restarts
 	A restarted node never reuses an entry ID of its previous life; a proposal delivered
