@@ -266,3 +266,40 @@ func TestRestartWithAnotherReplicationFactorIsRefused(t *testing.T) {
 	}
 	_ = n.Stop(ctxT(t))
 }
+
+// TestProxiedWriteDeliveredTwiceIsAppliedOnce: the network delivers every request of a
+// node that hosts no replica twice, late and out of order; the hosting node takes each
+// request once, so each write is in the log once (S35's rule for proxied calls).
+func TestProxiedWriteDeliveredTwiceIsAppliedOnce(t *testing.T) {
+	c := placedCluster(t, 3, 3, 1)
+	c.startAll()
+	c.hostLeaders()
+	pl := newPlacement(c.ids, 3, 1)
+	host := c.index(pl.first(0))
+	asker := (host + 1) % 3
+	c.net.SetLink(c.ids[asker], c.ids[host], LinkFaults{Duplicate: 1, Delay: c.tick, Jitter: 5 * c.tick})
+	defer c.pump()()
+	const writes = 30
+	var wg sync.WaitGroup
+	for w := 0; w < writes; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.nodes[asker].Replicate(ctxT(t), 0, "put", put(fmt.Sprintf("k%d", w), "v")); err != nil {
+				t.Errorf("write %d: %v", w, err)
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for _, e := range c.sms[host].entries(0) {
+		if e.Type == "put" {
+			seen[string(e.Data)]++
+		}
+	}
+	for w := 0; w < writes; w++ {
+		if k := string(put(fmt.Sprintf("k%d", w), "v")); seen[k] != 1 {
+			t.Errorf("write %d is in the log %d times", w, seen[k])
+		}
+	}
+}
