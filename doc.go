@@ -36,6 +36,18 @@
 // Metrics show each partition's role, term, leader, commit and applied index, and the
 // node's counters.
 //
+// # Partitions on a subset of the nodes
+//
+// By default every node hosts every partition. Config.ReplicationFactor places each
+// partition on that many nodes instead (9 nodes, 64 partitions, 3 replicas each, say), so
+// that a cluster grows past one machine's disk and CPU. The placement is computed from
+// the sorted member IDs: every node hosts within one of its fair share of replicas, and is
+// the first leader of within one of its fair share of partitions (it campaigns first).
+// A node that hosts no replica of a partition still serves it: Replicate, ReplicateBatch,
+// ReadBarrier, Leader and WaitForLeader ask a node that hosts one. A replica moves by
+// adding the new one and then removing the old one, through the log; a node creates the
+// replica when the partition's leader starts replicating to it.
+//
 // # Layers
 //
 // From the bottom up:

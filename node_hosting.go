@@ -78,22 +78,30 @@ func (n *Node) hostOnDemand(m *Message) *partition {
 	return p
 }
 
-// campaignFirst makes this node campaign, half an election timeout after it started, in
-// the fresh partitions whose first voter the placement makes it: the followers' timers
-// run out no earlier than one election timeout, so it is usually first and wins, and the
-// first leaders are spread as evenly as the placement spreads first voters. It is only a
-// head start: if the election fails, the randomized timeouts take over. Loop only.
+// campaignFirst makes this node campaign every half election timeout in the fresh
+// partitions whose first voter the placement makes it, until they have a leader: the
+// other replicas' timers run out no earlier than one election timeout after they start,
+// so it is usually first and wins, and the first leaders are spread as evenly as the
+// placement spreads first voters. It is only a head start (a pre-vote changes no term):
+// whoever wins, the partition leaves the list once it has a term. Loop only.
 func (n *Node) campaignFirst() {
-	if len(n.firstCampaigns) == 0 || n.now < uint64(n.elTicks/2) || !n.inc.active {
+	every := uint64(max(1, n.elTicks/2))
+	if len(n.firstCampaigns) == 0 || n.now%every != 0 || !n.inc.active {
 		return
 	}
+	kept := n.firstCampaigns[:0]
 	for _, id := range n.firstCampaigns {
 		p := n.slots[id].Load()
-		if st := p.raft.status(); st.term == 0 && st.leader == "" && st.role == roleFollower {
+		st := p.raft.status()
+		if st.term != 0 || st.leader != "" {
+			continue
+		}
+		if st.role == roleFollower || st.role == rolePreCandidate {
 			p.raft.campaign()
 		}
+		kept = append(kept, id)
 	}
-	n.firstCampaigns = nil
+	n.firstCampaigns = kept
 }
 
 // planFirstCampaign records that this node should campaign first in partition p, when

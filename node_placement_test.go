@@ -303,3 +303,18 @@ func TestProxiedWriteDeliveredTwiceIsAppliedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDisabledForwardingOnANodeThatHostsNoReplicaNamesTheLeader: a node that forwards
+// nothing does not proxy writes either; it says which node leads.
+func TestDisabledForwardingOnANodeThatHostsNoReplicaNamesTheLeader(t *testing.T) {
+	c := placedCluster(t, 3, 1, 1)
+	c.cfg = func(i int, cfg *Config) { cfg.ReplicationFactor, cfg.DisableForwarding = 1, true }
+	c.startAll()
+	lead := c.hostLeaders()[0]
+	defer c.pump()()
+	_, err := c.nodes[(lead+1)%3].Replicate(ctxT(t), 0, "put", put("k", "v"))
+	var nl *NotLeaderError
+	if !errors.As(err, &nl) || nl.Leader != c.ids[lead] || nl.LeaderAddr != c.ids[lead] {
+		t.Fatalf("Replicate on a node that hosts no replica, forwarding off: %v; want a NotLeaderError naming %s", err, c.ids[lead])
+	}
+}

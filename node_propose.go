@@ -12,6 +12,15 @@ import (
 //
 // errors.Is(err, ErrTimeout) means the outcome is unknown: ctx ended, or the leader
 // changed, after the entry was proposed. Any other error means it was not applied.
+//
+// On a node that hosts no replica of the partition (see Config.ReplicationFactor) the call
+// is run by a node that hosts one, and "applied on this node" means applied there: this
+// node's StateMachine never sees the partition. Result.Value is then the value Apply gave
+// if it is a []byte or a string, and nil otherwise. The request goes to one hosting node,
+// once; if no answer comes back (the node died, the network lost it) the outcome is
+// unknown (ErrTimeout), and a copy the network duplicates is never applied twice. With
+// Config.DisableForwarding the call is not passed on: it fails with a *NotLeaderError
+// naming the leader.
 func (n *Node) Replicate(ctx context.Context, partition int, typ string, data []byte) (Result, error) {
 	if typ == barrierType {
 		return Result{}, fmt.Errorf("kommander: partition %d: command type %q is reserved", partition, barrierType)

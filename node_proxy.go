@@ -136,6 +136,14 @@ func (x *proxy) replicate(ctx context.Context, partition int, pr *proposal) ([]R
 	if err := n.checkCommands(partition, pr.cmds); err != nil {
 		return nil, err
 	}
+	if n.cfg.DisableForwarding {
+		// The caller routes writes itself: tell it where to.
+		l, err := x.leader(ctx, partition)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &NotLeaderError{Partition: partition, Leader: l, LeaderAddr: n.addrs[l]}
+	}
 	ents := pr.appendEntries(nil)
 	ans, host, err := x.call(ctx, partition, proxyOpReplicate, ents, false)
 	if err != nil {

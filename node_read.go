@@ -24,6 +24,12 @@ import (
 // retry. errors.Is(err, ErrNotLeader) means no leader confirmed the read in time (none was
 // known, or leadership changed under it); a caller whose ctx ends gets an error wrapping
 // ctx's error; a stopped node returns ErrStopped.
+//
+// On a node that hosts no replica of the partition (see Config.ReplicationFactor) the
+// barrier runs on a node that hosts one, and returns once that node's state machine
+// observes every acknowledged write: this node has no state of the partition to read, so
+// a linearizable read there is a read command sent with Replicate (whose Result.Value
+// comes back), or a read served by the hosting node.
 func (n *Node) ReadBarrier(ctx context.Context, partition int) error {
 	return n.readBarrier(ctx, partition, false)
 }
