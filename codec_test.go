@@ -68,10 +68,10 @@ func goldenBatches() []struct {
 			{Type: MsgHelloResp, Context: 0xfedcba9876543210, Reject: true},
 		}},
 		{"proxy", "n4", "n1", []Message{
-			{Type: msgProxy, Partition: 6, Context: 0x00000a0000000001, Index: proxyOpReplicate, Entries: []Entry{
+			{Type: msgProxy, Partition: 6, Context: 0x00000a0000000001, Commit: 0x00000a0000000001, Index: proxyOpReplicate, Entries: []Entry{
 				{Kind: EntryNormal, Type: "put", Data: []byte("k\x00v")},
 			}},
-			{Type: msgProxy, Partition: 6, Context: 0x00000a0000000002, Index: proxyOpLeader},
+			{Type: msgProxy, Partition: 6, Context: 0x00000a0000000002, Commit: 0x00000a0000000001, Index: proxyOpLeader},
 		}},
 		{"proxy-resp", "n1", "n4", []Message{
 			{Type: msgProxyResp, Partition: 6, Context: 0x00000a0000000001, Index: 1},

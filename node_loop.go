@@ -114,6 +114,7 @@ func (n *Node) runPass() bool {
 		return false
 	}
 	msgs, ticks, proposed := n.in.take()
+	n.proxy.sendAnswers()
 	n.stepSnapshots()
 	n.stepAll(msgs)
 	n.in.recycle(msgs)

@@ -318,3 +318,37 @@ func TestDisabledForwardingOnANodeThatHostsNoReplicaNamesTheLeader(t *testing.T)
 		t.Fatalf("Replicate on a node that hosts no replica, forwarding off: %v; want a NotLeaderError naming %s", err, c.ids[lead])
 	}
 }
+
+// TestProxyServerTakesEachRequestOnce: a request is taken once; one that arrives late but
+// above its sender's oldest call in flight is still taken; one below it is a copy or was
+// given up on, and is dropped; incarnations are told apart.
+func TestProxyServerTakesEachRequestOnce(t *testing.T) {
+	s := proxyServer{seen: make(map[forwardKey]*proxySeen)}
+	inc := uint64(5) << idSeqBits
+	other := uint64(6) << idSeqBits
+	for i, step := range []struct {
+		from    string
+		id, low uint64
+		want    bool
+	}{
+		{"a", inc + 5, inc + 5, true},
+		{"a", inc + 5, inc + 5, false}, // a copy
+		{"a", inc + 7, inc + 5, true},
+		{"a", inc + 6, inc + 5, true}, // sent before 7, arrived after it
+		{"a", inc + 9, inc + 8, true}, // 5..7 are done
+		{"a", inc + 6, inc + 5, false},
+		{"a", inc + 8, inc + 5, true},  // still in flight at its sender
+		{"a", inc + 4, inc + 4, false}, // given up on by its sender: never run late
+		{"b", inc + 6, inc + 6, true},  // another node
+		{"a", other + 1, other + 1, true},
+		{"a", inc + 10, inc + 8, true},
+	} {
+		if got := s.first(step.from, step.id, step.low, uint64(i)); got != step.want {
+			t.Fatalf("step %d: first(%s, %#x, low %#x) = %v, want %v", i, step.from, step.id, step.low, got, step.want)
+		}
+	}
+	s.forget(100, 50)
+	if len(s.seen) != 0 {
+		t.Fatalf("%d incarnations kept after they went quiet", len(s.seen))
+	}
+}

@@ -16,8 +16,9 @@ import (
 // msgProxyResp. The protocol, field by field:
 //
 //   - msgProxy: Partition; Context, the request ID (one of the asking node's entry IDs,
-//     so one incarnation's IDs only grow); Index, the operation (proxyOp...); Entries, the
-//     commands of a Replicate (Type and Data).
+//     so one incarnation's IDs only grow); Commit, the lowest request ID the asking node
+//     still has in flight; Index, the operation (proxyOp...); Entries, the commands of a
+//     Replicate (Type and Data).
 //   - msgProxyResp: Partition and Context as asked; Index 1 for the acknowledgement the
 //     hosting node sends as soon as it took the request, 0 for the answer. The answer
 //     carries one entry per command with its Index and Term, and the value Apply gave it
@@ -75,8 +76,8 @@ const (
 	// proxySuspectTimeouts is how long new calls avoid a hosting node that did not
 	// acknowledge a request within an election timeout.
 	proxySuspectTimeouts = 3
-	// proxySeenTimeouts is how long a hosting node remembers a request ID, to drop copies;
-	// a copy older than that is dropped too (see proxyServer.first).
+	// proxySeenTimeouts is how long a hosting node remembers the requests of a node that
+	// stopped asking, to drop their copies (see proxyServer.forget).
 	proxySeenTimeouts = proxyTimeouts + noLeaderTimeouts
 )
 
@@ -92,7 +93,13 @@ type proxy struct {
 	suspect map[string]uint64     // node -> tick until which new calls avoid it
 	ticked  chan struct{}         // closed and replaced at every tick
 	stopped error                 // set by failAll: no more calls
+	issued  []uint64              // request IDs in the order taken; those done are dropped from the front lazily
 	server  proxyServer
+
+	// The answers to requests served, for the loop to send (queueAnswer).
+	ansMu   sync.Mutex
+	answers []Message
+	pending atomic.Bool
 }
 
 // proxyCall is one request in flight to a hosting node.
@@ -308,7 +315,7 @@ func (x *proxy) pick(partition int, tried map[string]bool) string {
 // start registers a call and sends its request.
 func (x *proxy) start(partition int, host string, op uint64, ents []Entry, idempotent bool) (*proxyCall, error) {
 	n := x.n
-	c := &proxyCall{id: n.nextIDs(1), host: host, idempotent: idempotent, done: make(chan struct{})}
+	c := &proxyCall{host: host, idempotent: idempotent, done: make(chan struct{})}
 	x.mu.Lock()
 	if x.stopped != nil {
 		x.mu.Unlock()
@@ -318,13 +325,30 @@ func (x *proxy) start(partition int, host string, op uint64, ents []Entry, idemp
 		x.mu.Unlock()
 		return nil, fmt.Errorf("kommander: partition %d: %d calls in flight to the nodes that host partitions: %w", partition, len(x.calls), ErrOverloaded)
 	}
+	// The ID is taken under mu, so that the calls in flight are in ID order in issued.
+	c.id = n.nextIDs(1)
 	c.ackBy = x.now + uint64(n.elTicks)
 	c.deadline = x.now + uint64(proxyTimeouts*n.elTicks)
 	x.calls[c.id] = c
+	x.issued = append(x.issued, c.id)
+	low := x.oldest()
 	x.mu.Unlock()
 	n.metrics.forwarded.Add(uint64(len(ents)))
-	n.transport.Send(host, []Message{{Type: msgProxy, Partition: uint32(partition), From: n.cfg.NodeID, To: host, Context: c.id, Index: op, Entries: ents}})
+	n.transport.Send(host, []Message{{Type: msgProxy, Partition: uint32(partition), From: n.cfg.NodeID, To: host, Context: c.id, Commit: low, Index: op, Entries: ents}})
 	return c, nil
+}
+
+// oldest returns the lowest request ID of the calls in flight (there is one at least).
+// The caller holds mu.
+func (x *proxy) oldest() uint64 {
+	for len(x.issued) > 0 && x.calls[x.issued[0]] == nil {
+		x.issued = x.issued[1:]
+	}
+	if len(x.issued) == 0 {
+		x.issued = nil
+		return 0
+	}
+	return x.issued[0]
 }
 
 // answer takes a msgProxyResp: an acknowledgement or the answer of a call in flight.
@@ -399,60 +423,86 @@ func (x *proxy) failAll(cause error) {
 // proxyServer is the side of the proxy that serves other nodes' requests.
 type proxyServer struct {
 	serving atomic.Int32
-	// seen holds, per incarnation of an asking node, the request IDs taken recently.
+	// seen holds, per incarnation of an asking node, the request IDs it may still send.
 	seen map[forwardKey]*proxySeen
 }
 
-// proxySeen is the request IDs of one incarnation of an asking node taken recently, and
-// below them a floor: an ID at or below floor is taken as a copy.
+// proxySeen is what a hosting node keeps of one incarnation of an asking node to take each
+// of its requests once: every request carries the lowest request ID its sender still has
+// in flight (Message.Commit), so an ID below the highest of those is a copy of a request
+// taken, or one its sender gave up on (an unknown outcome to its caller, never a second
+// apply); the IDs at or above it that were taken are kept.
 type proxySeen struct {
 	floor uint64
-	ids   map[uint64]uint64 // request ID -> tick it was taken
+	ids   map[uint64]struct{}
+	order []uint64 // ids in the order taken
+	last  uint64   // tick of the last request
 }
 
-// first reports whether the request id from node from was never taken before, and
-// remembers it. An ID is remembered for proxySeenTimeouts; when it is forgotten the floor
-// rises to it, so that a copy that arrives later still counts as one (the asking node has
-// given up on it by then). Loop only, under the proxy's mu.
-func (s *proxyServer) first(from string, id, now uint64) bool {
+// maxProxySeen bounds the request IDs kept per incarnation of an asking node; beyond it the
+// oldest are forgotten early and the floor rises past them (a request below it that is
+// still on its way is then dropped: an unknown outcome, never a second apply).
+const maxProxySeen = 1 << 16
+
+// first reports whether request id from node from, whose oldest call in flight is low, was
+// never taken before, and remembers it. Loop only, under the proxy's mu.
+func (s *proxyServer) first(from string, id, low, now uint64) bool {
 	k := forwardKey{from, idIncarnation(id)}
 	seen := s.seen[k]
 	if seen == nil {
-		seen = &proxySeen{ids: make(map[uint64]uint64)}
+		seen = &proxySeen{ids: make(map[uint64]struct{})}
 		s.seen[k] = seen
 	}
-	if id <= seen.floor {
+	seen.last = now
+	if low <= id && idIncarnation(low) == k.incarnation && low > seen.floor {
+		seen.floor = low
+		seen.prune()
+	}
+	if _, dup := seen.ids[id]; dup || id < seen.floor {
 		return false
 	}
-	if _, dup := seen.ids[id]; dup {
-		return false
+	seen.ids[id] = struct{}{}
+	seen.order = append(seen.order, id)
+	if len(seen.order) > maxProxySeen {
+		seen.floor = max(seen.floor, seen.order[0]+1)
+		seen.prune()
 	}
-	seen.ids[id] = now
 	return true
 }
 
-// forget drops the request IDs taken more than keep ticks before now. Under the proxy's mu.
+// prune forgets the IDs below the floor taken before every ID at or above it (the others
+// go as the ones before them do: the floor makes them copies anyway).
+func (seen *proxySeen) prune() {
+	k := 0
+	for k < len(seen.order) && seen.order[k] < seen.floor {
+		delete(seen.ids, seen.order[k])
+		k++
+	}
+	seen.order = seen.order[k:]
+	if len(seen.order) == 0 {
+		seen.order = nil
+	}
+}
+
+// forget drops what it keeps of the asking incarnations not heard from for keep ticks (a
+// node that restarted, or stopped asking); a copy of their requests that arrives later
+// than that is not told apart. Under the proxy's mu.
 func (s *proxyServer) forget(now, keep uint64) {
 	for k, seen := range s.seen {
-		for id, at := range seen.ids {
-			if at+keep <= now {
-				delete(seen.ids, id)
-				seen.floor = max(seen.floor, id)
-			}
-		}
-		if len(seen.ids) == 0 && seen.floor == 0 {
+		if seen.last+keep <= now {
 			delete(s.seen, k)
 		}
 	}
 }
 
-// serve takes a msgProxy: it acknowledges the request and runs it on the partition's
-// replica, in a goroutine of its own for the calls that wait; a copy of a request already
-// taken is dropped. Loop only.
+// serve takes a msgProxy: it acknowledges the request and submits it to the partition's
+// replica at once, in this pass, as a local call would be; the answer goes out once the
+// call is answered (answerWhenDone). A copy of a request already taken is dropped. Loop
+// only.
 func (x *proxy) serve(m *Message) {
 	n := x.n
 	x.mu.Lock()
-	first := x.server.first(m.From, m.Context, x.now)
+	first := x.server.first(m.From, m.Context, m.Commit, x.now)
 	x.mu.Unlock()
 	if !first {
 		n.metrics.dropped.Add(1)
@@ -470,53 +520,110 @@ func (x *proxy) serve(m *Message) {
 		}
 		n.out.add(resp)
 		return
-	case m.Index < proxyOpReplicate || m.Index > proxyOpLeader:
-		n.out.add(proxyFailure(resp, proxyErrFailed, fmt.Errorf("unknown proxy operation %d", m.Index)))
-		return
 	case x.server.serving.Load() >= maxProxyServing:
 		n.out.add(proxyFailure(resp, proxyErrOverloaded, fmt.Errorf("%d requests of other nodes in flight: %w", maxProxyServing, ErrOverloaded)))
 		return
 	}
-	x.server.serving.Add(1)
+	answer, err := x.submit(p, m, resp)
+	if err != nil {
+		n.out.add(proxyFailure(resp, proxyErrorClass(err), err))
+		return
+	}
 	ack := resp
 	ack.Index = 1
 	n.out.add(ack)
-	op, partition := m.Index, int(m.Partition)
-	var cmds []Command
-	for _, e := range m.Entries {
-		cmds = append(cmds, Command{Type: e.Type, Data: slices.Clone(e.Data)})
-	}
-	go func() {
-		defer x.server.serving.Add(-1)
-		n.transport.Send(resp.To, []Message{x.run(resp, op, partition, cmds)})
-	}()
+	x.server.serving.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	answer()
 }
 
-// run runs a request on this node's replica and returns the answer to send.
-func (x *proxy) run(resp Message, op uint64, partition int, cmds []Command) Message {
+// submit submits a request to this node's replica p as the public call would, and returns
+// the function that, called under p.mu, sends resp as the answer once the call is
+// answered: at once if it is already, else from where it is answered. No ctx bounds the
+// call: its own deadlines end it, and so does a Stop. Loop only.
+func (x *proxy) submit(p *partition, m *Message, resp Message) (answer func(), err error) {
 	n := x.n
-	var err error
-	switch op {
+	partition := int(p.id)
+	switch m.Index {
 	case proxyOpReplicate:
-		var rs []Result
-		if len(cmds) == 0 {
-			err = fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
-			break
+		pr := &proposal{cmds: make([]Command, len(m.Entries)), results: make([]Result, len(m.Entries))}
+		for i, e := range m.Entries {
+			pr.cmds[i] = Command{Type: e.Type, Data: slices.Clone(e.Data)}
 		}
-		// Bounded without a ctx: the proposal's own deadlines end it, and so does a Stop.
-		if rs, err = n.replicate(context.Background(), partition, cmds); err == nil {
-			resp.Entries = make([]Entry, len(rs))
-			for i, r := range rs {
+		if err := n.checkCommands(partition, pr.cmds); err != nil {
+			return nil, err
+		}
+		if err := n.enqueue(partition, pr); err != nil {
+			return nil, err
+		}
+		done := func() {
+			if pr.err != nil {
+				x.queueAnswer(proxyFailure(resp, proxyErrorClass(pr.err), pr.err))
+				return
+			}
+			resp.Entries = make([]Entry, len(pr.results))
+			for i, r := range pr.results {
 				resp.Entries[i] = proxyResult(r)
 			}
+			x.queueAnswer(resp)
 		}
+		return func() {
+			if pr.stage == stageDone {
+				done()
+			} else {
+				pr.onDone = done
+			}
+		}, nil
 	case proxyOpRead, proxyOpReadLease:
-		err = n.readBarrier(context.Background(), partition, op == proxyOpReadLease)
+		if m.Index == proxyOpReadLease && !n.cfg.LeaseReads {
+			return nil, fmt.Errorf("kommander: partition %d: lease reads are off (Config.LeaseReads)", partition)
+		}
+		rd, err := n.submitRead(partition, m.Index == proxyOpReadLease)
+		if err != nil {
+			return nil, err
+		}
+		done := func() {
+			if rd.err != nil {
+				x.queueAnswer(proxyFailure(resp, proxyErrorClass(rd.err), rd.err))
+				return
+			}
+			x.queueAnswer(resp)
+		}
+		return func() {
+			if rd.stage == readDone {
+				done()
+			} else {
+				rd.onDone = done
+			}
+		}, nil
 	}
-	if err != nil {
-		return proxyFailure(resp, proxyErrorClass(err), err)
+	return nil, fmt.Errorf("kommander: partition %d: unknown proxy operation %d", partition, m.Index)
+}
+
+// queueAnswer queues the answer to a request this node served, for the loop to send in
+// its next pass (sendAnswers), and wakes it. It is called where the call is answered,
+// under the partition's mu (the applier, the loop, a Stop), so it only queues.
+func (x *proxy) queueAnswer(m Message) {
+	x.server.serving.Add(-1)
+	x.ansMu.Lock()
+	x.answers = append(x.answers, m)
+	x.ansMu.Unlock()
+	x.pending.Store(true)
+	x.n.in.signal()
+}
+
+// sendAnswers hands the queued answers to the outbox. Loop only.
+func (x *proxy) sendAnswers() {
+	if !x.pending.Load() {
+		return
 	}
-	return resp
+	x.pending.Store(false)
+	x.ansMu.Lock()
+	answers := x.answers
+	x.answers = nil
+	x.ansMu.Unlock()
+	x.n.out.addAll(answers)
 }
 
 // proxyResult encodes one result for an answer.

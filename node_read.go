@@ -98,6 +98,9 @@ type readWait struct {
 	giveUp uint64
 	err    error
 	done   chan struct{}
+	// onDone, when set, is called once the read is answered, under the partition's mu: a
+	// read run for another node answers it from there (node_proxy.go).
+	onDone func()
 }
 
 // readBatch is one request to Raft (Message.Context of MsgReadIndex) and the reads that
@@ -135,6 +138,9 @@ func (rs *partitionReads) answer(rd *readWait, err error) {
 	rd.stage, rd.err = readDone, err
 	rs.open.Add(-1)
 	close(rd.done)
+	if rd.onDone != nil {
+		rd.onDone()
+	}
 }
 
 // finish answers rd with err and forgets it. The caller holds mu.
