@@ -91,7 +91,7 @@ type proxy struct {
 	calls   map[uint64]*proxyCall // by request ID
 	hint    map[int]string        // partition -> the node that last answered for it
 	suspect map[string]uint64     // node -> tick until which new calls avoid it
-	ticked  chan struct{}         // closed and replaced at every tick
+	ticked  chan struct{}         // closed at the next tick, made when someone waits for it
 	stopped error                 // set by failAll: no more calls
 	issued  []uint64              // request IDs in the order taken; those done are dropped from the front lazily
 	server  proxyServer
@@ -107,8 +107,9 @@ type proxyCall struct {
 	id         uint64
 	host       string
 	idempotent bool   // a read or a query: may be asked again elsewhere
+	sent       bool   // the request is out
 	ackBy      uint64 // tick by which an acknowledgement is due
-	deadline   uint64 // tick after which the outcome is unknown
+	deadline   uint64 // tick after which the outcome is unknown; 0 until the first tick once sent
 	acked      bool
 	outcome    proxyOutcome
 	answer     Message
@@ -132,7 +133,6 @@ func (x *proxy) init(n *Node) {
 	x.calls = make(map[uint64]*proxyCall)
 	x.hint = make(map[int]string)
 	x.suspect = make(map[string]uint64)
-	x.ticked = make(chan struct{})
 	x.server.seen = make(map[forwardKey]*proxySeen)
 }
 
@@ -198,6 +198,9 @@ func (x *proxy) leader(ctx context.Context, partition int) (string, error) {
 func (x *proxy) waitForLeader(ctx context.Context, partition int) (string, error) {
 	for {
 		x.mu.Lock()
+		if x.ticked == nil {
+			x.ticked = make(chan struct{})
+		}
 		ticked := x.ticked
 		x.mu.Unlock()
 		l, err := x.leader(ctx, partition)
@@ -327,14 +330,15 @@ func (x *proxy) start(partition int, host string, op uint64, ents []Entry, idemp
 	}
 	// The ID is taken under mu, so that the calls in flight are in ID order in issued.
 	c.id = n.nextIDs(1)
-	c.ackBy = x.now + uint64(n.elTicks)
-	c.deadline = x.now + uint64(proxyTimeouts*n.elTicks)
 	x.calls[c.id] = c
 	x.issued = append(x.issued, c.id)
 	low := x.oldest()
 	x.mu.Unlock()
 	n.metrics.forwarded.Add(uint64(len(ents)))
 	n.transport.Send(host, []Message{{Type: msgProxy, Partition: uint32(partition), From: n.cfg.NodeID, To: host, Context: c.id, Commit: low, Index: op, Entries: ents}})
+	x.mu.Lock()
+	c.sent = true // its time runs from the next tick (see tick)
+	x.mu.Unlock()
 	return c, nil
 }
 
@@ -386,6 +390,11 @@ func (x *proxy) tick(now uint64) {
 	x.now = now
 	for _, c := range x.calls {
 		switch {
+		case !c.sent:
+		case c.deadline == 0:
+			// Time counts from the first tick after the request went out, not from when
+			// the caller took its ID: a caller held up in between loses none of it.
+			c.ackBy, c.deadline = now+uint64(n.elTicks), now+uint64(proxyTimeouts*n.elTicks)
 		case now >= c.deadline:
 			x.finish(c, proxyExpired)
 		case !c.acked && now >= c.ackBy:
@@ -402,8 +411,10 @@ func (x *proxy) tick(now uint64) {
 			delete(x.suspect, id)
 		}
 	}
-	close(x.ticked)
-	x.ticked = make(chan struct{})
+	if x.ticked != nil {
+		close(x.ticked)
+		x.ticked = nil
+	}
 	x.server.forget(now, uint64(proxySeenTimeouts*n.elTicks))
 }
 
