@@ -16,38 +16,27 @@ func placedCluster(t *testing.T, nodes, partitions, factor int) *nodeCluster {
 	return c
 }
 
+// runningPlacedCluster starts a placedCluster, waits for its leaders and returns it with
+// its placement.
+func runningPlacedCluster(t *testing.T, nodes, partitions, factor int) (*nodeCluster, placement) {
+	t.Helper()
+	c := placedCluster(t, nodes, partitions, factor)
+	c.startAll()
+	c.hostLeaders()
+	return c, newPlacement(c.ids, partitions, factor)
+}
+
 // hostLeaders waits until every partition has a leader that every running node hosting it
 // agrees on, and returns the leader's index per partition. Nodes that host no replica are
 // not asked: their Leader asks a hosting node.
 func (c *nodeCluster) hostLeaders() []int {
 	c.t.Helper()
-	out := make([]int, c.partitions)
-	c.waitFor("a leader in every partition", 2000, func() bool {
-		for p := 0; p < c.partitions; p++ {
-			lead := ""
-			for _, n := range c.nodes {
-				if n == nil {
-					continue
-				}
-				h := n.slots[p].Load()
-				if h == nil {
-					continue
-				}
-				l := h.leader()
-				if l == "" || (lead != "" && l != lead) {
-					return false
-				}
-				lead = l
-			}
-			i := c.index(lead)
-			if i < 0 || c.nodes[i] == nil || !c.nodes[i].IsLeader(p) {
-				return false
-			}
-			out[p] = i
+	return c.agreedLeaders(func(n *Node, p int) (string, bool) {
+		if h := n.slots[p].Load(); h != nil {
+			return h.leader(), true
 		}
-		return true
+		return "", false
 	})
-	return out
 }
 
 // writeEverywhere writes one key to every partition through every running node, the
@@ -271,10 +260,7 @@ func TestRestartWithAnotherReplicationFactorIsRefused(t *testing.T) {
 // node that hosts no replica twice, late and out of order; the hosting node takes each
 // request once, so each write is in the log once (S35's rule for proxied calls).
 func TestProxiedWriteDeliveredTwiceIsAppliedOnce(t *testing.T) {
-	c := placedCluster(t, 3, 3, 1)
-	c.startAll()
-	c.hostLeaders()
-	pl := newPlacement(c.ids, 3, 1)
+	c, pl := runningPlacedCluster(t, 3, 3, 1)
 	host := c.index(pl.first(0))
 	asker := (host + 1) % 3
 	c.net.SetLink(c.ids[asker], c.ids[host], LinkFaults{Duplicate: 1, Delay: c.tick, Jitter: 5 * c.tick})
@@ -298,8 +284,8 @@ func TestProxiedWriteDeliveredTwiceIsAppliedOnce(t *testing.T) {
 		}
 	}
 	for w := 0; w < writes; w++ {
-		if k := string(put(fmt.Sprintf("k%d", w), "v")); seen[k] != 1 {
-			t.Errorf("write %d is in the log %d times", w, seen[k])
+		if times := seen[string(put(fmt.Sprintf("k%d", w), "v"))]; times != 1 {
+			t.Errorf("write %d is in the log %d times", w, times)
 		}
 	}
 }

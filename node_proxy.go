@@ -508,8 +508,8 @@ func (s *proxyServer) forget(now, keep uint64) {
 
 // serve takes a msgProxy: it acknowledges the request and submits it to the partition's
 // replica at once, in this pass, as a local call would be; the answer goes out once the
-// call is answered (answerWhenDone). A copy of a request already taken is dropped. Loop
-// only.
+// call is answered (from the hook servedCall.onDone). A copy of a request already taken is
+// dropped. Loop only.
 func (x *proxy) serve(m *Message) {
 	n := x.n
 	x.mu.Lock()
@@ -535,7 +535,7 @@ func (x *proxy) serve(m *Message) {
 		n.out.add(proxyFailure(resp, proxyErrOverloaded, fmt.Errorf("%d requests of other nodes in flight: %w", maxProxyServing, ErrOverloaded)))
 		return
 	}
-	answer, err := x.submit(p, m, resp)
+	call, err := x.submit(p, m, resp)
 	if err != nil {
 		n.out.add(proxyFailure(resp, proxyErrorClass(err), err))
 		return
@@ -544,18 +544,32 @@ func (x *proxy) serve(m *Message) {
 	ack.Index = 1
 	n.out.add(ack)
 	x.server.serving.Add(1)
+	send := func() { x.queueAnswer(call.answer()) }
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	answer()
+	if call.answered() {
+		send()
+	} else {
+		*call.onDone = send
+	}
 }
 
-// submit submits a request to this node's replica p as the public call would, and returns
-// the function that, called under p.mu, sends resp as the answer once the call is
-// answered: at once if it is already, else from where it is answered. No ctx bounds the
-// call: its own deadlines end it, and so does a Stop. Loop only.
-func (x *proxy) submit(p *partition, m *Message, resp Message) (answer func(), err error) {
+// servedCall is a call this node runs for another: whether it is answered, where the hook
+// that sends the answer goes, and the answer. Its functions are called under the
+// partition's mu.
+type servedCall struct {
+	answered func() bool
+	onDone   *func()
+	answer   func() Message
+}
+
+// submit submits a request to this node's replica p as the public call would; resp is
+// the answer to fill. No ctx bounds the call: its own deadlines end it, and so does a
+// Stop. Loop only.
+func (x *proxy) submit(p *partition, m *Message, resp Message) (servedCall, error) {
 	n := x.n
 	partition := int(p.id)
+	failed := func(err error) Message { return proxyFailure(resp, proxyErrorClass(err), err) }
 	switch m.Index {
 	case proxyOpReplicate:
 		pr := &proposal{cmds: make([]Command, len(m.Entries)), results: make([]Result, len(m.Entries))}
@@ -563,53 +577,37 @@ func (x *proxy) submit(p *partition, m *Message, resp Message) (answer func(), e
 			pr.cmds[i] = Command{Type: e.Type, Data: slices.Clone(e.Data)}
 		}
 		if err := n.checkCommands(partition, pr.cmds); err != nil {
-			return nil, err
+			return servedCall{}, err
 		}
 		if err := n.enqueue(partition, pr); err != nil {
-			return nil, err
+			return servedCall{}, err
 		}
-		done := func() {
+		return servedCall{answered: func() bool { return pr.stage == stageDone }, onDone: &pr.onDone, answer: func() Message {
 			if pr.err != nil {
-				x.queueAnswer(proxyFailure(resp, proxyErrorClass(pr.err), pr.err))
-				return
+				return failed(pr.err)
 			}
 			resp.Entries = make([]Entry, len(pr.results))
 			for i, r := range pr.results {
 				resp.Entries[i] = proxyResult(r)
 			}
-			x.queueAnswer(resp)
-		}
-		return func() {
-			if pr.stage == stageDone {
-				done()
-			} else {
-				pr.onDone = done
-			}
-		}, nil
+			return resp
+		}}, nil
 	case proxyOpRead, proxyOpReadLease:
 		if m.Index == proxyOpReadLease && !n.cfg.LeaseReads {
-			return nil, fmt.Errorf("kommander: partition %d: lease reads are off (Config.LeaseReads)", partition)
+			return servedCall{}, fmt.Errorf("kommander: partition %d: lease reads are off (Config.LeaseReads)", partition)
 		}
 		rd, err := n.submitRead(partition, m.Index == proxyOpReadLease)
 		if err != nil {
-			return nil, err
+			return servedCall{}, err
 		}
-		done := func() {
+		return servedCall{answered: func() bool { return rd.stage == readDone }, onDone: &rd.onDone, answer: func() Message {
 			if rd.err != nil {
-				x.queueAnswer(proxyFailure(resp, proxyErrorClass(rd.err), rd.err))
-				return
+				return failed(rd.err)
 			}
-			x.queueAnswer(resp)
-		}
-		return func() {
-			if rd.stage == readDone {
-				done()
-			} else {
-				rd.onDone = done
-			}
-		}, nil
+			return resp
+		}}, nil
 	}
-	return nil, fmt.Errorf("kommander: partition %d: unknown proxy operation %d", partition, m.Index)
+	return servedCall{}, fmt.Errorf("kommander: partition %d: unknown proxy operation %d", partition, m.Index)
 }
 
 // queueAnswer queues the answer to a request this node served, for the loop to send in
@@ -670,24 +668,29 @@ func proxyFailure(resp Message, class uint64, err error) Message {
 	return resp
 }
 
-// proxyErrorClass is the class of a call's error; an unknown outcome comes first, so that
-// an error that wraps both ErrTimeout and ErrStopped is never taken as a definite failure.
+// proxyErrorClasses maps the classes of errors an answer names to the sentinels they wrap
+// on the asking node, in the order a hosting node tests them: an unknown outcome first, so
+// that an error that wraps both ErrTimeout and ErrStopped is never taken as a definite
+// failure. proxyErrNotHosted and proxyErrStopped make the asking node ask another.
+var proxyErrorClasses = [...]struct {
+	class    uint64
+	sentinel error
+}{
+	{proxyErrUnknown, ErrTimeout},
+	{proxyErrNotHosted, ErrNotHosted},
+	{proxyErrStopped, ErrStopped},
+	{proxyErrNotLeader, ErrNotLeader},
+	{proxyErrOverloaded, ErrOverloaded},
+	{proxyErrTooLarge, ErrTooLarge},
+	{proxyErrNoPartition, ErrNoPartition},
+}
+
+// proxyErrorClass is the class of a call's error.
 func proxyErrorClass(err error) uint64 {
-	switch {
-	case errors.Is(err, ErrTimeout):
-		return proxyErrUnknown
-	case errors.Is(err, ErrNotHosted):
-		return proxyErrNotHosted
-	case errors.Is(err, ErrStopped):
-		return proxyErrStopped
-	case errors.Is(err, ErrNotLeader):
-		return proxyErrNotLeader
-	case errors.Is(err, ErrOverloaded):
-		return proxyErrOverloaded
-	case errors.Is(err, ErrTooLarge):
-		return proxyErrTooLarge
-	case errors.Is(err, ErrNoPartition):
-		return proxyErrNoPartition
+	for _, c := range proxyErrorClasses {
+		if errors.Is(err, c.sentinel) {
+			return c.class
+		}
 	}
 	return proxyErrFailed
 }
@@ -698,20 +701,10 @@ func proxyError(partition int, host string, m *Message) error {
 	if len(m.Entries) > 0 {
 		text = string(m.Entries[0].Data)
 	}
-	var sentinel error
-	switch m.RejectHint {
-	case proxyErrUnknown:
-		sentinel = ErrTimeout
-	case proxyErrNotLeader:
-		sentinel = ErrNotLeader
-	case proxyErrOverloaded:
-		sentinel = ErrOverloaded
-	case proxyErrTooLarge:
-		sentinel = ErrTooLarge
-	case proxyErrNoPartition:
-		sentinel = ErrNoPartition
-	default:
-		return fmt.Errorf("kommander: partition %d: through %s: %s", partition, host, text)
+	for _, c := range proxyErrorClasses {
+		if c.class == m.RejectHint {
+			return fmt.Errorf("kommander: partition %d: through %s: %w (%s)", partition, host, c.sentinel, text)
+		}
 	}
-	return fmt.Errorf("kommander: partition %d: through %s: %w (%s)", partition, host, sentinel, text)
+	return fmt.Errorf("kommander: partition %d: through %s: %s", partition, host, text)
 }

@@ -317,16 +317,33 @@ func (c *nodeCluster) await(what string, cond func() bool) {
 // returns the leader index per partition.
 func (c *nodeCluster) leaders() []int {
 	c.t.Helper()
+	return c.agreedLeaders(func(n *Node, p int) (string, bool) {
+		if n.failed.Load() != nil {
+			return "", false // failed and frozen
+		}
+		l, _ := n.Leader(p)
+		return l, true
+	})
+}
+
+// agreedLeaders waits until every partition has a leader on which every running node that
+// view asks agrees (view returns the leader a node knows of, and false when the node is
+// not asked), and returns the leader index per partition.
+func (c *nodeCluster) agreedLeaders(view func(n *Node, p int) (string, bool)) []int {
+	c.t.Helper()
 	out := make([]int, c.partitions)
 	c.waitFor("a leader in every partition", 2000, func() bool {
 		for p := 0; p < c.partitions; p++ {
 			lead := ""
 			for _, n := range c.nodes {
-				if n == nil || n.failed.Load() != nil {
-					continue // stopped, or failed and frozen
+				if n == nil {
+					continue // stopped
 				}
-				l, ok := n.Leader(p)
-				if !ok || (lead != "" && l != lead) {
+				l, asked := view(n, p)
+				if !asked {
+					continue
+				}
+				if l == "" || (lead != "" && l != lead) {
 					return false
 				}
 				lead = l
