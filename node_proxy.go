@@ -221,13 +221,14 @@ func (x *proxy) waitForLeader(ctx context.Context, partition int) (string, error
 // the node that gave it; a failed call's error is rebuilt from the answer.
 func (x *proxy) call(ctx context.Context, partition int, op uint64, ents []Entry, idempotent bool) (Message, string, error) {
 	n := x.n
-	tried := make(map[string]bool)
+	var triedBuf [8]string
+	tried := triedBuf[:0]
 	for {
 		host := x.pick(partition, tried)
 		if host == "" {
 			return Message{}, "", fmt.Errorf("kommander: partition %d: no node that hosts it answered; nothing was done: %w", partition, ErrNotLeader)
 		}
-		tried[host] = true
+		tried = append(tried, host)
 		c, err := x.start(partition, host, op, ents, idempotent)
 		if err != nil {
 			return Message{}, host, err
@@ -282,13 +283,13 @@ func (x *proxy) call(ctx context.Context, partition int, op uint64, ents []Entry
 // pick returns the node to ask next for partition, of those not tried: the one that
 // answered last, then the replicas the placement gives it, then every other member (a
 // replica may have moved); those suspected of being down come after the others.
-func (x *proxy) pick(partition int, tried map[string]bool) string {
+func (x *proxy) pick(partition int, tried []string) string {
 	n := x.n
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var fallback string
 	consider := func(id string) bool {
-		if id == "" || id == n.cfg.NodeID || tried[id] {
+		if id == "" || id == n.cfg.NodeID || slices.Contains(tried, id) {
 			return false
 		}
 		if x.suspect[id] > x.now {
@@ -544,32 +545,67 @@ func (x *proxy) serve(m *Message) {
 	ack.Index = 1
 	n.out.add(ack)
 	x.server.serving.Add(1)
-	send := func() { x.queueAnswer(call.answer()) }
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if call.answered() {
-		send()
+		call.send()
 	} else {
-		*call.onDone = send
+		call.hook()
 	}
 }
 
-// servedCall is a call this node runs for another: whether it is answered, where the hook
-// that sends the answer goes, and the answer. Its functions are called under the
-// partition's mu.
+// servedCall is a call this node runs for another, a proposal or a read, and the answer
+// to fill. Its methods are called under the partition's mu.
 type servedCall struct {
-	answered func() bool
-	onDone   *func()
-	answer   func() Message
+	x    *proxy
+	pr   *proposal
+	rd   *readWait
+	resp Message
+}
+
+// answered reports whether the call has its outcome.
+func (c *servedCall) answered() bool {
+	if c.pr != nil {
+		return c.pr.stage == stageDone
+	}
+	return c.rd.stage == readDone
+}
+
+// hook makes the call send its answer once it has its outcome.
+func (c *servedCall) hook() {
+	if c.pr != nil {
+		c.pr.onDone = c.send
+	} else {
+		c.rd.onDone = c.send
+	}
+}
+
+// send queues the answer for the loop to send.
+func (c *servedCall) send() {
+	resp, err := c.resp, error(nil)
+	if c.pr != nil {
+		if err = c.pr.err; err == nil {
+			resp.Entries = make([]Entry, len(c.pr.results))
+			for i, r := range c.pr.results {
+				resp.Entries[i] = proxyResult(r)
+			}
+		}
+	} else {
+		err = c.rd.err
+	}
+	if err != nil {
+		resp = proxyFailure(resp, proxyErrorClass(err), err)
+	}
+	c.x.queueAnswer(resp)
 }
 
 // submit submits a request to this node's replica p as the public call would; resp is
 // the answer to fill. No ctx bounds the call: its own deadlines end it, and so does a
 // Stop. Loop only.
-func (x *proxy) submit(p *partition, m *Message, resp Message) (servedCall, error) {
+func (x *proxy) submit(p *partition, m *Message, resp Message) (*servedCall, error) {
 	n := x.n
 	partition := int(p.id)
-	failed := func(err error) Message { return proxyFailure(resp, proxyErrorClass(err), err) }
+	call := &servedCall{x: x, resp: resp}
 	switch m.Index {
 	case proxyOpReplicate:
 		pr := &proposal{cmds: make([]Command, len(m.Entries)), results: make([]Result, len(m.Entries))}
@@ -577,37 +613,25 @@ func (x *proxy) submit(p *partition, m *Message, resp Message) (servedCall, erro
 			pr.cmds[i] = Command{Type: e.Type, Data: slices.Clone(e.Data)}
 		}
 		if err := n.checkCommands(partition, pr.cmds); err != nil {
-			return servedCall{}, err
+			return nil, err
 		}
 		if err := n.enqueue(partition, pr); err != nil {
-			return servedCall{}, err
+			return nil, err
 		}
-		return servedCall{answered: func() bool { return pr.stage == stageDone }, onDone: &pr.onDone, answer: func() Message {
-			if pr.err != nil {
-				return failed(pr.err)
-			}
-			resp.Entries = make([]Entry, len(pr.results))
-			for i, r := range pr.results {
-				resp.Entries[i] = proxyResult(r)
-			}
-			return resp
-		}}, nil
+		call.pr = pr
+		return call, nil
 	case proxyOpRead, proxyOpReadLease:
 		if m.Index == proxyOpReadLease && !n.cfg.LeaseReads {
-			return servedCall{}, fmt.Errorf("kommander: partition %d: lease reads are off (Config.LeaseReads)", partition)
+			return nil, fmt.Errorf("kommander: partition %d: lease reads are off (Config.LeaseReads)", partition)
 		}
 		rd, err := n.submitRead(partition, m.Index == proxyOpReadLease)
 		if err != nil {
-			return servedCall{}, err
+			return nil, err
 		}
-		return servedCall{answered: func() bool { return rd.stage == readDone }, onDone: &rd.onDone, answer: func() Message {
-			if rd.err != nil {
-				return failed(rd.err)
-			}
-			return resp
-		}}, nil
+		call.rd = rd
+		return call, nil
 	}
-	return servedCall{}, fmt.Errorf("kommander: partition %d: unknown proxy operation %d", partition, m.Index)
+	return nil, fmt.Errorf("kommander: partition %d: unknown proxy operation %d", partition, m.Index)
 }
 
 // queueAnswer queues the answer to a request this node served, for the loop to send in
