@@ -11,8 +11,8 @@ type Metrics struct {
 	// Proposals counts entries submitted through Replicate on this node.
 	Proposals uint64 `json:"proposals"`
 	// Forwarded counts entries forwarded to another node's leader, or, for a partition
-	// this node hosts no replica of, to a node that hosts one. Like every count here, it
-	// covers only the partitions this node hosts and the calls made on it.
+	// this node hosts no replica of, to a node that hosts one (which counts them among its
+	// Proposals).
 	Forwarded uint64 `json:"forwarded"`
 	// Reads counts ReadBarrier and ReadBarrierLease calls on this node; they write nothing
 	// to the log and cost no fsync.
