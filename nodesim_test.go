@@ -22,6 +22,10 @@ import (
 // is checked for linearizability, and every (partition, index) must hold the same entry
 // on every node that applied it, in every lifetime (state machine safety, S12, S15, S17).
 //
+// With a replication factor (a third of the seeds), a client on a node that hosts no
+// replica of its partition sends its write or log read through a node that hosts one
+// (node_proxy.go), and the answer, or its absence, goes into the history the same way.
+//
 // Everything comes from one seed; a failure prints it with the command that replays it.
 
 var (
