@@ -184,10 +184,12 @@ func (s *sim) start(i int, ids []string) {
 	n.down = false
 	n.incarnation++
 	for g, sg := range n.groups {
+		conf := sg.log.startConf(membership{Voters: ids})
 		r, err := newRaft(raftConfig{
 			id:               n.id,
 			partition:        uint32(g),
-			voters:           ids,
+			voters:           conf.Voters,
+			learners:         conf.Learners,
 			electionTicks:    s.p.electionTicks,
 			heartbeatTicks:   s.p.heartbeatTicks,
 			storage:          sg.log,
@@ -211,6 +213,9 @@ func (s *sim) start(i int, ids []string) {
 		sg.r, sg.pending, sg.rd, sg.checked = r, false, raftReady{}, 0
 	}
 }
+
+// boot is the configuration every group starts with.
+func (s *sim) boot() membership { return membership{Voters: s.ids()} }
 
 func (s *sim) ids() []string {
 	ids := make([]string, len(s.nodes))
@@ -274,7 +279,7 @@ func (s *sim) process(i, g int) {
 		// the network may lose, and the node reports it done or abandoned at random.
 		s.checkSnapshot(g, sg.log.offset, sg.log.offsetTerm, "sent by "+s.nodes[i].id)
 		s.send(Message{Type: msgSnapshot, Partition: uint32(g), From: s.nodes[i].id, To: to, Term: sg.r.term,
-			snapshot: &snapshotChunk{Index: sg.log.offset, Term: sg.log.offsetTerm, Done: true}})
+			snapshot: sg.log.snapshotChunk(s.boot())})
 		sg.r.reportSnapshot(to, sg.log.offset, s.rng.IntN(2) == 0)
 	}
 	s.checkReads(i, g, rd.ReadStates)
@@ -342,7 +347,7 @@ func (s *sim) persist(i int) {
 			// Install before the entries that follow it: the state machine (its applied
 			// index) and the log both restart at the snapshot.
 			s.checkSnapshot(g, in.index, in.term, "installed by "+s.nodes[i].id)
-			sg.log.ents, sg.log.offset, sg.log.offsetTerm = nil, in.index, in.term
+			sg.log.install(in)
 			sg.applied = in.index
 		}
 		sg.log.save(rd)
