@@ -325,6 +325,7 @@ func newRaft(c raftConfig) (*raft, error) {
 		confs = confHistory{{index: c.storage.firstIndex() - 1, m: base}}
 	}
 	r.confs = confs
+	r.pruneConfs()
 	r.tracker = newTracker(r.membership(), r.id)
 	r.applyMembership()
 	r.becomeFollower(r.term, "")
@@ -339,7 +340,7 @@ func (r *raft) tick() {
 	}
 	r.electionElapsed++
 	if r.electionElapsed >= r.randomizedElectionTimeout {
-		if !r.isVoter() {
+		if !r.promotable() {
 			// A learner, a removed node or a replica waiting to be added never campaigns
 			// (S27): it waits for a leader.
 			r.resetElectionTimer()
@@ -544,17 +545,28 @@ func checkMessage(m Message) error {
 	return nil
 }
 
-// admits reports whether m is from a sender whose word counts here (S5): a (pre-)vote
-// request only from a voter of our configuration, answers and read requests only from a
-// member; what only a leader sends is taken from anyone, since our configuration may be
-// behind the leader's (a replica created empty, a learner not yet told of its promotion)
-// and its term decides whether it leads. Our own messages never count.
+// admits reports whether m is from a sender whose word counts here (S5): answers and read
+// requests only from a member; what only a leader sends from anyone, since our
+// configuration may be behind the leader's (a replica created empty, a learner not yet
+// told of its promotion) and its term decides whether it leads. Our own messages never
+// count.
+//
+// A (pre-)vote request from a node that is not a voter here is dropped, without a reply
+// and without moving our term, unless its log is at least as up to date as ours: a removed
+// node, whose log stops growing, cannot disrupt the group with its terms. Refusing it
+// altogether would not be live (thesis §4.2.3): our configuration may be the one behind,
+// and the candidate the only one that can win (a voter just added, whose log holds the
+// change we lack, may need our vote while the others refuse theirs to anyone with a
+// shorter log). The candidate counts our vote only if we vote in its configuration.
 func (r *raft) admits(m Message, pr *progress) bool {
 	switch {
 	case m.From == r.id:
 		return false
 	case m.Type == MsgVote || m.Type == MsgPreVote:
-		return pr != nil && pr.voter
+		// A replica that knows no configuration (created empty, or wiped) has no vote to
+		// give: no candidate can need it, since a learner is promoted only once it holds
+		// the configuration that added it (changedMembership).
+		return r.tracker.voters > 0 && ((pr != nil && pr.voter) || r.upToDate(m))
 	case m.Type == MsgAppend || m.Type == MsgHeartbeat || m.Type == msgSnapshot || m.Type == msgTimeoutNow:
 		return true
 	case m.Type == MsgReadIndexResp:

@@ -339,6 +339,26 @@ func (r *raft) memberMatch(id string) (match uint64, ok bool) {
 // isVoter reports whether this node votes in the configuration in effect.
 func (r *raft) isVoter() bool { return r.tracker.self.voter }
 
+// promotable reports whether this node may campaign: it votes in the configuration in
+// effect, or in one that an uncommitted configuration entry may yet replace (the newest
+// committed one it knows and those after it). A node whose own removal it holds
+// uncommitted must still campaign: the voters that lack that entry may need its vote and
+// refuse to elect one of them whose log is shorter, and none of them counts it. It counts
+// the votes in the configuration in effect, as every candidate does, so that if it wins it
+// leads as a removed leader until the removal commits (stepDownIfRemoved). Once the
+// removal commits, a majority of the new configuration holds it and refuses its requests.
+func (r *raft) promotable() bool {
+	for i := len(r.confs) - 1; i >= 0; i-- {
+		if r.confs[i].m.isVoter(r.id) {
+			return true
+		}
+		if r.confs[i].index <= r.log.committed {
+			break
+		}
+	}
+	return false
+}
+
 // proposeConfChange appends a configuration entry for cc (Data encodeMembership of the new
 // configuration, ID id) on the leader and returns its index. A change already in effect is
 // appended unchanged, so that a retried request has an index to wait for.
@@ -391,9 +411,13 @@ func (r *raft) changedMembership(cc confChange) (membership, error) {
 			// could stall them until it catches up (thesis §4.2.1, S27).
 			return membership{}, fmt.Errorf("%w: %s is not a learner: add it as a learner first", errInvalidConfChange, cc.Node)
 		default:
+			// Caught up, and holding the configuration in effect, so that it knows the
+			// voters whose vote requests it may have to grant before it learns of its
+			// promotion (see admits).
 			pr := r.tracker.progress(cc.Node)
-			if last := r.log.lastIndex(); pr.match+r.maxLearnerLag < last {
-				return membership{}, fmt.Errorf("%w: %s matches %d, the log ends at %d (at most %d behind)", errLearnerBehind, cc.Node, pr.match, last, r.maxLearnerLag)
+			if last, conf := r.log.lastIndex(), r.confs.current().index; pr.match+r.maxLearnerLag < last || pr.match < conf {
+				return membership{}, fmt.Errorf("%w: %s matches %d, the log ends at %d (at most %d behind) and the configuration is at %d",
+					errLearnerBehind, cc.Node, pr.match, last, r.maxLearnerLag, conf)
 			}
 			next.Learners = slices.DeleteFunc(next.Learners, func(id string) bool { return id == cc.Node })
 			next.Voters = append(next.Voters, cc.Node)

@@ -260,17 +260,56 @@ func TestConfRemovedLeaderStepsDownOnceCommittedS27(t *testing.T) {
 }
 
 // S5, S27: a (pre-)vote request from a node that is not a voter here (a removed node, a
-// stranger, a learner) is refused without a word and does not move our term.
+// stranger, a learner) whose log is behind ours is dropped without a word and does not
+// move our term: a removed node cannot disrupt the group.
 func TestConfVoteRequestsFromNonVotersAreIgnoredS5(t *testing.T) {
 	for _, typ := range []MessageType{MsgVote, MsgPreVote} {
 		for _, from := range []string{"n9", "n4"} {
 			n := newNode(t, "n1", 2, []uint64{1, 2}, func(c *raftConfig) { c.learners = []string{"n4"} })
-			msgs := n.stepFlush(t, Message{Type: typ, From: from, To: "n1", Term: 9, Index: 5, LogTerm: 3})
+			msgs := n.stepFlush(t, Message{Type: typ, From: from, To: "n1", Term: 9, Index: 1, LogTerm: 1})
 			if n.r.term != 2 || n.r.vote != "" || len(msgs) != 0 {
 				t.Fatalf("%v from %s: term %d vote %q, sent %v", typ, from, n.r.term, n.r.vote, msgs)
 			}
 		}
 	}
+}
+
+// S27 (thesis §4.2.3): a vote request from a node our configuration does not list as a
+// voter is granted when its log is at least as up to date as ours: it may be a voter just
+// added, by a change we lack, and the only one that can win. {n1, n2, n3} promoted n4; the
+// change reached n1, n2 and n4; with n1 down, n3 (without the change) must vote for n4,
+// since n2's log is behind n4's and n2 refuses n4... or n4 for n2: one of them must win.
+func TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27(t *testing.T) {
+	c, l := clusterWithLeader(t, func(c *raftConfig) { c.checkQuorum, c.preVote = false, false })
+	c.addEmptyNode("n4", func(c *raftConfig) { c.checkQuorum, c.preVote = false, false })
+	c.change(l, confChange{confAddLearner, "n4"})
+	var a, b string // the leader's two followers
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if id != l.id {
+			if a == "" {
+				a = id
+			} else {
+				b = id
+			}
+		}
+	}
+	c.down[b] = true
+	c.change(l, confChange{confAddVoter, "n4"})
+	c.propose(l, "x") // on l, a, n4; b lacks the change and this entry
+	c.down[l.id], c.down[b] = true, false
+	stale := c.node(b)
+	if stale.r.membership().isVoter("n4") {
+		t.Fatalf("%s knows of the promotion", b)
+	}
+	n4 := c.node("n4")
+	n4.r.tick() // after the others' election timeouts
+	for range 200 {
+		c.tick()
+		if ld := c.leader(); ld != nil && ld != l {
+			return
+		}
+	}
+	t.Fatalf("no leader with %s, %s and n4 up: %s %v, n4 %v", a, b, a, c.node(a).r.role, n4.r.role)
 }
 
 // S5: appends, heartbeats and snapshots of a leader are taken whatever our configuration

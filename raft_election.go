@@ -29,7 +29,7 @@ func (r *raft) becomeFollower(term uint64, lead string) {
 const maxCampaignTerm = math.MaxUint64 - 1
 
 func (r *raft) campaign() {
-	if r.term >= maxCampaignTerm || !r.isVoter() {
+	if r.term >= maxCampaignTerm || !r.promotable() {
 		// No election at or past the top of the term range: peers refuse its term, and the
 		// one after would overflow to 0 (S31). Only forged or corrupt state gets here. Nor
 		// by a node that does not vote (S27).
@@ -162,9 +162,7 @@ func (r *raft) handleVoteRequest(m Message) {
 	canVote := r.vote == m.From ||
 		(r.vote == "" && r.lead == "") ||
 		(m.Type == MsgPreVote && m.Term > r.term)
-	lastIndex, lastTerm := r.log.lastIndex(), r.log.lastTerm()
-	upToDate := m.LogTerm > lastTerm || (m.LogTerm == lastTerm && m.Index >= lastIndex)
-	if !canVote || !upToDate {
+	if !canVote || !r.upToDate(m) {
 		r.sendAfterPersist(Message{Type: respType, To: m.From, Term: r.term, Reject: true})
 		return
 	}
@@ -178,6 +176,13 @@ func (r *raft) handleVoteRequest(m Message) {
 	// The grant goes out only once the vote is durable (S1): a node that crashes after
 	// granting must remember the vote, or it could grant a second one in the same term.
 	r.rules.releaseVote(r, grant)
+}
+
+// upToDate reports whether the log a (pre-)vote request claims is at least as up to date
+// as ours (Raft §5.4.1: compare last terms, then last indexes).
+func (r *raft) upToDate(m Message) bool {
+	lastIndex, lastTerm := r.log.lastIndex(), r.log.lastTerm()
+	return m.LogTerm > lastTerm || (m.LogTerm == lastTerm && m.Index >= lastIndex)
 }
 
 func (r *raft) stepCandidate(m Message) error {

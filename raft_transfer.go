@@ -91,7 +91,7 @@ func (r *raft) abortTransfer() {
 // handleTimeoutNow is the target's side: step has checked that the message carries our
 // term; only the leader we follow in it may make us campaign, and only if we vote (S31).
 func (r *raft) handleTimeoutNow(m Message) {
-	if r.role != roleFollower || r.lead != m.From || !r.isVoter() || r.term >= maxCampaignTerm {
+	if r.role != roleFollower || r.lead != m.From || !r.promotable() || r.term >= maxCampaignTerm {
 		return
 	}
 	// No pre-vote: the leader asked, and the voters would refuse it while they hear from it.

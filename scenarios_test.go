@@ -213,7 +213,9 @@ S27 membership changes
 		TestConfOneChangeInFlightS27 TestConfRemoveLastVoterIsRefusedS27
 		TestConfTakesEffectWhenAppendedAndRevertsOnTruncationS27
 		TestConfRemovedLeaderStepsDownOnceCommittedS27 TestConfRecoveredAtRestartS27
-		TestConfSnapshotCarriesVotersAndLearnersS27
+		TestConfSnapshotCarriesVotersAndLearnersS27 TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27
+		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
+		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected
