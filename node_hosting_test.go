@@ -1,6 +1,10 @@
 package kommander
 
-import "testing"
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
 
 // TestOnlyALeaderReplicatingCreatesAReplica: a node keeps no state for a partition it does
 // not host on the word of a non-member, a vote request, a message without a term or a
@@ -75,4 +79,108 @@ func TestLeaderReplicatingCreatesAReplicaThatWaitsToBeAdded(t *testing.T) {
 	c.start(x)
 	n = c.nodes[x]
 	hosted()
+}
+
+// TestReplicaMovesByAddingThenRemoving: a partition on three of four nodes moves from one
+// of them to the fourth through its log: the leader adds the fourth as a learner (whose
+// first append creates its replica), promotes it once it caught up, then removes the old
+// replica; every write of the partition stays applied once on every replica, and writes
+// keep succeeding through the new one. The nodes run by hand (the node simulation's
+// harness, without faults), so the test calls the leader's Raft core between passes.
+func TestReplicaMovesByAddingThenRemoving(t *testing.T) {
+	s := newNodeSim(t, nodeSimOptions{seed: 1, nodes: 4, partitions: 1, factor: 3})
+	s.net.SetDefaultLink(LinkFaults{})
+	pl := newPlacement(s.ids, 1, 3)
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		for k := 0; k < 500; k++ {
+			if cond() {
+				return
+			}
+			s.step++
+			s.advance()
+		}
+		t.Fatalf("%s: not reached after 500 ticks; errors %v", what, s.errs)
+	}
+	replica := func(i int) *partition { return s.nodes[i].slots[0].Load() }
+	lead := -1
+	until("a leader", func() bool {
+		for i := range s.nodes {
+			if p := replica(i); p != nil && p.raft.role == roleLeader {
+				lead = i
+				return true
+			}
+		}
+		return false
+	})
+	newcomer, leaving := -1, -1
+	for i, id := range s.ids {
+		switch {
+		case !pl.hosts(0, id):
+			newcomer = i
+		case i != lead:
+			leaving = i
+		}
+	}
+	write := func(through int, v string) {
+		t.Helper()
+		pr, err := s.nodes[through].submit(0, []Command{{Type: "put", Data: put("k", v)}})
+		if err != nil {
+			t.Fatalf("write %s through %s: %v", v, s.ids[through], err)
+		}
+		until("write "+v+" applied", func() bool {
+			select {
+			case <-pr.done:
+				return true
+			default:
+				return false
+			}
+		})
+		if pr.err != nil {
+			t.Fatalf("write %s through %s: %v", v, s.ids[through], pr.err)
+		}
+	}
+	write(lead, "before")
+	change := func(cc confChange) {
+		t.Helper()
+		r := replica(lead).raft
+		until(fmt.Sprintf("%v of %s taken", cc.Type, cc.Node), func() bool {
+			_, err := r.proposeConfChange(cc, s.nodes[lead].nextIDs(1))
+			if err != nil && !errors.Is(err, errLearnerBehind) && !errors.Is(err, errConfChangePending) {
+				t.Fatalf("%v of %s: %v", cc.Type, cc.Node, err)
+			}
+			return err == nil
+		})
+		until(fmt.Sprintf("%v of %s committed", cc.Type, cc.Node), func() bool {
+			st := r.status()
+			return st.commit == st.lastIndex
+		})
+	}
+	change(confChange{Type: confAddLearner, Node: s.ids[newcomer]})
+	until("the newcomer hosts a replica and has the log", func() bool {
+		p := replica(newcomer)
+		return p != nil && p.raft.status().commit == replica(lead).raft.status().commit
+	})
+	change(confChange{Type: confAddVoter, Node: s.ids[newcomer]})
+	change(confChange{Type: confRemove, Node: s.ids[leaving]})
+	m := replica(lead).raft.membership()
+	if len(m.Voters) != 3 || !m.isVoter(s.ids[newcomer]) || m.isMember(s.ids[leaving]) {
+		t.Fatalf("membership after the move: %+v", m)
+	}
+	write(newcomer, "after")
+	until("the write is applied on the new replica", func() bool {
+		v, _ := s.sms[newcomer].get(0, "k")
+		return v == "after"
+	})
+	if v, _ := s.sms[newcomer].get(0, "k"); v != "after" {
+		t.Fatalf("the new replica holds %q", v)
+	}
+	if len(s.errs) > 0 {
+		t.Fatalf("harness errors: %v", s.errs)
+	}
+	for i, sm := range s.sms {
+		for _, e := range sm.problems() {
+			t.Errorf("%s: %s", s.ids[i], e)
+		}
+	}
 }
