@@ -216,6 +216,7 @@ S27 membership changes
 		TestConfSnapshotCarriesVotersAndLearnersS27 TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27
 		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
 		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight
+		TestReplicaMovesByAddingThenRemoving
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected
