@@ -56,7 +56,7 @@ S5 non-members have no say
 	can make it campaign at once.
 	tests: TestTransportConformanceHostileInput TestConfVoteRequestsFromNonVotersAreIgnoredS5
 		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
-		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27
+		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27 TestOnlyALeaderReplicatingCreatesAReplica
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
