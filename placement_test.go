@@ -1,6 +1,8 @@
 package kommander
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -103,4 +105,19 @@ func TestReplicationFactorIsValidated(t *testing.T) {
 			t.Errorf("ReplicationFactor %d: Validate() = %v", tc.factor, err)
 		}
 	}
+	// Members a Discovery finds are known only when the node starts: NewNode checks then.
+	cfg := base
+	cfg.Peers, cfg.Discovery, cfg.ReplicationFactor = nil, wrappedDiscovery{StaticDiscovery(peers...)}, 4
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate with a Discovery: %v", err)
+	}
+	if n, err := NewNode(cfg); !errors.Is(err, ErrInvalidConfig) {
+		if n != nil {
+			_ = n.Stop(context.Background())
+		}
+		t.Fatalf("NewNode with ReplicationFactor 4 of 3 discovered members: %v", err)
+	}
 }
+
+// wrappedDiscovery hides a StaticDiscovery from Validate, as any other Discovery is.
+type wrappedDiscovery struct{ Discovery }
