@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // placedCluster is a nodeCluster whose partitions are placed on factor nodes each.
@@ -372,6 +373,41 @@ func BenchmarkProxiedReplicate(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// TestProxiedCallsOverRealTransports: over TCP and HTTP, with a secret, every node writes
+// to and reads every partition, each of which lives on one node only.
+func TestProxiedCallsOverRealTransports(t *testing.T) {
+	for _, kind := range []TransportKind{TCP, HTTP} {
+		t.Run(kind.String(), func(t *testing.T) {
+			ids, peers := realPeers(t, 3)
+			nodes := make([]*Node, 3)
+			for i := range ids {
+				nodes[i] = startRealNode(t, Config{
+					NodeID: ids[i], Addr: peers[i].Addr, DataDir: t.TempDir(), Partitions: 3, ReplicationFactor: 1,
+					Peers: peers, Transport: kind, StateMachine: newKVSM(3, false), Logger: discardLogger(),
+					ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
+					Secret: []byte("0123456789abcdef0123"),
+				})
+			}
+			for p := 0; p < 3; p++ {
+				for i, n := range nodes {
+					if _, err := n.Replicate(ctxT(t), p, "put", put("k", ids[i])); err != nil {
+						t.Fatalf("partition %d via %s: %v", p, ids[i], err)
+					}
+				}
+				for _, n := range nodes {
+					r, err := n.Replicate(ctxT(t), p, "get", []byte("k"))
+					if err != nil || r.Value != ids[2] {
+						t.Fatalf("partition %d: read via %s: %v, %v; want %s", p, n.ID(), r.Value, err, ids[2])
+					}
+					if err := n.ReadBarrier(ctxT(t), p); err != nil {
+						t.Fatalf("partition %d: ReadBarrier via %s: %v", p, n.ID(), err)
+					}
+				}
+			}
 		})
 	}
 }
