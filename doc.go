@@ -100,7 +100,8 @@
 //	node_hosting.go       which partitions a node hosts: its placement, its state, and replicas
 //	                      a leader starts on it; the first voters' head start at bootstrap
 //	node_proxy.go         the calls of a partition a node does not host, run by a node that
-//	                      hosts it: requests, acknowledgements, answers, copies dropped
+//	                      hosts it: the protocol, and the asking node's requests and retries
+//	node_proxy_serve.go   the hosting node's side: each request taken once, run, answered
 //	node_loop.go          the node loop and one pass of it
 //	node_inbox.go         what arrives for the loop between two passes, bounded
 //	node_outbox.go        what a pass sends, gathered into one Send per peer
