@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 )
 
 // placedCluster is a nodeCluster whose partitions are placed on factor nodes each.
@@ -382,16 +381,7 @@ func BenchmarkProxiedReplicate(b *testing.B) {
 func TestProxiedCallsOverRealTransports(t *testing.T) {
 	for _, kind := range []TransportKind{TCP, HTTP} {
 		t.Run(kind.String(), func(t *testing.T) {
-			ids, peers := realPeers(t, 3)
-			nodes := make([]*Node, 3)
-			for i := range ids {
-				nodes[i] = startRealNode(t, Config{
-					NodeID: ids[i], Addr: peers[i].Addr, DataDir: t.TempDir(), Partitions: 3, ReplicationFactor: 1,
-					Peers: peers, Transport: kind, StateMachine: newKVSM(3, false), Logger: discardLogger(),
-					ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
-					Secret: []byte("0123456789abcdef0123"),
-				})
-			}
+			ids, nodes := startRealCluster(t, kind, 3, func(cfg *Config) { cfg.ReplicationFactor = 1 })
 			for p := 0; p < 3; p++ {
 				for i, n := range nodes {
 					if _, err := n.Replicate(ctxT(t), p, "put", put("k", ids[i])); err != nil {

@@ -988,22 +988,34 @@ func startRealNode(t *testing.T, cfg Config) *Node {
 	return n
 }
 
+// startRealCluster starts three nodes with partitions partitions over a real transport of
+// kind, with a secret; change, when set, adjusts each node's Config.
+func startRealCluster(t *testing.T, kind TransportKind, partitions int, change func(*Config)) ([]string, []*Node) {
+	t.Helper()
+	ids, peers := realPeers(t, 3)
+	nodes := make([]*Node, 3)
+	for i := range ids {
+		cfg := Config{
+			NodeID: ids[i], Addr: peers[i].Addr, DataDir: t.TempDir(), Partitions: partitions, Peers: peers,
+			Transport: kind, StateMachine: newKVSM(partitions, false), Logger: discardLogger(),
+			ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
+			Secret: []byte("0123456789abcdef0123"),
+		}
+		if change != nil {
+			change(&cfg)
+		}
+		nodes[i] = startRealNode(t, cfg)
+	}
+	return ids, nodes
+}
+
 func TestClusterOverRealTransports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real network and clock; -short runs the in-memory tests only")
 	}
 	for _, kind := range []TransportKind{TCP, HTTP} {
 		t.Run(kind.String(), func(t *testing.T) {
-			ids, peers := realPeers(t, 3)
-			nodes := make([]*Node, 3)
-			for i := range ids {
-				nodes[i] = startRealNode(t, Config{
-					NodeID: ids[i], Addr: peers[i].Addr, DataDir: t.TempDir(), Partitions: 4, Peers: peers,
-					Transport: kind, StateMachine: newKVSM(4, false), Logger: discardLogger(),
-					ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
-					Secret: []byte("0123456789abcdef0123"),
-				})
-			}
+			ids, nodes := startRealCluster(t, kind, 4, nil)
 			for p := 0; p < 4; p++ {
 				for i, n := range nodes {
 					if _, err := n.Replicate(ctxT(t), p, "put", put("k", ids[i])); err != nil {
