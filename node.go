@@ -278,6 +278,9 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !p.raft.membership().isMember(cfg.NodeID) {
+			continue // removed, or never added yet (node_hosting.go)
+		}
 		n.host(p)
 		n.planFirstCampaign(p)
 	}

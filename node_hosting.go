@@ -41,8 +41,12 @@ func (n *Node) host(p *partition) {
 	n.slots[p.id].Store(p)
 }
 
-// hostsAtStart reports whether the node hosts partition id when it starts: the placement
-// gives it the partition, or it has state for it.
+// hostsAtStart reports whether the node may host partition id when it starts: the
+// placement gives it the partition, or it has state for it. It hosts it if, besides, the
+// configuration in effect (the bootstrap one from the placement, or the latest in its log
+// or snapshot) lists it: a replica that was moved away, or that was created and never
+// added, is not hosted, and its calls go to the nodes that host the partition (the leader
+// creates it again if it adds it).
 func (n *Node) hostsAtStart(id uint32) (bool, error) {
 	if n.place.hosts(int(id), n.cfg.NodeID) {
 		return true, nil

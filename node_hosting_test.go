@@ -36,8 +36,8 @@ func TestOnlyALeaderReplicatingCreatesAReplica(t *testing.T) {
 
 // TestLeaderReplicatingCreatesAReplicaThatWaitsToBeAdded: a member leader's heartbeat
 // for a partition a node does not host creates the replica, with no voters: it takes the
-// leader's term and never campaigns; after a restart the node hosts it again, because it
-// has state for it.
+// leader's term and never campaigns. Never added, it is not hosted after a restart (its
+// calls go to the hosting nodes again); a leader that adds it creates it again.
 func TestLeaderReplicatingCreatesAReplicaThatWaitsToBeAdded(t *testing.T) {
 	c, pl := runningPlacedCluster(t, 4, 4, 3)
 	p, x := -1, -1
@@ -78,6 +78,11 @@ func TestLeaderReplicatingCreatesAReplicaThatWaitsToBeAdded(t *testing.T) {
 	c.sms[x] = c.sms[x].restarted()
 	c.start(x)
 	n = c.nodes[x]
+	if _, err := n.partition(p); !errors.Is(err, ErrNotHosted) {
+		t.Fatalf("after a restart, the replica that was never added is hosted: %v", err)
+	}
+	n.deliver([]Message{{Type: MsgHeartbeat, Partition: uint32(p), From: lead.ID(), To: n.ID(), Term: term}})
+	c.waitFor("the replica is created again", 50, func() bool { return n.slots[p].Load() != nil })
 	hosted()
 }
 
@@ -175,6 +180,15 @@ func TestReplicaMovesByAddingThenRemoving(t *testing.T) {
 	if v, _ := s.sms[newcomer].get(0, "k"); v != "after" {
 		t.Fatalf("the new replica holds %q", v)
 	}
+	// After a restart the new replica is hosted: the configuration in its log lists it.
+	// (The old one does not learn of its removal from the log: the leader stops
+	// replicating to it as soon as it appends the change, thesis §4.2.2.)
+	s.crash(newcomer)
+	s.startNode(newcomer)
+	if replica(newcomer) == nil {
+		t.Fatalf("after a restart %s does not host the replica it was added with", s.ids[newcomer])
+	}
+	write(newcomer, "restarted")
 	if len(s.errs) > 0 {
 		t.Fatalf("harness errors: %v", s.errs)
 	}
