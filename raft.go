@@ -340,12 +340,6 @@ func (r *raft) tick() {
 	}
 	r.electionElapsed++
 	if r.electionElapsed >= r.randomizedElectionTimeout {
-		if !r.promotable() {
-			// A learner, a removed node or a replica waiting to be added never campaigns
-			// (S27): it waits for a leader.
-			r.resetElectionTimer()
-			return
-		}
 		r.campaign()
 	}
 }

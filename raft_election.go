@@ -32,7 +32,8 @@ func (r *raft) campaign() {
 	if r.term >= maxCampaignTerm || !r.promotable() {
 		// No election at or past the top of the term range: peers refuse its term, and the
 		// one after would overflow to 0 (S31). Only forged or corrupt state gets here. Nor
-		// by a node that does not vote (S27).
+		// by a learner, a removed node or a replica waiting to be added (S27): it waits
+		// for a leader.
 		r.resetElectionTimer()
 		return
 	}

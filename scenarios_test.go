@@ -56,7 +56,7 @@ S5 non-members have no say
 	can make it campaign at once.
 	tests: TestTransportConformanceHostileInput TestConfVoteRequestsFromNonVotersAreIgnoredS5
 		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
-		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27
+		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27 TestConfReplicaWithoutConfigurationNeverVotesS5
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
@@ -214,6 +214,7 @@ S27 membership changes
 		TestConfTakesEffectWhenAppendedAndRevertsOnTruncationS27
 		TestConfRemovedLeaderStepsDownOnceCommittedS27 TestConfRecoveredAtRestartS27
 		TestConfSnapshotCarriesVotersAndLearnersS27 TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27
+		TestConfNodeHoldingItsUncommittedRemovalStillCampaignsS27
 		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
 		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight
 
