@@ -226,11 +226,7 @@ func TestConfOneChangeInFlightS27(t *testing.T) {
 
 // S27: the last voter cannot be removed.
 func TestConfRemoveLastVoterIsRefusedS27(t *testing.T) {
-	n := newNode(t, "n1", 0, nil, withVoters("n1"))
-	for n.r.role != roleLeader {
-		n.r.tick()
-		n.flush()
-	}
+	n := soloLeader(t)
 	if _, err := n.r.proposeConfChange(confChange{confRemove, "n1"}, 0); !errors.Is(err, errRemoveLastVoter) {
 		t.Fatalf("removing the last voter: %v", err)
 	}
