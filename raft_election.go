@@ -52,7 +52,9 @@ func (r *raft) becomePreCandidate() {
 	r.lead = ""
 	r.resetElectionTimer()
 	r.tracker.resetVotes()
-	r.tracker.recordVote(r.id, true) // a pre-vote changes nothing, so no persistence is needed
+	if r.rules.voteCounts(r, r.id) {
+		r.tracker.recordVote(r.id, true) // a pre-vote changes nothing, so no persistence is needed
+	}
 	if r.tracker.voteResult() == voteGranted {
 		r.becomeCandidate(0)
 		return
@@ -104,7 +106,7 @@ func (r *raft) requestVotes(t MessageType, term, ctx uint64, release func(*raft,
 }
 
 func (r *raft) recordVote(from string, granted bool) {
-	if !r.tracker.recordVote(from, granted) {
+	if !r.rules.voteCounts(r, from) || !r.tracker.recordVote(from, granted) {
 		return // a duplicate response counts once
 	}
 	switch r.tracker.voteResult() {

@@ -171,6 +171,17 @@ func TestSimMembershipFiveNodes(t *testing.T) {
 var bugTwoConfChanges = &plantedBug{"(g) propose a membership change while another is in flight",
 	func(rs *safetyRules) { rs.confChangeAllowed = func(*raft) bool { return true } }}
 
+// bugLearnerVotes plants (h): a candidate counts the grants of learners (and of nodes
+// outside its configuration) toward its election; it can then win without a quorum of
+// voters, lacking entries they committed.
+var bugLearnerVotes = &plantedBug{"(h) count a learner's vote",
+	func(rs *safetyRules) { rs.voteCounts = func(*raft, string) bool { return true } }}
+
+// TestSimFindsLearnerVotesCounted plants bug (h) (S5, S27).
+func TestSimFindsLearnerVotesCounted(t *testing.T) {
+	findPlantedBug(t, 3, 1000, bugLearnerVotes, withMembership, func(p *simParams) { p.safetyOnly = true })
+}
+
 // TestSimFindsTwoConfChangesInFlight plants bug (g) (S27). Only a safety violation counts:
 // the bug also makes configurations that the liveness phase cannot finish with.
 func TestSimFindsTwoConfChangesInFlight(t *testing.T) {

@@ -893,7 +893,8 @@ type plantedBug struct {
 
 func (b *plantedBug) String() string { return b.name }
 
-// The planted bugs (a) to (e); each test below proves the simulation finds one.
+// The planted bugs (a) to (f); each test below proves the simulation finds one ((g) and (h),
+// membership bugs, are in sim_membership_test.go).
 var (
 	bugCommitOlderTerms = &plantedBug{"(a) count replicas of entries from older terms toward commit",
 		func(rs *safetyRules) { rs.commitByCounting = func(*raft, uint64) bool { return true } }}
