@@ -275,12 +275,14 @@ func (r *raft) isVoter() bool { return r.tracker.self.voter }
 
 // promotable reports whether this node may campaign: it votes in the configuration in
 // effect, or in one that an uncommitted configuration entry may yet replace (the newest
-// committed one it knows and those after it). A node whose own removal it holds
-// uncommitted must still campaign: the voters that lack that entry may need its vote and
-// refuse to elect one of them whose log is shorter, and none of them counts it. It counts
-// the votes in the configuration in effect, as every candidate does, so that if it wins it
-// leads as a removed leader until the removal commits (stepDownIfRemoved). Once the
-// removal commits, a majority of the new configuration holds it and refuses its requests.
+// committed one it knows, and those after it).
+//
+// A leader that crashed holding its own removal uncommitted must still campaign: a voter
+// that lacks the removal may be unable to win (the removed node's longer log denies it the
+// vote it needs), and then only the removed node can finish the change (S27). It counts the
+// votes in the configuration in effect, as every candidate does, and if it wins, leads as
+// a removed leader until the removal commits (stepDownIfRemoved); once it knows the removal
+// committed, it never campaigns again.
 func (r *raft) promotable() bool {
 	for i := len(r.confs) - 1; i >= 0; i-- {
 		if r.confs[i].m.isVoter(r.id) {
