@@ -334,7 +334,7 @@ func newRaft(c raftConfig) (*raft, error) {
 		confs = confHistory{{index: c.storage.firstIndex() - 1, m: base}}
 	}
 	r.confs = confs
-	r.pruneConfs()
+	r.pruneConfs(c.applied) // the node asks for the configuration as of applied (membershipAt)
 	r.tracker = newTracker(r.membership(), r.id)
 	r.applyMembership()
 	r.becomeFollower(r.term, "")

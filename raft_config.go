@@ -238,7 +238,7 @@ func (r *raft) membership() membership { return r.confs.current().m }
 
 // membershipAt returns the configuration as of index: that of the latest configuration
 // entry at or below it. Exact for an index at or above the commit index, or, right after
-// newRaft, at or above the start of the stored log.
+// newRaft, at or above the applied index.
 func (r *raft) membershipAt(index uint64) membership {
 	for i := len(r.confs) - 1; i > 0; i-- {
 		if r.confs[i].index <= index {
@@ -396,15 +396,16 @@ func (r *raft) logAppended(ents []Entry) {
 		changed = true
 	}
 	if changed {
-		r.pruneConfs()
+		r.pruneConfs(r.log.committed)
 		r.applyMembership()
 	}
 }
 
-// pruneConfs forgets the configurations older than the newest committed one.
-func (r *raft) pruneConfs() {
+// pruneConfs forgets the configurations older than the newest one at or below upTo, a
+// committed index.
+func (r *raft) pruneConfs(upTo uint64) {
 	n := 0
-	for n+1 < len(r.confs) && r.confs[n+1].index <= r.log.committed {
+	for n+1 < len(r.confs) && r.confs[n+1].index <= upTo {
 		n++
 	}
 	if n > 0 {
