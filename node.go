@@ -248,7 +248,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
 	}
-	n.snaps.init(cfg, voters, snapStore)
+	n.snaps.init(cfg, snapStore)
 	n.in.init()
 	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
 	n.persist.init(n.storage)
