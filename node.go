@@ -529,5 +529,6 @@ type nullTransport struct{}
 
 func (nullTransport) Start(func([]Message)) error { return nil }
 func (nullTransport) SetPeer(string, string)      {}
+func (nullTransport) RemovePeer(string)           {}
 func (nullTransport) Send(string, []Message)      {}
 func (nullTransport) Close() error                { return nil }
