@@ -92,6 +92,11 @@
 //	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
 //	node_status.go        the partitions' leaders and status for the public API
 //	node_incarnation.go   one node ID on one data directory: a node that lost its data is refused
+//	node_membership.go    AddNode, AddLearner, RemoveNode, Members: changes asked of any node,
+//	                      forwarded to the leader, followed as they commit; removed nodes stop
+//	node_transfer.go      TransferLeadership, and handing leadership off before Stop
+//	node_balancer.go      the leader balancer: its policy, and node-level liveness
+//	node_addrbook.go      the address book: members' addresses, versioned, gossiped and kept
 //	node_snapshot.go      taking snapshots beside Apply, compacting behind them, installing
 //	                      one from a leader, restoring the newest usable one at start
 //	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
@@ -123,6 +128,7 @@
 //	raft_ready.go         the ready batch handed to the node, and advance
 //	raft_snapshot.go      a follower behind the compacted log gets a snapshot; installing one
 //	raft_types.go         Entry, Message, HardState: what the core, WAL, codec and node share
+//	raft_membership_stub.go  TEMPORARY stand-in for the core's membership API until it lands
 //
 //	storage.go            the Storage interface and Update, what one Save carries
 //	wal.go                the WAL type, its options and its Storage methods

@@ -134,6 +134,7 @@ func (n *Node) runPass() bool {
 		for _, p := range n.parts {
 			n.askQueued(p)
 		}
+		n.runMembership(ticks > 0)
 	}
 
 	if n.persist.running {
@@ -174,6 +175,7 @@ func (n *Node) stepAll(msgs []Message) {
 			n.metrics.dropped.Add(1)
 			continue
 		}
+		n.heardFrom(m.From)
 		p := n.parts[m.Partition]
 		switch m.Type {
 		case MsgHello:
@@ -196,10 +198,21 @@ func (n *Node) stepAll(msgs []Message) {
 				continue
 			}
 		case MsgForward:
-			n.fwd.receive(p, m)
+			if isConfForward(m) {
+				n.receiveConfForward(p, m)
+			} else {
+				n.fwd.receive(p, m)
+			}
 			continue
 		case MsgForwardRefused:
-			n.fwd.refused(p, m)
+			if isConfForward(m) {
+				n.confForwardRefused(p, m)
+			} else {
+				n.fwd.refused(p, m)
+			}
+			continue
+		case msgAddressBook:
+			n.receiveBook(m)
 			continue
 		case msgSnapshot:
 			// Chunks from the network never reach Raft: the node receives, checks and
@@ -289,6 +302,7 @@ func (n *Node) handOffCommitted() {
 		r := &n.persist.readies[i]
 		if len(r.rd.CommittedEntries) > 0 {
 			r.p.pushApply(r.rd.CommittedEntries)
+			n.configsCommitted(r.p, r.rd.CommittedEntries)
 			handed = true
 		}
 	}
