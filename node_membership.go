@@ -161,19 +161,6 @@ func (n *Node) changeOne(ctx context.Context, p *partition, cc confChange) error
 	return err
 }
 
-// String names a change type in errors and logs.
-func (t confChangeType) String() string {
-	switch t {
-	case confAddLearner:
-		return "add learner"
-	case confAddVoter:
-		return "add voter"
-	case confRemove:
-		return "remove"
-	}
-	return "unknown change"
-}
-
 // memberState is the node's side of membership: requests from the public calls, what the
 // loop does with them, and whether this node was removed.
 type memberState struct {
@@ -322,7 +309,7 @@ func (n *Node) stepConf(r *confRequest) bool {
 	case st.role == roleLeader:
 		index, err := p.raft.proposeConfChange(r.cc, r.id)
 		if err != nil {
-			return n.confRefused(r, err)
+			return n.confRefused(r, fmt.Errorf("%w (%v)", confRefusalErr(confRefusalCode(err)), err))
 		}
 		r.stage, r.term, r.index, r.deadline = confProposed, st.term, index, n.now+uint64(confRetryTimeouts*n.elTicks)
 	case st.leader == "" || st.leader == n.cfg.NodeID:
@@ -369,25 +356,29 @@ func (n *Node) confRefused(r *confRequest, err error) bool {
 // retryableConf reports whether a refusal means "not now".
 func retryableConf(err error) bool {
 	return errors.Is(err, ErrMembershipChange) || errors.Is(err, errConfChangePending) ||
-		errors.Is(err, errTransferring) || errors.Is(err, errLearnerBehind) || errors.Is(err, ErrNotLeader)
+		errors.Is(err, errTransferring) || errors.Is(err, errLearnerBehind) ||
+		errors.Is(err, errNotLeader) || errors.Is(err, ErrNotLeader) || errors.Is(err, errProposalDropped)
 }
 
-// Codes of a refused change, in the Type of the MsgForwardRefused entry.
+// Codes of a refused change, in the Type of the MsgForwardRefused entry: the refusal the
+// leader's core gave (match) and the error the sender acts on.
 var confRefusals = []struct {
-	code string
-	err  error
+	code       string
+	match, err error
 }{
-	{"pending", fmt.Errorf("%w: %w", ErrMembershipChange, errConfChangePending)},
-	{"transferring", fmt.Errorf("%w: %w", ErrMembershipChange, errTransferring)},
-	{"learner-behind", errLearnerBehind},
-	{"last-voter", errRemoveLastVoter},
-	{"not-leader", ErrNotLeader},
+	{"pending", errConfChangePending, fmt.Errorf("%w: %w", ErrMembershipChange, errConfChangePending)},
+	{"transferring", errTransferring, fmt.Errorf("%w: %w", ErrMembershipChange, errTransferring)},
+	{"learner-behind", errLearnerBehind, errLearnerBehind},
+	{"last-voter", errRemoveLastVoter, fmt.Errorf("%w: %w", ErrInvalidConfig, errRemoveLastVoter)},
+	{"not-leader", errNotLeader, errNotLeader},
+	{"dropped", errProposalDropped, errProposalDropped},
+	{"invalid", errInvalidConfChange, fmt.Errorf("%w: %w", ErrInvalidConfig, errInvalidConfChange)},
 }
 
 // confRefusalCode returns the code of a refusal.
 func confRefusalCode(err error) string {
 	for _, r := range confRefusals {
-		if errors.Is(err, r.err) || errors.Is(r.err, err) {
+		if errors.Is(err, r.match) {
 			return r.code
 		}
 	}

@@ -51,6 +51,7 @@ var (
 	errRemoveLastVoter   = errors.New("kommander: cannot remove the last voter")
 	errLearnerBehind     = errors.New("kommander: the learner is behind")
 	errTransferring      = errors.New("kommander: leadership transfer in progress")
+	errInvalidConfChange = errors.New("kommander: invalid membership change")
 	errStub              = errors.New("kommander: core membership not merged yet")
 )
 
@@ -77,3 +78,15 @@ func (r *raft) memberMatch(id string) (uint64, bool) {
 
 func (r *raft) transferLeadership(to string) error { return errStub }
 func (r *raft) transferTarget() string             { return "" }
+
+func (t confChangeType) String() string {
+	switch t {
+	case confAddLearner:
+		return "add learner"
+	case confAddVoter:
+		return "add voter"
+	case confRemove:
+		return "remove"
+	}
+	return "unknown change"
+}
