@@ -214,6 +214,9 @@ func (n *Node) stepAll(msgs []Message) {
 		case msgAddressBook:
 			n.receiveBook(m)
 			continue
+		case msgRemoved:
+			n.removedNotice(p, m)
+			continue
 		case msgSnapshot:
 			// Chunks from the network never reach Raft: the node receives, checks and
 			// stores a snapshot first, then steps in its description.
@@ -248,7 +251,9 @@ func (n *Node) tickAll(ticks int) {
 			continue // no election timer runs out: it must not campaign yet (S36)
 		}
 		for _, p := range n.parts {
-			p.raft.tick()
+			if !p.mem.removed.Load() { // a removed member takes no more part
+				p.raft.tick()
+			}
 		}
 	}
 }

@@ -175,6 +175,7 @@ type memberState struct {
 	confSeq      uint64 // the last entry ID given to a change (confIDs)
 	loggedRemove bool
 	bal          balancer
+	retiring     map[string]uint64 // removed members, and the tick at which they are dropped
 
 	removed atomic.Bool // removed from every partition it hosted
 }
@@ -269,6 +270,7 @@ func (n *Node) runMembership(ticked bool) {
 		n.stepTransfers()
 	}
 	if ticked {
+		n.retire()
 		n.gossipBook()
 		if n.now%uint64(n.elTicks) == 0 {
 			for _, p := range n.parts {
@@ -292,7 +294,10 @@ func (n *Node) stepConf(r *confRequest) bool {
 		n.finishConf(r, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, ErrRemoved))
 		return false
 	case r.stage != confQueued && n.now >= r.deadline:
-		r.stage, r.nextTry = confQueued, n.now // no outcome in time: ask again
+		// No outcome in time: ask again, under a fresh ID (a copy of the old one would be
+		// dropped by a leader that took it). Should both be taken, the second changes
+		// nothing: the leader appends a change already in effect unchanged.
+		r.stage, r.nextTry, r.id = confQueued, n.now, 0
 	}
 	if r.stage != confQueued || n.now < r.nextTry {
 		return true
@@ -346,7 +351,9 @@ func (n *Node) confRefused(r *confRequest, err error) bool {
 		n.mem.mu.Lock()
 		r.lastErr = err
 		n.mem.mu.Unlock()
-		r.stage, r.nextTry = confQueued, n.now+uint64(n.hbTicks)
+		// A fresh ID: the leader took the refused one's ID for its term (a copy of it is
+		// never taken), and the refusal is definite, so nothing of it is in any log.
+		r.stage, r.nextTry, r.id = confQueued, n.now+uint64(n.hbTicks), 0
 		return true
 	}
 	n.finishConf(r, fmt.Errorf("kommander: node %s: partition %d: %s %s refused: %w", n.cfg.NodeID, r.p.id, r.cc.Type, r.cc.Node, err))
@@ -468,15 +475,21 @@ func (n *Node) configCommitted(p *partition, e *Entry) {
 	p.mem.committed = m
 	for _, id := range append(slices.Clone(m.Voters), m.Learners...) {
 		n.inc.addPeer(id)
+		delete(n.mem.retiring, id)
 	}
+	st := p.raft.status()
 	for _, id := range append(slices.Clone(prev.Voters), prev.Learners...) {
-		if !m.isMember(id) && id != n.cfg.NodeID && !n.memberAnywhere(id) {
-			n.log.Info("member removed from the cluster; its traffic is refused from now on", "member", id)
-			n.setAddr(id, "")
-			if err := n.inc.forget(id); err != nil {
-				n.log.Warn("could not forget a removed member's incarnation", "member", id, "err", err)
-			}
+		if m.isMember(id) || id == n.cfg.NodeID {
+			continue
 		}
+		if st.role == roleLeader {
+			// The removed node gets no more appends: tell it, or it never learns.
+			n.out.add(Message{Type: msgRemoved, Partition: p.id, From: n.cfg.NodeID, To: id, Term: st.term, Index: e.Index})
+		}
+		if n.mem.retiring == nil {
+			n.mem.retiring = make(map[string]uint64)
+		}
+		n.mem.retiring[id] = n.now + uint64(n.elTicks)
 	}
 	switch {
 	case m.isMember(n.cfg.NodeID):
@@ -488,6 +501,40 @@ func (n *Node) configCommitted(p *partition, e *Entry) {
 		n.checkRemoved()
 	}
 	n.publishMembers(p)
+}
+
+// retire drops from the address book and the transport the members removed from a
+// partition an election timeout ago that are no member of any other, so that their
+// traffic is refused from then on; the delay lets the notice of their removal reach them.
+// It runs on every tick.
+func (n *Node) retire() {
+	for id, at := range n.mem.retiring {
+		if n.now < at {
+			continue
+		}
+		delete(n.mem.retiring, id)
+		if n.memberAnywhere(id) {
+			continue
+		}
+		n.log.Info("member removed from the cluster; its traffic is refused from now on", "member", id)
+		n.setAddr(id, "")
+		if err := n.inc.forget(id); err != nil {
+			n.log.Warn("could not forget a removed member's incarnation", "member", id, "err", err)
+		}
+	}
+}
+
+// removedNotice takes a leader's notice that this node was removed from partition p
+// (msgRemoved): from the leader this node follows, in its term or a later one.
+func (n *Node) removedNotice(p *partition, m *Message) {
+	st := p.raft.status()
+	if m.From != st.leader || m.Term < st.term || !p.mem.wasMember || p.mem.removed.Load() {
+		return
+	}
+	n.log.Info("removed from a partition", "partition", p.id, "by", m.From, "index", m.Index)
+	p.mem.removed.Store(true)
+	p.failAll(fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, ErrRemoved))
+	n.checkRemoved()
 }
 
 // memberAnywhere reports whether id is a member of any partition's configuration in

@@ -270,11 +270,14 @@ func TestStopHandsOffEveryLeadershipWithoutFailingAWrite(t *testing.T) {
 	c.await("writes", func() bool { return w.acks() > 30 })
 	before := w.acks()
 	c.stop(0)
-	for p := 0; p < c.partitions; p++ {
-		if l, _ := c.nodes[1].Leader(p); l == "n1" || l == "" {
-			t.Fatalf("partition %d: leader %q after n1 stopped; want it handed off", p, l)
+	c.await("every partition led by n2 or n3", func() bool {
+		for p := 0; p < c.partitions; p++ {
+			if l, _ := c.nodes[1].Leader(p); l == "n1" || l == "" {
+				return false
+			}
 		}
-	}
+		return true
+	})
 	c.await("writes after the stop", func() bool { return w.acks() > before+30 })
 	if errs := w.finish(); len(errs) > 0 {
 		t.Fatalf("%d writes failed, the first: %v", len(errs), errs[0])
@@ -321,6 +324,10 @@ func TestRemovedNodeIsRefused(t *testing.T) {
 		t.Fatalf("RemoveNode n3: %v", err)
 	}
 	c.membersEverywhere(c.ids[:2], 0, 1)
+	c.await("n3 told it was removed", func() bool { return errors.Is(c.nodes[2].Err(), ErrRemoved) })
+	// The members drop it an election timeout after they commit its removal.
+	since := c.clock.Now()
+	c.await("three election timeouts", func() bool { return c.clock.Now().Sub(since) > 30*c.tick })
 	term := c.nodes[0].Status().Partitions[0].Term
 	c.nodes[2].transport.Send("n1", []Message{{Type: MsgHeartbeat, From: "n3", To: "n1", Term: term + 100}})
 	c.nodes[2].transport.Send("n2", []Message{{Type: MsgHeartbeat, From: "n3", To: "n2", Term: term + 100}})

@@ -105,6 +105,10 @@ const (
 	// is a node ID, Data its address ("" for a removed member) and Index the record's
 	// version. It is the node's, never Raft's.
 	msgAddressBook
+	// msgRemoved tells a node that the configuration removing it from a partition is
+	// committed (Index is the configuration entry's, Term the leader's): it gets no more
+	// appends to learn it from. It is the node's, never Raft's.
+	msgRemoved
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -117,7 +121,7 @@ var messageTypeNames = [...]string{
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
-	msgAddressBook: "MsgAddressBook",
+	msgAddressBook: "MsgAddressBook", msgRemoved: "MsgRemoved",
 }
 
 // String returns the message type's name, as in logs and test traces.
