@@ -253,7 +253,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.snaps.init(cfg, voters, snapStore)
 	n.in.init()
-	n.out = newOutbox(cfg.NodeID, append(n.bookPeers(), voters...), &n.metrics)
+	n.out = newOutbox(cfg.NodeID, n.bookPeers(), &n.metrics)
 	n.persist.init(n.storage)
 	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log, newIDs: n.nextIDs, wake: n.in.markProposed}
 	for i := 0; i < cfg.Partitions; i++ {
@@ -264,6 +264,7 @@ func NewNode(cfg Config) (*Node, error) {
 		n.initMembers(p)
 		n.parts = append(n.parts, p)
 	}
+	n.followMembers()
 	n.apply.init(n)
 	n.transfers.init(n)
 	n.leaders.init()

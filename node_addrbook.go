@@ -10,14 +10,14 @@ import "sort"
 // msgAddressBook, and sent again to every peer every bookGossipTimeouts election timeouts,
 // so that a lost message is repaired; a node takes a record only if its version is newer
 // than the one it holds (ties go to the greater address), so all nodes end with the same
-// book whatever the order of arrival. A removed member's record is a tombstone (no
-// address), which outranks the older records of it that may still travel.
+// book whatever the order of arrival. A removed member keeps its record (it may be added
+// again); what drops it is that no configuration names it (Node.retire).
 //
 // The records are kept in the data directory (clusterIdentity.Book), so that a restarted
 // node reaches the members added since its flags were written; the flags' addresses are
 // version 0 and give way to any recorded change. Loop only, except where noted.
 
-// bookRecord is one member's address as the book keeps it; Addr "" is a tombstone.
+// bookRecord is one member's address as the book keeps it.
 type bookRecord struct {
 	Addr string `json:"addr,omitempty"`
 	Ver  uint64 `json:"ver"`
@@ -46,15 +46,12 @@ func (n *Node) initBook(kept map[string]bookRecord) {
 	for id, r := range kept {
 		n.book.records[id] = r
 		n.book.maxVer = max(n.book.maxVer, r.Ver)
-		if r.Addr == "" {
-			delete(n.addrs, id)
-		} else {
-			n.addrs[id] = r.Addr
-		}
+		n.addrs[id] = r.Addr
 	}
 }
 
-// bookPeers returns every node the book has an address for, but this one, sorted.
+// bookPeers returns every node the book has an address for, but this one, sorted: the
+// bootstrap voters are among them (NewNode gives every peer an address).
 func (n *Node) bookPeers() []string {
 	var ids []string
 	for id := range n.addrs {
@@ -66,15 +63,12 @@ func (n *Node) bookPeers() []string {
 	return ids
 }
 
-// setAddr records a change made on this node (addr "" removes id) and tells every peer.
+// setAddr records a change made on this node and tells every peer.
 func (n *Node) setAddr(id, addr string) {
-	if id == "" || id == n.cfg.NodeID {
+	if id == "" || addr == "" || id == n.cfg.NodeID {
 		return
 	}
 	if have, ok := n.addrs[id]; ok && have == addr {
-		return
-	}
-	if _, ok := n.addrs[id]; !ok && addr == "" {
 		return
 	}
 	r := bookRecord{Addr: addr, Ver: n.book.maxVer + 1}
@@ -86,27 +80,28 @@ func (n *Node) setAddr(id, addr string) {
 }
 
 // adoptAddr takes r as id's record if it is newer than the one held, and makes the
-// transport and the outbox follow it; it reports whether it took it.
+// transport and the outbox follow it (unless id was removed from the cluster); it
+// reports whether it took it.
 func (n *Node) adoptAddr(id string, r bookRecord) bool {
 	if have, ok := n.book.records[id]; ok && !r.newer(have) {
 		return false
 	}
 	n.book.records[id] = r
 	n.book.maxVer = max(n.book.maxVer, r.Ver)
-	if r.Addr == "" {
-		delete(n.addrs, id)
-		n.out.removePeer(id)
-		if n.transport != nil {
-			n.transport.RemovePeer(id)
-		}
-		return true
-	}
 	n.addrs[id] = r.Addr
-	n.out.addPeer(id)
-	if n.transport != nil {
-		n.transport.SetPeer(id, r.Addr)
+	if !n.mem.retired[id] {
+		n.admitPeer(id)
 	}
 	return true
+}
+
+// admitPeer makes the outbox and the transport send to id, and the transport take its
+// traffic.
+func (n *Node) admitPeer(id string) {
+	n.out.addPeer(id)
+	if n.transport != nil {
+		n.transport.SetPeer(id, n.addrs[id])
+	}
 }
 
 // receiveBook takes the records of a msgAddressBook from a peer.
@@ -114,7 +109,7 @@ func (n *Node) receiveBook(m *Message) {
 	changed := false
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if e.Type == "" || e.Type == n.cfg.NodeID || len(e.Data) > maxAddrBytes {
+		if e.Type == "" || e.Type == n.cfg.NodeID || len(e.Data) == 0 || len(e.Data) > maxAddrBytes {
 			continue
 		}
 		changed = n.adoptAddr(e.Type, bookRecord{Addr: string(e.Data), Ver: e.Index}) || changed

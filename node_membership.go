@@ -176,6 +176,7 @@ type memberState struct {
 	loggedRemove bool
 	bal          balancer
 	retiring     map[string]uint64 // removed members, and the tick at which they are dropped
+	retired      map[string]bool   // removed members, dropped from the outbox and transport
 
 	removed atomic.Bool // removed from every partition it hosted
 }
@@ -476,6 +477,10 @@ func (n *Node) configCommitted(p *partition, e *Entry) {
 	for _, id := range append(slices.Clone(m.Voters), m.Learners...) {
 		n.inc.addPeer(id)
 		delete(n.mem.retiring, id)
+		if n.mem.retired[id] {
+			delete(n.mem.retired, id) // added again
+			n.admitPeer(id)
+		}
 	}
 	st := p.raft.status()
 	for _, id := range append(slices.Clone(prev.Voters), prev.Learners...) {
@@ -517,10 +522,24 @@ func (n *Node) retire() {
 			continue
 		}
 		n.log.Info("member removed from the cluster; its traffic is refused from now on", "member", id)
-		n.setAddr(id, "")
+		n.retirePeer(id)
 		if err := n.inc.forget(id); err != nil {
 			n.log.Warn("could not forget a removed member's incarnation", "member", id, "err", err)
 		}
+	}
+}
+
+// retirePeer drops a member removed from the cluster from the outbox and the transport:
+// its traffic is refused from now on. Its address stays in the book, should it be added
+// again.
+func (n *Node) retirePeer(id string) {
+	if n.mem.retired == nil {
+		n.mem.retired = make(map[string]bool)
+	}
+	n.mem.retired[id] = true
+	n.out.removePeer(id)
+	if n.transport != nil {
+		n.transport.RemovePeer(id)
 	}
 }
 
@@ -582,6 +601,31 @@ func (n *Node) initMembers(p *partition) {
 	p.mem.committed = m
 	p.mem.wasMember = m.isMember(n.cfg.NodeID)
 	p.mem.published = m
+}
+
+// followMembers sets, at start, who this node talks to from the configurations restored
+// from its log: a node of the address book that no configuration names was removed (its
+// traffic is refused), and every member is greeted (node_incarnation.go). A node that
+// waits to join, with no configuration at all yet, keeps its whole address book.
+func (n *Node) followMembers() {
+	members := make(map[string]bool)
+	for _, p := range n.parts {
+		m := p.mem.committed
+		for _, id := range append(slices.Clone(m.Voters), m.Learners...) {
+			members[id] = true
+		}
+	}
+	if len(members) == 0 {
+		return
+	}
+	for id := range members {
+		n.inc.addPeer(id)
+	}
+	for _, id := range slices.Clone(n.out.peers) {
+		if !members[id] {
+			n.retirePeer(id)
+		}
+	}
 }
 
 // publishMembers copies the configuration in effect for Members.
