@@ -45,9 +45,18 @@ func (f *forwarder) forward(p *partition, prs []*proposal, leader string, term, 
 //   - A node that does not lead the term drops the proposal without a word: it cannot know
 //     whether an earlier life of it took a copy, so a refusal, which tells the sender the
 //     entries will never be applied, might not be the truth. The sender's caller learns the
-//     outcome from the log, or gets ErrTimeout.
+//     outcome from the log, or gets ErrTimeout. Only the process that led the term itself,
+//     and stepped down since, knows (the dedupe mark above): it asks the sender to forward
+//     them again to the next leader, under fresh IDs.
 func (f *forwarder) receive(p *partition, m *Message) {
 	if !p.leadsTerm(m.Term) {
+		if p.ledTerm(m.Term) && p.firstForward(m.From, m.Term, m.Entries) {
+			// This process led the term and no longer does (it handed its leadership
+			// over, or lost it): it knows it never took these entries, so the sender may
+			// forward them again, to the next leader, rather than fail its callers.
+			f.out.add(Message{Type: MsgForwardRefused, Partition: p.id, From: f.self, To: m.From, Term: m.Term, Context: forwardAgain, Entries: forwardIDs(m)})
+			return
+		}
 		f.metrics.dropped.Add(1)
 		return
 	}

@@ -126,22 +126,26 @@ func (c *nodeCluster) membersEverywhere(voters []string, on ...int) {
 	c.t.Helper()
 	want := slices.Clone(voters)
 	slices.Sort(want)
-	c.await(fmt.Sprintf("voters %v in every partition", want), func() bool {
+	differs := func() string {
 		for _, i := range on {
 			for p := 0; p < c.partitions; p++ {
 				m, err := c.nodes[i].Members(p)
-				if err != nil {
-					return false
-				}
 				got := slices.Clone(m.Voters)
 				slices.Sort(got)
-				if !slices.Equal(got, want) || len(m.Learners) > 0 {
-					return false
+				if err != nil || !slices.Equal(got, want) || len(m.Learners) > 0 {
+					return fmt.Sprintf("%s sees %+v in partition %d (%v; status %+v)", c.ids[i], m, p, err, c.nodes[i].Status())
 				}
 			}
 		}
-		return true
-	})
+		return ""
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for d := differs(); d != ""; d = differs() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("voters %v in every partition: not reached in 20s: %s", want, d)
+		}
+		runtime.Gosched()
+	}
 }
 
 // TestGrowThreeToFiveAndShrinkBackUnderWriteLoad (S27): two nodes join a running cluster,

@@ -21,6 +21,7 @@ type partition struct {
 	lastRole   string
 	lastLeader string
 	lastTerm   uint64
+	leaderTerm uint64 // the last term in which this process published that it leads
 
 	mu sync.Mutex
 	// queue holds proposals not yet handed to Raft (or forwarded), in arrival order.
@@ -190,6 +191,12 @@ func (p *partition) forwarded(prs []*proposal, leader string, term, deadline uin
 		pr.deadline = deadline
 	}
 	p.dequeue(len(prs))
+}
+
+// ledTerm reports whether this process led the partition in term (and took forwards in
+// it, or published that it led it): it then knows every forward it took in it.
+func (p *partition) ledTerm(term uint64) bool {
+	return term != 0 && (p.fwdTerm == term || p.leaderTerm == term)
 }
 
 // leadsTerm reports whether this node leads the partition in exactly term. Loop only.
@@ -557,6 +564,9 @@ func (p *partition) saved(rd *raftReady) {
 // answered as unknown (S18, S19). It reports whether this node just became a candidate and
 // whether the leader changed. Loop only.
 func (p *partition) publish(st raftStatus, self string, grace uint64) (candidate, leaderChanged bool) {
+	if st.role == roleLeader {
+		p.leaderTerm = st.term
+	}
 	role := st.role.String()
 	if role == p.lastRole && st.leader == p.lastLeader && st.term == p.lastTerm {
 		p.mu.Lock()
