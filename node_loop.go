@@ -186,6 +186,9 @@ func (n *Node) stepAll(msgs []Message) {
 			continue
 		case MsgHelloResp:
 			if err := n.inc.helloResp(m); err != nil {
+				if n.joinRefused(err) {
+					continue
+				}
 				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
 				return
 			}

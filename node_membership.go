@@ -170,13 +170,14 @@ type memberState struct {
 	transfers []*transferRequest // leadership transfers for the loop
 
 	// loop only.
-	active       []*confRequest
-	activeTr     []*transferRequest
-	confSeq      uint64 // the last entry ID given to a change (confIDs)
-	loggedRemove bool
-	bal          balancer
-	retiring     map[string]uint64 // removed members, and the tick at which they are dropped
-	retired      map[string]bool   // removed members, dropped from the outbox and transport
+	active        []*confRequest
+	activeTr      []*transferRequest
+	confSeq       uint64 // the last entry ID given to a change (confIDs)
+	loggedRemove  bool
+	loggedRefusal bool
+	bal           balancer
+	retiring      map[string]uint64 // removed members, and the tick at which they are dropped
+	retired       map[string]bool   // removed members, dropped from the outbox and transport
 
 	removed atomic.Bool // removed from every partition it hosted
 }
@@ -495,6 +496,13 @@ func (n *Node) configCommitted(p *partition, e *Entry) {
 			n.mem.retiring = make(map[string]uint64)
 		}
 		n.mem.retiring[id] = n.now + uint64(n.elTicks)
+		if !n.memberAnywhere(id) {
+			// At once, not when it is retired: a new data directory of its ID may be on
+			// its way to replace it (S36).
+			if err := n.inc.forget(id); err != nil {
+				n.log.Warn("could not forget a removed member's incarnation", "member", id, "err", err)
+			}
+		}
 	}
 	switch {
 	case m.isMember(n.cfg.NodeID):
@@ -523,9 +531,6 @@ func (n *Node) retire() {
 		}
 		n.log.Info("member removed from the cluster; its traffic is refused from now on", "member", id)
 		n.retirePeer(id)
-		if err := n.inc.forget(id); err != nil {
-			n.log.Warn("could not forget a removed member's incarnation", "member", id, "err", err)
-		}
 	}
 }
 
@@ -541,6 +546,21 @@ func (n *Node) retirePeer(id string) {
 	if n.transport != nil {
 		n.transport.RemovePeer(id)
 	}
+}
+
+// joinRefused reports whether a member's refusal of this node's incarnation (err) is one
+// a joining node waits out: a node that replaces a removed one under its ID is refused by
+// the members that have not seen the removal committed yet, and accepted once they have
+// (they forget a removed member's incarnation). It stays passive meanwhile (S36).
+func (n *Node) joinRefused(err error) bool {
+	if !n.cfg.Join || !errors.Is(err, ErrDataLost) {
+		return false
+	}
+	if !n.mem.loggedRefusal {
+		n.mem.loggedRefusal = true
+		n.log.Warn("a member knows this node ID by another data directory; waiting for the old one to be removed (RemoveNode) before taking part", "err", err)
+	}
+	return true
 }
 
 // removedNotice takes a leader's notice that this node was removed from partition p
