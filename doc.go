@@ -131,7 +131,6 @@
 //	raft_ready.go         the ready batch handed to the node, and advance
 //	raft_snapshot.go      a follower behind the compacted log gets a snapshot; installing one
 //	raft_types.go         Entry, Message, HardState: what the core, WAL, codec and node share
-//	raft_membership_stub.go  TEMPORARY stand-in for the core's membership API until it lands
 //
 //	storage.go            the Storage interface and Update, what one Save carries
 //	wal.go                the WAL type, its options and its Storage methods

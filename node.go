@@ -307,6 +307,7 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 		partition:        id,
 		voters:           conf.Voters,
 		learners:         conf.Learners,
+		maxLearnerLag:    uint64(n.cfg.MaxLearnerLag),
 		electionTicks:    n.elTicks,
 		heartbeatTicks:   n.hbTicks,
 		storage:          log,
