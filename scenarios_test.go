@@ -56,7 +56,8 @@ S5 non-members have no say
 	can make it campaign at once.
 	tests: TestTransportConformanceHostileInput TestConfVoteRequestsFromNonVotersAreIgnoredS5
 		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
-		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27
+		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27 TestRemovedNodeIsRefused
+		TestTransportConformanceRemovedPeerIsRefused
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
@@ -216,6 +217,8 @@ S27 membership changes
 		TestConfSnapshotCarriesVotersAndLearnersS27 TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27
 		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
 		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight
+		TestGrowThreeToFiveAndShrinkBackUnderWriteLoad TestReplaceANodeByANewOne
+		TestForgedMembershipChangesChangeNothing cmd/kommander:TestNodeProcessReplacesAMemberThroughTheAdminAPI
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected
@@ -283,8 +286,7 @@ S36 wiped disk
 		TestFollowerWithWipedDataCatchesUpS36 TestLeaderTakesNoAcknowledgementOfALostLogS36
 		TestLeaderTakesNoStaleShortLogReportAsLossS36 TestNodeThatLostItsDataIsRefused
 		TestNewDataDirectoryVotesOnlyOnceAMajorityAcceptedIt
-	partial: a wiped node is refused and never votes under its old ID; rejoining as a new
-		member comes with membership changes
+		TestReplaceANodeByANewIncarnationOfItsID
 
 S37 unsaved candidacy
 	A candidate that crashed before saving its term and vote, and campaigns again in the
