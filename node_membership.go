@@ -87,7 +87,8 @@ func (n *Node) Members(partition int) (Membership, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Membership{Voters: slices.Clone(p.mem.published.Voters), Learners: slices.Clone(p.mem.published.Learners)}, nil
+	m := p.mem.published
+	return Membership{Voters: append([]string{}, m.Voters...), Learners: append([]string{}, m.Learners...)}, nil
 }
 
 // SetPeerAddr records that node id is now reached at addr. The change is kept in the data
