@@ -224,6 +224,18 @@ func TestReplaceANodeByANewIncarnationOfItsID(t *testing.T) {
 	if err := c.nodes[2].Err(); err != nil {
 		t.Fatalf("the new incarnation of n3: %v", err)
 	}
+	// The new n3 votes: without n1, n2 and n3 elect leaders (a node still refused by a
+	// member that knew its old disk would stay passive, and n2 would win no election).
+	c.net.Isolate("n1")
+	c.await("n2 or n3 leads every partition without n1", func() bool {
+		for p := 0; p < c.partitions; p++ {
+			l, _ := c.nodes[1].Leader(p)
+			if l != "n2" && l != "n3" || !c.nodes[c.index(l)].IsLeader(p) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // TestReplaceANodeByANewOne (S27): a new node is added, then the one it replaces removed,
