@@ -128,7 +128,7 @@ func (n *Node) balance() {
 		return
 	}
 	n.log.Debug("balancing leaders: handing over a partition", "partition", i, "to", to)
-	r := &transferRequest{p: n.parts[i], to: to, done: make(chan struct{})}
+	r := &transferRequest{p: n.parts[i], to: to, memberCall: newMemberCall()}
 	n.mem.activeTr = append(n.mem.activeTr, r)
 	n.stepTransfers()
 }

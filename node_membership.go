@@ -139,27 +139,66 @@ func (n *Node) changeOne(ctx context.Context, p *partition, cc confChange) error
 	if p.mem.removed.Load() {
 		return fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, ErrRemoved)
 	}
-	r := &confRequest{p: p, cc: cc, done: make(chan struct{})}
+	r := &confRequest{p: p, cc: cc, memberCall: newMemberCall()}
 	n.mem.mu.Lock()
 	n.mem.confs = append(n.mem.confs, r)
 	n.mem.mu.Unlock()
 	n.in.markProposed()
-	select {
-	case <-r.done:
+	answered, lastErr := n.waitCall(ctx, &r.memberCall)
+	if answered {
 		return r.err
+	}
+	err := fmt.Errorf("kommander: node %s: partition %d: %s %s: %w", n.cfg.NodeID, p.id, cc.Type, cc.Node, ctx.Err())
+	if lastErr != nil {
+		err = fmt.Errorf("%w (the leader's last answer: %w)", err, lastErr)
+	}
+	return err
+}
+
+// memberCall is what the caller of a membership change or a transfer waits on: the
+// loop's answer. Its fields are under memberState.mu.
+type memberCall struct {
+	lastErr   error // the last refusal, for a caller whose ctx ends first
+	err       error
+	answered  bool
+	abandoned bool
+	done      chan struct{}
+}
+
+func newMemberCall() memberCall { return memberCall{done: make(chan struct{})} }
+
+// waitCall waits for the loop's answer to c, or for ctx to end: then c is abandoned (the
+// loop drops it) and answered is false, with the last refusal the loop noted.
+func (n *Node) waitCall(ctx context.Context, c *memberCall) (answered bool, lastErr error) {
+	select {
+	case <-c.done:
+		return true, nil
 	case <-ctx.Done():
 	}
 	n.mem.mu.Lock()
 	defer n.mem.mu.Unlock()
-	if r.answered {
-		return r.err
+	if c.answered {
+		return true, nil
 	}
-	r.abandoned = true
-	err := fmt.Errorf("kommander: node %s: partition %d: %s %s: %w", n.cfg.NodeID, p.id, cc.Type, cc.Node, ctx.Err())
-	if r.lastErr != nil {
-		err = fmt.Errorf("%w (the leader's last answer: %w)", err, r.lastErr)
+	c.abandoned = true
+	return false, c.lastErr
+}
+
+// answer gives c its answer, once.
+func (n *Node) answer(c *memberCall, err error) {
+	n.mem.mu.Lock()
+	defer n.mem.mu.Unlock()
+	if !c.answered {
+		c.answered, c.err = true, err
+		close(c.done)
 	}
-	return err
+}
+
+// callGone reports whether c was answered or abandoned: the loop drops it.
+func (n *Node) callGone(c *memberCall) bool {
+	n.mem.mu.Lock()
+	defer n.mem.mu.Unlock()
+	return c.answered || c.abandoned
 }
 
 // memberState is the node's side of membership: requests from the public calls, what the
@@ -205,12 +244,7 @@ type confRequest struct {
 	nextTry  uint64 // tick before which a queued request waits
 	deadline uint64 // tick at which a proposed or forwarded request is tried again
 
-	// under memberState.mu.
-	lastErr   error // the last refusal, for a caller whose ctx ends first
-	err       error
-	answered  bool
-	abandoned bool
-	done      chan struct{}
+	memberCall
 }
 
 type confStage uint8
@@ -220,16 +254,6 @@ const (
 	confProposed
 	confForwarded
 )
-
-// finish answers the request.
-func (n *Node) finishConf(r *confRequest, err error) {
-	n.mem.mu.Lock()
-	defer n.mem.mu.Unlock()
-	if !r.answered {
-		r.answered, r.err = true, err
-		close(r.done)
-	}
-}
 
 // confIDs: the entry IDs of membership changes are a stream of their own, with an
 // incarnation apart from the proposals' (see nextIDs), so that the leader, which takes a
@@ -260,14 +284,7 @@ func (n *Node) runMembership(ticked bool) {
 	n.mem.active = append(n.mem.active, confs...)
 	n.mem.activeTr = append(n.mem.activeTr, transfers...)
 	if len(n.mem.active) > 0 {
-		kept := n.mem.active[:0]
-		for _, r := range n.mem.active {
-			if n.stepConf(r) {
-				kept = append(kept, r)
-			}
-		}
-		clear(n.mem.active[len(kept):])
-		n.mem.active = kept
+		n.mem.active = slices.DeleteFunc(n.mem.active, func(r *confRequest) bool { return !n.stepConf(r) })
 	}
 	if len(n.mem.activeTr) > 0 {
 		n.stepTransfers()
@@ -286,15 +303,12 @@ func (n *Node) runMembership(ticked bool) {
 
 // stepConf moves a request on; it reports whether the request still waits.
 func (n *Node) stepConf(r *confRequest) bool {
-	n.mem.mu.Lock()
-	gone := r.answered || r.abandoned
-	n.mem.mu.Unlock()
 	p := r.p
 	switch {
-	case gone:
+	case n.callGone(&r.memberCall):
 		return false
 	case p.mem.removed.Load():
-		n.finishConf(r, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, ErrRemoved))
+		n.answer(&r.memberCall, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, ErrRemoved))
 		return false
 	case r.stage != confQueued && n.now >= r.deadline:
 		// No outcome in time: ask again, under a fresh ID (a copy of the old one would be
@@ -306,7 +320,7 @@ func (n *Node) stepConf(r *confRequest) bool {
 		return true
 	}
 	if satisfied(p.raft.membership(), r.cc) {
-		n.finishConf(r, nil)
+		n.answer(&r.memberCall, nil)
 		return false
 	}
 	st := p.raft.status()
@@ -359,7 +373,7 @@ func (n *Node) confRefused(r *confRequest, err error) bool {
 		r.stage, r.nextTry, r.id = confQueued, n.now+uint64(n.hbTicks), 0
 		return true
 	}
-	n.finishConf(r, fmt.Errorf("kommander: node %s: partition %d: %s %s refused: %w", n.cfg.NodeID, r.p.id, r.cc.Type, r.cc.Node, err))
+	n.answer(&r.memberCall, fmt.Errorf("kommander: node %s: partition %d: %s %s refused: %w", n.cfg.NodeID, r.p.id, r.cc.Type, r.cc.Node, err))
 	return false
 }
 
@@ -466,7 +480,7 @@ func (n *Node) configCommitted(p *partition, e *Entry) {
 		switch {
 		case r.p != p || r.id == 0:
 		case r.id == e.ID:
-			n.finishConf(r, nil)
+			n.answer(&r.memberCall, nil)
 		case r.stage == confProposed && r.index == e.Index:
 			r.stage, r.nextTry = confQueued, n.now // another leader's entry took its place
 		}

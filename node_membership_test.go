@@ -102,6 +102,19 @@ func (w *ackedWriters) finish() []error {
 	return w.errs
 }
 
+// finishHeld waits for more acknowledged writes than acks in all, stops the writers and
+// checks that every node in on holds every acknowledged write. Writes may fail while the
+// membership changes (a removed leader steps down; they are never acknowledged then): they
+// are logged; none that was acknowledged may be missing.
+func (w *ackedWriters) finishHeld(acks int, on ...int) {
+	w.c.t.Helper()
+	w.c.await("more writes", func() bool { return w.acks() > acks })
+	if errs := w.finish(); len(errs) > 0 {
+		w.c.t.Logf("%d writes failed (not acknowledged), the first: %v", len(errs), errs[0])
+	}
+	w.checkHeld(on...)
+}
+
 // checkHeld checks that the state machine of every node in on holds every acknowledged
 // write, once each node has applied what is committed.
 func (w *ackedWriters) checkHeld(on ...int) {
@@ -183,13 +196,7 @@ func TestGrowThreeToFiveAndShrinkBackUnderWriteLoad(t *testing.T) {
 			t.Fatalf("Replicate on the removed %s: %v, want ErrRemoved", c.ids[i], err)
 		}
 	}
-	c.await("more writes", func() bool { return w.acks() > 100 })
-	// Writes may fail while a removed leader steps down (never silently: they are not
-	// acknowledged); none that was acknowledged may be missing.
-	if errs := w.finish(); len(errs) > 0 {
-		t.Logf("%d writes failed (not acknowledged), the first: %v", len(errs), errs[0])
-	}
-	w.checkHeld(0, 1, 2)
+	w.finishHeld(100, 0, 1, 2)
 }
 
 // TestReplaceANodeByANewIncarnationOfItsID (S36): a node whose disk was replaced is removed
@@ -216,11 +223,7 @@ func TestReplaceANodeByANewIncarnationOfItsID(t *testing.T) {
 		t.Fatalf("AddNode n3 on its new disk: %v", err)
 	}
 	c.membersEverywhere(c.ids, 0, 1, 2)
-	c.await("more writes", func() bool { return w.acks() > 60 })
-	if errs := w.finish(); len(errs) > 0 {
-		t.Logf("%d writes failed (not acknowledged), the first: %v", len(errs), errs[0])
-	}
-	w.checkHeld(0, 1, 2)
+	w.finishHeld(60, 0, 1, 2)
 	if err := c.nodes[2].Err(); err != nil {
 		t.Fatalf("the new incarnation of n3: %v", err)
 	}
@@ -255,11 +258,7 @@ func TestReplaceANodeByANewOne(t *testing.T) {
 	}
 	c.membersEverywhere([]string{"n1", "n2", "n4"}, 0, 1, 3)
 	c.await("n3 removed", func() bool { return errors.Is(c.nodes[2].Err(), ErrRemoved) })
-	c.await("more writes", func() bool { return w.acks() > 60 })
-	if errs := w.finish(); len(errs) > 0 {
-		t.Logf("%d writes failed (not acknowledged), the first: %v", len(errs), errs[0])
-	}
-	w.checkHeld(0, 1, 3)
+	w.finishHeld(60, 0, 1, 3)
 }
 
 // TestStopHandsOffEveryLeadershipWithoutFailingAWrite: TransferLeadership moves a

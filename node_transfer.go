@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -30,23 +31,15 @@ func (n *Node) TransferLeadership(ctx context.Context, partition int, to string)
 		return err
 	}
 	r := n.requestTransfer(p, to)
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-	}
-	n.mem.mu.Lock()
-	defer n.mem.mu.Unlock()
-	if r.answered {
+	if answered, _ := n.waitCall(ctx, &r.memberCall); answered {
 		return r.err
 	}
-	r.abandoned = true
 	return fmt.Errorf("kommander: node %s: partition %d: leadership transfer: %w", n.cfg.NodeID, p.id, ctx.Err())
 }
 
 // requestTransfer asks the loop for a transfer of p's leadership to to.
 func (n *Node) requestTransfer(p *partition, to string) *transferRequest {
-	r := &transferRequest{p: p, to: to, done: make(chan struct{})}
+	r := &transferRequest{p: p, to: to, memberCall: newMemberCall()}
 	n.mem.mu.Lock()
 	n.mem.transfers = append(n.mem.transfers, r)
 	n.mem.mu.Unlock()
@@ -64,45 +57,21 @@ type transferRequest struct {
 	target   string
 	deadline uint64 // tick at which the transfer counts as abandoned
 
-	// under memberState.mu.
-	err       error
-	answered  bool
-	abandoned bool
-	done      chan struct{}
+	memberCall
 }
 
 // transferTimeouts is how many election timeouts a transfer may take before the node
 // reports it abandoned (the core abandons it after one).
 const transferTimeouts = 2
 
-// finishTransfer answers a transfer request.
-func (n *Node) finishTransfer(r *transferRequest, err error) {
-	n.mem.mu.Lock()
-	defer n.mem.mu.Unlock()
-	if !r.answered {
-		r.answered, r.err = true, err
-		close(r.done)
-	}
-}
-
 // stepTransfers moves the transfer requests on. Loop only.
 func (n *Node) stepTransfers() {
-	kept := n.mem.activeTr[:0]
-	for _, r := range n.mem.activeTr {
-		if n.stepTransfer(r) {
-			kept = append(kept, r)
-		}
-	}
-	clear(n.mem.activeTr[len(kept):])
-	n.mem.activeTr = kept
+	n.mem.activeTr = slices.DeleteFunc(n.mem.activeTr, func(r *transferRequest) bool { return !n.stepTransfer(r) })
 }
 
 // stepTransfer moves one transfer on; it reports whether it still waits.
 func (n *Node) stepTransfer(r *transferRequest) bool {
-	n.mem.mu.Lock()
-	gone := r.answered || r.abandoned
-	n.mem.mu.Unlock()
-	if gone {
+	if n.callGone(&r.memberCall) {
 		return false
 	}
 	p := r.p
@@ -110,16 +79,16 @@ func (n *Node) stepTransfer(r *transferRequest) bool {
 	if r.started {
 		switch {
 		case st.leader != "" && st.leader != n.cfg.NodeID:
-			n.finishTransfer(r, nil)
+			n.answer(&r.memberCall, nil)
 			return false
 		case n.now >= r.deadline:
-			n.finishTransfer(r, fmt.Errorf("kommander: node %s: partition %d: %w: the transfer to %s did not complete; this node still leads", n.cfg.NodeID, p.id, ErrTimeout, r.target))
+			n.answer(&r.memberCall, fmt.Errorf("kommander: node %s: partition %d: %w: the transfer to %s did not complete; this node still leads", n.cfg.NodeID, p.id, ErrTimeout, r.target))
 			return false
 		}
 		return true
 	}
 	if st.role != roleLeader {
-		n.finishTransfer(r, &NotLeaderError{Partition: int(p.id), Leader: st.leader, LeaderAddr: n.addrs[st.leader]})
+		n.answer(&r.memberCall, &NotLeaderError{Partition: int(p.id), Leader: st.leader, LeaderAddr: n.addrs[st.leader]})
 		return false
 	}
 	r.target = r.to
@@ -128,14 +97,14 @@ func (n *Node) stepTransfer(r *transferRequest) bool {
 	}
 	switch {
 	case r.target == n.cfg.NodeID:
-		n.finishTransfer(r, nil)
+		n.answer(&r.memberCall, nil)
 		return false
 	case r.target == "":
-		n.finishTransfer(r, fmt.Errorf("kommander: node %s: partition %d: no other live voter to transfer the leadership to: %w", n.cfg.NodeID, p.id, ErrNotLeader))
+		n.answer(&r.memberCall, fmt.Errorf("kommander: node %s: partition %d: no other live voter to transfer the leadership to: %w", n.cfg.NodeID, p.id, ErrNotLeader))
 		return false
 	}
 	if err := p.raft.transferLeadership(r.target); err != nil {
-		n.finishTransfer(r, fmt.Errorf("kommander: node %s: partition %d: transfer to %s: %w", n.cfg.NodeID, p.id, r.target, mapConfErr(err)))
+		n.answer(&r.memberCall, fmt.Errorf("kommander: node %s: partition %d: transfer to %s: %w", n.cfg.NodeID, p.id, r.target, mapConfErr(err)))
 		return false
 	}
 	n.metrics.transfers.Add(1)

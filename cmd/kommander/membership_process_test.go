@@ -44,21 +44,8 @@ func TestNodeProcessReplacesAMemberThroughTheAdminAPI(t *testing.T) {
 	w.grow(50, "writes are acknowledged after n1 was removed")
 	w.end()
 
-	w.acked.mu.Lock()
-	keys := make(map[string]string, len(w.acked.keys))
-	for k, v := range w.acked.keys {
-		keys[k] = v
-	}
-	w.acked.mu.Unlock()
-	c.eventually(60*time.Second, "n4 holds every acknowledged write", func() bool {
-		for k, v := range keys {
-			r, err := c.do(n4, "GET", "/kv/"+k+"?stale", nil)
-			if err != nil || r.code != http.StatusOK || string(r.body) != v {
-				return false
-			}
-		}
-		return true
-	})
+	keys := w.acked.snapshot()
+	c.waitHolds(n4, keys)
 	t.Logf("n4 holds all %d acknowledged writes", len(keys))
 }
 
