@@ -66,21 +66,22 @@ func balanceMove(self string, live []string, parts []partitionLeadView) (partiti
 // balancer is the balancer's state and the node-level liveness it uses. Loop only.
 type balancer struct {
 	heard    map[string]uint64 // tick at which a message of each peer last arrived
-	lastFrom string
-	next     uint64 // tick of the next round
+	lastFrom string            // the peer and tick of the last record, so that a run of
+	lastAt   uint64            // messages of one peer in one tick costs no map write
+	next     uint64            // tick of the next round
 }
 
 // heardFrom records that a message of peer from arrived. It is called for every message
-// received; consecutive messages of one peer cost one comparison.
+// received; consecutive messages of one peer in one tick cost two comparisons.
 func (n *Node) heardFrom(from string) {
 	b := &n.mem.bal
-	if from == b.lastFrom && b.heard[from] == n.now {
+	if from == b.lastFrom && b.lastAt == n.now {
 		return
 	}
 	if b.heard == nil {
 		b.heard = make(map[string]uint64)
 	}
-	b.lastFrom = from
+	b.lastFrom, b.lastAt = from, n.now
 	b.heard[from] = n.now
 }
 
