@@ -47,6 +47,9 @@ func BenchmarkAddNodeCatchUp100k(b *testing.B) {
 		}
 		took, fakeTook := time.Since(start), c.clock.Now().Sub(fake)
 		b.StopTimer()
+		if last := c.nodes[3].Status().Partitions[0].LastIndex; last+uint64(DefaultMaxLearnerLag) < entries {
+			b.Fatalf("n4 became a voter with a log that ends at %d of %d entries", last, entries)
+		}
 		stop()
 		b.ReportMetric(float64(took.Milliseconds()), "ms/addnode")
 		b.ReportMetric(float64(fakeTook/c.tick), "ticks/addnode")
