@@ -45,9 +45,13 @@ type ackedWriters struct {
 }
 
 // startWriters starts one writer per node index in via.
-func (c *nodeCluster) startWriters(via ...int) *ackedWriters {
+func (c *nodeCluster) startWriters(via ...int) *ackedWriters { return c.startWritersEach(1, via...) }
+
+// startWritersEach starts k writers per node index in via.
+func (c *nodeCluster) startWritersEach(k int, via ...int) *ackedWriters {
 	w := &ackedWriters{c: c, stop: make(chan struct{}), acked: make(map[string]int)}
-	for _, i := range via {
+	for x := 0; x < k*len(via); x++ {
+		i := via[x%len(via)]
 		n := c.nodes[i]
 		w.wg.Add(1)
 		go func() {
@@ -58,7 +62,7 @@ func (c *nodeCluster) startWriters(via ...int) *ackedWriters {
 					return
 				default:
 				}
-				key := fmt.Sprintf("w%d-%d", i, j)
+				key := fmt.Sprintf("w%d-%d-%d", i, x, j)
 				p := KeyPartition([]byte(key), c.partitions)
 				start := c.clock.Now()
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -281,8 +285,8 @@ func TestStopHandsOffEveryLeadershipWithoutFailingAWrite(t *testing.T) {
 		}
 	}
 	c.await("n1 leads every partition", func() bool { return c.nodes[0].Metrics().Leaders == c.partitions })
-	w := c.startWriters(1, 2)
-	c.await("writes", func() bool { return w.acks() > 30 })
+	w := c.startWritersEach(8, 1, 2) // so that forwards are in flight when the leadership moves
+	c.await("writes", func() bool { return w.acks() > 100 })
 	before := w.acks()
 	c.stop(0)
 	c.await("every partition led by n2 or n3", func() bool {
@@ -293,7 +297,7 @@ func TestStopHandsOffEveryLeadershipWithoutFailingAWrite(t *testing.T) {
 		}
 		return true
 	})
-	c.await("writes after the stop", func() bool { return w.acks() > before+30 })
+	c.await("writes after the stop", func() bool { return w.acks() > before+100 })
 	if errs := w.finish(); len(errs) > 0 {
 		t.Fatalf("%d writes failed, the first: %v", len(errs), errs[0])
 	}

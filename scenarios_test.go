@@ -276,6 +276,7 @@ S35 entry IDs across restarts
 	twice, even after the leader restarted, is applied once.
 	tests: TestRestartedNodeNeverReusesEntryIDs
 		TestForwardedProposalIsTakenOnceByTheLeaderOfItsTerm
+		TestALeaderThatSteppedDownAsksForItsForwardsAgain
 
 S36 wiped disk
 	A node that lost its data (wiped disk) never votes in a term it may already have voted
