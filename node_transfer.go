@@ -54,6 +54,7 @@ type transferRequest struct {
 
 	// loop only.
 	started  bool
+	waited   bool // it waited for another transfer to end
 	target   string
 	deadline uint64 // tick at which the transfer counts as abandoned
 
@@ -88,8 +89,17 @@ func (n *Node) stepTransfer(r *transferRequest) bool {
 		return true
 	}
 	if st.role != roleLeader {
-		n.answer(&r.memberCall, &NotLeaderError{Partition: int(p.id), Leader: st.leader, LeaderAddr: n.addrs[st.leader]})
+		if r.waited && r.to == "" && st.leader != "" {
+			n.answer(&r.memberCall, nil) // the transfer it waited for handed the partition over
+		} else {
+			n.answer(&r.memberCall, &NotLeaderError{Partition: int(p.id), Leader: st.leader, LeaderAddr: n.addrs[st.leader]})
+		}
 		return false
+	}
+	if t := p.raft.transferTarget(); t != "" && t != r.to {
+		// Another transfer runs (the balancer's, or a caller's): wait for its outcome.
+		r.waited = true
+		return true
 	}
 	r.target = r.to
 	if r.target == "" {

@@ -14,8 +14,9 @@ import (
 
 // TestNodeProcessReplacesAMemberThroughTheAdminAPI (S27) with real processes: a fourth
 // node joins (-join) and is added through the admin API of a member while writers write;
-// then an original node is killed and removed; the new node ends with every acknowledged
-// write in its own state, and every member agrees on the new configuration.
+// then an original node hands its leaderships over (POST /admin/transfer), is killed and
+// removed; the new node ends with every acknowledged write in its own state, and every
+// member agrees on the new configuration.
 func TestNodeProcessReplacesAMemberThroughTheAdminAPI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes; skipped with -short")
@@ -36,6 +37,19 @@ func TestNodeProcessReplacesAMemberThroughTheAdminAPI(t *testing.T) {
 	})
 	w.grow(50, "writes are acknowledged with four voters")
 
+	// n1 hands every partition it leads over before it goes.
+	r := c.expect(0, "POST", "/admin/transfer", nil, http.StatusOK)
+	var moved struct {
+		Partitions []transferResult `json:"partitions"`
+	}
+	if err := json.Unmarshal(r.body, &moved); err != nil {
+		t.Fatalf("transfer answer %s: %v", r, err)
+	}
+	for _, p := range moved.Partitions {
+		if p.Error != "" || p.Leader == "n1" {
+			t.Fatalf("partition %d after the transfer: leader %q, error %q", p.Partition, p.Leader, p.Error)
+		}
+	}
 	c.kill(0)
 	c.expect(2, "DELETE", "/admin/members/n1", nil, http.StatusOK)
 	c.eventually(60*time.Second, "n1 removed on every live node", func() bool {
