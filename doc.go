@@ -28,6 +28,13 @@
 // a clock-drift assumption. Reading the state machine without either is fast but may be
 // stale.
 //
+// The members can change while the cluster runs, one node at a time through the log:
+// AddNode adds a node (a learner first, promoted to voter once it caught up), RemoveNode
+// removes one, on any member (a node that does not lead a partition forwards the change to
+// its leader). A node started with Config.Join waits to be added. TransferLeadership hands
+// a partition's leadership over; Stop does so for every partition first, and a leader
+// balancer spreads the leaderships over the live nodes.
+//
 // A node whose storage fails a write, an fsync or a read, or whose Apply returns an error,
 // fails: it stops accepting writes (ErrStopped), answers every caller still waiting, and
 // Status says why. It never reports a write it could not make durable as a success. Bytes
