@@ -86,6 +86,12 @@ func goldenBatches() []struct {
 			{Type: msgProxyResp, Partition: 6, Context: 0x00000a0000000002, Reject: true, RejectHint: proxyErrNotHosted,
 				Entries: []Entry{{Data: []byte("not hosted")}}},
 		}},
+		{"addressbook", "n1", "n2", []Message{
+			{Type: msgAddressBook, Entries: []Entry{
+				{Type: "n4", Data: []byte("10.0.0.4:7000"), Index: 7},
+				{Type: "n3", Index: 8},
+			}},
+		}},
 	}
 }
 

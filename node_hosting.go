@@ -77,6 +77,7 @@ func (n *Node) hostOnDemand(m *Message) *partition {
 		return nil
 	}
 	n.log.Info("hosting a partition a leader started replicating to this node", "partition", m.Partition, "leader", m.From, "term", m.Term)
+	n.initMembers(p)
 	n.host(p)
 	n.publish(p)
 	return p
@@ -121,5 +122,5 @@ func (n *Node) planFirstCampaign(p *partition) {
 // nodeMessage reports whether messages of type t are the node's own, not any partition's:
 // they are taken whether or not the node hosts the partition they name.
 func nodeMessage(t MessageType) bool {
-	return t == MsgHello || t == MsgHelloResp || t == msgProxy || t == msgProxyResp
+	return t == MsgHello || t == MsgHelloResp || t == msgProxy || t == msgProxyResp || t == msgAddressBook
 }

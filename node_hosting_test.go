@@ -3,6 +3,7 @@ package kommander
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -197,4 +198,47 @@ func TestReplicaMovesByAddingThenRemoving(t *testing.T) {
 			t.Errorf("%s: %s", s.ids[i], e)
 		}
 	}
+}
+
+// TestReplicaMovesThroughTheMembershipAPI: AddNode and RemoveNode limited to one
+// partition move its replica from one node to one that hosted none; the new node creates
+// the replica when the leader first replicates to it, and every node still writes to the
+// partition.
+func TestReplicaMovesThroughTheMembershipAPI(t *testing.T) {
+	c, pl := runningPlacedCluster(t, 4, 4, 3)
+	defer c.pump()()
+	const p = 0
+	newcomer, leaving := -1, -1
+	lead := c.hostLeaders()[p]
+	for i, id := range c.ids {
+		switch {
+		case !pl.hosts(p, id):
+			newcomer = i
+		case i != lead:
+			leaving = i
+		}
+	}
+	n := c.nodes[lead]
+	if err := n.AddNode(ctxT(t), c.ids[newcomer], c.ids[newcomer], InPartitions(p)); err != nil {
+		t.Fatalf("AddNode %s to partition %d: %v", c.ids[newcomer], p, err)
+	}
+	if err := n.RemoveNode(ctxT(t), c.ids[leaving], InPartitions(p)); err != nil {
+		t.Fatalf("RemoveNode %s from partition %d: %v", c.ids[leaving], p, err)
+	}
+	m, err := n.Members(p)
+	if err != nil || len(m.Voters) != 3 || !slices.Contains(m.Voters, c.ids[newcomer]) || slices.Contains(m.Voters, c.ids[leaving]) {
+		t.Fatalf("members of partition %d after the move: %+v, %v", p, m, err)
+	}
+	for i, nd := range c.nodes {
+		if i == leaving {
+			continue // it was not told of its removal here; its calls are the membership's concern
+		}
+		if _, err := nd.Replicate(ctxT(t), p, "put", put("k", c.ids[i])); err != nil {
+			t.Fatalf("write through %s after the move: %v", c.ids[i], err)
+		}
+	}
+	c.waitFor("the new replica applied the writes", 500, func() bool {
+		v, _ := c.sms[newcomer].get(p, "k")
+		return v != ""
+	})
 }

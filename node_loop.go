@@ -137,6 +137,7 @@ func (n *Node) runPass() bool {
 		for _, p := range n.parts {
 			n.askQueued(p)
 		}
+		n.runMembership(ticks > 0)
 	}
 
 	if n.persist.running {
@@ -177,6 +178,7 @@ func (n *Node) stepAll(msgs []Message) {
 			n.metrics.dropped.Add(1)
 			continue
 		}
+		n.heardFrom(m.From)
 		p := n.slots[m.Partition].Load()
 		if p == nil && !nodeMessage(m.Type) {
 			if p = n.hostOnDemand(m); p == nil {
@@ -193,6 +195,9 @@ func (n *Node) stepAll(msgs []Message) {
 			continue
 		case MsgHelloResp:
 			if err := n.inc.helloResp(m); err != nil {
+				if n.joinRefused(err) {
+					continue
+				}
 				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
 				return
 			}
@@ -211,10 +216,24 @@ func (n *Node) stepAll(msgs []Message) {
 			n.proxy.answer(m)
 			continue
 		case MsgForward:
-			n.fwd.receive(p, m)
+			if isConfForward(m) {
+				n.receiveConfForward(p, m)
+			} else {
+				n.fwd.receive(p, m)
+			}
 			continue
 		case MsgForwardRefused:
-			n.fwd.refused(p, m)
+			if isConfForward(m) {
+				n.confForwardRefused(p, m)
+			} else {
+				n.fwd.refused(p, m)
+			}
+			continue
+		case msgAddressBook:
+			n.receiveBook(m)
+			continue
+		case msgRemoved:
+			n.removedNotice(p, m)
 			continue
 		case msgSnapshot:
 			// Chunks from the network never reach Raft: the node receives, checks and
@@ -250,7 +269,9 @@ func (n *Node) tickAll(ticks int) {
 			continue // no election timer runs out: it must not campaign yet (S36)
 		}
 		for _, p := range n.parts {
-			p.raft.tick()
+			if !p.mem.removed.Load() { // a removed member takes no more part
+				p.raft.tick()
+			}
 		}
 	}
 }
@@ -304,6 +325,7 @@ func (n *Node) handOffCommitted() {
 		r := &n.persist.readies[i]
 		if len(r.rd.CommittedEntries) > 0 {
 			r.p.pushApply(r.rd.CommittedEntries)
+			n.configsCommitted(r.p, r.rd.CommittedEntries)
 			handed = true
 		}
 	}
