@@ -222,7 +222,7 @@ S27 membership changes
 		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight TestSimFindsLearnerVotesCounted
 		TestGrowThreeToFiveAndShrinkBackUnderWriteLoad TestReplaceANodeByANewOne
 		TestForgedMembershipChangesChangeNothing cmd/kommander:TestNodeProcessReplacesAMemberThroughTheAdminAPI
-		TestReplicaMovesByAddingThenRemoving
+		TestReplicaMovesByAddingThenRemoving TestReplicaMovesThroughTheMembershipAPI
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected
