@@ -67,6 +67,10 @@ func goldenBatches() []struct {
 			{Type: MsgHello, Context: 0x0123456789abcdef},
 			{Type: MsgHelloResp, Context: 0xfedcba9876543210, Reject: true},
 		}},
+		{"quiesce", "n1", "n2", []Message{
+			{Type: MsgHeartbeat, Partition: 6, Term: 4, Commit: 20, Context: 33, quiesce: true},
+			{Type: msgLiveness},
+		}},
 	}
 }
 

@@ -92,6 +92,8 @@
 //	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
 //	node_status.go        the partitions' leaders and status for the public API
 //	node_incarnation.go   one node ID on one data directory: a node that lost its data is refused
+//	node_liveness.go      the node's watch of its peers, one message per peer per interval:
+//	                      it wakes the quiesced partitions of a silent leader
 //	node_snapshot.go      taking snapshots beside Apply, compacting behind them, installing
 //	                      one from a leader, restoring the newest usable one at start
 //	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
@@ -118,6 +120,7 @@
 //	raft_tracker.go       who votes, and what the group tracks of each voter
 //	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
 //	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
+//	raft_quiesce.go       idle groups stop their timers; what quiesces and what wakes them
 //	raft_read.go          linearizable reads without a log write: ReadIndex rounds, the
 //	                      followers' requests, the leader's lease for reads
 //	raft_ready.go         the ready batch handed to the node, and advance

@@ -132,6 +132,7 @@ type Node struct {
 	apply     applier      // the apply goroutine and the leader-change notifications
 	leaders   leaderWatch  // wakes WaitForLeader
 	inc       incarnations // one node ID, one data directory; loop only
+	live      liveness     // when each peer was last heard from; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
 
@@ -311,6 +312,7 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 		maxInflightBytes: uint64(n.cfg.MaxInflightMessages) * uint64(n.cfg.MaxMessageBytes),
 		checkQuorum:      true,
 		preVote:          true,
+		quiesce:          !n.cfg.DisableQuiescence,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)

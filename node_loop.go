@@ -175,7 +175,10 @@ func (n *Node) stepAll(msgs []Message) {
 			continue
 		}
 		p := n.parts[m.Partition]
+		n.live.heardFrom(m.From, n.now)
 		switch m.Type {
+		case msgLiveness:
+			continue
 		case MsgHello:
 			if err := n.inc.hello(m, &n.out); err != nil {
 				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
@@ -231,6 +234,7 @@ func (n *Node) tickAll(ticks int) {
 		// against the clock, and a passive node leads nothing anyway.
 		n.leaseTicks.tickedAt(n.now, at)
 		n.inc.greet(n.now, &n.out)
+		n.watchPeers()
 		if !n.inc.active {
 			continue // no election timer runs out: it must not campaign yet (S36)
 		}

@@ -123,6 +123,8 @@ type raftConfig struct {
 	// election timeout, and lets followers ignore vote requests while they hear from a live
 	// leader. preVote enables the pre-vote phase (thesis §9.6).
 	checkQuorum, preVote bool
+	// quiesce lets the group stop its timers while idle (raft_quiesce.go).
+	quiesce bool
 }
 
 func (c *raftConfig) validate() error {
@@ -220,6 +222,7 @@ type raft struct {
 	snapshotSends  []string
 	pendingInstall *snapshotMeta
 	reads          readIndexState
+	quiet          quiesceState
 	rules          safetyRules
 }
 
@@ -281,6 +284,7 @@ func newRaft(c raftConfig) (*raft, error) {
 		maxUnstableBytes: c.maxUnstableBytes,
 		maxMemLogBytes:   c.maxMemLogBytes,
 		maxApplyBytes:    c.maxApplyBytes,
+		quiet:            quiesceState{enabled: c.quiesce},
 		rules:            correctRules,
 	}
 	setDefault(&r.maxMsgBytes, defaultMaxMsgBytes)
@@ -321,6 +325,9 @@ func newRaft(c raftConfig) (*raft, error) {
 
 // tick advances the group's clock by one tick.
 func (r *raft) tick() {
+	if r.quiet.on {
+		return
+	}
 	if r.role == roleLeader {
 		r.tickLeader()
 		return
@@ -346,6 +353,7 @@ func (r *raft) tickLeader() {
 	}
 	if r.heartbeatElapsed >= r.heartbeatTicks {
 		r.heartbeatElapsed = 0
+		r.maybeQuiesce() // the last heartbeat before quiescence carries the mark
 		r.bcastHeartbeat()
 	}
 }
@@ -357,6 +365,7 @@ func (r *raft) propose(ents []Entry) (firstIndex, term uint64, err error) {
 	if r.role != roleLeader {
 		return 0, 0, &notLeaderError{Leader: r.lead, Term: r.term}
 	}
+	r.wake()
 	if len(ents) == 0 {
 		return 0, 0, fmt.Errorf("%w: no entries", errInvalidProposal)
 	}
@@ -406,6 +415,9 @@ func (r *raft) step(m Message) error {
 	if pr == nil || pr == r.tracker.self {
 		// Not a member of this group (or ourselves): nothing it says counts (S5).
 		return nil
+	}
+	if r.quiet.on && !r.keepsQuiet(m) {
+		r.wake()
 	}
 
 	// Rules for all servers (Figure 2): a higher term makes us a follower of that term.

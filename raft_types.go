@@ -101,6 +101,9 @@ const (
 	// MsgHelloResp answers MsgHello with the incarnation the receiver knows for the sender
 	// (Context), and Reject set when that is not the one announced.
 	MsgHelloResp
+	// msgLiveness tells a peer that the sender's node is alive: one per peer per heartbeat
+	// interval, for all partitions (node_liveness.go). It is the node's, never Raft's.
+	msgLiveness
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -113,6 +116,7 @@ var messageTypeNames = [...]string{
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
+	msgLiveness: "MsgLiveness",
 }
 
 // String returns the message type's name, as in logs and test traces.
@@ -161,6 +165,8 @@ type Message struct {
 	Context uint64
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk
+	// quiesce marks a leader's last heartbeat before its group quiesces (raft_quiesce.go).
+	quiesce bool
 }
 
 // snapshotChunk is a piece of a partition's snapshot in flight to a follower.
