@@ -90,6 +90,9 @@ type PartitionStatus struct {
 	LastIndex uint64 `json:"last_index"`
 	// Pending is the number of entries proposed on this node and not yet answered.
 	Pending int `json:"pending"`
+	// Quiesced is true while the partition is idle on this node: no heartbeats, no
+	// election timer, until a write, a read or a message wakes it.
+	Quiesced bool `json:"quiesced"`
 }
 
 // node states.

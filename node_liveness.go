@@ -6,8 +6,9 @@ package kommander
 //
 // Every heartbeat interval the node sends each peer one msgLiveness, whatever else it
 // sends, and any message from a peer counts as hearing from it. A peer not heard from for
-// an election timeout is suspected: every quiesced partition it leads here wakes with its
-// election timer run out, and campaigns within one more election timeout, so that all the
+// an election timeout is suspected: every partition it leads here ends its lease, and a
+// quiesced one wakes with its election timer run out and campaigns within one more
+// election timeout, so that all the
 // partitions of a dead node fail over within about two. A node that hears from fewer peers
 // than a quorum needs wakes the quiesced partitions it leads, whose CheckQuorum then
 // deposes them as it would have without quiescence (thesis §6.2).
@@ -68,8 +69,8 @@ func (n *Node) watchPeers() {
 			lv.suspected[id] = true
 			n.log.Debug("peer silent for an election timeout: waking the partitions it leads", "peer", id)
 			for _, p := range n.parts {
-				if p.raft.quiesced() && p.raft.lead == id {
-					p.raft.leaderSuspected()
+				if p.raft.lead == id && p.raft.role == roleFollower {
+					p.raft.leaderSuspected(n.firstToCampaign(p))
 				}
 			}
 		}
@@ -83,4 +84,22 @@ func (n *Node) watchPeers() {
 		}
 	}
 	lv.quorumLost = lost
+}
+
+// firstToCampaign reports whether this node is the one of partition p's voters not
+// suspected to campaign first: the same choice on every node (by the order of the voters'
+// IDs), spread over the survivors by partition, so that the partitions of a dead node get
+// new leaders evenly and without split votes.
+func (n *Node) firstToCampaign(p *partition) bool {
+	live, rank := 0, 0 // live voters, and those of them whose ID sorts before ours
+	for _, pr := range p.raft.tracker.prs {
+		if n.live.suspected[pr.id] {
+			continue
+		}
+		live++
+		if pr.id < n.cfg.NodeID {
+			rank++
+		}
+	}
+	return live == 0 || rank == int(p.id)%live
 }

@@ -174,6 +174,7 @@ type raftStatus struct {
 	commit    uint64
 	applied   uint64
 	lastIndex uint64
+	quiesced  bool
 }
 
 // raft is one Raft group on one node.
@@ -537,5 +538,6 @@ func (r *raft) status() raftStatus {
 		commit:    r.log.committed,
 		applied:   r.log.applied,
 		lastIndex: r.log.lastIndex(),
+		quiesced:  r.quiet.on,
 	}
 }

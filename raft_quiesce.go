@@ -17,8 +17,8 @@ package kommander
 // What wakes a quiesced group: a proposal, a read, any message of the group except the
 // answers to the quiesce heartbeat, and the node. The node watches its peers as a whole
 // (node_liveness.go): a follower whose leader's node falls silent for an election timeout
-// is woken with its timer run out (leaderSuspected), so that it campaigns within another
-// election timeout; a leader whose node loses a quorum of its peers is woken, so that
+// is woken with its lease over and its timer run out (leaderSuspected), so that it
+// campaigns within another election timeout; a leader whose node loses a quorum of its peers is woken, so that
 // CheckQuorum (thesis §6.2) deposes it.
 //
 // A quiesced follower keeps the lease of thesis §4.2.3 (it ignores vote requests while it
@@ -124,14 +124,25 @@ func (r *raft) wake() {
 	r.resetElectionTimer()
 }
 
-// leaderSuspected wakes a quiesced follower whose leader's node the node has not heard from
-// within an election timeout, with its election timer run out: it campaigns within one more
-// election timeout unless the leader shows up first (a quiesced follower keeps the timer it
-// had, which tells nothing of the time the leader has been silent).
-func (r *raft) leaderSuspected() {
-	if !r.quiet.on || r.role == roleLeader {
+// leaderSuspected tells a follower that the node has not heard from its leader's node
+// within an election timeout, so neither from the leader: its lease that refuses votes
+// ends (thesis §4.2.3), whatever restarted its timer meanwhile (a vote request that woke
+// it), and a quiesced follower wakes, since a quiesced timer tells nothing of the time
+// the leader has been silent. The node names one follower per partition to go first
+// (first). It campaigns within half an election timeout, but not before a heartbeat
+// interval and two ticks have passed, by which time the other survivors, which hear from the
+// leader's node on the same schedule, suspect it too and grant their votes. The others
+// campaign an election timeout later at the earliest, if the first has not won by then:
+// the survivors rarely split the vote (a split costs another election timeout, Raft §5.2).
+func (r *raft) leaderSuspected(first bool) {
+	if r.role != roleFollower {
 		return
 	}
 	r.wake()
 	r.electionElapsed = r.electionTicks
+	if first {
+		r.randomizedElectionTimeout = r.electionTicks + r.heartbeatTicks + 2 + r.rand.IntN(max(r.electionTicks/2, 1))
+	} else {
+		r.randomizedElectionTimeout = 2*r.electionTicks + r.rand.IntN(r.electionTicks)
+	}
 }

@@ -189,9 +189,11 @@ func TestQuiescedFollowersElectOnSuspicion(t *testing.T) {
 	if nl := c.leader(); nl != nil {
 		t.Fatalf("%s was elected though every follower was quiesced", nl.id)
 	}
+	first := true
 	for _, id := range c.ids {
 		if id != l.id {
-			c.node(id).r.leaderSuspected()
+			c.node(id).r.leaderSuspected(first)
+			first = false
 		}
 	}
 	// The suspicion runs their timers out: one campaigns within the randomized part of

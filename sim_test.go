@@ -949,7 +949,7 @@ func (s *sim) watch(i int) {
 			}
 		default:
 			if j, ok := s.byID[r.lead]; !ok || !heard(j) {
-				r.leaderSuspected()
+				r.leaderSuspected(true)
 			}
 		}
 	}
