@@ -30,11 +30,14 @@ type benchOptions struct {
 	duration, warmup, election  time.Duration
 	transport                   kommander.TransportKind
 	noSync, json                bool
-	dir, cpuProfile             string
+	dir, cpuProfile, memProfile string
 	// reads is "" (clients write), "leader" or "follower" (clients call ReadBarrier there);
 	// lease makes them call ReadBarrierLease, with lease reads on.
 	reads string
 	lease bool
+	// idle measures what idle partitions cost instead (bench_idle.go); noQuiesce turns
+	// quiescence off, failover stops a node after the idle time.
+	idle, noQuiesce, failover bool
 }
 
 // benchResult is what one run measured; -json prints it as is.
@@ -78,8 +81,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&o.dir, "dir", "", "directory for the WALs (default: a new temporary directory, removed after)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "with -idle: write a heap profile at the end of the measured time to this file")
 	fs.StringVar(&o.reads, "reads", "", "measure linearizable reads instead of writes: ReadBarrier on the \"leader\" or on a \"follower\"")
 	fs.BoolVar(&o.lease, "lease", false, "with -reads: ReadBarrierLease, lease reads on (see -lease-reads of kommander node)")
+	fs.BoolVar(&o.idle, "idle", false, "measure idle partitions instead: CPU, memory and messages per node while nothing is written")
+	fs.BoolVar(&o.noQuiesce, "no-quiesce", false, "turn quiescence off (idle partitions keep heartbeating)")
+	fs.BoolVar(&o.failover, "failover", false, "with -idle: then stop the node that leads the most partitions and time the failover")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,6 +107,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("-lease needs -reads")
 	case o.reads == "follower" && o.nodes < 2:
 		return errors.New("-reads follower needs -nodes 2 or more")
+	case o.idle && o.reads != "":
+		return errors.New("-idle and -reads do not go together")
+	case o.failover && (!o.idle || o.nodes < 3):
+		return errors.New("-failover needs -idle and -nodes 3 or more")
+	}
+	if o.idle {
+		return benchIdle(ctx, o, stdout)
 	}
 	res, err := bench(ctx, o)
 	if err != nil {
@@ -131,7 +145,7 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
 			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
 			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
-			heartbeat: o.election / 10, lease: o.lease,
+			heartbeat: o.election / 10, lease: o.lease, noQuiesce: o.noQuiesce,
 		}
 	}
 	nodes, err := startCluster(ctx, specs)
