@@ -136,6 +136,7 @@ type Node struct {
 	leaders   leaderWatch  // wakes WaitForLeader
 	inc       incarnations // one node ID, one data directory; loop only
 	live      liveness     // when each peer was last heard from; loop only
+	active    activeSet    // the partitions a pass visits; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
 
@@ -267,6 +268,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.apply.init(n)
 	n.transfers.init(n)
 	n.leaders.init()
+	n.initActive()
 	n.publishAll()
 	ok = true
 	return n, nil

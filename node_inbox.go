@@ -18,7 +18,10 @@ type inbox struct {
 	spare    []Message // the msgs of the previous take, emptied, for reuse; loop only
 	ticks    int
 	proposed bool // some partition has queued proposals
-	wake     chan struct{}
+	// signaled are the partitions proposals or reads were queued for, to be activated
+	// (node_active.go); spareSignaled is the emptied slice of the previous pass.
+	signaled, spareSignaled []*partition
+	wake                    chan struct{}
 	// A tick the ticker goroutine received and the loop has not taken yet; tickAck lets
 	// the ticker goroutine receive the next one.
 	tickPending atomic.Bool
@@ -82,6 +85,17 @@ func (in *inbox) markProposed() {
 	in.proposed = true
 	in.mu.Unlock()
 	in.signal()
+}
+
+// markPartition tells the loop that p has queued proposals or reads: the loop visits it
+// even if it is quiesced.
+func (in *inbox) markPartition(p *partition) {
+	if p.mark.signaled.CompareAndSwap(false, true) {
+		in.mu.Lock()
+		in.signaled = append(in.signaled, p)
+		in.mu.Unlock()
+	}
+	in.markProposed()
 }
 
 // take returns everything that arrived since the last take. The loop hands msgs back with

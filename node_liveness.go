@@ -71,6 +71,7 @@ func (n *Node) watchPeers() {
 			for _, p := range n.parts {
 				if p.raft.lead == id && p.raft.role == roleFollower {
 					p.raft.leaderSuspected(n.firstToCampaign(p))
+					n.activate(p)
 				}
 			}
 		}
@@ -80,6 +81,7 @@ func (n *Node) watchPeers() {
 		for _, p := range n.parts {
 			if p.raft.quiesced() && p.raft.role == roleLeader {
 				p.raft.wake()
+				n.activate(p)
 			}
 		}
 	}

@@ -114,6 +114,7 @@ func (n *Node) runPass() bool {
 		return false
 	}
 	msgs, ticks, proposed := n.in.take()
+	n.activateSignaled()
 	n.stepSnapshots()
 	n.stepAll(msgs)
 	n.in.recycle(msgs)
@@ -122,7 +123,7 @@ func (n *Node) runPass() bool {
 	}
 	n.tickAll(ticks)
 	if proposed || ticks > 0 {
-		for _, p := range n.parts {
+		for _, p := range n.active.list {
 			n.proposeQueued(p)
 		}
 	}
@@ -131,7 +132,7 @@ func (n *Node) runPass() bool {
 		n.transfers.tick(n.now)
 	}
 	if proposed || ticks > 0 {
-		for _, p := range n.parts {
+		for _, p := range n.active.list {
 			n.askQueued(p)
 		}
 	}
@@ -151,6 +152,9 @@ func (n *Node) runPass() bool {
 
 	if !n.gatherReadies() {
 		return false
+	}
+	if ticks > 0 {
+		n.sweepActive()
 	}
 	if len(n.persist.readies) == 0 {
 		if ticks > 0 {
@@ -176,6 +180,7 @@ func (n *Node) stepAll(msgs []Message) {
 		}
 		p := n.parts[m.Partition]
 		n.live.heardFrom(m.From, n.now)
+		n.activate(p)
 		switch m.Type {
 		case msgLiveness:
 			continue
@@ -238,7 +243,8 @@ func (n *Node) tickAll(ticks int) {
 		if !n.inc.active {
 			continue // no election timer runs out: it must not campaign yet (S36)
 		}
-		for _, p := range n.parts {
+		// A partition outside the active set is quiesced: its tick would do nothing.
+		for _, p := range n.active.list {
 			p.raft.tick()
 		}
 	}
@@ -249,7 +255,7 @@ func (n *Node) tickAll(ticks int) {
 func (n *Node) gatherReadies() bool {
 	ps := &n.persist
 	ps.readies = ps.readies[:0]
-	for _, p := range n.parts {
+	for _, p := range n.active.list {
 		// A slow state machine holds back what Raft hands out, not the loop: committed
 		// entries wait in the log (on disk, and in memory only up to Raft's bound), not in
 		// the apply queue, also while a restarted node replays its log.

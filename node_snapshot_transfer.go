@@ -466,11 +466,13 @@ func (p *partition) publishedTerm() uint64 {
 func (n *Node) stepSnapshots() {
 	results, received := n.transfers.take()
 	for _, r := range results {
+		n.activate(n.parts[r.key.partition])
 		n.parts[r.key.partition].raft.reportSnapshot(r.key.peer, r.index, r.ok)
 	}
 	for _, rc := range received {
 		m := rc.msg
 		p := n.parts[m.Partition]
+		n.activate(p)
 		if err := p.raft.step(m); err != nil {
 			n.log.Debug("raft rejected a snapshot", "partition", m.Partition, "from", m.From, "err", err)
 		}

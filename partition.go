@@ -52,6 +52,8 @@ type partition struct {
 	status PartitionStatus
 	// reads are the ReadBarrier calls in flight (node_read.go).
 	reads partitionReads
+	// mark is the partition's place in the loop's active set (node_active.go).
+	mark partitionMark
 }
 
 // newPartition wraps a partition's restored Raft group; hs is the hard state it was
