@@ -8,7 +8,8 @@ import "sync/atomic"
 // reaches it: a message, a proposal or a read (through the inbox), a snapshot, a wake-up
 // by the node's liveness watch. It leaves at a tick when it is quiesced and nothing of it
 // waits for the loop: no ready work, no proposal, read or waiter, no committed entries
-// held back, and its quiesced status published. A partition outside the set is exactly
+// held back, and its quiesced status published; its Raft group then gives back the
+// buffers it keeps for the next burst. A partition outside the set is exactly
 // one on which a tick does nothing and a pass would find nothing to do. Loop only, but
 // for inbox.markPartition.
 type activeSet struct {
@@ -65,6 +66,7 @@ func (n *Node) sweepActive() {
 	for _, p := range n.active.list {
 		if p.settled() {
 			p.mark.active = false
+			p.raft.releaseIdleMemory()
 			continue
 		}
 		kept = append(kept, p)

@@ -146,3 +146,22 @@ func (r *raft) leaderSuspected(first bool) {
 		r.randomizedElectionTimeout = 2*r.electionTicks + r.rand.IntN(r.electionTicks)
 	}
 }
+
+// releaseIdleMemory gives back the buffers a group keeps for its next burst of work: the
+// room ahead in its in-memory log (grown 64 entries at a time) and its message and read
+// buffers, several kilobytes per group that thousands of quiesced groups would hold for
+// nothing. The node calls it on a quiesced group with no raftReady out; the first append
+// after it grows the log again.
+func (r *raft) releaseIdleMemory() {
+	if r.readyOut || len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 {
+		return
+	}
+	r.msgs, r.msgsAfterPersist, r.spareMsgs, r.spareAfter = nil, nil, nil, nil
+	if rs := &r.reads; len(rs.released) == 0 && len(rs.pending) == 0 {
+		rs.released, rs.spare, rs.pending = nil, nil, nil
+	}
+	if l := &r.log; cap(l.ents) > len(l.ents) {
+		// A new array: slices handed out earlier keep theirs.
+		l.ents = append([]Entry(nil), l.ents...)
+	}
+}
