@@ -130,39 +130,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // bench runs one benchmark.
 func bench(ctx context.Context, o benchOptions) (benchResult, error) {
-	dir := o.dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "kommander-bench-")
-		if err != nil {
-			return benchResult{}, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	specs := make([]nodeSpec, o.nodes)
-	for i := range specs {
-		specs[i] = nodeSpec{
-			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
-			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
-			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
-			heartbeat: o.election / 10, lease: o.lease, noQuiesce: o.noQuiesce,
-		}
-	}
-	nodes, err := startCluster(ctx, specs)
+	nodes, cleanup, err := startBenchCluster(ctx, o)
 	if err != nil {
 		return benchResult{}, err
 	}
-	defer func() {
-		for _, n := range nodes {
-			_ = n.stop(context.Background())
-		}
-	}()
-	wctx, cancel := context.WithTimeout(ctx, 10*o.election+10*time.Second)
-	_, err = waitForLeaders(wctx, nodes, o.parts)
-	cancel()
-	if err != nil {
-		return benchResult{}, err
-	}
+	defer cleanup()
 
 	var (
 		measuring atomic.Bool
@@ -284,6 +256,51 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		res.EntriesPerFsync = float64(saved1-saved0) / float64(fsyncs1-fsyncs0)
 	}
 	return res, nil
+}
+
+// startBenchCluster starts the cluster a benchmark runs on, in o.dir or a new temporary
+// directory, and waits until every partition has a leader. cleanup stops the nodes that
+// still run and removes the temporary directory.
+func startBenchCluster(ctx context.Context, o benchOptions) (nodes []*liveNode, cleanup func(), err error) {
+	dir, removeDir := o.dir, func() {}
+	if dir == "" {
+		d, err := os.MkdirTemp("", "kommander-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		dir, removeDir = d, func() { os.RemoveAll(d) }
+	}
+	specs := make([]nodeSpec, o.nodes)
+	for i := range specs {
+		specs[i] = nodeSpec{
+			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
+			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
+			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
+			heartbeat: o.election / 10, lease: o.lease, noQuiesce: o.noQuiesce,
+		}
+	}
+	nodes, err = startCluster(ctx, specs)
+	if err != nil {
+		removeDir()
+		return nil, nil, err
+	}
+	cleanup = func() {
+		for _, n := range nodes {
+			if n.node != nil {
+				_ = n.stop(context.Background())
+			}
+		}
+		removeDir()
+	}
+	// Thousands of partitions take a while to elect their leaders.
+	wctx, cancel := context.WithTimeout(ctx, 10*o.election+time.Duration(o.parts)*time.Millisecond+10*time.Second)
+	_, err = waitForLeaders(wctx, nodes, o.parts)
+	cancel()
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return nodes, cleanup, nil
 }
 
 // benchTarget returns the node clients of partition p call: its leader, or with reads

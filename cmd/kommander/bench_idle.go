@@ -42,41 +42,11 @@ type idleResult struct {
 
 // benchIdle runs the idle benchmark.
 func benchIdle(ctx context.Context, o benchOptions, stdout io.Writer) error {
-	dir := o.dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "kommander-bench-idle-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	specs := make([]nodeSpec, o.nodes)
-	for i := range specs {
-		specs[i] = nodeSpec{
-			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
-			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
-			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
-			heartbeat: o.election / 10, noQuiesce: o.noQuiesce,
-		}
-	}
-	nodes, err := startCluster(ctx, specs)
+	nodes, cleanup, err := startBenchCluster(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, n := range nodes {
-			if n.node != nil {
-				_ = n.stop(context.Background())
-			}
-		}
-	}()
-	wctx, cancel := context.WithTimeout(ctx, 10*o.election+time.Duration(o.parts)*time.Millisecond+10*time.Second)
-	_, err = waitForLeaders(wctx, nodes, o.parts)
-	cancel()
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	wait := func(d time.Duration) {
 		select {
 		case <-time.After(d):
