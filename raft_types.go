@@ -151,7 +151,8 @@ type Message struct {
 	// Commit is the leader's commit index on MsgAppend and MsgHeartbeat.
 	Commit uint64
 	// Reject is set on a response that refuses the request; on MsgHeartbeatResp it says the
-	// heartbeat's commit index was not taken (the leader answers with an append).
+	// heartbeat's commit index was not taken, or that the follower could not follow a
+	// heartbeat marked quiesce (the leader answers with an append).
 	Reject bool
 	// RejectHint is, on a rejecting MsgAppendResp, the first index of the conflicting term
 	// in the follower's log (or its last index + 1 when the log is too short), so that the
