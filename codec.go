@@ -53,24 +53,24 @@ const codecVersion = 1
 
 // Fixed sizes of the format, used for bounds checks before allocating.
 const (
-	batchHeaderFixed = 1 + 2 + 2 + 4                           // version, two string lengths, count
-	recordFixed      = 1 + 4 + 6*8 + 1 + 4                     // a record without entries or snapshot
-	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4                   // an entry with empty type and data
-	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4               // a snapshot chunk without voters or data
-	minRecordOnWire  = 4 + recordFixed                         // the length prefix plus the smallest record
-	flagReject       = 1 << 0                                  // Message.Reject
-	flagSnapshot     = 1 << 1                                  // Message.snapshot != nil
-	flagQuiesce      = 1 << 2                                  // Message.quiesce
-	knownFlags       = flagReject | flagSnapshot | flagQuiesce // any other bit is malformed
-	maxEncodedString = math.MaxUint16                          // a u16 length prefix
-	maxEncodedCount  = math.MaxUint32                          // a u32 count or length prefix
-	maxEntryKind     = uint8(entryConfig)                      // the last EntryKind the format knows
-	maxVotersOnWire  = math.MaxUint16                          // a u16 count
-	defaultMaxString = 1 << 10                                 // node IDs and entry types are short names
-	defaultMaxMsgs   = 1 << 16                                 // messages per batch
-	defaultMaxEnts   = 1 << 16                                 // entries per message
-	defaultMaxVoters = 1 << 10                                 // voters in one snapshot's configuration
-	defaultMaxBatch  = 64 << 20                                // bytes of one batch
+	batchHeaderFixed = 1 + 2 + 2 + 4             // version, two string lengths, count
+	recordFixed      = 1 + 4 + 6*8 + 1 + 4       // a record without entries or snapshot
+	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4     // an entry with empty type and data
+	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4 // a snapshot chunk without voters or data
+	minRecordOnWire  = 4 + recordFixed           // the length prefix plus the smallest record
+	flagReject       = 1 << 0                    // Message.Reject
+	flagSnapshot     = 1 << 1                    // Message.snapshot != nil
+	flagQuiesce      = 1 << 2                    // Message.quiesce
+	knownFlags       = flagQuiesce<<1 - 1        // these three bits; any other is malformed
+	maxEncodedString = math.MaxUint16            // a u16 length prefix
+	maxEncodedCount  = math.MaxUint32            // a u32 count or length prefix
+	maxEntryKind     = uint8(entryConfig)        // the last EntryKind the format knows
+	maxVotersOnWire  = math.MaxUint16            // a u16 count
+	defaultMaxString = 1 << 10                   // node IDs and entry types are short names
+	defaultMaxMsgs   = 1 << 16                   // messages per batch
+	defaultMaxEnts   = 1 << 16                   // entries per message
+	defaultMaxVoters = 1 << 10                   // voters in one snapshot's configuration
+	defaultMaxBatch  = 64 << 20                  // bytes of one batch
 )
 
 // ErrMalformed is wrapped by every error that reports bytes from the network that do not

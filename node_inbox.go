@@ -18,14 +18,15 @@ type inbox struct {
 	spare    []Message // the msgs of the previous take, emptied, for reuse; loop only
 	ticks    int
 	proposed bool // some partition has queued proposals
-	// signaled are the partitions proposals or reads were queued for, to be activated
-	// (node_active.go); spareSignaled is the emptied slice of the previous pass.
-	signaled, spareSignaled []*partition
-	wake                    chan struct{}
+	wake     chan struct{}
 	// A tick the ticker goroutine received and the loop has not taken yet; tickAck lets
 	// the ticker goroutine receive the next one.
 	tickPending atomic.Bool
 	tickAck     chan struct{}
+
+	// signaled are the partitions proposals or reads were queued for, to be activated
+	// (node_active.go); spareSignaled is the emptied slice of the previous pass.
+	signaled, spareSignaled []*partition
 }
 
 func (in *inbox) init() {

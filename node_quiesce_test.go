@@ -144,6 +144,8 @@ func TestQuiescedPartitionsFailOverWithinThreeElectionTimeouts(t *testing.T) {
 		t.Fatalf("%d partitions of the isolated node: not all failed over within %d ticks (three election timeouts)", len(led), 3*elTicks)
 	}
 	t.Logf("%d partitions failed over in %d ticks (election timeout %d ticks)", len(led), ticks, elTicks)
+	// The survivors quiesce again, without the isolated node.
+	c.waitFor("the survivors quiesced", 10*elTicks, func() bool { return c.allQuiesced(dead) })
 	// The isolated node lost its quorum: its quiesced leaders woke, and CheckQuorum
 	// deposed them.
 	c.waitFor("the isolated node leads nothing", 3*elTicks, func() bool {

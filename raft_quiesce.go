@@ -5,8 +5,9 @@ package kommander
 // heartbeats and election timers, which Raft needs for liveness alone; every rule of
 // election, replication and commit runs unchanged, and any message of the group wakes it.
 //
-// A leader whose followers all hold its whole log, with everything committed and nothing
-// in flight (no proposal, read, snapshot or append), counts quiet heartbeat intervals.
+// A leader whose followers hold its whole log (those it hears from, at least a quorum with
+// itself), with everything committed and nothing in flight (no proposal, read, snapshot or
+// append), counts quiet heartbeat intervals.
 // After quiesceBeats of them it sends one last heartbeat marked quiesce and stops its
 // heartbeats. A follower that takes such a heartbeat from the leader of its term, with its
 // log proved to match the leader's (leaderMatch) up to the heartbeat's commit and nothing
@@ -43,9 +44,12 @@ type quiesceState struct {
 // quiesced reports whether the group is quiesced: ticks do nothing until it wakes.
 func (r *raft) quiesced() bool { return r.quiet.on }
 
-// leaderIdle reports whether the leader could quiesce now: every voter, itself included,
-// holds and has durably stored its whole log, all of it committed in its term, and nothing
-// waits to be sent (appends, snapshots, reads).
+// leaderIdle reports whether the leader could quiesce now: it has durably stored its whole
+// log, all of it committed in its term, nothing waits to be sent (appends, snapshots,
+// reads), and every follower it heard from since the last CheckQuorum round holds the
+// whole log, which makes a quorum with itself. A follower it no longer hears from (down,
+// or cut off) does not keep the group awake: when it comes back, its campaign or its
+// node's suspicion of this leader sends a message that wakes the group.
 func (r *raft) leaderIdle() bool {
 	last := r.log.lastIndex()
 	if r.log.committed != last || r.log.stable != last || !r.noopCommitted() ||
@@ -53,15 +57,17 @@ func (r *raft) leaderIdle() bool {
 		len(r.snapshotSends) > 0 || r.pendingInstall != nil {
 		return false
 	}
+	caughtUp := 1 // the leader
 	for _, pr := range r.tracker.prs {
-		if pr == r.tracker.self {
+		if pr == r.tracker.self || !pr.recentActive {
 			continue
 		}
-		if pr.state != progressReplicate || pr.match != last || pr.inflight.count > 0 || !pr.recentActive {
+		if pr.state != progressReplicate || pr.match != last || pr.inflight.count > 0 {
 			return false
 		}
+		caughtUp++
 	}
-	return true
+	return caughtUp >= r.tracker.quorum()
 }
 
 // maybeQuiesce is called by the leader at each heartbeat interval, before it heartbeats:

@@ -239,3 +239,34 @@ func TestQuiescedLeaderRetriesALostAppend(t *testing.T) {
 		t.Fatalf("commit %d: the leader did not resend the lost append (index %d)", l.r.log.committed, idx)
 	}
 }
+
+func TestLeaderQuiescesWithAFollowerDown(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.quiesce = true })
+	l := c.elect(100)
+	var down string
+	for _, id := range c.ids {
+		if id != l.id {
+			down = id
+			break
+		}
+	}
+	c.down[down] = true
+	c.propose(l, "x")
+	// Two CheckQuorum rounds forget the silent follower; then the quiet beats count.
+	for range 2*l.r.electionTicks + quiesceBeats*l.r.heartbeatTicks + 2 {
+		c.tick()
+	}
+	if !l.r.quiesced() {
+		t.Fatal("a leader with a quorum caught up did not quiesce while a follower is down")
+	}
+	// The follower comes back, having missed the entry: its campaign wakes the leader,
+	// which brings it up to date.
+	c.down[down] = false
+	for range 4 * l.r.electionTicks {
+		c.tick()
+		if f := c.node(down); f.r.log.committed == l.r.log.lastIndex() && f.r.lead == l.id {
+			return
+		}
+	}
+	t.Fatalf("the follower that came back did not catch up: commit %d, leader %q", c.node(down).r.log.committed, c.node(down).r.lead)
+}
