@@ -11,13 +11,16 @@ package kommander
 // election timeout, so that all the
 // partitions of a dead node fail over within about two. A node that hears from fewer peers
 // than a quorum needs wakes the quiesced partitions it leads, whose CheckQuorum then
-// deposes them as it would have without quiescence (thesis §6.2).
+// deposes them as it would have without quiescence (thesis §6.2). A msgLiveness carries
+// the incarnation of its node, so that a peer that restarted within an election timeout
+// is treated like one that fell silent: it leads nothing any more.
 //
 // Safety does not depend on any of it: a wrong suspicion costs an election at worst, and a
 // missed one leaves a partition waiting until a message of it arrives. Loop only.
 type liveness struct {
 	heard      map[string]uint64 // peer -> node tick at which it was last heard from
 	suspected  map[string]bool   // peers silent for an election timeout, whose partitions were woken
+	boots      map[string]uint64 // peer -> the incarnation its last msgLiveness carried
 	quorumLost bool              // too few peers heard from: the quiesced leaders were woken
 	nextBeat   uint64            // node tick of the next msgLiveness round
 	// lastFrom and lastAt spare stepAll a map write per message of a batch.
@@ -48,8 +51,9 @@ func (n *Node) watchPeers() {
 	}
 	if n.now >= lv.nextBeat {
 		lv.nextBeat = n.now + uint64(n.hbTicks)
+		boot := idIncarnation(n.idSeq.Load())
 		for _, id := range peers {
-			n.out.add(Message{Type: msgLiveness, From: n.cfg.NodeID, To: id})
+			n.out.add(Message{Type: msgLiveness, From: n.cfg.NodeID, To: id, Context: boot})
 		}
 	}
 	alive := 1
@@ -68,12 +72,7 @@ func (n *Node) watchPeers() {
 		if !lv.suspected[id] {
 			lv.suspected[id] = true
 			n.log.Debug("peer silent for an election timeout: waking the partitions it leads", "peer", id)
-			for _, p := range n.parts {
-				if p.raft.lead == id && p.raft.role == roleFollower {
-					p.raft.leaderSuspected(n.firstToCampaign(p))
-					n.activate(p)
-				}
-			}
+			n.leaderGone(id)
 		}
 	}
 	lost := alive < (len(peers)+1)/2+1
@@ -88,14 +87,42 @@ func (n *Node) watchPeers() {
 	lv.quorumLost = lost
 }
 
-// firstToCampaign reports whether this node is the one of partition p's voters not
-// suspected to campaign first: the same choice on every node (by the order of the voters'
-// IDs), spread over the survivors by partition, so that the partitions of a dead node get
-// new leaders evenly and without split votes.
-func (n *Node) firstToCampaign(p *partition) bool {
+// peerBooted takes the incarnation a peer's msgLiveness carries (random at each start of
+// its node). A new one means the peer restarted: it leads nothing now, whatever the
+// partitions here that it led believe, and waiting for it to fall silent would never end.
+func (n *Node) peerBooted(peer string, boot uint64) {
+	lv := &n.live
+	if lv.boots == nil {
+		lv.boots = make(map[string]uint64)
+	}
+	prev, known := lv.boots[peer]
+	lv.boots[peer] = boot
+	if known && prev != boot {
+		n.log.Debug("peer restarted: waking the partitions it led", "peer", peer)
+		n.leaderGone(peer)
+	}
+}
+
+// leaderGone tells every partition here that follows peer that its leader is gone (silent
+// for an election timeout, or restarted): their leases end, and one follower per
+// partition campaigns first (raft.leaderSuspected).
+func (n *Node) leaderGone(peer string) {
+	for _, p := range n.parts {
+		if p.raft.lead == peer && p.raft.role == roleFollower {
+			p.raft.leaderSuspected(n.firstToCampaign(p, peer))
+			n.activate(p)
+		}
+	}
+}
+
+// firstToCampaign reports whether this node is the one of partition p's voters, other than
+// gone and the suspected ones, to campaign first: the same choice on every node (by the
+// order of the voters' IDs), spread over the survivors by partition, so that the
+// partitions of a dead node get new leaders evenly and without split votes.
+func (n *Node) firstToCampaign(p *partition, gone string) bool {
 	live, rank := 0, 0 // live voters, and those of them whose ID sorts before ours
 	for _, pr := range p.raft.tracker.prs {
-		if n.live.suspected[pr.id] {
+		if pr.id == gone || n.live.suspected[pr.id] {
 			continue
 		}
 		live++

@@ -183,6 +183,7 @@ func (n *Node) stepAll(msgs []Message) {
 		n.activate(p)
 		switch m.Type {
 		case msgLiveness:
+			n.peerBooted(m.From, m.Context)
 			continue
 		case MsgHello:
 			if err := n.inc.hello(m, &n.out); err != nil {

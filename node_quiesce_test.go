@@ -157,3 +157,43 @@ func TestQuiescedPartitionsFailOverWithinThreeElectionTimeouts(t *testing.T) {
 		return true
 	})
 }
+
+func TestQuiescedPartitionsFailOverWhenTheirLeaderRestarts(t *testing.T) {
+	const partitions = 60
+	c := quiesceNodeCluster(t, partitions)
+	leads := c.leaders()
+	gone := leads[0]
+	var led []int
+	for p, l := range leads {
+		if l == gone {
+			led = append(led, p)
+		}
+	}
+	elTicks := c.nodes[gone].elTicks
+	// A restart quicker than an election timeout: the node never falls silent, but it
+	// leads nothing any more. Its first msgLiveness says so.
+	c.stop(gone)
+	c.start(gone)
+	agreed := func() bool {
+		for _, p := range led {
+			lead := ""
+			for _, n := range c.nodes {
+				l, ok := n.Leader(p)
+				if !ok || (lead != "" && l != lead) {
+					return false
+				}
+				lead = l
+			}
+		}
+		return true
+	}
+	ticks := 0
+	for ; !agreed() && ticks <= 2*elTicks; ticks++ {
+		c.clock.Advance(c.tick)
+		runtime.Gosched()
+	}
+	if !agreed() {
+		t.Fatalf("%d partitions of the restarted node: not all led again within %d ticks (two election timeouts)", len(led), 2*elTicks)
+	}
+	t.Logf("%d partitions led again %d ticks after their leader restarted (election timeout %d ticks)", len(led), ticks, elTicks)
+}
