@@ -968,3 +968,11 @@ func TestSimThreeNodesQuiescence(t *testing.T) {
 func TestSimFiveNodesQuiescence(t *testing.T) {
 	runSims(t, "TestSimFiveNodesQuiescence", 5, 1000, withQuiescence)
 }
+
+// TestSimFindsPlantedBugsWithQuiescence checks that the checker still bites with
+// quiescence on: idle groups must not hide the runs in which a broken rule shows.
+func TestSimFindsPlantedBugsWithQuiescence(t *testing.T) {
+	for _, b := range []*plantedBug{bugCommitOlderTerms, bugVoteBeforePersist, bugSkipPrevTermCheck, bugSelfVoteAtOnce, bugReadWithoutRound} {
+		t.Run(b.name, func(t *testing.T) { findPlantedBug(t, 3, 1000, b, withQuiescence) })
+	}
+}
