@@ -91,12 +91,13 @@ func (in *inbox) markProposed() {
 // markPartition tells the loop that p has queued proposals or reads: the loop visits it
 // even if it is quiesced.
 func (in *inbox) markPartition(p *partition) {
+	in.mu.Lock()
 	if p.mark.signaled.CompareAndSwap(false, true) {
-		in.mu.Lock()
 		in.signaled = append(in.signaled, p)
-		in.mu.Unlock()
 	}
-	in.markProposed()
+	in.proposed = true
+	in.mu.Unlock()
+	in.signal()
 }
 
 // take returns everything that arrived since the last take. The loop hands msgs back with
