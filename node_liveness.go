@@ -120,8 +120,11 @@ func (n *Node) leaderGone(peer string) {
 // order of the voters' IDs), spread over the survivors by partition, so that the
 // partitions of a dead node get new leaders evenly and without split votes.
 func (n *Node) firstToCampaign(p *partition, gone string) bool {
+	if !p.raft.tracker.self.voter {
+		return false // it never campaigns
+	}
 	live, rank := 0, 0 // live voters, and those of them whose ID sorts before ours
-	for _, pr := range p.raft.tracker.prs {
+	for _, pr := range p.raft.tracker.voterPrs() {
 		if pr.id == gone || n.live.suspected[pr.id] {
 			continue
 		}

@@ -3,6 +3,7 @@ package kommander
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -15,7 +16,7 @@ import (
 // not in skip.
 func (c *nodeCluster) allQuiesced(skip ...int) bool {
 	for i, n := range c.nodes {
-		if n == nil || contains(skip, i) {
+		if n == nil || slices.Contains(skip, i) {
 			continue
 		}
 		for _, ps := range n.Status().Partitions {
@@ -25,15 +26,6 @@ func (c *nodeCluster) allQuiesced(skip ...int) bool {
 		}
 	}
 	return true
-}
-
-func contains(xs []int, x int) bool {
-	for _, y := range xs {
-		if x == y {
-			return true
-		}
-	}
-	return false
 }
 
 // quiesceNodeCluster starts three nodes with partitions partitions and waits until every

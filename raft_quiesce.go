@@ -54,18 +54,21 @@ func (r *raft) leaderIdle() bool {
 	last := r.log.lastIndex()
 	if r.log.committed != last || r.log.stable != last || !r.noopCommitted() ||
 		r.appendPending || r.commitPending || len(r.reads.pending) > 0 ||
-		len(r.snapshotSends) > 0 || r.pendingInstall != nil {
+		len(r.snapshotSends) > 0 || r.pendingInstall != nil || r.transfer.target != "" {
 		return false
 	}
-	caughtUp := 1 // the leader
+	caughtUp := 0 // voters holding the whole log, the leader included if it votes
 	for _, pr := range r.tracker.prs {
-		if pr == r.tracker.self || !pr.recentActive {
+		switch {
+		case pr == r.tracker.self:
+		case !pr.recentActive:
 			continue
-		}
-		if pr.state != progressReplicate || pr.match != last || pr.inflight.count > 0 {
+		case pr.state != progressReplicate || pr.match != last || pr.inflight.count > 0:
 			return false
 		}
-		caughtUp++
+		if pr.voter {
+			caughtUp++
+		}
 	}
 	return caughtUp >= r.tracker.quorum()
 }

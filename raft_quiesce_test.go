@@ -148,7 +148,8 @@ func TestQuiescedFollowerWakesOnAnyMessage(t *testing.T) {
 			break
 		}
 	}
-	f.stepFlush(t, Message{Type: MsgPreVote, From: "nX", To: f.id, Term: f.r.term + 1, Index: 100, LogTerm: f.r.term})
+	// A pre-vote from a non-member behind our log: not admitted (S5), so not a wake-up.
+	f.stepFlush(t, Message{Type: MsgPreVote, From: "nX", To: f.id, Term: f.r.term + 1})
 	if !f.r.quiesced() {
 		t.Fatal("a non-member's message woke the follower: nothing it says counts (S5)")
 	}
