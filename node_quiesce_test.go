@@ -39,6 +39,51 @@ func quiesceNodeCluster(t *testing.T, partitions int) *nodeCluster {
 	return c
 }
 
+// ticksUntilLed advances the clock a tick at a time, at most maxTicks, until every
+// running node but skip (-1: none) agrees on a leader, not skip, for each partition of
+// parts. It returns the ticks it took and whether they agree.
+func (c *nodeCluster) ticksUntilLed(parts []int, skip, maxTicks int) (int, bool) {
+	led := func() bool {
+		for _, p := range parts {
+			lead := ""
+			for i, n := range c.nodes {
+				if n == nil || i == skip {
+					continue
+				}
+				l, ok := n.Leader(p)
+				if !ok || (skip >= 0 && l == c.ids[skip]) || (lead != "" && l != lead) {
+					return false
+				}
+				lead = l
+			}
+		}
+		return true
+	}
+	ticks := 0
+	for ; !led() && ticks < maxTicks; ticks++ {
+		// Advance returns once every node's ticker took the tick, which it does only once
+		// its loop ran the one before: node time lags fake time by a tick at most.
+		c.clock.Advance(c.tick)
+		runtime.Gosched()
+	}
+	return ticks, led()
+}
+
+// quiescedVictim starts a quiesced cluster of three nodes and partitions partitions and
+// returns it with the node that leads partition 0 and the partitions that node leads.
+func quiescedVictim(t *testing.T, partitions int) (c *nodeCluster, victim int, led []int) {
+	t.Helper()
+	c = quiesceNodeCluster(t, partitions)
+	leads := c.leaders()
+	victim = leads[0]
+	for p, l := range leads {
+		if l == victim {
+			led = append(led, p)
+		}
+	}
+	return c, victim, led
+}
+
 // sentBy sums the messages the running nodes handed to their transports.
 func (c *nodeCluster) sentBy() uint64 {
 	var sent uint64
@@ -91,42 +136,11 @@ func TestWriteToQuiescedPartitionCommitsAtOnce(t *testing.T) {
 }
 
 func TestQuiescedPartitionsFailOverWithinThreeElectionTimeouts(t *testing.T) {
-	const partitions = 100
-	c := quiesceNodeCluster(t, partitions)
-	leads := c.leaders()
-	dead := leads[0]
-	var led []int
-	for p, l := range leads {
-		if l == dead {
-			led = append(led, p)
-		}
-	}
+	c, dead, led := quiescedVictim(t, 100)
 	c.net.Isolate(c.ids[dead])
 	elTicks := c.nodes[dead].elTicks
-	failedOver := func() bool {
-		for _, p := range led {
-			lead := ""
-			for i, n := range c.nodes {
-				if i == dead {
-					continue
-				}
-				l, ok := n.Leader(p)
-				if !ok || l == c.ids[dead] || (lead != "" && l != lead) {
-					return false
-				}
-				lead = l
-			}
-		}
-		return true
-	}
-	ticks := 0
-	for ; !failedOver() && ticks <= 3*elTicks; ticks++ {
-		// Advance returns once every node's ticker took the tick, which it does only once
-		// its loop ran the one before: node time lags fake time by a tick at most.
-		c.clock.Advance(c.tick)
-		runtime.Gosched()
-	}
-	if !failedOver() {
+	ticks, ok := c.ticksUntilLed(led, dead, 3*elTicks)
+	if !ok {
 		for _, p := range led {
 			a, b := c.nodes[(dead+1)%3].Status().Partitions[p], c.nodes[(dead+2)%3].Status().Partitions[p]
 			if a.Leader == "" || a.Leader != b.Leader || a.Leader == c.ids[dead] {
@@ -151,40 +165,14 @@ func TestQuiescedPartitionsFailOverWithinThreeElectionTimeouts(t *testing.T) {
 }
 
 func TestQuiescedPartitionsFailOverWhenTheirLeaderRestarts(t *testing.T) {
-	const partitions = 60
-	c := quiesceNodeCluster(t, partitions)
-	leads := c.leaders()
-	gone := leads[0]
-	var led []int
-	for p, l := range leads {
-		if l == gone {
-			led = append(led, p)
-		}
-	}
+	c, gone, led := quiescedVictim(t, 60)
 	elTicks := c.nodes[gone].elTicks
 	// A restart quicker than an election timeout: the node never falls silent, but it
 	// leads nothing any more. Its first msgLiveness says so.
 	c.stop(gone)
 	c.start(gone)
-	agreed := func() bool {
-		for _, p := range led {
-			lead := ""
-			for _, n := range c.nodes {
-				l, ok := n.Leader(p)
-				if !ok || (lead != "" && l != lead) {
-					return false
-				}
-				lead = l
-			}
-		}
-		return true
-	}
-	ticks := 0
-	for ; !agreed() && ticks <= 2*elTicks; ticks++ {
-		c.clock.Advance(c.tick)
-		runtime.Gosched()
-	}
-	if !agreed() {
+	ticks, ok := c.ticksUntilLed(led, -1, 2*elTicks)
+	if !ok {
 		t.Fatalf("%d partitions of the restarted node: not all led again within %d ticks (two election timeouts)", len(led), 2*elTicks)
 	}
 	t.Logf("%d partitions led again %d ticks after their leader restarted (election timeout %d ticks)", len(led), ticks, elTicks)

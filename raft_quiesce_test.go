@@ -1,6 +1,9 @@
 package kommander
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // These tests cover quiescence in the core (raft_quiesce.go): when an idle group stops its
 // timers, what wakes it, and that neither a stale or forged mark nor a quiesced leader's
@@ -244,13 +247,7 @@ func TestQuiescedLeaderRetriesALostAppend(t *testing.T) {
 func TestLeaderQuiescesWithAFollowerDown(t *testing.T) {
 	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.quiesce = true })
 	l := c.elect(100)
-	var down string
-	for _, id := range c.ids {
-		if id != l.id {
-			down = id
-			break
-		}
-	}
+	down := c.ids[(slices.Index(c.ids, l.id)+1)%len(c.ids)]
 	c.down[down] = true
 	c.propose(l, "x")
 	// Two CheckQuorum rounds forget the silent follower; then the quiet beats count.
