@@ -50,7 +50,11 @@
 //     the groups what arrived (messages, ticks, proposals), gathers their ready batches and
 //     turns them into one storage write for all of them and one send per peer before that
 //     write (at most one more after it). An apply goroutine beside the loop calls the
-//     StateMachine, so a slow Apply never stops heartbeats or votes.
+//     StateMachine, so a slow Apply never stops heartbeats or votes. An idle partition
+//     quiesces: it stops its heartbeats and election timers, and the loop skips it until
+//     a write, a read or a message wakes it; the nodes watch each other instead, with one
+//     message per peer per heartbeat interval, and fail over the partitions of a silent
+//     node.
 //   - The WAL and the transports: one segmented, checksummed log per node with group
 //     commit (any Storage can take its place), and one binary encoding carried by TCP, by
 //     HTTP, or, in tests, by the in-memory network.
