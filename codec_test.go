@@ -73,7 +73,7 @@ func goldenBatches() []struct {
 			{Type: MsgHelloResp, Context: 0xfedcba9876543210, Reject: true},
 		}},
 		{"quiesce", "n1", "n2", []Message{
-			{Type: MsgHeartbeat, Partition: 6, Term: 4, Commit: 20, Context: 33, quiesce: true},
+			{Type: MsgHeartbeat, Partition: 6, Term: 4, Index: 20, Commit: 20, Context: 33, quiesce: true},
 			{Type: msgLiveness},
 		}},
 	}

@@ -89,13 +89,25 @@ func (r *raft) maybeQuiesce() {
 	r.reads.leaseUntil = 0
 }
 
+// heartbeatTo returns the heartbeat to the follower of pr, numbered seq. The quiesce mark
+// goes only to a follower that holds the whole log, with the leader's last index (Index):
+// one that lags (it was down, or a snapshot is on its way) keeps its timer, and wakes the
+// group when it runs out.
+func (r *raft) heartbeatTo(pr *progress, seq uint64) Message {
+	m := Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match), Context: seq}
+	if r.quiet.on && pr.match == r.log.lastIndex() {
+		m.quiesce, m.Index = true, pr.match
+	}
+	return m
+}
+
 // followQuiesce takes a heartbeat marked quiesce from the leader of our term, after its
 // commit was taken. It reports whether this follower quiesced; when it cannot (its log is
 // not known to be the leader's, whole and committed), the answer asks the leader for an
 // append instead.
 func (r *raft) followQuiesce(m Message) bool {
 	last := r.log.lastIndex()
-	if !r.quiet.enabled || r.role != roleFollower || m.From != r.lead ||
+	if !r.quiet.enabled || r.role != roleFollower || m.From != r.lead || m.Index != last ||
 		m.Commit != last || r.log.committed != last || r.leaderMatch < last {
 		return false
 	}

@@ -84,7 +84,7 @@ func TestQuiesceMarkFromUnprovenLeaderIgnored(t *testing.T) {
 	n := newNode(t, "n2", 2, []uint64{1, 2}, func(c *raftConfig) { c.quiesce = true })
 	n.log.hs.Commit = 2 // it knew everything committed before it restarted
 	n.start(t)
-	out := n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Commit: 2, Context: 1, quiesce: true})
+	out := n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Index: 2, Commit: 2, Context: 1, quiesce: true})
 	if n.r.quiesced() {
 		t.Fatal("quiesced on the mark of a leader whose log it never matched")
 	}
@@ -94,7 +94,7 @@ func TestQuiesceMarkFromUnprovenLeaderIgnored(t *testing.T) {
 	}
 	// Once an append proved the match, the same mark quiesces it.
 	n.stepFlush(t, Message{Type: MsgAppend, From: "n1", To: "n2", Term: 2, Index: 2, LogTerm: 2, Commit: 2, Context: 2})
-	n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Commit: 2, Context: 3, quiesce: true})
+	n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Index: 2, Commit: 2, Context: 3, quiesce: true})
 	if !n.r.quiesced() {
 		t.Fatal("did not quiesce on the mark of a leader whose log it matched")
 	}
@@ -102,7 +102,7 @@ func TestQuiesceMarkFromUnprovenLeaderIgnored(t *testing.T) {
 
 func TestQuiesceMarkOfStaleTermIgnored(t *testing.T) {
 	n := newNode(t, "n2", 3, []uint64{1, 2}, func(c *raftConfig) { c.quiesce = true })
-	n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Commit: 2, Context: 1, quiesce: true})
+	n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Index: 2, Commit: 2, Context: 1, quiesce: true})
 	if n.r.quiesced() {
 		t.Fatal("quiesced on the mark of a deposed leader")
 	}
@@ -113,7 +113,7 @@ func TestQuiesceMarkShortOfLogIgnored(t *testing.T) {
 	n := newNode(t, "n2", 2, []uint64{1, 2}, func(c *raftConfig) { c.quiesce = true })
 	n.stepFlush(t, Message{Type: MsgAppend, From: "n1", To: "n2", Term: 2, Index: 2, LogTerm: 2, Commit: 2, Context: 1,
 		Entries: []Entry{{Index: 3, Term: 2}}})
-	n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Commit: 2, Context: 2, quiesce: true})
+	n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Index: 2, Commit: 2, Context: 2, quiesce: true})
 	if n.r.quiesced() {
 		t.Fatal("quiesced with an entry beyond the leader's commit")
 	}
@@ -267,4 +267,40 @@ func TestLeaderQuiescesWithAFollowerDown(t *testing.T) {
 		}
 	}
 	t.Fatalf("the follower that came back did not catch up: commit %d, leader %q", c.node(down).r.log.committed, c.node(down).r.lead)
+}
+
+func TestQuiesceMarkOfALongerLogIgnored(t *testing.T) {
+	// A follower that holds a prefix of the leader's log, all of it matched and committed
+	// (Commit is the leader's commit bounded by this follower's match): the leader has more,
+	// so it must keep its timer.
+	n := newNode(t, "n2", 2, []uint64{1, 2}, func(c *raftConfig) { c.quiesce = true })
+	n.stepFlush(t, Message{Type: MsgAppend, From: "n1", To: "n2", Term: 2, Index: 2, LogTerm: 2, Commit: 2, Context: 1})
+	n.stepFlush(t, Message{Type: MsgHeartbeat, From: "n1", To: "n2", Term: 2, Index: 9, Commit: 2, Context: 2, quiesce: true})
+	if n.r.quiesced() {
+		t.Fatal("quiesced on the mark of a leader whose last index (9) is beyond its log (2)")
+	}
+}
+
+func TestQuiesceMarkNotSentToALaggingFollower(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.quiesce = true })
+	l := c.elect(100)
+	lag := c.ids[(slices.Index(c.ids, l.id)+1)%len(c.ids)]
+	c.down[lag] = true
+	c.propose(l, "x")
+	for range 2*l.r.electionTicks + quiesceBeats*l.r.heartbeatTicks + 2 {
+		if l.r.quiesced() {
+			break
+		}
+		l.r.tick()
+		for _, m := range l.flush() {
+			if m.Type == MsgHeartbeat && m.To == lag && m.quiesce {
+				t.Fatalf("the quiesce mark went to %s, which lacks the leader's entries: %+v", lag, m)
+			}
+			c.queue = append(c.queue, m)
+		}
+		c.settle()
+	}
+	if !l.r.quiesced() {
+		t.Fatal("the leader did not quiesce with a quorum caught up")
+	}
 }

@@ -266,8 +266,7 @@ func (r *raft) bcastHeartbeat() {
 		}
 		seq := pr.stamp()
 		pr.reads.record(round, seq)
-		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match),
-			Context: seq, quiesce: r.quiet.on})
+		r.send(r.heartbeatTo(pr, seq))
 	}
 }
 

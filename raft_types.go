@@ -143,7 +143,8 @@ type Message struct {
 	LogTerm uint64
 	// Index is prevLogIndex on MsgAppend, lastLogIndex on MsgVote and MsgPreVote, on
 	// MsgAppendResp the follower's match index (success) or the rejected prevLogIndex, and on
-	// MsgHeartbeatResp the follower's last index.
+	// MsgHeartbeatResp the follower's last index, and on a MsgHeartbeat marked quiesce the
+	// leader's last index.
 	Index uint64
 	// Entries are the entries of MsgAppend and MsgForward, and the refused entries' IDs on
 	// MsgForwardRefused.
