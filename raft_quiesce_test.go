@@ -244,14 +244,22 @@ func TestQuiescedLeaderRetriesALostAppend(t *testing.T) {
 	}
 }
 
-func TestLeaderQuiescesWithAFollowerDown(t *testing.T) {
-	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.quiesce = true })
-	l := c.elect(100)
-	down := c.ids[(slices.Index(c.ids, l.id)+1)%len(c.ids)]
+// followerDown returns a three-voter cluster with quiescence on, its leader, and a follower
+// that went down before the leader's last entry, and the ticks after which the leader
+// quiesces: two CheckQuorum rounds forget the silent follower, then the quiet beats count.
+func followerDown(t *testing.T) (c *testCluster, l *testNode, down string, ticks int) {
+	t.Helper()
+	c = newTestCluster(t, 3, func(cfg *raftConfig) { cfg.quiesce = true })
+	l = c.elect(100)
+	down = c.ids[(slices.Index(c.ids, l.id)+1)%len(c.ids)]
 	c.down[down] = true
 	c.propose(l, "x")
-	// Two CheckQuorum rounds forget the silent follower; then the quiet beats count.
-	for range 2*l.r.electionTicks + quiesceBeats*l.r.heartbeatTicks + 2 {
+	return c, l, down, 2*l.r.electionTicks + quiesceBeats*l.r.heartbeatTicks + 2
+}
+
+func TestLeaderQuiescesWithAFollowerDown(t *testing.T) {
+	c, l, down, ticks := followerDown(t)
+	for range ticks {
 		c.tick()
 	}
 	if !l.r.quiesced() {
@@ -282,12 +290,8 @@ func TestQuiesceMarkOfALongerLogIgnored(t *testing.T) {
 }
 
 func TestQuiesceMarkNotSentToALaggingFollower(t *testing.T) {
-	c := newTestCluster(t, 3, func(cfg *raftConfig) { cfg.quiesce = true })
-	l := c.elect(100)
-	lag := c.ids[(slices.Index(c.ids, l.id)+1)%len(c.ids)]
-	c.down[lag] = true
-	c.propose(l, "x")
-	for range 2*l.r.electionTicks + quiesceBeats*l.r.heartbeatTicks + 2 {
+	c, l, lag, ticks := followerDown(t)
+	for range ticks {
 		if l.r.quiesced() {
 			break
 		}
