@@ -92,6 +92,10 @@ func goldenBatches() []struct {
 				{Type: "n3", Index: 8},
 			}},
 		}},
+		{"quiesce", "n1", "n2", []Message{
+			{Type: MsgHeartbeat, Partition: 6, Term: 4, Index: 20, Commit: 20, Context: 33, quiesce: true},
+			{Type: msgLiveness},
+		}},
 	}
 }
 

@@ -163,6 +163,12 @@ type Config struct {
 	// the leader, instead of forwarding the proposal to it (the default).
 	DisableForwarding bool
 
+	// DisableQuiescence keeps every partition's timers running while it is idle. Default
+	// off: a partition with nothing to do stops its heartbeats and election timers after a
+	// few heartbeat intervals, the nodes watch each other with one small message per peer
+	// per HeartbeatInterval instead, and the first write, read or message wakes it.
+	DisableQuiescence bool
+
 	// LeaseReads allows ReadBarrierLease: while the leader's lease holds it serves reads
 	// without a round of heartbeats. The lease lasts a confirmed heartbeat round's send
 	// time plus the election timeout less 10% and three ticks, counted in the node's ticks;

@@ -69,7 +69,11 @@
 //     the groups what arrived (messages, ticks, proposals), gathers their ready batches and
 //     turns them into one storage write for all of them and one send per peer before that
 //     write (at most one more after it). An apply goroutine beside the loop calls the
-//     StateMachine, so a slow Apply never stops heartbeats or votes.
+//     StateMachine, so a slow Apply never stops heartbeats or votes. An idle partition
+//     quiesces: it stops its heartbeats and election timers, and the loop skips it until
+//     a write, a read or a message wakes it; the nodes watch each other instead, with one
+//     message per peer per heartbeat interval, and fail over the partitions of a silent
+//     node.
 //   - The WAL and the transports: one segmented, checksummed log per node with group
 //     commit (any Storage can take its place), and one binary encoding carried by TCP, by
 //     HTTP, or, in tests, by the in-memory network.
@@ -110,6 +114,8 @@
 //	                      hosts it: the protocol, and the asking node's requests and retries
 //	node_proxy_serve.go   the hosting node's side: each request taken once, run, answered
 //	node_loop.go          the node loop and one pass of it
+//	node_active.go        the partitions a pass visits: all but the quiesced ones with nothing
+//	                      to do
 //	node_inbox.go         what arrives for the loop between two passes, bounded
 //	node_outbox.go        what a pass sends, gathered into one Send per peer
 //	node_persist.go       the persister: one Storage.Save, one fsync, per pass
@@ -119,8 +125,10 @@
 //	node_membership.go    AddNode, AddLearner, RemoveNode, Members: changes asked of any node,
 //	                      forwarded to the leader, followed as they commit; removed nodes stop
 //	node_transfer.go      TransferLeadership, and handing leadership off before Stop
-//	node_balancer.go      the leader balancer: its policy, and node-level liveness
+//	node_balancer.go      the leader balancer: its policy and its rounds
 //	node_addrbook.go      the address book: members' addresses, versioned, gossiped and kept
+//	node_liveness.go      the node's watch of its peers, one message per peer per interval:
+//	                      it wakes the quiesced partitions of a silent leader
 //	node_snapshot.go      taking snapshots beside Apply, compacting behind them, installing
 //	                      one from a leader, restoring the newest usable one at start
 //	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
@@ -152,6 +160,7 @@
 //	raft_transfer.go      leadership transfer: catch the target up, msgTimeoutNow, give up
 //	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
 //	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
+//	raft_quiesce.go       idle groups stop their timers; what quiesces and what wakes them
 //	raft_read.go          linearizable reads without a log write: ReadIndex rounds, the
 //	                      followers' requests, the leader's lease for reads
 //	raft_ready.go         the ready batch handed to the node, and advance

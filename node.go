@@ -91,6 +91,9 @@ type PartitionStatus struct {
 	LastIndex uint64 `json:"last_index"`
 	// Pending is the number of entries proposed on this node and not yet answered.
 	Pending int `json:"pending"`
+	// Quiesced is true while the partition is idle on this node: no heartbeats, no
+	// election timer, until a write, a read or a message wakes it.
+	Quiesced bool `json:"quiesced"`
 }
 
 // node states.
@@ -133,6 +136,8 @@ type Node struct {
 	apply     applier      // the apply goroutine and the leader-change notifications
 	leaders   leaderWatch  // wakes WaitForLeader
 	inc       incarnations // one node ID, one data directory; loop only
+	live      liveness     // when each peer was last heard from; loop only
+	active    activeSet    // the partitions a pass visits; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
 	mem       memberState  // membership changes, leadership transfers, removal
@@ -293,6 +298,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.apply.init(n)
 	n.transfers.init(n)
 	n.leaders.init()
+	n.initActive()
 	n.publishAll()
 	ok = true
 	return n, nil
@@ -344,6 +350,7 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 		maxInflightBytes: uint64(n.cfg.MaxInflightMessages) * uint64(n.cfg.MaxMessageBytes),
 		checkQuorum:      true,
 		preVote:          true,
+		quiesce:          !n.cfg.DisableQuiescence,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)

@@ -63,35 +63,18 @@ func balanceMove(self string, live []string, parts []partitionLeadView) (partiti
 	return partition, best, best != ""
 }
 
-// balancer is the balancer's state and the node-level liveness it uses. Loop only.
+// balancer is the balancer's state. Loop only.
 type balancer struct {
-	heard    map[string]uint64 // tick at which a message of each peer last arrived
-	lastFrom string            // the peer and tick of the last record, so that a run of
-	lastAt   uint64            // messages of one peer in one tick costs no map write
-	next     uint64            // tick of the next round
+	next uint64 // tick of the next round
 }
 
-// heardFrom records that a message of peer from arrived. It is called for every message
-// received; consecutive messages of one peer in one tick cost two comparisons.
-func (n *Node) heardFrom(from string) {
-	b := &n.mem.bal
-	if from == b.lastFrom && b.lastAt == n.now {
-		return
-	}
-	if b.heard == nil {
-		b.heard = make(map[string]uint64)
-	}
-	b.lastFrom, b.lastAt = from, n.now
-	b.heard[from] = n.now
-}
-
-// live reports whether a message of node id arrived within the last election timeout
-// (this node always is).
-func (n *Node) live(id string) bool {
+// peerLive reports whether a message of node id arrived within the last election timeout
+// (this node always is), as the node's liveness watch saw it (node_liveness.go).
+func (n *Node) peerLive(id string) bool {
 	if id == n.cfg.NodeID {
 		return true
 	}
-	at, ok := n.mem.bal.heard[id]
+	at, ok := n.live.heard[id]
 	return ok && n.now-at <= uint64(n.elTicks)
 }
 
@@ -105,8 +88,8 @@ func (n *Node) balance() {
 		return // let the first elections settle; one transfer at a time
 	}
 	live := []string{n.cfg.NodeID}
-	for id := range n.mem.bal.heard {
-		if n.live(id) {
+	for id := range n.live.heard {
+		if n.peerLive(id) {
 			live = append(live, id)
 		}
 	}
@@ -119,7 +102,7 @@ func (n *Node) balance() {
 			continue
 		}
 		for _, v := range p.raft.membership().Voters {
-			if match, ok := p.raft.memberMatch(v); ok && v != n.cfg.NodeID && n.live(v) && match >= st.commit {
+			if match, ok := p.raft.memberMatch(v); ok && v != n.cfg.NodeID && n.peerLive(v) && match >= st.commit {
 				views[i].targets = append(views[i].targets, v)
 			}
 		}

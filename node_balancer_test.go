@@ -98,6 +98,17 @@ func TestBalancerPolicyConvergesWithinOneOfTheFairShare(t *testing.T) {
 	}
 }
 
+// leaderSpread counts, per node, the partitions node 0 sees it lead.
+func (c *nodeCluster) leaderSpread() []int {
+	counts := make([]int, len(c.ids))
+	for p := 0; p < c.partitions; p++ {
+		if l, ok := c.nodes[0].Leader(p); ok {
+			counts[c.index(l)]++
+		}
+	}
+	return counts
+}
+
 func leaderCounts(ids, leaders []string) []int {
 	counts := make([]int, len(ids))
 	for _, l := range leaders {

@@ -102,6 +102,7 @@ func (n *Node) campaignFirst() {
 			continue
 		}
 		if st.role == roleFollower || st.role == rolePreCandidate {
+			n.activate(p)
 			p.raft.campaign()
 		}
 		kept = append(kept, id)
@@ -122,5 +123,6 @@ func (n *Node) planFirstCampaign(p *partition) {
 // nodeMessage reports whether messages of type t are the node's own, not any partition's:
 // they are taken whether or not the node hosts the partition they name.
 func nodeMessage(t MessageType) bool {
-	return t == MsgHello || t == MsgHelloResp || t == msgProxy || t == msgProxyResp || t == msgAddressBook
+	return t == MsgHello || t == MsgHelloResp || t == msgProxy || t == msgProxyResp || t == msgAddressBook ||
+		t == msgLiveness
 }

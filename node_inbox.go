@@ -23,6 +23,10 @@ type inbox struct {
 	// the ticker goroutine receive the next one.
 	tickPending atomic.Bool
 	tickAck     chan struct{}
+
+	// signaled are the partitions proposals or reads were queued for, to be activated
+	// (node_active.go); spareSignaled is the emptied slice of the previous pass.
+	signaled, spareSignaled []*partition
 }
 
 func (in *inbox) init() {
@@ -79,6 +83,18 @@ func (in *inbox) ackTick() {
 // markProposed tells the loop that a partition has queued proposals.
 func (in *inbox) markProposed() {
 	in.mu.Lock()
+	in.proposed = true
+	in.mu.Unlock()
+	in.signal()
+}
+
+// markPartition tells the loop that p has queued proposals or reads: the loop visits it
+// even if it is quiesced.
+func (in *inbox) markPartition(p *partition) {
+	in.mu.Lock()
+	if p.mark.signaled.CompareAndSwap(false, true) {
+		in.signaled = append(in.signaled, p)
+	}
 	in.proposed = true
 	in.mu.Unlock()
 	in.signal()

@@ -115,6 +115,7 @@ func (n *Node) runPass() bool {
 	}
 	msgs, ticks, proposed := n.in.take()
 	n.proxy.sendAnswers()
+	n.activateSignaled()
 	n.stepSnapshots()
 	n.stepAll(msgs)
 	n.in.recycle(msgs)
@@ -123,7 +124,7 @@ func (n *Node) runPass() bool {
 	}
 	n.tickAll(ticks)
 	if proposed || ticks > 0 {
-		for _, p := range n.parts {
+		for _, p := range n.active.list {
 			n.proposeQueued(p)
 		}
 	}
@@ -134,7 +135,7 @@ func (n *Node) runPass() bool {
 		n.campaignFirst()
 	}
 	if proposed || ticks > 0 {
-		for _, p := range n.parts {
+		for _, p := range n.active.list {
 			n.askQueued(p)
 		}
 		n.runMembership(ticks > 0)
@@ -155,6 +156,9 @@ func (n *Node) runPass() bool {
 
 	if !n.gatherReadies() {
 		return false
+	}
+	if ticks > 0 {
+		n.sweepActive()
 	}
 	if len(n.persist.readies) == 0 {
 		if ticks > 0 {
@@ -178,7 +182,7 @@ func (n *Node) stepAll(msgs []Message) {
 			n.metrics.dropped.Add(1)
 			continue
 		}
-		n.heardFrom(m.From)
+		n.live.heardFrom(m.From, n.now)
 		p := n.slots[m.Partition].Load()
 		if p == nil && !nodeMessage(m.Type) {
 			if p = n.hostOnDemand(m); p == nil {
@@ -186,7 +190,13 @@ func (n *Node) stepAll(msgs []Message) {
 				continue
 			}
 		}
+		if p != nil {
+			n.activate(p)
+		}
 		switch m.Type {
+		case msgLiveness:
+			n.peerBooted(m.From, m.Context)
+			continue
 		case MsgHello:
 			if err := n.inc.hello(m, &n.out); err != nil {
 				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
@@ -265,10 +275,12 @@ func (n *Node) tickAll(ticks int) {
 		// against the clock, and a passive node leads nothing anyway.
 		n.leaseTicks.tickedAt(n.now, at)
 		n.inc.greet(n.now, &n.out)
+		n.watchPeers()
 		if !n.inc.active {
 			continue // no election timer runs out: it must not campaign yet (S36)
 		}
-		for _, p := range n.parts {
+		// A partition outside the active set is quiesced: its tick would do nothing.
+		for _, p := range n.active.list {
 			if !p.mem.removed.Load() { // a removed member takes no more part
 				p.raft.tick()
 			}
@@ -281,7 +293,7 @@ func (n *Node) tickAll(ticks int) {
 func (n *Node) gatherReadies() bool {
 	ps := &n.persist
 	ps.readies = ps.readies[:0]
-	for _, p := range n.parts {
+	for _, p := range n.active.list {
 		// A slow state machine holds back what Raft hands out, not the loop: committed
 		// entries wait in the log (on disk, and in memory only up to Raft's bound), not in
 		// the apply queue, also while a restarted node replays its log.

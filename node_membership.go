@@ -329,6 +329,7 @@ func (n *Node) stepConf(r *confRequest) bool {
 	}
 	switch {
 	case st.role == roleLeader:
+		n.activate(p) // its ready must be visited even if it was quiesced
 		index, err := p.raft.proposeConfChange(r.cc, r.id)
 		if err != nil {
 			return n.confRefused(r, fmt.Errorf("%w (%v)", confRefusalErr(confRefusalCode(err)), err))

@@ -314,15 +314,7 @@ func TestLeadersRebalanceAfterARestart(t *testing.T) {
 	c.stop(2)
 	c.leaders()
 	c.start(2)
-	spread := func() []int {
-		counts := make([]int, 3)
-		for p := 0; p < c.partitions; p++ {
-			if l, ok := c.nodes[0].Leader(p); ok {
-				counts[c.index(l)]++
-			}
-		}
-		return counts
-	}
+	spread := c.leaderSpread
 	before := spread()
 	c.waitFor("leaders 11/11/10", 400*c.partitions, func() bool {
 		s := spread()

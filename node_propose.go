@@ -120,7 +120,7 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 		return err
 	}
 	n.metrics.proposals.Add(uint64(len(cmds)))
-	n.in.markProposed()
+	n.in.markPartition(p)
 	return nil
 }
 
@@ -286,7 +286,7 @@ func (n *Node) chunk(queue []*proposal) (k int, size uint64) {
 
 // expireWaiters answers the proposals whose deadline passed.
 func (n *Node) expireWaiters() {
-	for _, p := range n.parts {
+	for _, p := range n.active.list {
 		p.expire(n.now)
 		p.expireReads(n.now)
 	}

@@ -85,7 +85,7 @@ func (n *Node) submitRead(partition int, lease bool) (*readWait, error) {
 		return nil, err
 	}
 	n.metrics.reads.Add(1)
-	n.in.markProposed()
+	n.in.markPartition(p)
 	return rd, nil
 }
 

@@ -467,6 +467,7 @@ func (n *Node) stepSnapshots() {
 	results, received := n.transfers.take()
 	for _, r := range results {
 		if p := n.slots[r.key.partition].Load(); p != nil {
+			n.activate(p)
 			p.raft.reportSnapshot(r.key.peer, r.index, r.ok)
 		}
 	}
@@ -476,6 +477,7 @@ func (n *Node) stepSnapshots() {
 		if p == nil {
 			continue // chunks are refused for a partition not hosted (receive)
 		}
+		n.activate(p)
 		if err := p.raft.step(m); err != nil {
 			n.log.Debug("raft rejected a snapshot", "partition", m.Partition, "from", m.From, "err", err)
 		}

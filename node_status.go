@@ -24,7 +24,7 @@ func (n *Node) publish(p *partition) {
 }
 
 func (n *Node) publishAll() {
-	for _, p := range n.parts {
+	for _, p := range n.active.list {
 		n.publish(p)
 	}
 }

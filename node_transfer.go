@@ -113,6 +113,7 @@ func (n *Node) stepTransfer(r *transferRequest) bool {
 		n.answer(&r.memberCall, fmt.Errorf("kommander: node %s: partition %d: no other live voter to transfer the leadership to: %w", n.cfg.NodeID, p.id, ErrNotLeader))
 		return false
 	}
+	n.activate(p) // its ready must be visited even if it was quiesced
 	if err := p.raft.transferLeadership(r.target); err != nil {
 		n.answer(&r.memberCall, fmt.Errorf("kommander: node %s: partition %d: transfer to %s: %w", n.cfg.NodeID, p.id, r.target, mapConfErr(err)))
 		return false
@@ -135,7 +136,7 @@ func mapConfErr(err error) error {
 func (n *Node) bestVoter(p *partition) string {
 	best, bestMatch := "", uint64(0)
 	for _, v := range p.raft.membership().Voters {
-		if v == n.cfg.NodeID || !n.live(v) {
+		if v == n.cfg.NodeID || !n.peerLive(v) {
 			continue
 		}
 		match, _ := p.raft.memberMatch(v)

@@ -55,6 +55,8 @@ type partition struct {
 	reads partitionReads
 	// mem is the partition's membership as the node follows it (node_membership.go).
 	mem partitionMembership
+	// mark is the partition's place in the loop's active set (node_active.go).
+	mark partitionMark
 }
 
 // newPartition wraps a partition's restored Raft group; hs is the hard state it was
@@ -576,7 +578,7 @@ func (p *partition) publish(st raftStatus, self string, grace uint64) (candidate
 	role := st.role.String()
 	if role == p.lastRole && st.leader == p.lastLeader && st.term == p.lastTerm {
 		p.mu.Lock()
-		p.status.Commit, p.status.LastIndex = st.commit, st.lastIndex
+		p.status.Commit, p.status.LastIndex, p.status.Quiesced = st.commit, st.lastIndex, st.quiesced
 		p.mu.Unlock()
 		return false, false
 	}
@@ -586,7 +588,7 @@ func (p *partition) publish(st raftStatus, self string, grace uint64) (candidate
 	p.lastRole, p.lastLeader, p.lastTerm = role, st.leader, st.term
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.status = PartitionStatus{Partition: int(p.id), Role: role, Term: st.term, Leader: st.leader, Commit: st.commit, LastIndex: st.lastIndex}
+	p.status = PartitionStatus{Partition: int(p.id), Role: role, Term: st.term, Leader: st.leader, Commit: st.commit, LastIndex: st.lastIndex, Quiesced: st.quiesced}
 	if leaderChanged || (wasLeader && role != roleLeader.String()) {
 		for _, w := range p.waiting {
 			pr := w.p

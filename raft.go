@@ -129,6 +129,8 @@ type raftConfig struct {
 	// election timeout, and lets followers ignore vote requests while they hear from a live
 	// leader. preVote enables the pre-vote phase (thesis §9.6).
 	checkQuorum, preVote bool
+	// quiesce lets the group stop its timers while idle (raft_quiesce.go).
+	quiesce bool
 }
 
 func (c *raftConfig) validate() error {
@@ -163,6 +165,7 @@ type raftStatus struct {
 	commit    uint64
 	applied   uint64
 	lastIndex uint64
+	quiesced  bool
 }
 
 // raft is one Raft group on one node.
@@ -216,6 +219,7 @@ type raft struct {
 	snapshotSends  []string
 	pendingInstall *snapshotMeta
 	reads          readIndexState
+	quiet          quiesceState
 	rules          safetyRules
 }
 
@@ -291,6 +295,7 @@ func newRaft(c raftConfig) (*raft, error) {
 		maxUnstableBytes: c.maxUnstableBytes,
 		maxMemLogBytes:   c.maxMemLogBytes,
 		maxApplyBytes:    c.maxApplyBytes,
+		quiet:            quiesceState{enabled: c.quiesce},
 		rules:            correctRules,
 	}
 	setDefault(&r.maxMsgBytes, defaultMaxMsgBytes)
@@ -343,6 +348,9 @@ func newRaft(c raftConfig) (*raft, error) {
 
 // tick advances the group's clock by one tick.
 func (r *raft) tick() {
+	if r.quiet.on {
+		return
+	}
 	if r.role == roleLeader {
 		r.tickLeader()
 		return
@@ -371,6 +379,7 @@ func (r *raft) tickLeader() {
 	}
 	if r.heartbeatElapsed >= r.heartbeatTicks {
 		r.heartbeatElapsed = 0
+		r.maybeQuiesce() // the last heartbeat before quiescence carries the mark
 		r.bcastHeartbeat()
 	}
 }
@@ -382,6 +391,7 @@ func (r *raft) propose(ents []Entry) (firstIndex, term uint64, err error) {
 	if r.role != roleLeader {
 		return 0, 0, &notLeaderError{Leader: r.lead, Term: r.term}
 	}
+	r.wake()
 	if len(ents) == 0 {
 		return 0, 0, fmt.Errorf("%w: no entries", errInvalidProposal)
 	}
@@ -433,6 +443,9 @@ func (r *raft) step(m Message) error {
 	pr := r.tracker.progress(m.From)
 	if !r.admits(m, pr) {
 		return nil
+	}
+	if r.quiet.on && !r.keepsQuiet(m) {
+		r.wake()
 	}
 
 	if m.Type == msgTimeoutNow && m.Term != r.term {
@@ -594,5 +607,6 @@ func (r *raft) status() raftStatus {
 		commit:    r.log.committed,
 		applied:   r.log.applied,
 		lastIndex: r.log.lastIndex(),
+		quiesced:  r.quiet.on,
 	}
 }

@@ -302,6 +302,7 @@ func (r *raft) proposeConfChange(cc confChange, id uint64) (uint64, error) {
 	if r.role != roleLeader {
 		return 0, &notLeaderError{Leader: r.lead, Term: r.term}
 	}
+	r.wake() // a lost append is resent on the leader's ticks (raft_quiesce.go)
 	if r.transfer.target != "" {
 		return 0, fmt.Errorf("%w: to %s", errTransferring, r.transfer.target)
 	}

@@ -76,6 +76,7 @@ func (r *raft) leaseTicks() uint64 {
 // its loss, is the caller's to wait for. Without a known leader it returns a
 // *notLeaderError.
 func (r *raft) readIndex(id uint64, lease bool) error {
+	r.wake() // before the lease is looked at: a quiesced leader has none
 	switch {
 	case r.role == roleLeader:
 		if lease && r.leaseHolds() {

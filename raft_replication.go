@@ -266,8 +266,7 @@ func (r *raft) bcastHeartbeat() {
 		}
 		seq := pr.stamp()
 		pr.reads.record(round, seq)
-		r.send(Message{Type: MsgHeartbeat, To: pr.id, Term: r.term, Commit: min(r.log.committed, pr.match),
-			Context: seq})
+		r.send(r.heartbeatTo(pr, seq))
 	}
 }
 
@@ -392,10 +391,14 @@ func (r *raft) handleAppend(m Message) error {
 // that leaves us short of the leader's commit, the response says so (Reject), and the
 // leader answers with an append that proves the match. The response carries our last index
 // (Index), from which the leader learns that we lost entries we had acknowledged (S36).
+//
+// A heartbeat marked quiesce that this follower cannot follow is answered with Reject too
+// (raft_quiesce.go): the append it brings proves the match.
 func (r *raft) handleHeartbeat(m Message) {
 	r.commitTo(min(m.Commit, r.leaderMatch))
+	quiesceRefused := m.quiesce && !r.followQuiesce(m)
 	r.sendAfterPersist(Message{Type: MsgHeartbeatResp, To: m.From, Term: r.term, Context: m.Context,
-		Index: r.log.lastIndex(), Reject: m.Commit > r.log.committed})
+		Index: r.log.lastIndex(), Reject: m.Commit > r.log.committed || quiesceRefused})
 }
 
 func (r *raft) commitTo(i uint64) {

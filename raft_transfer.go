@@ -39,6 +39,7 @@ func (r *raft) transferLeadership(to string) error {
 	if r.role != roleLeader {
 		return &notLeaderError{Leader: r.lead, Term: r.term}
 	}
+	r.wake() // the transfer runs on the leader's ticks (raft_quiesce.go)
 	switch t := r.transfer.target; {
 	case t == to:
 		return nil

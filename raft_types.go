@@ -113,6 +113,9 @@ const (
 	// of it; msgProxyResp answers it (node_proxy.go). They are the node's, never Raft's.
 	msgProxy
 	msgProxyResp
+	// msgLiveness tells a peer that the sender's node is alive: one per peer per heartbeat
+	// interval, for all partitions (node_liveness.go). It is the node's, never Raft's.
+	msgLiveness
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -127,6 +130,7 @@ var messageTypeNames = [...]string{
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
 	msgAddressBook: "MsgAddressBook", msgRemoved: "MsgRemoved",
 	msgProxy: "MsgProxy", msgProxyResp: "MsgProxyResp",
+	msgLiveness: "MsgLiveness",
 }
 
 // String returns the message type's name, as in logs and test traces.
@@ -153,7 +157,8 @@ type Message struct {
 	LogTerm uint64
 	// Index is prevLogIndex on MsgAppend, lastLogIndex on MsgVote and MsgPreVote, on
 	// MsgAppendResp the follower's match index (success) or the rejected prevLogIndex, and on
-	// MsgHeartbeatResp the follower's last index.
+	// MsgHeartbeatResp the follower's last index, and on a MsgHeartbeat marked quiesce the
+	// leader's last index.
 	Index uint64
 	// Entries are the entries of MsgAppend and MsgForward, and the refused entries' IDs on
 	// MsgForwardRefused.
@@ -161,7 +166,8 @@ type Message struct {
 	// Commit is the leader's commit index on MsgAppend and MsgHeartbeat.
 	Commit uint64
 	// Reject is set on a response that refuses the request; on MsgHeartbeatResp it says the
-	// heartbeat's commit index was not taken (the leader answers with an append).
+	// heartbeat's commit index was not taken, or that the follower could not follow a
+	// heartbeat marked quiesce (the leader answers with an append).
 	Reject bool
 	// RejectHint is, on a rejecting MsgAppendResp, the first index of the conflicting term
 	// in the follower's log (or its last index + 1 when the log is too short), so that the
@@ -175,6 +181,8 @@ type Message struct {
 	Context uint64
 	// snapshot carries snapshot metadata and data on msgSnapshot.
 	snapshot *snapshotChunk
+	// quiesce marks a leader's last heartbeat before its group quiesces (raft_quiesce.go).
+	quiesce bool
 }
 
 // snapshotChunk is a piece of a partition's snapshot in flight to a follower.

@@ -67,6 +67,9 @@ type simParams struct {
 	keepLearners bool
 	// safetyOnly: findPlantedBug counts only a safety violation as finding the bug.
 	safetyOnly bool
+	// quiesce lets idle groups stop their timers; the simulation then plays the node's
+	// liveness watch (simWatch).
+	quiesce bool
 }
 
 func simParamsFor(seed uint64, nodes int) simParams {
@@ -148,6 +151,7 @@ type sim struct {
 	// was made: its read index may be no lower (thesis §6.4).
 	readFloor []map[uint64]uint64
 	reads     int // reads released
+	quiesced  int // ticks a quiesced group let pass (with quiescence on)
 
 	nextID uint64
 	err    error
@@ -229,6 +233,7 @@ func (s *sim) startGroup(i, g int) bool {
 		preVote:          s.p.preVote,
 		maxMemLogBytes:   512, // small, so that reads from storage are exercised
 		maxInflightBytes: 0,
+		quiesce:          s.p.quiesce,
 	})
 	if err != nil {
 		s.failf("restart %s group %d: %v", n.id, g, err)
@@ -627,6 +632,7 @@ func (s *sim) event() int {
 		}
 		i := live[s.rng.IntN(len(live))]
 		s.tracef("tick %s", s.nodes[i].id)
+		s.watch(i)
 		for g, sg := range s.nodes[i].groups {
 			sg.r.tick()
 			s.process(i, g)
@@ -782,6 +788,7 @@ func (s *sim) liveness() error {
 			}
 		}
 		for i := range s.nodes {
+			s.watch(i)
 			for g, sg := range s.nodes[i].groups {
 				sg.r.tick()
 				s.process(i, g)
@@ -860,7 +867,7 @@ func runSims(t *testing.T, name string, nodes, count int, adjust ...func(*simPar
 		}
 	}
 	start := time.Now()
-	events, reads, changes := 0, 0, 0
+	events, reads, changes, quiesced := 0, 0, 0, 0
 	for _, seed := range seeds {
 		p := simParamsFor(seed, nodes)
 		for _, a := range adjust {
@@ -876,9 +883,13 @@ func runSims(t *testing.T, name string, nodes, count int, adjust ...func(*simPar
 		events += s.now
 		reads += s.reads
 		changes += s.changes
+		quiesced += s.quiesced
 	}
 	t.Logf("%d seeds, %d events, %d reads released, %d membership changes and transfers started in %v",
 		len(seeds), events, reads, changes, time.Since(start).Round(time.Millisecond))
+	if quiesced > 0 {
+		t.Logf("%d ticks of a quiesced group", quiesced)
+	}
 }
 
 // TestSimThreeNodes runs the simulation with 3 nodes (S12, S15, S17 and the invariants of
@@ -990,4 +1001,66 @@ func TestSimFindsVoteRequestSentBeforePersist(t *testing.T) {
 // heard of its successor then answers with a stale index (thesis §6.4).
 func TestSimFindsReadWithoutHeartbeatRound(t *testing.T) {
 	findPlantedBug(t, 3, 1000, bugReadWithoutRound)
+}
+
+// watch plays, for node i, the node's watch of its peers (node_liveness.go) when groups
+// quiesce: a quiesced follower whose leader's node is down or cannot reach it is woken with
+// its leader suspected, and a quiesced leader that cannot hear a quorum is woken. It is
+// harsher than the node, which waits an election timeout first.
+func (s *sim) watch(i int) {
+	if !s.p.quiesce {
+		return
+	}
+	heard := func(j int) bool { return !s.nodes[j].down && !s.cut[[2]int{j, i}] }
+	reach := 1
+	for j := range s.nodes {
+		if j != i && heard(j) {
+			reach++
+		}
+	}
+	for _, sg := range s.nodes[i].groups {
+		r := sg.r
+		if r.quiesced() {
+			s.quiesced++
+		}
+		switch {
+		case !r.quiesced():
+		case r.role == roleLeader:
+			if reach < len(s.nodes)/2+1 {
+				r.wake()
+			}
+		default:
+			if j, ok := s.byID[r.lead]; !ok || !heard(j) {
+				r.leaderSuspected(true)
+			}
+		}
+	}
+}
+
+// withQuiescence lets idle groups quiesce.
+func withQuiescence(p *simParams) { p.quiesce = true }
+
+// TestSimThreeNodesQuiescence runs the 3-node simulation with quiescence on: safety must
+// not depend on it, and the healed cluster must still elect and commit.
+func TestSimThreeNodesQuiescence(t *testing.T) {
+	runSims(t, "TestSimThreeNodesQuiescence", 3, 1000, withQuiescence)
+}
+
+// TestSimFiveNodesQuiescence runs the 5-node simulation with quiescence on.
+func TestSimFiveNodesQuiescence(t *testing.T) {
+	runSims(t, "TestSimFiveNodesQuiescence", 5, 1000, withQuiescence)
+}
+
+// TestSimFindsPlantedBugsWithQuiescence checks that the checker still bites with
+// quiescence on: idle groups must not hide the runs in which a broken rule shows.
+func TestSimFindsPlantedBugsWithQuiescence(t *testing.T) {
+	for _, b := range []*plantedBug{bugCommitOlderTerms, bugVoteBeforePersist, bugSkipPrevTermCheck, bugSelfVoteAtOnce, bugReadWithoutRound} {
+		t.Run(b.name, func(t *testing.T) { findPlantedBug(t, 3, 1000, b, withQuiescence) })
+	}
+}
+
+// TestSimMembershipQuiescence runs the simulation with membership changes, leadership
+// transfers and quiescence together.
+func TestSimMembershipQuiescence(t *testing.T) {
+	runSims(t, "TestSimMembershipQuiescence", 3, 500, withMembership, withQuiescence)
 }

@@ -30,11 +30,14 @@ type benchOptions struct {
 	duration, warmup, election  time.Duration
 	transport                   kommander.TransportKind
 	noSync, json                bool
-	dir, cpuProfile             string
+	dir, cpuProfile, memProfile string
 	// reads is "" (clients write), "leader" or "follower" (clients call ReadBarrier there);
 	// lease makes them call ReadBarrierLease, with lease reads on.
 	reads string
 	lease bool
+	// idle measures what idle partitions cost instead (bench_idle.go); noQuiesce turns
+	// quiescence off, failover stops a node after the idle time.
+	idle, noQuiesce, failover bool
 }
 
 // benchResult is what one run measured; -json prints it as is.
@@ -78,8 +81,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&o.dir, "dir", "", "directory for the WALs (default: a new temporary directory, removed after)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "with -idle: write a heap profile at the end of the measured time to this file")
 	fs.StringVar(&o.reads, "reads", "", "measure linearizable reads instead of writes: ReadBarrier on the \"leader\" or on a \"follower\"")
 	fs.BoolVar(&o.lease, "lease", false, "with -reads: ReadBarrierLease, lease reads on (see -lease-reads of kommander node)")
+	fs.BoolVar(&o.idle, "idle", false, "measure idle partitions instead: CPU, memory and messages per node while nothing is written")
+	fs.BoolVar(&o.noQuiesce, "no-quiesce", false, "turn quiescence off (idle partitions keep heartbeating)")
+	fs.BoolVar(&o.failover, "failover", false, "with -idle: then stop the node that leads the most partitions and time the failover")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,6 +107,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("-lease needs -reads")
 	case o.reads == "follower" && o.nodes < 2:
 		return errors.New("-reads follower needs -nodes 2 or more")
+	case o.idle && o.reads != "":
+		return errors.New("-idle and -reads do not go together")
+	case o.failover && (!o.idle || o.nodes < 3):
+		return errors.New("-failover needs -idle and -nodes 3 or more")
+	}
+	if o.idle {
+		return benchIdle(ctx, o, stdout)
 	}
 	res, err := bench(ctx, o)
 	if err != nil {
@@ -116,39 +130,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // bench runs one benchmark.
 func bench(ctx context.Context, o benchOptions) (benchResult, error) {
-	dir := o.dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "kommander-bench-")
-		if err != nil {
-			return benchResult{}, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	specs := make([]nodeSpec, o.nodes)
-	for i := range specs {
-		specs[i] = nodeSpec{
-			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
-			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
-			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
-			heartbeat: o.election / 10, lease: o.lease,
-		}
-	}
-	nodes, err := startCluster(ctx, specs)
+	nodes, cleanup, err := startBenchCluster(ctx, o)
 	if err != nil {
 		return benchResult{}, err
 	}
-	defer func() {
-		for _, n := range nodes {
-			_ = n.stop(context.Background())
-		}
-	}()
-	wctx, cancel := context.WithTimeout(ctx, 10*o.election+10*time.Second)
-	_, err = waitForLeaders(wctx, nodes, o.parts)
-	cancel()
-	if err != nil {
-		return benchResult{}, err
-	}
+	defer cleanup()
 
 	var (
 		measuring atomic.Bool
@@ -270,6 +256,51 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		res.EntriesPerFsync = float64(saved1-saved0) / float64(fsyncs1-fsyncs0)
 	}
 	return res, nil
+}
+
+// startBenchCluster starts the cluster a benchmark runs on, in o.dir or a new temporary
+// directory, and waits until every partition has a leader. cleanup stops the nodes that
+// still run and removes the temporary directory.
+func startBenchCluster(ctx context.Context, o benchOptions) (nodes []*liveNode, cleanup func(), err error) {
+	dir, removeDir := o.dir, func() {}
+	if dir == "" {
+		d, err := os.MkdirTemp("", "kommander-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		dir, removeDir = d, func() { os.RemoveAll(d) }
+	}
+	specs := make([]nodeSpec, o.nodes)
+	for i := range specs {
+		specs[i] = nodeSpec{
+			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
+			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
+			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
+			heartbeat: o.election / 10, lease: o.lease, noQuiesce: o.noQuiesce,
+		}
+	}
+	nodes, err = startCluster(ctx, specs)
+	if err != nil {
+		removeDir()
+		return nil, nil, err
+	}
+	cleanup = func() {
+		for _, n := range nodes {
+			if n.node != nil {
+				_ = n.stop(context.Background())
+			}
+		}
+		removeDir()
+	}
+	// Thousands of partitions take a while to elect their leaders.
+	wctx, cancel := context.WithTimeout(ctx, 10*o.election+time.Duration(o.parts)*time.Millisecond+10*time.Second)
+	_, err = waitForLeaders(wctx, nodes, o.parts)
+	cancel()
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return nodes, cleanup, nil
 }
 
 // benchTarget returns the node clients of partition p call: its leader, or with reads

@@ -31,6 +31,7 @@ type nodeSpec struct {
 	heartbeat time.Duration
 	maxEntry  int
 	lease     bool // lease reads on
+	noQuiesce bool // quiescence off
 	logger    *slog.Logger
 	// snapEvery is the number of entries between a partition's snapshots (0: the default).
 	snapEvery int
@@ -121,6 +122,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		HeartbeatInterval: s.heartbeat,
 		MaxEntrySize:      s.maxEntry,
 		LeaseReads:        s.lease,
+		DisableQuiescence: s.noQuiesce,
 		Logger:            s.logger,
 		SnapshotEntries:   s.snapEvery,
 		Join:              s.join,
