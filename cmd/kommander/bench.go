@@ -35,6 +35,8 @@ type benchOptions struct {
 	// lease makes them call ReadBarrierLease, with lease reads on.
 	reads string
 	lease bool
+	// fsyncSamples is the number of samples of the disk probe run before the load (0: none).
+	fsyncSamples int
 }
 
 // benchResult is what one run measured; -json prints it as is.
@@ -58,8 +60,16 @@ type benchResult struct {
 	P999Ms          float64 `json:"p999_ms"`
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUPer10kOps    float64 `json:"cpu_seconds_per_10k_ops"`
+	OpsPerCPUSecond float64 `json:"ops_per_cpu_second"`
 	EntriesPerFsync float64 `json:"entries_per_fsync"`
 	Fsyncs          uint64  `json:"fsyncs"`
+	// NodeEntriesPerFsync is entries per fsync on each node, n1 first: the leader of a
+	// single partition batches differently from its followers.
+	NodeEntriesPerFsync []float64 `json:"node_entries_per_fsync"`
+	// FsyncP50Ms is the median of a 4 KiB append plus fdatasync on the data directory's
+	// disk, measured just before the load; P50OverFsync is the p50 latency over it.
+	FsyncP50Ms   float64 `json:"fsync_p50_ms"`
+	P50OverFsync float64 `json:"p50_over_fsync"`
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -80,6 +90,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
 	fs.StringVar(&o.reads, "reads", "", "measure linearizable reads instead of writes: ReadBarrier on the \"leader\" or on a \"follower\"")
 	fs.BoolVar(&o.lease, "lease", false, "with -reads: ReadBarrierLease, lease reads on (see -lease-reads of kommander node)")
+	fs.IntVar(&o.fsyncSamples, "fsync-samples", 200, "samples of the disk probe (4 KiB append + fdatasync) before the load; 0 skips it")
+	var m matrixOptions
+	m.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +103,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.fsyncSamples < 0:
+		return errors.New("-fsync-samples must not be negative")
 	case o.nodes < 1 || o.parts < 1 || o.clients < 1 || o.size < 0:
 		return errors.New("-nodes, -partitions and -clients must be at least 1, -size at least 0")
 	case o.duration <= 0 || o.warmup < 0:
@@ -100,6 +115,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("-lease needs -reads")
 	case o.reads == "follower" && o.nodes < 2:
 		return errors.New("-reads follower needs -nodes 2 or more")
+	}
+	if m.on {
+		return runMatrix(ctx, o, m, stdout, stderr)
 	}
 	res, err := bench(ctx, o)
 	if err != nil {
@@ -124,6 +142,13 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		}
 		defer os.RemoveAll(d)
 		dir = d
+	}
+	var fsyncP50 time.Duration
+	if o.fsyncSamples > 0 && !o.noSync {
+		var err error
+		if fsyncP50, err = probeFsync(probeDir(dir), o.fsyncSamples); err != nil {
+			return benchResult{}, err
+		}
 	}
 	specs := make([]nodeSpec, o.nodes)
 	for i := range specs {
@@ -206,7 +231,7 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	}
 	wait(o.warmup)
 	errs.Store(0)
-	fsyncs0, saved0 := fsyncTotals(nodes)
+	before := nodeMetrics(nodes)
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -231,7 +256,7 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	}
 	elapsed := time.Since(t0)
 	cpu1, _ := processCPUTime()
-	fsyncs1, saved1 := fsyncTotals(nodes)
+	after := nodeMetrics(nodes)
 	stop.Store(true)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
@@ -249,7 +274,6 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	}
 	res := benchResult{
 		Nodes: o.nodes, Partitions: o.parts, Clients: o.clients, Size: o.size, Mode: mode,
-		Fsyncs:    fsyncs1 - fsyncs0,
 		Transport: o.transport.String(), Fsync: !o.noSync, Unsafe: o.noSync,
 		GOMAXPROCS: runtime.GOMAXPROCS(0), Seconds: elapsed.Seconds(),
 		Ops: uint64(len(all)), Errors: errs.Load(),
@@ -261,13 +285,21 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	}
 	if cpuOK {
 		res.CPUSeconds = (cpu1 - cpu0).Seconds()
-		if res.Ops > 0 {
+		if res.Ops > 0 && res.CPUSeconds > 0 {
 			res.CPUPer10kOps = res.CPUSeconds / float64(res.Ops) * 10000
+			res.OpsPerCPUSecond = float64(res.Ops) / res.CPUSeconds
 		}
 	}
-	if fsyncs1 > fsyncs0 {
-		// Every node saves every entry; per node, entries per fsync is the same ratio.
-		res.EntriesPerFsync = float64(saved1-saved0) / float64(fsyncs1-fsyncs0)
+	var fsyncs, saved uint64
+	for i := range after {
+		f, e := after[i].Fsyncs-before[i].Fsyncs, after[i].EntriesSaved-before[i].EntriesSaved
+		fsyncs, saved = fsyncs+f, saved+e
+		res.NodeEntriesPerFsync = append(res.NodeEntriesPerFsync, ratio(e, f))
+	}
+	res.Fsyncs, res.EntriesPerFsync = fsyncs, ratio(saved, fsyncs)
+	if fsyncP50 > 0 {
+		res.FsyncP50Ms = float64(fsyncP50) / float64(time.Millisecond)
+		res.P50OverFsync = res.P50Ms / res.FsyncP50Ms
 	}
 	return res, nil
 }
@@ -297,16 +329,23 @@ func leaderOf(nodes []*liveNode, p int) *kommander.Node {
 	return nil
 }
 
-// fsyncTotals sums the nodes' storage saves and the entries they wrote.
-func fsyncTotals(nodes []*liveNode) (fsyncs, entries uint64) {
-	for _, n := range nodes {
+// nodeMetrics returns the metrics of every node, in order (zero for a node not running).
+func nodeMetrics(nodes []*liveNode) []kommander.Metrics {
+	ms := make([]kommander.Metrics, len(nodes))
+	for i, n := range nodes {
 		if n.node != nil {
-			m := n.node.Metrics()
-			fsyncs += m.Fsyncs
-			entries += m.EntriesSaved
+			ms[i] = n.node.Metrics()
 		}
 	}
-	return fsyncs, entries
+	return ms
+}
+
+// ratio is a/b, or 0 when b is 0.
+func ratio(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
 }
 
 // percentileMs returns the q-quantile of sorted durations in milliseconds (nearest rank).
@@ -337,11 +376,18 @@ func printBench(w io.Writer, r benchResult) {
 		fmt.Fprintf(w, "  throughput   %.0f reads/s\n", r.OpsPerSec)
 	}
 	fmt.Fprintf(w, "  latency      p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", r.P50Ms, r.P99Ms, r.P999Ms)
-	if r.CPUSeconds > 0 {
+	if r.FsyncP50Ms > 0 {
+		fmt.Fprintf(w, "  disk         fsync p50 %.3f ms (4 KiB append + fdatasync, before the load); latency p50 is %.2fx that\n", r.FsyncP50Ms, r.P50OverFsync)
+	}
+	if r.OpsPerCPUSecond > 0 {
 		fmt.Fprintf(w, "  cpu          %.3f s per 10,000 ops (%.0f ops per CPU-second; whole process: %d nodes and the clients)\n",
-			r.CPUPer10kOps, 10000/r.CPUPer10kOps, r.Nodes)
+			r.CPUPer10kOps, r.OpsPerCPUSecond, r.Nodes)
 	} else {
 		fmt.Fprintf(w, "  cpu          not measured on this platform\n")
 	}
-	fmt.Fprintf(w, "  batching     %.1f entries per fsync, %d fsyncs in the measured time (all nodes)\n", r.EntriesPerFsync, r.Fsyncs)
+	fmt.Fprintf(w, "  batching     %.1f entries per fsync, %d fsyncs in the measured time (all nodes); per node:", r.EntriesPerFsync, r.Fsyncs)
+	for i, e := range r.NodeEntriesPerFsync {
+		fmt.Fprintf(w, " n%d %.1f", i+1, e)
+	}
+	fmt.Fprintln(w)
 }
