@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,7 @@ type benchOptions struct {
 	duration, warmup, election  time.Duration
 	transport                   kommander.TransportKind
 	noSync, json                bool
-	dir, cpuProfile             string
+	dir, cpuProfile, trace      string
 	// reads is "" (clients write), "leader" or "follower" (clients call ReadBarrier there);
 	// lease makes them call ReadBarrierLease, with lease reads on.
 	reads string
@@ -88,6 +89,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&o.dir, "dir", "", "directory for the WALs (default: a new temporary directory, removed after)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
+	fs.StringVar(&o.trace, "trace", "", "write a runtime execution trace of the measured time to this file (go tool trace)")
 	fs.StringVar(&o.reads, "reads", "", "measure linearizable reads instead of writes: ReadBarrier on the \"leader\" or on a \"follower\"")
 	fs.BoolVar(&o.lease, "lease", false, "with -reads: ReadBarrierLease, lease reads on (see -lease-reads of kommander node)")
 	fs.IntVar(&o.fsyncSamples, "fsync-samples", 200, "samples of the disk probe (4 KiB append + fdatasync) before the load; 0 skips it")
@@ -232,28 +234,18 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	wait(o.warmup)
 	errs.Store(0)
 	before := nodeMetrics(nodes)
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			stop.Store(true)
-			wg.Wait()
-			return benchResult{}, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			stop.Store(true)
-			wg.Wait()
-			return benchResult{}, err
-		}
+	stopRecording, err := record(o)
+	if err != nil {
+		stop.Store(true)
+		wg.Wait()
+		return benchResult{}, err
 	}
 	cpu0, cpuOK := processCPUTime()
 	t0 := time.Now()
 	measuring.Store(true)
 	wait(o.duration)
 	measuring.Store(false)
-	if o.cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopRecording()
 	elapsed := time.Since(t0)
 	cpu1, _ := processCPUTime()
 	after := nodeMetrics(nodes)
@@ -302,6 +294,41 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		res.P50OverFsync = res.P50Ms / res.FsyncP50Ms
 	}
 	return res, nil
+}
+
+// record starts the CPU profile and the execution trace that o asks for, and returns the
+// function that stops them and closes their files.
+func record(o benchOptions) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, f := range slices.Backward(stops) {
+			f()
+		}
+	}
+	start := func(path string, begin func(io.Writer) error, end func()) error {
+		if path == "" {
+			return nil
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := begin(f); err != nil {
+			f.Close()
+			return err
+		}
+		stops = append(stops, func() { end(); f.Close() })
+		return nil
+	}
+	if err := start(o.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := start(o.trace, trace.Start, trace.Stop); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }
 
 // benchTarget returns the node clients of partition p call: its leader, or with reads
