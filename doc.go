@@ -86,6 +86,7 @@
 //	                      their retries, and their release once applied
 //	node_forward.go       proposals forwarded between a follower and its partition's leader
 //	node_loop.go          the node loop and one pass of it
+//	node_yield.go         whether the loop yields before a Save, so that others add to it
 //	node_inbox.go         what arrives for the loop between two passes, bounded
 //	node_outbox.go        what a pass sends, gathered into one Send per peer
 //	node_persist.go       the persister: one Storage.Save, one fsync, per pass

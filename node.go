@@ -132,6 +132,7 @@ type Node struct {
 	apply     applier      // the apply goroutine and the leader-change notifications
 	leaders   leaderWatch  // wakes WaitForLeader
 	inc       incarnations // one node ID, one data directory; loop only
+	yield     batchYield   // whether the loop yields before a Save; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
 

@@ -2,7 +2,6 @@ package kommander
 
 import (
 	"fmt"
-	"runtime"
 	"time"
 )
 
@@ -56,15 +55,7 @@ func (n *Node) runLoop() {
 				n.persist.saveReturned(err)
 			}
 			if !n.persist.inFlight() {
-				// This pass may start a Save. Whoever woke the loop handed it its processor
-				// directly, ahead of the goroutines that are already runnable with more work
-				// for the batch (transport readers, callers just answered, other
-				// partitions' proposals). Yield once so that they add it first. Otherwise a
-				// batch holds one entry (88% of Saves with 16 partitions over TCP did), and
-				// its fsync holds a processor for its whole length (the runtime takes a
-				// processor back from a syscall only after 20µs or more, through sysmon),
-				// which starves those producers further: 3 entries per fsync instead of 18.
-				runtime.Gosched()
+				n.yieldForBatch() // this pass may start a Save
 			}
 		}
 		// While an fsync runs, one tick is taken and the next waits (the ticker goroutine
