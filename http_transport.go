@@ -96,7 +96,11 @@ type HTTPTransport struct {
 	deliver func([]Message)
 	peers   peerSet
 	replay  map[replayKey]replayState
-	holders map[string]holder // node ID -> the instance that holds it (S30)
+	holders map[string]holder       // node ID -> the instance that holds it (S30)
+	peerLog map[string]*slog.Logger // node ID of a member -> t.log with its ID, made once
+	// ids are the headers that name this node on every request, built once: a fresh value
+	// per request and header cost an allocation each.
+	ids http.Header
 }
 
 // NewHTTPTransport validates cfg and, when cfg.Addr is set, listens there; requests are
@@ -116,6 +120,14 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		done:    make(chan struct{}),
 		replay:  make(map[replayKey]replayState),
 		holders: make(map[string]holder),
+		peerLog: make(map[string]*slog.Logger),
+	}
+	t.ids = http.Header{
+		"Content-Type": {httpContentType},
+		hdrVersion:     {strconv.Itoa(codecVersion)},
+		hdrCluster:     {cfg.ClusterName},
+		hdrNode:        {cfg.NodeID},
+		hdrInstance:    {t.instance},
 	}
 	t.budget.limit = int64(cfg.MaxInboundBytes)
 	t.rl = newRateLog(t.log, RealClock(), transportLogInterval)
@@ -345,17 +357,16 @@ func (t *HTTPTransport) post(url, nonce string, body []byte) error {
 		return err
 	}
 	req.ContentLength = int64(len(body))
-	req.Header.Set("Content-Type", httpContentType)
 	t.sign(req, nonce, body)
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // drained, so the connection is reused
 	if resp.StatusCode == http.StatusNoContent {
-		return nil
+		return nil // no body: nothing to drain before the connection is reused
 	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // drained, so the connection is reused
 	err = httpRefusal(resp)
 	if errors.Is(err, ErrAuthFailed) {
 		t.counters.authFailures.Add(1)
@@ -459,12 +470,24 @@ func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
 	}
 	defer t.budget.give(cap(body))
 	node := id.node
-	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.rl, t.log.With("peer", node)); err != nil {
+	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.rl, t.logFor(node)); err != nil {
 		w.Header().Set(hdrError, refusalCode(err))
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// logFor returns the logger for a request from member node, made on its first request.
+func (t *HTTPTransport) logFor(node string) *slog.Logger {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.peerLog[node]
+	if l == nil {
+		l = t.log.With("peer", node)
+		t.peerLog[node] = l
+	}
+	return l
 }
 
 // readBody reads the body of an authenticated request: at most MaxBatchBytes, buffered as
