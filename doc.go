@@ -156,6 +156,7 @@
 //	tcp_handshake.go      the TCP handshake: cluster, node IDs, shared-secret proofs
 //	http_transport.go     HTTP: the same batches as POSTs, Handler, the status page
 //	http_auth.go          signing HTTP requests and checking them before they reach the node
+//	http_client.go        the sending side: one keep-alive HTTP/1.1 connection per sender
 //	ratelog.go            warnings an outsider can trigger, at most one line per interval
 //	memory_transport.go   MemoryNetwork, for tests: cuts, partitions, loss, delay, duplicates
 //

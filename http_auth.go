@@ -40,24 +40,6 @@ type holder struct {
 	lastSeen time.Time
 }
 
-// sign sets the identifying headers of a request and, with a shared secret, its signature.
-func (t *HTTPTransport) sign(req *http.Request, nonce string, body []byte) {
-	h := req.Header
-	for k, v := range t.ids {
-		h[k] = v // shared, never modified: net/http only reads a request's headers
-	}
-	if t.cfg.Secret == nil {
-		return
-	}
-	ts := strconv.FormatInt(time.Now().UnixNano(), 10)
-	digest := sha256.Sum256(body)
-	h[hdrTimestamp] = []string{ts}
-	h[hdrNonce] = []string{nonce}
-	h[hdrDigest] = []string{hex.EncodeToString(digest[:])}
-	h[hdrSignature] = []string{hex.EncodeToString(httpSignature(t.cfg.Secret, req.Method, req.URL.Path,
-		t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, digest[:]))}
-}
-
 // httpSignature is the MAC of a request; digest is the SHA-256 of its body.
 func httpSignature(secret []byte, method, path, cluster, node, instance, ts, nonce string, digest []byte) []byte {
 	return mac(secret, httpMACLabel, []byte(method), []byte(path), []byte(cluster), []byte(node),

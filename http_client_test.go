@@ -1,0 +1,112 @@
+package kommander
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestHTTPPostsReuseOneConnectionUnderAPrefix: a sender posts batch after batch on one
+// keep-alive connection, to a Handler mounted under a path prefix. (With a secret the
+// signature covers the path as the sender sees it, so a prefix that the server strips
+// fails the check.)
+func TestHTTPPostsReuseOneConnectionUnderAPrefix(t *testing.T) {
+	cfgB := transportTestConfig("b")
+	cfgB.Addr = ""
+	trB, err := NewHTTPTransport(cfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newDeliveryRecorder()
+	if err := trB.Start(rec.deliver); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/prefix/", http.StripPrefix("/prefix", trB.Handler()))
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	defer trB.Close()
+	a := startTransportNode(t, transportCases()[1], transportTestConfig("a"))
+	a.tr.SetPeer("b", srv.URL+"/prefix/")
+	trB.SetPeer("a", a.tr.Addr())
+	const batches = 20
+	for i := 1; i <= batches; i++ {
+		a.tr.Send("b", []Message{testHeartbeat(1, uint64(i))})
+		rec.waitFor(t, transportWait, "the batch", func(m []Message) bool { return len(m) == i })
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d batches took %d connections, want 1", batches, n)
+	}
+	if s := trB.Stats(); s.Rejected != 0 {
+		t.Fatalf("receiver stats %+v: requests under a prefix were refused", s)
+	}
+}
+
+// TestHTTPCloseEndsAPostToASilentPeer: a peer that accepts a request and never answers
+// holds the sender until PeerTimeout, but Close ends the post at once.
+func TestHTTPCloseEndsAPostToASilentPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		var b [1]byte
+		c.Read(b[:]) // the request started; never answer
+		got <- c
+	}()
+	cfg := transportTestConfig("a")
+	cfg.PeerTimeout = time.Minute
+	a, err := NewHTTPTransport(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(func([]Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	a.SetPeer("b", ln.Addr().String())
+	a.Send("b", []Message{testHeartbeat(1, 1)})
+	var c net.Conn
+	select {
+	case c = <-got:
+		defer c.Close()
+	case <-time.After(transportWait):
+		t.Fatal("the sender never reached the peer")
+	}
+	closed := make(chan struct{})
+	go func() { a.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for a post that the peer never answers")
+	}
+}
+
+// TestHTTPRefusesANameThatCannotBeAHeader: a node ID with a line break would split the
+// request's headers; nothing is sent and the batch counts as dropped.
+func TestHTTPRefusesANameThatCannotBeAHeader(t *testing.T) {
+	b := startTransportNode(t, transportCases()[1], transportTestConfig("b"))
+	cfg := transportTestConfig("a\r\nX-Kommander-Node: b")
+	a := startTransportNode(t, transportCases()[1], cfg)
+	a.tr.SetPeer("b", b.tr.Addr())
+	a.tr.Send("b", []Message{testHeartbeat(1, 1)})
+	waitForCondition(t, transportWait, "the batch to be dropped", func() bool { return a.tr.Stats().Dropped == 1 })
+	if s := b.tr.Stats(); s.Received != 0 || s.Rejected != 0 {
+		t.Fatalf("receiver stats %+v: a request with a split header reached it", s)
+	}
+}
