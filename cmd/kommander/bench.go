@@ -67,6 +67,9 @@ type benchResult struct {
 	// NodeEntriesPerFsync is entries per fsync on each node, n1 first: the leader of a
 	// single partition batches differently from its followers.
 	NodeEntriesPerFsync []float64 `json:"node_entries_per_fsync"`
+	// LeaderEntriesPerFsync is NodeEntriesPerFsync of the node that led partition 0 at
+	// the end: with one partition, the batching of the leader's own fsyncs.
+	LeaderEntriesPerFsync float64 `json:"leader_entries_per_fsync"`
 	// FsyncP50Ms is the median of a 4 KiB append plus fdatasync on the data directory's
 	// disk, measured just before the load; P50OverFsync is the p50 latency over it.
 	FsyncP50Ms   float64 `json:"fsync_p50_ms"`
@@ -289,6 +292,11 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		res.NodeEntriesPerFsync = append(res.NodeEntriesPerFsync, ratio(e, f))
 	}
 	res.Fsyncs, res.EntriesPerFsync = fsyncs, ratio(saved, fsyncs)
+	for i, n := range nodes {
+		if n.node != nil && n.node == leaderOf(nodes, 0) {
+			res.LeaderEntriesPerFsync = res.NodeEntriesPerFsync[i]
+		}
+	}
 	if fsyncP50 > 0 {
 		res.FsyncP50Ms = float64(fsyncP50) / float64(time.Millisecond)
 		res.P50OverFsync = res.P50Ms / res.FsyncP50Ms
@@ -416,5 +424,5 @@ func printBench(w io.Writer, r benchResult) {
 	for i, e := range r.NodeEntriesPerFsync {
 		fmt.Fprintf(w, " n%d %.1f", i+1, e)
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "; leader of partition 0: %.1f\n", r.LeaderEntriesPerFsync)
 }

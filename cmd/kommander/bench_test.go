@@ -70,10 +70,10 @@ func TestBenchMatrixTable(t *testing.T) {
 		t.Fatalf("bench -matrix printed %d rows, want %d:\n%s", len(rows), len(want), out.String())
 	}
 	for i, r := range rows {
-		if len(r) != 12 || r[0] != want[i][0] || r[1] != "128" || r[2] != "2" || r[3] != want[i][1] {
+		if len(r) != 13 || r[0] != want[i][0] || r[1] != "128" || r[2] != "2" || r[3] != want[i][1] {
 			t.Fatalf("row %d = %q, want transport %s, 128 bytes, 2 partitions, %s clients", i, r, want[i][0], want[i][1])
 		}
-		for _, col := range []int{4, 7, 9, 10} { // ops/s, fsync p50, ops per CPU-s, entries per fsync
+		for _, col := range []int{4, 7, 9, 10, 11} { // ops/s, fsync p50, ops per CPU-s, entries per fsync (all, leader)
 			if v, err := strconv.ParseFloat(r[col], 64); err != nil || v <= 0 {
 				t.Errorf("row %d column %d = %q, want a positive figure", i, col, r[col])
 			}
