@@ -107,6 +107,9 @@ func (n *Node) runPass() bool {
 	msgs, ticks, proposed := n.in.take()
 	n.stepSnapshots()
 	n.stepAll(msgs)
+	if n.persist.running {
+		n.handOffCommittedDuringSave(msgs)
+	}
 	n.in.recycle(msgs)
 	if n.failed.Load() != nil {
 		return false
@@ -269,6 +272,30 @@ func (n *Node) sendAppends() {
 		n.out.addAll(n.persist.readies[i].rd.Messages)
 	}
 	n.out.flush(n.transport)
+}
+
+// handOffCommittedDuringSave hands to the applier the entries that msgs, stepped while a
+// Save runs, committed: an acknowledgement for the previous batch, which arrives while the
+// leader saves the next one, need not wait for that Save (raft.takeCommitted).
+func (n *Node) handOffCommittedDuringSave(msgs []Message) {
+	handed := false
+	last := -1
+	for i := range msgs {
+		id := int(msgs[i].Partition)
+		if id == last || id >= len(n.parts) {
+			continue
+		}
+		last = id
+		p := n.parts[id]
+		p.raft.limitApply(p.applyRoom())
+		if ents := p.raft.takeCommitted(); len(ents) > 0 {
+			p.pushApply(ents)
+			handed = true
+		}
+	}
+	if handed {
+		n.apply.signal()
+	}
 }
 
 // handOffCommitted hands the batch's committed entries to the applier. They are durable on
