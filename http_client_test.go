@@ -14,16 +14,7 @@ import (
 // signature covers the path as the sender sees it, so a prefix that the server strips
 // fails the check.)
 func TestHTTPPostsReuseOneConnectionUnderAPrefix(t *testing.T) {
-	cfgB := transportTestConfig("b")
-	cfgB.Addr = ""
-	trB, err := NewHTTPTransport(cfgB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newDeliveryRecorder()
-	if err := trB.Start(rec.deliver); err != nil {
-		t.Fatal(err)
-	}
+	trB, rec := startHandlerOnly(t)
 	mux := http.NewServeMux()
 	mux.Handle("/prefix/", http.StripPrefix("/prefix", trB.Handler()))
 	var conns atomic.Int32
@@ -35,7 +26,6 @@ func TestHTTPPostsReuseOneConnectionUnderAPrefix(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
-	defer trB.Close()
 	a := startTransportNode(t, transportCases()[1], transportTestConfig("a"))
 	a.tr.SetPeer("b", srv.URL+"/prefix/")
 	trB.SetPeer("a", a.tr.Addr())

@@ -11,20 +11,8 @@ import (
 // once, without waiting for B's fsync. It used to wait: committed entries left the loop
 // only with the next raftReady, after the Save in flight.
 func TestAckDuringTheNextSaveAppliesAtOnce(t *testing.T) {
-	c := newNodeCluster(t, 3, 1, false)
-	held := make([]*heldSaves, 3)
-	for i := range c.stores {
-		held[i] = newHeldSaves()
-		c.stores[i] = held[i]
-	}
-	c.startAll()
-	lead := c.leaders()[0]
+	c, held, lead := startHeldCluster(t)
 	n := c.nodes[lead]
-	stop := c.pump()
-	if _, err := n.Replicate(ctxT(t), 0, "put", put("warm", "up")); err != nil {
-		t.Fatal(err)
-	}
-	stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		cancel()

@@ -2,6 +2,7 @@ package kommander
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,27 +18,16 @@ func BenchmarkTransportRoundTrip(b *testing.B) {
 	for _, tc := range networkCases() {
 		for _, secret := range []bool{false, true} {
 			b.Run(fmt.Sprintf("%s/secret=%v", tc.name, secret), func(b *testing.B) {
-				cfgA, cfgB := transportTestConfig("a"), transportTestConfig("b")
-				cfgA.PeerTimeout, cfgB.PeerTimeout = 10*time.Second, 10*time.Second
+				cfgA, cfgB := benchTransportConfigs()
 				if secret {
 					cfgA.Secret, cfgB.Secret = []byte("benchmark secret"), []byte("benchmark secret")
 				}
-				ta, err := tc.new(cfgA)
-				if err != nil {
-					b.Fatal(err)
-				}
-				tb, err := tc.new(cfgB)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer ta.Close()
-				defer tb.Close()
 				back := make(chan struct{}, 1)
-				ta.Start(func([]Message) { back <- struct{}{} })
 				reply := []Message{{Type: MsgAppendResp, To: "a", Term: 1, Index: 11}}
-				tb.Start(func([]Message) { tb.Send("a", reply[:1:1]) })
-				ta.SetPeer("b", tb.Addr())
-				tb.SetPeer("a", ta.Addr())
+				var self atomic.Value // b, for its deliver callback to answer through
+				ta, tb := startTransportPair(b, tc, cfgA, cfgB, func([]Message) { back <- struct{}{} },
+					func([]Message) { self.Load().(testTransport).Send("a", reply[:1:1]) })
+				self.Store(tb)
 				msg := []Message{{Type: MsgAppend, To: "b", Term: 1, Index: 10, LogTerm: 1, Commit: 9,
 					Entries: []Entry{{Term: 1, Index: 11, Type: "put", Data: make([]byte, 128)}}}}
 				roundTrip := func() {
