@@ -36,6 +36,7 @@ type httpPoster struct {
 	bw     *bufio.Writer
 	head   []byte        // the request head, reused
 	req    *http.Request // what http.ReadResponse is told the response answers
+	signer *httpSigner   // with a secret
 }
 
 func (t *HTTPTransport) newPoster() *httpPoster {
@@ -71,7 +72,10 @@ func (c *httpPoster) exchange(nonce string, body []byte) error {
 	t := c.t
 	c.conn.SetDeadline(time.Now().Add(t.cfg.PeerTimeout))
 	var err error
-	if c.head, err = t.appendHead(c.head[:0], c.target, nonce, body); err != nil {
+	if t.cfg.Secret != nil && c.signer == nil {
+		c.signer = newHTTPSigner(t.cfg.Secret)
+	}
+	if c.head, err = t.appendHead(c.head[:0], c.target, nonce, body, c.signer); err != nil {
 		return err
 	}
 	if _, err := c.bw.Write(c.head); err != nil {
@@ -171,7 +175,7 @@ func (c *httpPoster) close() {
 // appendHead appends the head of a POST of body to u: the request line, Host, the length,
 // the headers that name this node and, with a shared secret, those that sign the request.
 // It refuses a value that cannot be written in a header (a control character in a name).
-func (t *HTTPTransport) appendHead(dst []byte, u *url.URL, nonce string, body []byte) ([]byte, error) {
+func (t *HTTPTransport) appendHead(dst []byte, u *url.URL, nonce string, body []byte, signer *httpSigner) ([]byte, error) {
 	dst = append(dst, "POST "...)
 	dst = append(dst, u.RequestURI()...)
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
@@ -183,7 +187,7 @@ func (t *HTTPTransport) appendHead(dst []byte, u *url.URL, nonce string, body []
 	if t.cfg.Secret != nil {
 		ts := strconv.FormatInt(time.Now().UnixNano(), 10)
 		digest := sha256.Sum256(body)
-		sig := httpSignature(t.cfg.Secret, http.MethodPost, u.Path, t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, digest[:])
+		sig := signer.sign(http.MethodPost, u.Path, t.cfg.ClusterName, t.cfg.NodeID, t.instance, ts, nonce, digest[:])
 		dst = appendHeaderLine(dst, hdrTimestamp, ts)
 		dst = appendHeaderLine(dst, hdrNonce, nonce)
 		dst = append(dst, hdrDigest+": "...)

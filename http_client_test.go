@@ -1,6 +1,7 @@
 package kommander
 
 import (
+	"bytes"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -98,5 +99,26 @@ func TestHTTPRefusesANameThatCannotBeAHeader(t *testing.T) {
 	waitForCondition(t, transportWait, "the batch to be dropped", func() bool { return a.tr.Stats().Dropped == 1 })
 	if s := b.tr.Stats(); s.Received != 0 || s.Rejected != 0 {
 		t.Fatalf("receiver stats %+v: a request with a split header reached it", s)
+	}
+}
+
+// TestHTTPSignerMatchesTheMAC: the reused signer computes exactly the MAC of the label and
+// the fields that earlier versions computed with mac, call after call, so that old and new
+// nodes accept each other's requests.
+func TestHTTPSignerMatchesTheMAC(t *testing.T) {
+	secret := []byte("a secret of enough bytes")
+	s := newHTTPSigner(secret)
+	for i, f := range [][8]string{
+		{"POST", "/kommander/v1/raft", "prod", "n1", "00000000000000ff", "1700000000000000000", "7", "digest one"},
+		{"GET", "/kommander/v1/status", "", "ops", "0123456789abcdef", "1", "snap.12", ""},
+	} {
+		want := mac(secret, httpMACLabel, []byte(f[0]), []byte(f[1]), []byte(f[2]), []byte(f[3]),
+			[]byte(f[4]), []byte(f[5]), []byte(f[6]), []byte(f[7]))
+		if got := s.sign(f[0], f[1], f[2], f[3], f[4], f[5], f[6], []byte(f[7])); !bytes.Equal(got, want) {
+			t.Fatalf("request %d: signer %x, mac %x", i, got, want)
+		}
+		if got := httpSignature(secret, f[0], f[1], f[2], f[3], f[4], f[5], f[6], []byte(f[7])); !bytes.Equal(got, want) {
+			t.Fatalf("request %d: httpSignature %x, mac %x", i, got, want)
+		}
 	}
 }

@@ -96,6 +96,7 @@ type HTTPTransport struct {
 	replay  map[replayKey]replayState
 	holders map[string]holder       // node ID -> the instance that holds it (S30)
 	peerLog map[string]*slog.Logger // node ID of a member -> t.log with its ID, made once
+	signers sync.Pool               // *httpSigner, to check signatures (with a secret)
 	// idHead is the header lines that name this node on every request, built once;
 	// idHeadErr says why they cannot be sent (a control character in a name).
 	idHead    []byte
