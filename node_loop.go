@@ -289,7 +289,7 @@ func (n *Node) handOffCommittedDuringSave(msgs []Message) {
 		p := n.parts[id]
 		p.raft.limitApply(p.applyRoom())
 		if ents := p.raft.takeCommitted(); len(ents) > 0 {
-			p.pushApply(ents)
+			n.handOff(p, ents)
 			handed = true
 		}
 	}
@@ -306,7 +306,7 @@ func (n *Node) handOffCommitted() {
 	for i := range n.persist.readies {
 		r := &n.persist.readies[i]
 		if len(r.rd.CommittedEntries) > 0 {
-			r.p.pushApply(r.rd.CommittedEntries)
+			n.handOff(r.p, r.rd.CommittedEntries)
 			handed = true
 		}
 	}
@@ -314,3 +314,7 @@ func (n *Node) handOffCommitted() {
 		n.apply.signal()
 	}
 }
+
+// handOff queues committed entries of p for the applier, whether a raftReady or a Save in
+// flight (handOffCommittedDuringSave) gave them: the one place they leave the loop.
+func (n *Node) handOff(p *partition, ents []Entry) { p.pushApply(ents) }
