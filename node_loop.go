@@ -137,7 +137,7 @@ func (n *Node) runPass() bool {
 			n.out.flush(n.transport) // forwarded proposals
 			return false
 		}
-		n.finishPersist()
+		n.settlePersist() // its messages go out below, with this pass's
 		if n.failed.Load() != nil {
 			return false
 		}
@@ -159,7 +159,7 @@ func (n *Node) runPass() bool {
 	// followers' fsyncs wait for its appends; the applier in between.
 	n.handOffCommitted()
 	saving := n.persist.start()
-	n.sendAppends()
+	n.sendAppends() // with the previous batch's messages that waited for its fsync
 	if !saving {
 		n.finishPersist() // only commit indexes changed: nothing to wait for
 	}
@@ -269,7 +269,8 @@ func (n *Node) gatherReadies() bool {
 	return true
 }
 
-// sendAppends sends the batch's messages that need not wait for its Save. A leader's
+// sendAppends sends the batch's messages that need not wait for its Save, and whatever
+// else the outbox holds. A leader's
 // appends go out before its own fsync: the followers' writes then overlap with ours
 // (thesis §10.2.1). The leader counts itself toward a quorum only after advance, once its
 // Save returned.
