@@ -28,9 +28,10 @@ import (
 // httpPoster is one sender's connection to one peer. Not safe for concurrent use.
 type httpPoster struct {
 	t      *HTTPTransport
-	addr   string   // the URL conn is for
-	target *url.URL // addr parsed
-	conn   net.Conn // nil until dialed, and after a failure
+	addr   string    // the URL conn is for
+	target *url.URL  // addr parsed
+	conn   net.Conn  // nil until dialed, and after a failure
+	used   time.Time // when conn last carried a request
 	stop   func() bool
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -47,50 +48,68 @@ func (t *HTTPTransport) newPoster() *httpPoster {
 // written from its own buffer.
 const httpPosterBuffer = 16 << 10
 
+// errStaleConn wraps the failure of a request on a connection that had served earlier
+// ones, before any answer came: the peer may have closed it while it was idle, or
+// restarted. The sender tries once more, on a new connection.
+var errStaleConn = errors.New("kommander: http transport: reused connection failed")
+
 // post sends one batch to the raft endpoint at rawURL, with nonce, and reads the answer;
 // anything but 204 is an error. After an error the connection is closed and the next post
-// dials again.
+// dials again. A connection idle for PeerTimeout is not reused: the peer's server may close
+// it (its idle timeout) just as the request goes out.
 func (c *httpPoster) post(rawURL, nonce string, body []byte) error {
-	if c.conn != nil && rawURL != c.addr {
-		c.close() // the peer moved
+	if c.conn != nil && (rawURL != c.addr || time.Since(c.used) > c.t.cfg.PeerTimeout) {
+		c.close() // the peer moved, or the connection idled
 	}
-	if c.conn == nil {
+	reused := c.conn != nil
+	if !reused {
 		if err := c.dial(rawURL); err != nil {
 			return err
 		}
 	}
-	err := c.exchange(nonce, body)
+	answered, err := c.exchange(nonce, body)
 	if err != nil {
 		c.close()
+		if reused && !answered {
+			return fmt.Errorf("%w: %w", errStaleConn, err)
+		}
+		return err
 	}
-	return err
+	c.used = time.Now()
+	return nil
 }
 
-// exchange writes one request on the open connection and reads its response. Both are
-// bounded by PeerTimeout: a peer that stops answering costs its connection (S28).
-func (c *httpPoster) exchange(nonce string, body []byte) error {
+// exchange writes one request on the open connection and reads its response; answered
+// reports whether a response came. Both are bounded by PeerTimeout: a peer that stops
+// answering costs its connection (S28).
+func (c *httpPoster) exchange(nonce string, body []byte) (answered bool, err error) {
 	t := c.t
 	c.conn.SetDeadline(time.Now().Add(t.cfg.PeerTimeout))
-	var err error
 	if t.cfg.Secret != nil && c.signer == nil {
 		c.signer = newHTTPSigner(t.cfg.Secret)
 	}
 	if c.head, err = t.appendHead(c.head[:0], c.target, nonce, body, c.signer); err != nil {
-		return err
+		return true, err // nothing to retry
 	}
 	if _, err := c.bw.Write(c.head); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := c.bw.Write(body); err != nil {
-		return err
+		return false, err
 	}
 	if err := c.bw.Flush(); err != nil {
-		return err
+		return false, err
 	}
 	resp, err := http.ReadResponse(c.br, c.req)
 	if err != nil {
-		return err
+		return false, err
 	}
+	return true, c.answer(resp)
+}
+
+// answer checks a response: nil for 204.
+func (c *httpPoster) answer(resp *http.Response) error {
+	t := c.t
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNoContent && !resp.Close {
 		return nil
@@ -100,7 +119,7 @@ func (c *httpPoster) exchange(nonce string, body []byte) error {
 	if resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
-	err = httpRefusal(resp)
+	err := httpRefusal(resp)
 	if errors.Is(err, ErrAuthFailed) {
 		t.counters.authFailures.Add(1)
 	}

@@ -122,3 +122,23 @@ func TestHTTPSignerMatchesTheMAC(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPSenderRedialsAConnectionThePeerClosed: the peer closes the sender's idle
+// connection (a server's idle timeout, a restart); the next batch goes through on a new
+// connection instead of being dropped.
+func TestHTTPSenderRedialsAConnectionThePeerClosed(t *testing.T) {
+	trB, rec := startHandlerOnly(t)
+	srv := httptest.NewServer(trB.Handler())
+	defer srv.Close()
+	a := startTransportNode(t, transportCases()[1], transportTestConfig("a"))
+	a.tr.SetPeer("b", srv.URL)
+	trB.SetPeer("a", a.tr.Addr())
+	for i := 1; i <= 3; i++ {
+		a.tr.Send("b", []Message{testHeartbeat(1, uint64(i))})
+		rec.waitFor(t, transportWait, "the batch", func(m []Message) bool { return len(m) == i })
+		srv.CloseClientConnections()
+	}
+	if s := a.tr.Stats(); s.Dropped != 0 {
+		t.Fatalf("sender stats %+v: a batch was dropped after the peer closed an idle connection", s)
+	}
+}

@@ -304,7 +304,12 @@ func (t *HTTPTransport) runSender(p *peer, q *sendQueue, prefix string) {
 				continue
 			}
 			seq++
-			if err := conn.post(p.address(), prefix+strconv.FormatUint(seq, 10), buf); err != nil {
+			err = conn.post(p.address(), prefix+strconv.FormatUint(seq, 10), buf)
+			if errors.Is(err, errStaleConn) {
+				seq++ // a new number: the peer may have taken the first attempt
+				err = conn.post(p.address(), prefix+strconv.FormatUint(seq, 10), buf)
+			}
+			if err != nil {
 				t.log.Warn("post to peer failed", "peer", p.id, "err", err)
 				failed = true
 				continue
