@@ -136,6 +136,9 @@ func TestHTTPSenderRedialsAConnectionThePeerClosed(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		a.tr.Send("b", []Message{testHeartbeat(1, uint64(i))})
 		rec.waitFor(t, transportWait, "the batch", func(m []Message) bool { return len(m) == i })
+		// The answer too: a connection closed between delivery and answer loses the answer,
+		// and the sender rightly counts the batch as not known to be delivered.
+		waitForCondition(t, transportWait, "the answer", func() bool { return a.tr.Stats().Sent == uint64(i) })
 		srv.CloseClientConnections()
 	}
 	if s := a.tr.Stats(); s.Dropped != 0 {
