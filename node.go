@@ -135,6 +135,8 @@ type Node struct {
 	yield     batchYield   // whether the loop yields before a Save; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
+	mem       memberState  // membership changes, leadership transfers, removal
+	book      addressBook  // the versioned address records; loop only
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -245,22 +247,25 @@ func NewNode(cfg Config) (*Node, error) {
 		}
 		n.addrs[p.ID] = addr
 	}
+	n.initBook(n.inc.id.Book)
 	snapStore, err := snapshotStoreFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
 	}
-	n.snaps.init(cfg, voters, snapStore)
+	n.snaps.init(cfg, snapStore)
 	n.in.init()
-	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
+	n.out = newOutbox(cfg.NodeID, n.bookPeers(), &n.metrics)
 	n.persist.init(n.storage)
-	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log}
+	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log, newIDs: n.nextIDs, wake: n.in.markProposed}
 	for i := 0; i < cfg.Partitions; i++ {
-		p, err := n.newPartition(uint32(i), voters)
+		p, err := n.newPartition(uint32(i), partitionVoters(cfg, voters))
 		if err != nil {
 			return nil, err
 		}
+		n.initMembers(p)
 		n.parts = append(n.parts, p)
 	}
+	n.followMembers()
 	n.apply.init(n)
 	n.transfers.init(n)
 	n.leaders.init()
@@ -303,6 +308,7 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 		partition:        id,
 		voters:           conf.Voters,
 		learners:         conf.Learners,
+		maxLearnerLag:    uint64(n.cfg.MaxLearnerLag),
 		electionTicks:    n.elTicks,
 		heartbeatTicks:   n.hbTicks,
 		storage:          log,
@@ -364,7 +370,9 @@ func (n *Node) runLoops() {
 	go n.apply.run()
 }
 
-// Stop stops the node: new proposals fail with ErrStopped, the loop ends, committed
+// Stop stops the node. First it hands the leadership of every partition it leads to
+// another live voter (bounded by ctx and a few election timeouts), so that a planned
+// restart costs the cluster no election. Then new proposals fail with ErrStopped, the loop ends, committed
 // entries already handed to the apply goroutine are applied (unless ctx ends first), and
 // the callers still waiting get ErrStopped (not proposed) or ErrTimeout (outcome
 // unknown). It closes the transport and the storage it opened. Stop is idempotent.
@@ -373,6 +381,7 @@ func (n *Node) runLoops() {
 // Only a loop stuck in a Save keeps the transport and storage open then; a later Stop
 // finishes the job.
 func (n *Node) Stop(ctx context.Context) error {
+	n.handOffLeadership(ctx)
 	n.stop.mu.Lock()
 	defer n.stop.mu.Unlock()
 	if n.stop.done {
@@ -476,6 +485,9 @@ func (n *Node) Err() error {
 	if f := n.failed.Load(); f != nil {
 		return fmt.Errorf("%w: %w", ErrStopped, *f)
 	}
+	if err := n.removedErr(); err != nil {
+		return err
+	}
 	if n.state.Load() == stateStopped {
 		return fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, ErrStopped)
 	}
@@ -533,5 +545,6 @@ type nullTransport struct{}
 
 func (nullTransport) Start(func([]Message)) error { return nil }
 func (nullTransport) SetPeer(string, string)      {}
+func (nullTransport) RemovePeer(string)           {}
 func (nullTransport) Send(string, []Message)      {}
 func (nullTransport) Close() error                { return nil }

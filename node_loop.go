@@ -128,6 +128,7 @@ func (n *Node) runPass() bool {
 		for _, p := range n.parts {
 			n.askQueued(p)
 		}
+		n.runMembership(ticks > 0)
 	}
 
 	if n.persist.running {
@@ -174,6 +175,7 @@ func (n *Node) stepAll(msgs []Message) {
 			n.metrics.dropped.Add(1)
 			continue
 		}
+		n.heardFrom(m.From)
 		p := n.parts[m.Partition]
 		switch m.Type {
 		case MsgHello:
@@ -184,6 +186,9 @@ func (n *Node) stepAll(msgs []Message) {
 			continue
 		case MsgHelloResp:
 			if err := n.inc.helloResp(m); err != nil {
+				if n.joinRefused(err) {
+					continue
+				}
 				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
 				return
 			}
@@ -196,10 +201,24 @@ func (n *Node) stepAll(msgs []Message) {
 				continue
 			}
 		case MsgForward:
-			n.fwd.receive(p, m)
+			if isConfForward(m) {
+				n.receiveConfForward(p, m)
+			} else {
+				n.fwd.receive(p, m)
+			}
 			continue
 		case MsgForwardRefused:
-			n.fwd.refused(p, m)
+			if isConfForward(m) {
+				n.confForwardRefused(p, m)
+			} else {
+				n.fwd.refused(p, m)
+			}
+			continue
+		case msgAddressBook:
+			n.receiveBook(m)
+			continue
+		case msgRemoved:
+			n.removedNotice(p, m)
 			continue
 		case msgSnapshot:
 			// Chunks from the network never reach Raft: the node receives, checks and
@@ -235,7 +254,9 @@ func (n *Node) tickAll(ticks int) {
 			continue // no election timer runs out: it must not campaign yet (S36)
 		}
 		for _, p := range n.parts {
-			p.raft.tick()
+			if !p.mem.removed.Load() { // a removed member takes no more part
+				p.raft.tick()
+			}
 		}
 	}
 }
@@ -322,6 +343,10 @@ func (n *Node) handOffCommitted() {
 	}
 }
 
-// handOff queues committed entries of p for the applier, whether a raftReady or a Save in
-// flight (handOffCommittedDuringSave) gave them: the one place they leave the loop.
-func (n *Node) handOff(p *partition, ents []Entry) { p.pushApply(ents) }
+// handOff queues committed entries of p for the applier and acts on the committed
+// configurations among them, whether a raftReady or a Save in flight
+// (handOffCommittedDuringSave) gave them: the one place they leave the loop.
+func (n *Node) handOff(p *partition, ents []Entry) {
+	p.pushApply(ents)
+	n.configsCommitted(p, ents)
+}

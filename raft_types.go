@@ -101,6 +101,14 @@ const (
 	// MsgHelloResp answers MsgHello with the incarnation the receiver knows for the sender
 	// (Context), and Reject set when that is not the one announced.
 	MsgHelloResp
+	// msgAddressBook carries address book records (node_addrbook.go): in each entry, Type
+	// is a node ID, Data its address ("" for a removed member) and Index the record's
+	// version. It is the node's, never Raft's.
+	msgAddressBook
+	// msgRemoved tells a node that the configuration removing it from a partition is
+	// committed (Index is the configuration entry's, Term the leader's): it gets no more
+	// appends to learn it from. It is the node's, never Raft's.
+	msgRemoved
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -113,6 +121,7 @@ var messageTypeNames = [...]string{
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
+	msgAddressBook: "MsgAddressBook", msgRemoved: "MsgRemoved",
 }
 
 // String returns the message type's name, as in logs and test traces.

@@ -51,12 +51,15 @@ S4 deposed leader
 		TestS4DeposedLeaderGetsNoAcknowledgements
 
 S5 non-members have no say
-	A removed or never-admitted node cannot win an election, force one, or move a member's
-	term with its requests; learners never vote; only the leader a node follows in its term
-	can make it campaign at once.
+	A node that is not a voter (unless its removal is not committed yet) never campaigns,
+	and its vote never counts (learners included); a removed node's vote requests are dropped, without moving anyone's term,
+	once its log is behind; only the leader a node follows in its term can make it
+	campaign at once.
 	tests: TestTransportConformanceHostileInput TestConfVoteRequestsFromNonVotersAreIgnoredS5
 		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
-		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27
+		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27 TestConfReplicaWithoutConfigurationNeverVotesS5
+		TestSimFindsLearnerVotesCounted TestRemovedNodeIsRefused
+		TestTransportConformanceRemovedPeerIsRefused
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
@@ -214,8 +217,11 @@ S27 membership changes
 		TestConfTakesEffectWhenAppendedAndRevertsOnTruncationS27
 		TestConfRemovedLeaderStepsDownOnceCommittedS27 TestConfRecoveredAtRestartS27
 		TestConfSnapshotCarriesVotersAndLearnersS27 TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27
+		TestConfNodeHoldingItsUncommittedRemovalStillCampaignsS27 TestNodeSnapshotCarriesTheConfigurationS27
 		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
-		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight
+		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight TestSimFindsLearnerVotesCounted
+		TestGrowThreeToFiveAndShrinkBackUnderWriteLoad TestReplaceANodeByANewOne
+		TestForgedMembershipChangesChangeNothing cmd/kommander:TestNodeProcessReplacesAMemberThroughTheAdminAPI
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected
@@ -273,6 +279,7 @@ S35 entry IDs across restarts
 	twice, even after the leader restarted, is applied once.
 	tests: TestRestartedNodeNeverReusesEntryIDs
 		TestForwardedProposalIsTakenOnceByTheLeaderOfItsTerm
+		TestALeaderThatSteppedDownAsksForItsForwardsAgain
 
 S36 wiped disk
 	A node that lost its data (wiped disk) never votes in a term it may already have voted
@@ -283,8 +290,7 @@ S36 wiped disk
 		TestFollowerWithWipedDataCatchesUpS36 TestLeaderTakesNoAcknowledgementOfALostLogS36
 		TestLeaderTakesNoStaleShortLogReportAsLossS36 TestNodeThatLostItsDataIsRefused
 		TestNewDataDirectoryVotesOnlyOnceAMajorityAcceptedIt
-	partial: a wiped node is refused and never votes under its old ID; rejoining as a new
-		member comes with membership changes
+		TestReplaceANodeByANewIncarnationOfItsID
 
 S37 unsaved candidacy
 	A candidate that crashed before saving its term and vote, and campaigns again in the
