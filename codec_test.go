@@ -72,6 +72,20 @@ func goldenBatches() []struct {
 			{Type: MsgHello, Context: 0x0123456789abcdef},
 			{Type: MsgHelloResp, Context: 0xfedcba9876543210, Reject: true},
 		}},
+		{"proxy", "n4", "n1", []Message{
+			{Type: msgProxy, Partition: 6, Context: 0x00000a0000000001, Commit: 0x00000a0000000001, Index: proxyOpReplicate, Entries: []Entry{
+				{Kind: EntryNormal, Type: "put", Data: []byte("k\x00v")},
+			}},
+			{Type: msgProxy, Partition: 6, Context: 0x00000a0000000002, Commit: 0x00000a0000000001, Index: proxyOpLeader},
+		}},
+		{"proxy-resp", "n1", "n4", []Message{
+			{Type: msgProxyResp, Partition: 6, Context: 0x00000a0000000001, Index: 1},
+			{Type: msgProxyResp, Partition: 6, Context: 0x00000a0000000001, Entries: []Entry{
+				{Index: 12, Term: 3, ID: proxyValueString, Data: []byte("v")},
+			}},
+			{Type: msgProxyResp, Partition: 6, Context: 0x00000a0000000002, Reject: true, RejectHint: proxyErrNotHosted,
+				Entries: []Entry{{Data: []byte("not hosted")}}},
+		}},
 		{"addressbook", "n1", "n2", []Message{
 			{Type: msgAddressBook, Entries: []Entry{
 				{Type: "n4", Data: []byte("10.0.0.4:7000"), Index: 7},

@@ -40,15 +40,25 @@ type Config struct {
 	// DataDir is where the default Storage (the WAL) keeps its files. Required unless
 	// Storage is set. The node locks it for as long as it runs (a second process that
 	// points at it fails at once with ErrDirLocked), and keeps in it the cluster identity
-	// it was first started with: ClusterName, NodeID, Partitions and the members of Peers.
-	// A later start with other values fails with ErrIdentityMismatch. With a Storage of
-	// your own and no DataDir, neither check is made.
+	// it was first started with: ClusterName, NodeID, Partitions, the members of Peers and
+	// ReplicationFactor. A later start with other values fails with ErrIdentityMismatch.
+	// With a Storage of your own and no DataDir, neither check is made.
 	DataDir string
 
 	// Partitions is the number of independent Raft groups, numbered 0..Partitions-1.
 	// Default 1. Every node of a cluster must use the same number; it cannot change later,
 	// because PartitionFor maps keys by it.
 	Partitions int
+
+	// ReplicationFactor is how many nodes host each partition. Default 0: every member
+	// hosts every partition. A factor of 1 to the number of members places each partition
+	// on that many of them, chosen from the sorted member IDs so that every node hosts
+	// within one of its fair share of replicas and is the first leader of within one of
+	// its fair share of partitions: this is how a cluster grows past one machine's disk and
+	// CPU. Every node must use the same factor; it is part of the cluster identity kept in
+	// DataDir. A node that hosts no replica of a partition still serves it: Replicate,
+	// ReplicateBatch, ReadBarrier, Leader and WaitForLeader ask a node that hosts one.
+	ReplicationFactor int
 
 	// Peers lists every voting member of the cluster, this node included, with the address
 	// at which it is reached. A single-node cluster may leave it empty. It is shorthand for
@@ -270,6 +280,8 @@ func (c Config) Validate() error {
 		return bad("StateMachine is nil")
 	case c.Partitions < 0 || c.Partitions > 1<<16:
 		return bad("Partitions is %d; it must be in [1, 65536]", c.Partitions)
+	case c.ReplicationFactor < 0:
+		return bad("ReplicationFactor is %d; it must be 0 (every member) or at least 1", c.ReplicationFactor)
 	case c.ElectionTimeout < 0 || c.HeartbeatInterval < 0:
 		return bad("ElectionTimeout (%v) and HeartbeatInterval (%v) must be positive", c.ElectionTimeout, c.HeartbeatInterval)
 	case c.HeartbeatInterval >= c.ElectionTimeout:
@@ -297,6 +309,9 @@ func (c Config) Validate() error {
 		if err := validatePeers(c.NodeID, sp); err != nil {
 			return bad("%v", err)
 		}
+		if err := validateFactor(c.ReplicationFactor, voterIDs(c.NodeID, sp)); err != nil {
+			return bad("%v", err)
+		}
 	}
 	return nil
 }
@@ -317,6 +332,14 @@ func validatePeers(self string, peers []Peer) error {
 	}
 	if !seen[self] {
 		return fmt.Errorf("NodeID %q is not among the peers", self)
+	}
+	return nil
+}
+
+// validateFactor checks a replication factor against the bootstrap members.
+func validateFactor(factor int, members []string) error {
+	if factor > len(members) {
+		return fmt.Errorf("ReplicationFactor is %d but the cluster has %d members", factor, len(members))
 	}
 	return nil
 }

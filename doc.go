@@ -43,6 +43,18 @@
 // Metrics show each partition's role, term, leader, commit and applied index, and the
 // node's counters.
 //
+// # Partitions on a subset of the nodes
+//
+// By default every node hosts every partition. Config.ReplicationFactor places each
+// partition on that many nodes instead (9 nodes, 64 partitions, 3 replicas each, say), so
+// that a cluster grows past one machine's disk and CPU. The placement is computed from
+// the sorted member IDs: every node hosts within one of its fair share of replicas, and is
+// the first leader of within one of its fair share of partitions (it campaigns first).
+// A node that hosts no replica of a partition still serves it: Replicate, ReplicateBatch,
+// ReadBarrier, Leader and WaitForLeader ask a node that hosts one. A replica moves by
+// adding the new one and then removing the old one, through the log; a node creates the
+// replica when the partition's leader starts replicating to it.
+//
 // # Layers
 //
 // From the bottom up:
@@ -92,6 +104,11 @@
 //	node_read.go          ReadBarrier, ReadBarrierLease: reads waiting for their read index,
 //	                      their retries, and their release once applied
 //	node_forward.go       proposals forwarded between a follower and its partition's leader
+//	node_hosting.go       which partitions a node hosts: its placement, its state, and replicas
+//	                      a leader starts on it; the first voters' head start at bootstrap
+//	node_proxy.go         the calls of a partition a node does not host, run by a node that
+//	                      hosts it: the protocol, and the asking node's requests and retries
+//	node_proxy_serve.go   the hosting node's side: each request taken once, run, answered
 //	node_loop.go          the node loop and one pass of it
 //	node_yield.go         whether the loop yields before a Save, so that others add to it
 //	node_inbox.go         what arrives for the loop between two passes, bounded
@@ -110,6 +127,8 @@
 //	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
 //	config.go             Config and Peer, the defaults and Validate
+//	placement.go          which nodes host each partition under a replication factor, with
+//	                      replicas and first leaders spread evenly
 //	discovery.go          the Discovery interface, StaticDiscovery, and what the registry and
 //	                      multicast share: the table of announced nodes, watchers, a repeater
 //	registry.go           RegistryServer: registrations with a TTL, ownership by incarnation,

@@ -13,9 +13,9 @@ import (
 )
 
 // ErrIdentityMismatch is wrapped by NewNode's error when the data directory was created for
-// another cluster, node, partition count or member set than the Config asks for. Starting
-// anyway could elect a leader of a cluster that does not exist, or route keys to the wrong
-// partitions; the error names both values.
+// another cluster, node, partition count, member set or replication factor than the Config
+// asks for. Starting anyway could elect a leader of a cluster that does not exist, or route
+// keys to the wrong partitions; the error names both values.
 var ErrIdentityMismatch = errors.New("kommander: the data directory belongs to another cluster configuration")
 
 // identityFileName is the file in the data directory that holds its clusterIdentity.
@@ -35,6 +35,9 @@ type clusterIdentity struct {
 	Partitions int `json:"partitions"`
 	// Members are the voters the cluster was bootstrapped with, sorted.
 	Members []string `json:"members"`
+	// ReplicationFactor is Config.ReplicationFactor: with the members and the partition
+	// count it fixes which nodes host which partition at bootstrap (placement.go).
+	ReplicationFactor int `json:"replication_factor,omitempty"`
 	// Incarnation is drawn at random when the data directory is created: it tells this
 	// directory apart from any other a node of the same ID ever ran on.
 	Incarnation uint64 `json:"incarnation,omitempty"`
@@ -54,14 +57,18 @@ const identityFormat = 1
 
 // String describes the identity as an operator would write it in a Config.
 func (id clusterIdentity) String() string {
-	return fmt.Sprintf("node %q of cluster %q with %d partitions and members %v", id.Node, id.Cluster, id.Partitions, id.Members)
+	s := fmt.Sprintf("node %q of cluster %q with %d partitions and members %v", id.Node, id.Cluster, id.Partitions, id.Members)
+	if id.ReplicationFactor > 0 {
+		s += fmt.Sprintf(" and replication factor %d", id.ReplicationFactor)
+	}
+	return s
 }
 
 // equal reports whether two identities are the same (Members compared as sets, and not at
 // all once either saw its membership change: the log holds the membership then).
 func (id clusterIdentity) equal(o clusterIdentity) bool {
 	return id.Cluster == o.Cluster && id.Node == o.Node && id.Partitions == o.Partitions &&
-		(id.Reconfigured || o.Reconfigured || slices.Equal(id.Members, o.Members))
+		(id.Reconfigured || o.Reconfigured || slices.Equal(id.Members, o.Members)) && id.ReplicationFactor == o.ReplicationFactor
 }
 
 // checkIdentity compares the identity stored in dir with want, and stores want when dir

@@ -10,7 +10,8 @@ import (
 
 // TestIdentityIsWrittenOnceAndCheckedAfter: the first start stores the identity; a later
 // start with the same values passes, with the members in any order; any other cluster name,
-// node ID, partition count or member set is refused with an error that names both (S34).
+// node ID, partition count, member set or replication factor is refused with an error that
+// names both (S34).
 func TestIdentityIsWrittenOnceAndCheckedAfter(t *testing.T) {
 	dir := t.TempDir()
 	base := clusterIdentity{Cluster: "c", Node: "n3", Partitions: 8, Members: []string{"n3", "n1", "n2"}}
@@ -30,6 +31,7 @@ func TestIdentityIsWrittenOnceAndCheckedAfter(t *testing.T) {
 		"members":    {clusterIdentity{Cluster: "c", Node: "n3", Partitions: 8, Members: []string{"n3"}}, "members [n3]"},
 		"cluster":    {clusterIdentity{Cluster: "d", Node: "n3", Partitions: 8, Members: base.Members}, `cluster "d"`},
 		"node":       {clusterIdentity{Cluster: "c", Node: "n4", Partitions: 8, Members: []string{"n1", "n2", "n4"}}, `node "n4"`},
+		"factor":     {clusterIdentity{Cluster: "c", Node: "n3", Partitions: 8, Members: base.Members, ReplicationFactor: 2}, "replication factor 2"},
 	} {
 		_, _, err := checkIdentity(dir, c.id)
 		if !errors.Is(err, ErrIdentityMismatch) {

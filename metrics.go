@@ -10,7 +10,9 @@ import (
 type Metrics struct {
 	// Proposals counts entries submitted through Replicate on this node.
 	Proposals uint64 `json:"proposals"`
-	// Forwarded counts entries forwarded to another node's leader.
+	// Forwarded counts entries forwarded to another node's leader, or, for a partition
+	// this node hosts no replica of, to a node that hosts one (which counts them among its
+	// Proposals).
 	Forwarded uint64 `json:"forwarded"`
 	// Reads counts ReadBarrier and ReadBarrierLease calls on this node; they write nothing
 	// to the log and cost no fsync.
@@ -89,7 +91,7 @@ func (n *Node) Metrics() Metrics {
 	if m.Fsyncs > 0 {
 		m.EntriesPerFsync = float64(m.EntriesSaved) / float64(m.Fsyncs)
 	}
-	for _, p := range n.parts {
+	for _, p := range n.hosted.load() {
 		p.mu.Lock()
 		m.PendingProposals += p.pending
 		if p.status.Leader == n.cfg.NodeID {

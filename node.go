@@ -65,7 +65,8 @@ type LeaderChange struct {
 type Status struct {
 	// NodeID is the node's ID.
 	NodeID string `json:"node"`
-	// Partitions holds one status per partition, in partition order.
+	// Partitions holds one status per partition the node hosts (all of them unless
+	// Config.ReplicationFactor places partitions on subsets), in partition order.
 	Partitions []PartitionStatus `json:"partitions"`
 	// Err is set once the node failed (a storage or state machine error) and stopped
 	// accepting writes.
@@ -110,7 +111,7 @@ type Node struct {
 	ownsStore bool
 	dirLock   *dirLock // DataDir's lock, when the node took it (a Storage of the caller's)
 	transport Transport
-	parts     []*partition
+	parts     []*partition      // the hosted partitions, in partition order (node_hosting.go)
 	addrs     map[string]string // member ID -> address
 	tick      time.Duration
 	elTicks   int
@@ -137,6 +138,14 @@ type Node struct {
 	transfers transfers    // snapshots to and from peers
 	mem       memberState  // membership changes, leadership transfers, removal
 	book      addressBook  // the versioned address records; loop only
+
+	// Placement (node_hosting.go): which partitions the node hosts, and how it serves the
+	// others (node_proxy.go).
+	place          placement
+	slots          []atomic.Pointer[partition] // by partition number; nil: not hosted
+	hosted         hostedList                  // parts, for the goroutines beside the loop
+	firstCampaigns []uint32                    // loop only
+	proxy          proxy
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -225,9 +234,12 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	voters := voterIDs(cfg.NodeID, peers)
+	if err := validateFactor(cfg.ReplicationFactor, voters); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
 	if cfg.DataDir != "" {
 		// Under the WAL's lock: a second process never gets this far.
-		want := clusterIdentity{Cluster: cfg.ClusterName, Node: cfg.NodeID, Partitions: cfg.Partitions, Members: voters}
+		want := clusterIdentity{Cluster: cfg.ClusterName, Node: cfg.NodeID, Partitions: cfg.Partitions, Members: voters, ReplicationFactor: cfg.ReplicationFactor}
 		have, created, err := checkIdentity(cfg.DataDir, want)
 		if err != nil {
 			return nil, err // it names the directory, the node and both configurations
@@ -257,15 +269,28 @@ func NewNode(cfg Config) (*Node, error) {
 	n.out = newOutbox(cfg.NodeID, n.bookPeers(), &n.metrics)
 	n.persist.init(n.storage)
 	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log, newIDs: n.nextIDs, wake: n.in.markProposed}
+	n.place = newPlacement(voters, cfg.Partitions, cfg.ReplicationFactor)
+	n.slots = make([]atomic.Pointer[partition], cfg.Partitions)
 	for i := 0; i < cfg.Partitions; i++ {
-		p, err := n.newPartition(uint32(i), partitionVoters(cfg, voters))
+		if host, err := n.hostsAtStart(uint32(i)); err != nil || !host {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		p, err := n.newPartition(uint32(i), partitionVoters(cfg, n.place.voters(i)))
 		if err != nil {
 			return nil, err
 		}
 		n.initMembers(p)
-		n.parts = append(n.parts, p)
+		if !p.raft.membership().isMember(cfg.NodeID) {
+			continue // removed, or never added yet (node_hosting.go)
+		}
+		n.host(p)
+		n.planFirstCampaign(p)
 	}
 	n.followMembers()
+	n.proxy.init(n)
 	n.apply.init(n)
 	n.transfers.init(n)
 	n.leaders.init()
@@ -504,7 +529,8 @@ func (n *Node) failStop(err, cause error) {
 // failAll answers every proposal still waiting: queued ones were never proposed (cause),
 // the others have an unknown outcome (ErrTimeout wrapping cause).
 func (n *Node) failAll(cause error) {
-	for _, p := range n.parts {
+	n.proxy.failAll(cause)
+	for _, p := range n.hosted.load() {
 		p.failAll(cause)
 		p.mu.Lock()
 		p.failReads(cause)
@@ -515,13 +541,13 @@ func (n *Node) failAll(cause error) {
 // ID returns the node's ID.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// Partitions returns the number of partitions.
-func (n *Node) Partitions() int { return len(n.parts) }
+// Partitions returns the number of partitions of the cluster, hosted here or not.
+func (n *Node) Partitions() int { return len(n.slots) }
 
 // PartitionFor maps a key to a partition: FNV-1a (64-bit) of the key, modulo the number
 // of partitions. The mapping is stable across versions and platforms; it is part of the
 // on-disk contract of applications that route keys by it.
-func (n *Node) PartitionFor(key []byte) int { return KeyPartition(key, len(n.parts)) }
+func (n *Node) PartitionFor(key []byte) int { return KeyPartition(key, len(n.slots)) }
 
 // KeyPartition maps key to one of partitions partitions the way Node.PartitionFor does.
 func KeyPartition(key []byte, partitions int) int {
@@ -533,11 +559,16 @@ func KeyPartition(key []byte, partitions int) int {
 	return int(h.Sum64() % uint64(partitions))
 }
 
+// partition returns the replica of partition i; the error wraps ErrNoPartition when i is
+// out of range, ErrNotHosted when this node hosts no replica of it.
 func (n *Node) partition(i int) (*partition, error) {
-	if i < 0 || i >= len(n.parts) {
-		return nil, fmt.Errorf("%w: %d (the node has %d)", ErrNoPartition, i, len(n.parts))
+	if i < 0 || i >= len(n.slots) {
+		return nil, fmt.Errorf("%w: %d (the node has %d)", ErrNoPartition, i, len(n.slots))
 	}
-	return n.parts[i], nil
+	if p := n.slots[i].Load(); p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, i, ErrNotHosted)
 }
 
 // nullTransport is the transport of a single-node cluster without an address.

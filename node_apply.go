@@ -12,7 +12,7 @@ import (
 // (pushApply) and wakes it.
 type applier struct {
 	sm       StateMachine
-	parts    []*partition
+	parts    *hostedList
 	metrics  *metrics
 	nodeID   string
 	failed   *atomic.Pointer[error]
@@ -35,7 +35,7 @@ type applier struct {
 }
 
 func (a *applier) init(n *Node) {
-	a.sm, a.parts, a.metrics, a.nodeID = n.cfg.StateMachine, n.parts, &n.metrics, n.cfg.NodeID
+	a.sm, a.parts, a.metrics, a.nodeID = n.cfg.StateMachine, &n.hosted, &n.metrics, n.cfg.NodeID
 	a.failed, a.fail, a.wakeLoop = &n.failed, n.failStop, n.in.signal
 	a.onLeaderChange = n.cfg.OnLeaderChange
 	a.snaps, a.snapshot = &n.snaps, n.maybeSnapshot
@@ -88,12 +88,12 @@ func (a *applier) applyPending() {
 	for _, c := range notes {
 		a.onLeaderChange(c)
 	}
-	for _, p := range a.parts {
+	for _, p := range a.parts.load() {
 		for a.applyPartition(p) {
 		}
 	}
 	if a.snaps.wanted.Swap(false) {
-		for _, p := range a.parts {
+		for _, p := range a.parts.load() {
 			a.snapshot(p, false)
 		}
 	}

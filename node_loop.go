@@ -105,6 +105,7 @@ func (n *Node) runPass() bool {
 		return false
 	}
 	msgs, ticks, proposed := n.in.take()
+	n.proxy.sendAnswers()
 	n.stepSnapshots()
 	n.stepAll(msgs)
 	if n.persist.running {
@@ -123,6 +124,8 @@ func (n *Node) runPass() bool {
 	if ticks > 0 {
 		n.expireWaiters()
 		n.transfers.tick(n.now)
+		n.proxy.tick(n.now)
+		n.campaignFirst()
 	}
 	if proposed || ticks > 0 {
 		for _, p := range n.parts {
@@ -171,12 +174,18 @@ func (n *Node) runPass() bool {
 func (n *Node) stepAll(msgs []Message) {
 	for i := range msgs {
 		m := &msgs[i]
-		if int(m.Partition) >= len(n.parts) || m.To != n.cfg.NodeID {
+		if int(m.Partition) >= len(n.slots) || m.To != n.cfg.NodeID {
 			n.metrics.dropped.Add(1)
 			continue
 		}
 		n.heardFrom(m.From)
-		p := n.parts[m.Partition]
+		p := n.slots[m.Partition].Load()
+		if p == nil && !nodeMessage(m.Type) {
+			if p = n.hostOnDemand(m); p == nil {
+				n.metrics.dropped.Add(1)
+				continue
+			}
+		}
 		switch m.Type {
 		case MsgHello:
 			if err := n.inc.hello(m, &n.out); err != nil {
@@ -200,6 +209,12 @@ func (n *Node) stepAll(msgs []Message) {
 				n.metrics.dropped.Add(1)
 				continue
 			}
+		case msgProxy:
+			n.proxy.serve(m)
+			continue
+		case msgProxyResp:
+			n.proxy.answer(m)
+			continue
 		case MsgForward:
 			if isConfForward(m) {
 				n.receiveConfForward(p, m)
@@ -310,11 +325,14 @@ func (n *Node) handOffCommittedDuringSave(msgs []Message) {
 	last := -1
 	for i := range msgs {
 		id := int(msgs[i].Partition)
-		if id == last || id >= len(n.parts) {
+		if id == last || id >= len(n.slots) {
 			continue
 		}
 		last = id
-		p := n.parts[id]
+		p := n.slots[id].Load()
+		if p == nil {
+			continue // not hosted
+		}
 		p.raft.limitApply(p.applyRoom())
 		if ents := p.raft.takeCommitted(); len(ents) > 0 {
 			n.handOff(p, ents)

@@ -2,6 +2,7 @@ package kommander
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -11,6 +12,15 @@ import (
 //
 // errors.Is(err, ErrTimeout) means the outcome is unknown: ctx ended, or the leader
 // changed, after the entry was proposed. Any other error means it was not applied.
+//
+// On a node that hosts no replica of the partition (see Config.ReplicationFactor) the call
+// is run by a node that hosts one, and "applied on this node" means applied there: this
+// node's StateMachine never sees the partition. Result.Value is then the value Apply gave
+// if it is a []byte or a string, and nil otherwise. The request goes to one hosting node,
+// once; if no answer comes back (the node died, the network lost it) the outcome is
+// unknown (ErrTimeout), and a copy the network duplicates is never applied twice. With
+// Config.DisableForwarding the call is not passed on: it fails with a *NotLeaderError
+// naming the leader.
 func (n *Node) Replicate(ctx context.Context, partition int, typ string, data []byte) (Result, error) {
 	if typ == barrierType {
 		return Result{}, fmt.Errorf("kommander: partition %d: command type %q is reserved", partition, barrierType)
@@ -53,9 +63,12 @@ func (n *Node) replicate(ctx context.Context, partition int, cmds []Command) ([]
 // await1 submits a proposal (its cmds and results set) and waits for its answer.
 func (n *Node) await1(ctx context.Context, partition int, pr *proposal) ([]Result, error) {
 	if err := n.enqueue(partition, pr); err != nil {
+		if errors.Is(err, ErrNotHosted) {
+			return n.proxy.replicate(ctx, partition, pr)
+		}
 		return nil, err
 	}
-	p := n.parts[partition]
+	p, _ := n.partition(partition)
 	select {
 	case <-pr.done:
 		return pr.results, pr.err
@@ -81,28 +94,11 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 	if err != nil {
 		return err
 	}
-	if len(cmds) == 0 {
-		return fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
-	}
-	if err := n.writable(); err != nil {
+	if err := n.checkCommands(partition, cmds); err != nil {
 		return err
 	}
 	if p.mem.removed.Load() {
 		return fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, partition, ErrRemoved)
-	}
-	total := 0
-	for _, c := range cmds {
-		size := len(c.Type) + len(c.Data)
-		if size > n.cfg.MaxEntrySize {
-			n.metrics.rejected.Add(1)
-			return fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
-		}
-		total += size
-	}
-	if len(cmds) > 1 && total > n.cfg.MaxMessageBytes {
-		// A batch travels in one message; bigger ones would not fit.
-		n.metrics.rejected.Add(1)
-		return fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
 	}
 	pr.remaining, pr.done = len(cmds), make(chan struct{})
 	n.admitted()
@@ -125,6 +121,31 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 	}
 	n.metrics.proposals.Add(uint64(len(cmds)))
 	n.in.markProposed()
+	return nil
+}
+
+// checkCommands checks a proposal's commands against the node's state and limits.
+func (n *Node) checkCommands(partition int, cmds []Command) error {
+	if len(cmds) == 0 {
+		return fmt.Errorf("kommander: partition %d: empty batch: %w", partition, ErrTooLarge)
+	}
+	if err := n.writable(); err != nil {
+		return err
+	}
+	total := 0
+	for _, c := range cmds {
+		size := len(c.Type) + len(c.Data)
+		if size > n.cfg.MaxEntrySize {
+			n.metrics.rejected.Add(1)
+			return fmt.Errorf("kommander: partition %d: entry of %d bytes exceeds MaxEntrySize %d: %w", partition, size, n.cfg.MaxEntrySize, ErrTooLarge)
+		}
+		total += size
+	}
+	if len(cmds) > 1 && total > n.cfg.MaxMessageBytes {
+		// A batch travels in one message; bigger ones would not fit.
+		n.metrics.rejected.Add(1)
+		return fmt.Errorf("kommander: partition %d: batch of %d bytes exceeds MaxMessageBytes %d: %w", partition, total, n.cfg.MaxMessageBytes, ErrTooLarge)
+	}
 	return nil
 }
 

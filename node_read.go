@@ -24,6 +24,12 @@ import (
 // retry. errors.Is(err, ErrNotLeader) means no leader confirmed the read in time (none was
 // known, or leadership changed under it); a caller whose ctx ends gets an error wrapping
 // ctx's error; a stopped node returns ErrStopped.
+//
+// On a node that hosts no replica of the partition (see Config.ReplicationFactor) the
+// barrier runs on a node that hosts one, and returns once that node's state machine
+// observes every acknowledged write: this node has no state of the partition to read, so
+// a linearizable read there is a read command sent with Replicate (whose Result.Value
+// comes back), or a read served by the hosting node.
 func (n *Node) ReadBarrier(ctx context.Context, partition int) error {
 	return n.readBarrier(ctx, partition, false)
 }
@@ -40,6 +46,9 @@ func (n *Node) ReadBarrierLease(ctx context.Context, partition int) error {
 
 func (n *Node) readBarrier(ctx context.Context, partition int, lease bool) error {
 	rd, err := n.submitRead(partition, lease)
+	if errors.Is(err, ErrNotHosted) {
+		return n.proxy.read(ctx, partition, lease)
+	}
 	if err != nil {
 		return err
 	}
@@ -48,7 +57,7 @@ func (n *Node) readBarrier(ctx context.Context, partition int, lease bool) error
 		return rd.err
 	case <-ctx.Done():
 	}
-	p := n.parts[partition]
+	p, _ := n.partition(partition)
 	p.mu.Lock()
 	p.reads.finish(rd, fmt.Errorf("kommander: partition %d: read abandoned: %w", p.id, ctx.Err()))
 	p.mu.Unlock()
@@ -89,6 +98,9 @@ type readWait struct {
 	giveUp uint64
 	err    error
 	done   chan struct{}
+	// onDone, when set, is called once the read is answered, under the partition's mu: a
+	// read run for another node answers it from there (node_proxy.go).
+	onDone func()
 }
 
 // readBatch is one request to Raft (Message.Context of MsgReadIndex) and the reads that
@@ -126,6 +138,9 @@ func (rs *partitionReads) answer(rd *readWait, err error) {
 	rd.stage, rd.err = readDone, err
 	rs.open.Add(-1)
 	close(rd.done)
+	if rd.onDone != nil {
+		rd.onDone()
+	}
 }
 
 // finish answers rd with err and forgets it. The caller holds mu.

@@ -325,8 +325,8 @@ func (t *transfers) receive(m *Message) {
 		t.send(m.From, Message{Type: msgSnapshot, Partition: m.Partition, From: t.n.cfg.NodeID, To: m.From,
 			Term: m.Term, Reject: reject, Context: snapshotAck, snapshot: &snapshotChunk{Index: c.Index, Term: c.Term, Offset: uint64(off), Done: done}})
 	}
-	p := t.n.parts[m.Partition]
-	if !t.n.snaps.enabled() || m.Term < p.publishedTerm() || c.Index == 0 {
+	p := t.n.slots[m.Partition].Load()
+	if !t.n.snaps.enabled() || p == nil || m.Term < p.publishedTerm() || c.Index == 0 {
 		ack(0, false, true) // a deposed leader, or no way to keep it
 		return
 	}
@@ -428,7 +428,7 @@ func (t *transfers) take() ([]transferResult, []snapshotReceived) {
 // deliverSnapshot takes a msgSnapshot off the network: a chunk to receive or an
 // acknowledgement for a transfer of ours. It reports false for one that makes no sense.
 func (n *Node) deliverSnapshot(m *Message) bool {
-	if int(m.Partition) >= len(n.parts) || m.To != n.cfg.NodeID || m.snapshot == nil {
+	if int(m.Partition) >= len(n.slots) || m.To != n.cfg.NodeID || m.snapshot == nil {
 		return false
 	}
 	if m.Context == snapshotAck {
@@ -466,11 +466,16 @@ func (p *partition) publishedTerm() uint64 {
 func (n *Node) stepSnapshots() {
 	results, received := n.transfers.take()
 	for _, r := range results {
-		n.parts[r.key.partition].raft.reportSnapshot(r.key.peer, r.index, r.ok)
+		if p := n.slots[r.key.partition].Load(); p != nil {
+			p.raft.reportSnapshot(r.key.peer, r.index, r.ok)
+		}
 	}
 	for _, rc := range received {
 		m := rc.msg
-		p := n.parts[m.Partition]
+		p := n.slots[m.Partition].Load()
+		if p == nil {
+			continue // chunks are refused for a partition not hosted (receive)
+		}
 		if err := p.raft.step(m); err != nil {
 			n.log.Debug("raft rejected a snapshot", "partition", m.Partition, "from", m.From, "err", err)
 		}

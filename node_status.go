@@ -2,6 +2,7 @@ package kommander
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -53,9 +54,14 @@ func (w *leaderWatch) changed() {
 }
 
 // Leader returns the node ID of the partition's leader as this node knows it, and whether
-// one is known.
+// one is known. A node that hosts no replica of the partition asks one that does, and
+// waits for its answer (about an election timeout per node that does not answer).
 func (n *Node) Leader(partition int) (string, bool) {
 	p, err := n.partition(partition)
+	if errors.Is(err, ErrNotHosted) {
+		l, _ := n.proxy.leader(context.Background(), partition)
+		return l, l != ""
+	}
 	if err != nil {
 		return "", false
 	}
@@ -65,13 +71,16 @@ func (n *Node) Leader(partition int) (string, bool) {
 
 // IsLeader reports whether this node leads the partition.
 func (n *Node) IsLeader(partition int) bool {
-	l, ok := n.Leader(partition)
-	return ok && l == n.cfg.NodeID
+	p, err := n.partition(partition)
+	return err == nil && p.leader() == n.cfg.NodeID
 }
 
-// WaitForLeader waits until the partition has a known leader and returns its node ID.
+// WaitForLeader waits until the partition has a known leader and returns its node ID. A
+// node that hosts no replica of the partition asks one that does, once per tick.
 func (n *Node) WaitForLeader(ctx context.Context, partition int) (string, error) {
-	if _, err := n.partition(partition); err != nil {
+	if _, err := n.partition(partition); errors.Is(err, ErrNotHosted) {
+		return n.proxy.waitForLeader(ctx, partition)
+	} else if err != nil {
 		return "", err
 	}
 	for {
@@ -90,10 +99,11 @@ func (n *Node) WaitForLeader(ctx context.Context, partition int) (string, error)
 	}
 }
 
-// Status returns the node's view of every partition.
+// Status returns the node's view of every partition it hosts.
 func (n *Node) Status() Status {
-	s := Status{NodeID: n.cfg.NodeID, Partitions: make([]PartitionStatus, len(n.parts))}
-	for i, p := range n.parts {
+	parts := n.hosted.load()
+	s := Status{NodeID: n.cfg.NodeID, Partitions: make([]PartitionStatus, len(parts))}
+	for i, p := range parts {
 		s.Partitions[i] = p.publicStatus()
 	}
 	if f := n.failed.Load(); f != nil {

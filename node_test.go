@@ -320,16 +320,33 @@ func (c *nodeCluster) await(what string, cond func() bool) {
 // returns the leader index per partition.
 func (c *nodeCluster) leaders() []int {
 	c.t.Helper()
+	return c.agreedLeaders(func(n *Node, p int) (string, bool) {
+		if n.failed.Load() != nil {
+			return "", false // failed and frozen
+		}
+		l, _ := n.Leader(p)
+		return l, true
+	})
+}
+
+// agreedLeaders waits until every partition has a leader on which every running node that
+// view asks agrees (view returns the leader a node knows of, and false when the node is
+// not asked), and returns the leader index per partition.
+func (c *nodeCluster) agreedLeaders(view func(n *Node, p int) (string, bool)) []int {
+	c.t.Helper()
 	out := make([]int, c.partitions)
 	c.waitFor("a leader in every partition", 2000, func() bool {
 		for p := 0; p < c.partitions; p++ {
 			lead := ""
 			for _, n := range c.nodes {
-				if n == nil || n.failed.Load() != nil {
-					continue // stopped, or failed and frozen
+				if n == nil {
+					continue // stopped
 				}
-				l, ok := n.Leader(p)
-				if !ok || (lead != "" && l != lead) {
+				l, asked := view(n, p)
+				if !asked {
+					continue
+				}
+				if l == "" || (lead != "" && l != lead) {
 					return false
 				}
 				lead = l
@@ -425,7 +442,7 @@ func (c *nodeCluster) applyBacklog() int {
 		if nd == nil || nd.failed.Load() != nil || c.sms[i].stalled() {
 			continue
 		}
-		for _, p := range nd.parts {
+		for _, p := range nd.hosted.load() {
 			p.mu.Lock()
 			if p.status.Commit > p.applied {
 				n += int(p.status.Commit - p.applied)
@@ -974,22 +991,34 @@ func startRealNode(t *testing.T, cfg Config) *Node {
 	return n
 }
 
+// startRealCluster starts three nodes with partitions partitions over a real transport of
+// kind, with a secret; change, when set, adjusts each node's Config.
+func startRealCluster(t *testing.T, kind TransportKind, partitions int, change func(*Config)) ([]string, []*Node) {
+	t.Helper()
+	ids, peers := realPeers(t, 3)
+	nodes := make([]*Node, 3)
+	for i := range ids {
+		cfg := Config{
+			NodeID: ids[i], Addr: peers[i].Addr, DataDir: t.TempDir(), Partitions: partitions, Peers: peers,
+			Transport: kind, StateMachine: newKVSM(partitions, false), Logger: discardLogger(),
+			ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
+			Secret: []byte("0123456789abcdef0123"),
+		}
+		if change != nil {
+			change(&cfg)
+		}
+		nodes[i] = startRealNode(t, cfg)
+	}
+	return ids, nodes
+}
+
 func TestClusterOverRealTransports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real network and clock; -short runs the in-memory tests only")
 	}
 	for _, kind := range []TransportKind{TCP, HTTP} {
 		t.Run(kind.String(), func(t *testing.T) {
-			ids, peers := realPeers(t, 3)
-			nodes := make([]*Node, 3)
-			for i := range ids {
-				nodes[i] = startRealNode(t, Config{
-					NodeID: ids[i], Addr: peers[i].Addr, DataDir: t.TempDir(), Partitions: 4, Peers: peers,
-					Transport: kind, StateMachine: newKVSM(4, false), Logger: discardLogger(),
-					ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
-					Secret: []byte("0123456789abcdef0123"),
-				})
-			}
+			ids, nodes := startRealCluster(t, kind, 4, nil)
 			for p := 0; p < 4; p++ {
 				for i, n := range nodes {
 					if _, err := n.Replicate(ctxT(t), p, "put", put("k", ids[i])); err != nil {

@@ -22,6 +22,10 @@ import (
 // is checked for linearizability, and every (partition, index) must hold the same entry
 // on every node that applied it, in every lifetime (state machine safety, S12, S15, S17).
 //
+// With a replication factor (a third of the seeds), a client on a node that hosts no
+// replica of its partition sends its write or log read through a node that hosts one
+// (node_proxy.go), and the answer, or its absence, goes into the history the same way.
+//
 // Everything comes from one seed; a failure prints it with the command that replays it.
 
 var (
@@ -41,6 +45,9 @@ type nodeSimOptions struct {
 	// leaseReads turns Config.LeaseReads on and makes some reads lease reads; crashed
 	// nodes then stay down longer than an election timeout, as the lease assumes.
 	leaseReads bool
+	// factor is Config.ReplicationFactor: the writes and log reads of a client on a node
+	// that hosts no replica of their partition are proxied to one that does.
+	factor int
 }
 
 type nodeSim struct {
@@ -78,6 +85,7 @@ type simClient struct {
 	node    int
 	gen     int
 	pr      *proposal
+	pc      *proxyCall // a write or log read proxied to a node that hosts the partition
 	part    int
 	startAt int
 	rd      *readWait // a ReadBarrier (or lease) read, followed by a read of the local state
@@ -144,6 +152,7 @@ func (s *nodeSim) startNode(i int) {
 		Clock:             s.clock,
 		Logger:            discardLogger(),
 		LeaseReads:        s.o.leaseReads,
+		ReplicationFactor: s.o.factor,
 		RandSeed:          s.o.seed*1000 + int64(i*100+s.gen[i]),
 	}, testNodeOptions{manual: true})
 	if err != nil {
@@ -344,7 +353,7 @@ func (s *nodeSim) clientsAct() {
 			// often on a node that believes it leads, deposed or not: where a read that
 			// skipped its confirmation would go stale.
 			for _, j := range live {
-				if s.nodes[j].parts[p].raft.role == roleLeader && s.rnd.IntN(2) == 0 {
+				if h := s.nodes[j].slots[p].Load(); h != nil && h.raft.role == roleLeader && s.rnd.IntN(2) == 0 {
 					node = j
 				}
 			}
@@ -356,6 +365,15 @@ func (s *nodeSim) clientsAct() {
 			continue
 		}
 		pr, err := s.nodes[node].submit(p, []Command{cmd})
+		if errors.Is(err, ErrNotHosted) {
+			x := &s.nodes[node].proxy
+			pc, err := x.start(p, x.pick(p, nil), proxyOpReplicate, []Entry{{Type: cmd.Type, Data: cmd.Data}}, false)
+			if err != nil {
+				continue
+			}
+			*c = simClient{id: c.id, op: op, node: node, gen: s.gen[node], pc: pc, part: p, startAt: s.step}
+			continue
+		}
 		if err != nil {
 			continue // refused at once: certainly not applied, not part of the history
 		}
@@ -369,7 +387,7 @@ func (s *nodeSim) giveUp(c *simClient) {
 	if c.rd != nil {
 		// A read has no effect: one that ends without an answer is left out.
 		if n := s.nodes[c.node]; n != nil && s.gen[c.node] == c.gen {
-			p := n.parts[c.part]
+			p := n.slots[c.part].Load()
 			p.mu.Lock()
 			p.reads.finish(c.rd, context.DeadlineExceeded)
 			p.mu.Unlock()
@@ -377,8 +395,12 @@ func (s *nodeSim) giveUp(c *simClient) {
 		c.op = nil
 		return
 	}
+	if c.pc != nil {
+		s.finish(c, math.MaxInt64, "") // sent: its outcome is unknown
+		return
+	}
 	if n := s.nodes[c.node]; n != nil && s.gen[c.node] == c.gen {
-		n.parts[c.part].abandon(c.pr, context.DeadlineExceeded)
+		n.slots[c.part].Load().abandon(c.pr, context.DeadlineExceeded)
 		s.poll(c)
 		if c.op == nil {
 			return
@@ -400,6 +422,10 @@ func (s *nodeSim) poll(c *simClient) {
 		s.finish(c, math.MaxInt64, "") // its node crashed: unknown forever
 		return
 	}
+	if c.pc != nil {
+		s.pollProxied(c)
+		return
+	}
 	select {
 	case <-c.pr.done:
 	default:
@@ -415,6 +441,31 @@ func (s *nodeSim) poll(c *simClient) {
 		s.finish(c, math.MaxInt64, "")
 	default:
 		c.op = nil // certainly not applied: not part of the history
+	}
+}
+
+// pollProxied records the outcome of a proxied operation if it has one: the hosting
+// node's answer, or unknown when none came.
+func (s *nodeSim) pollProxied(c *simClient) {
+	select {
+	case <-c.pc.done:
+	default:
+		return
+	}
+	ans := c.pc.answer
+	switch {
+	case c.pc.outcome != proxyAnswered || (ans.Reject && ans.RejectHint == proxyErrUnknown):
+		s.finish(c, math.MaxInt64, "")
+	case ans.Reject:
+		c.op = nil // certainly not applied: not part of the history
+	case len(ans.Entries) != 1:
+		s.fail("step %d: a proxied answer with %d results for one command", s.step, len(ans.Entries))
+		c.op = nil
+	default:
+		s.now++
+		v, _ := proxyValue(ans.Entries[0]).(string)
+		s.finish(c, s.now, v)
+		s.acked++
 	}
 }
 
@@ -490,7 +541,11 @@ func (s *nodeSim) advance() {
 // partition through the first node succeeds within a bounded number of ticks.
 func (s *nodeSim) finalWrites() {
 	for p := 0; p < s.o.partitions; p++ {
-		pr, err := s.nodes[0].submit(p, []Command{{Type: "put", Data: put("final", "x")}})
+		first := 0
+		for first < len(s.nodes) && s.nodes[first].slots[p].Load() == nil {
+			first++ // the first node that hosts the partition
+		}
+		pr, err := s.nodes[first].submit(p, []Command{{Type: "put", Data: put("final", "x")}})
 		if err != nil {
 			s.fail("final write to partition %d refused: %v", p, err)
 			return
@@ -557,6 +612,9 @@ func simOptions(seed int64) nodeSimOptions {
 		o.partitions = 8 // more groups than keys: idle partitions share every batch
 	}
 	o.leaseReads = seed%2 == 1
+	if seed%3 == 0 {
+		o.factor = o.nodes - 1 - (o.nodes-3)/2 // 2 of 3, 3 of 5: some clients ask a node that hosts none
+	}
 	return o
 }
 

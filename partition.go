@@ -88,6 +88,9 @@ type proposal struct {
 	results   []Result
 	err       error
 	done      chan struct{} // closed once results or err is final
+	// onDone, when set, is called once the proposal is answered, under the partition's
+	// mu: a proposal run for another node answers it from there (node_proxy.go).
+	onDone func()
 
 	// Storage for a single command and its result (Replicate), so that one allocation
 	// holds them with the proposal.
@@ -132,6 +135,9 @@ func (pr *proposal) finish(err error) {
 	pr.stage = stageDone
 	pr.err = err
 	close(pr.done)
+	if pr.onDone != nil {
+		pr.onDone()
+	}
 }
 
 // appendEntries appends the proposal's commands to ents as log entries.

@@ -109,6 +109,10 @@ const (
 	// committed (Index is the configuration entry's, Term the leader's): it gets no more
 	// appends to learn it from. It is the node's, never Raft's.
 	msgRemoved
+	// msgProxy asks a node that hosts a partition to run a call for a node that hosts none
+	// of it; msgProxyResp answers it (node_proxy.go). They are the node's, never Raft's.
+	msgProxy
+	msgProxyResp
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -122,6 +126,7 @@ var messageTypeNames = [...]string{
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
 	msgAddressBook: "MsgAddressBook", msgRemoved: "MsgRemoved",
+	msgProxy: "MsgProxy", msgProxyResp: "MsgProxyResp",
 }
 
 // String returns the message type's name, as in logs and test traces.

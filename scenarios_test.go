@@ -59,7 +59,7 @@ S5 non-members have no say
 		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
 		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27 TestConfReplicaWithoutConfigurationNeverVotesS5
 		TestSimFindsLearnerVotesCounted TestRemovedNodeIsRefused
-		TestTransportConformanceRemovedPeerIsRefused
+		TestTransportConformanceRemovedPeerIsRefused TestOnlyALeaderReplicatingCreatesAReplica
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
@@ -222,6 +222,7 @@ S27 membership changes
 		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight TestSimFindsLearnerVotesCounted
 		TestGrowThreeToFiveAndShrinkBackUnderWriteLoad TestReplaceANodeByANewOne
 		TestForgedMembershipChangesChangeNothing cmd/kommander:TestNodeProcessReplacesAMemberThroughTheAdminAPI
+		TestReplicaMovesByAddingThenRemoving TestReplicaMovesThroughTheMembershipAPI
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected
@@ -269,10 +270,10 @@ S33 data directory in use
 	tests: TestDataDirLockKeepsASecondOpenerOut cmd/kommander:TestNodeProcesses
 
 S34 wrong cluster shape at restart
-	A node restarted with a different member list, partition count or cluster name refuses
-	to start; it never elects itself alone or accepts writes for the wrong partition.
+	A node restarted with a different member list, partition count, replication factor or
+	cluster name refuses to start; it never elects itself alone or accepts writes for the wrong partition.
 	tests: TestIdentityIsWrittenOnceAndCheckedAfter TestDamagedIdentityIsAnError
-		cmd/kommander:TestNodeProcesses
+		TestRestartWithAnotherReplicationFactorIsRefused cmd/kommander:TestNodeProcesses
 
 S35 entry IDs across restarts
 	A restarted node never reuses an entry ID of its previous life; a proposal delivered
