@@ -116,6 +116,7 @@
 //	node_loop.go          the node loop and one pass of it
 //	node_active.go        the partitions a pass visits: all but the quiesced ones with nothing
 //	                      to do
+//	node_yield.go         whether the loop yields before a Save, so that others add to it
 //	node_inbox.go         what arrives for the loop between two passes, bounded
 //	node_outbox.go        what a pass sends, gathered into one Send per peer
 //	node_persist.go       the persister: one Storage.Save, one fsync, per pass
@@ -198,6 +199,7 @@
 //	tcp_handshake.go      the TCP handshake: cluster, node IDs, shared-secret proofs
 //	http_transport.go     HTTP: the same batches as POSTs, Handler, the status page
 //	http_auth.go          signing HTTP requests and checking them before they reach the node
+//	http_client.go        the sending side: one keep-alive HTTP/1.1 connection per sender
 //	ratelog.go            warnings an outsider can trigger, at most one line per interval
 //	memory_transport.go   MemoryNetwork, for tests: cuts, partitions, loss, delay, duplicates
 //

@@ -1,7 +1,6 @@
 package kommander
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -9,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -73,17 +71,17 @@ const (
 // HTTPTransport carries batches as HTTP POST bodies. Create it with NewHTTPTransport;
 // serve its Handler in your own server, or give it an Addr to listen on by itself.
 type HTTPTransport struct {
-	cfg      TransportConfig
-	lim      codecLimits
-	log      *slog.Logger
-	instance string
-	counters transportCounters
-	budget   inboundBudget // MaxInboundBytes, shared by the requests being read
-	rl       *rateLog      // every warning a peer or a stranger can provoke goes through it
-	client   *http.Client
-	ln       net.Listener // nil without a standalone listener
-	srv      *http.Server
-	handler  http.Handler
+	cfg       TransportConfig
+	lim       codecLimits
+	log       *slog.Logger
+	instance  string
+	counters  transportCounters
+	budget    inboundBudget // MaxInboundBytes, shared by the requests being read
+	rl        *rateLog      // every warning a peer or a stranger can provoke goes through it
+	tlsClient *tls.Config   // for https peers; nil without TLS
+	ln        net.Listener  // nil without a standalone listener
+	srv       *http.Server
+	handler   http.Handler
 
 	done     chan struct{}
 	ctx      context.Context // cancelled by Close: aborts requests in flight
@@ -96,7 +94,13 @@ type HTTPTransport struct {
 	deliver func([]Message)
 	peers   peerSet
 	replay  map[replayKey]replayState
-	holders map[string]holder // node ID -> the instance that holds it (S30)
+	holders map[string]holder       // node ID -> the instance that holds it (S30)
+	peerLog map[string]*slog.Logger // node ID of a member -> t.log with its ID, made once
+	signers sync.Pool               // *httpSigner, to check signatures (with a secret)
+	// idHead is the header lines that name this node on every request, built once;
+	// idHeadErr says why they cannot be sent (a control character in a name).
+	idHead    []byte
+	idHeadErr error
 }
 
 // NewHTTPTransport validates cfg and, when cfg.Addr is set, listens there; requests are
@@ -116,7 +120,9 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		done:    make(chan struct{}),
 		replay:  make(map[replayKey]replayState),
 		holders: make(map[string]holder),
+		peerLog: make(map[string]*slog.Logger),
 	}
+	t.idHead, t.idHeadErr = idHeadLines(cfg.ClusterName, cfg.NodeID, t.instance)
 	t.budget.limit = int64(cfg.MaxInboundBytes)
 	t.rl = newRateLog(t.log, RealClock(), transportLogInterval)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
@@ -128,21 +134,7 @@ func NewHTTPTransport(cfg TransportConfig) (*HTTPTransport, error) {
 		tlsClient.NextProtos = []string{"http/1.1"}
 		tlsServer.NextProtos = []string{"http/1.1"}
 	}
-	t.client = &http.Client{
-		Timeout: cfg.PeerTimeout, // a request that hangs marks its connection dead (S28)
-		Transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.PeerTimeout}).DialContext,
-			TLSClientConfig:       tlsClient,
-			TLSHandshakeTimeout:   cfg.HandshakeTimeout,
-			ResponseHeaderTimeout: cfg.PeerTimeout,
-			// A peer's answer has a few short headers; one sender per peer posts one
-			// request at a time.
-			MaxResponseHeaderBytes: 16 << 10,
-			MaxIdleConnsPerHost:    1,
-			TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{}, // no HTTP/2
-			IdleConnTimeout:        4 * cfg.PeerTimeout,
-		},
-	}
+	t.tlsClient = tlsClient
 	mux := http.NewServeMux()
 	mux.HandleFunc(httpRaftPath, t.serveRaft)
 	mux.HandleFunc(httpStatusPath, t.serveStatus)
@@ -275,7 +267,6 @@ func (t *HTTPTransport) Close() error {
 	}
 	t.wg.Wait()
 	t.inflight.Wait() // also for a Handler mounted in the user's server
-	t.client.CloseIdleConnections()
 	t.rl.close()
 	return err
 }
@@ -295,6 +286,8 @@ func (t *HTTPTransport) runSender(p *peer, q *sendQueue, prefix string) {
 	defer t.wg.Done()
 	bo := backoff{max: t.cfg.MaxBackoff}
 	header := batchHeaderSize(t.cfg.NodeID, p.id)
+	conn := t.newPoster()
+	defer conn.close()
 	var buf []byte
 	var seq uint64
 	for {
@@ -317,7 +310,12 @@ func (t *HTTPTransport) runSender(p *peer, q *sendQueue, prefix string) {
 				continue
 			}
 			seq++
-			if err := t.post(p.address(), prefix+strconv.FormatUint(seq, 10), buf); err != nil {
+			err = conn.post(p.address(), prefix+strconv.FormatUint(seq, 10), buf)
+			if errors.Is(err, errStaleConn) {
+				seq++ // a new number: the peer may have taken the first attempt
+				err = conn.post(p.address(), prefix+strconv.FormatUint(seq, 10), buf)
+			}
+			if err != nil {
 				t.log.Warn("post to peer failed", "peer", p.id, "err", err)
 				failed = true
 				continue
@@ -339,36 +337,6 @@ func (t *HTTPTransport) runSender(p *peer, q *sendQueue, prefix string) {
 	}
 }
 
-// post sends one batch and reads the answer; anything but 204 is an error.
-func (t *HTTPTransport) post(url, nonce string, body []byte) error {
-	// net/http may still read a request body after Do returns (a peer that answers before
-	// reading it all); the sender reuses body for the next batch, so the reader is cut off
-	// from it first.
-	br := &detachableBody{r: bytes.NewReader(body)}
-	defer br.detach()
-	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, url, br)
-	if err != nil {
-		return err
-	}
-	req.ContentLength = int64(len(body))
-	req.Header.Set("Content-Type", httpContentType)
-	t.sign(req, nonce, body)
-	resp, err := t.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // drained, so the connection is reused
-	if resp.StatusCode == http.StatusNoContent {
-		return nil
-	}
-	err = httpRefusal(resp)
-	if errors.Is(err, ErrAuthFailed) {
-		t.counters.authFailures.Add(1)
-	}
-	return fmt.Errorf("%w: %s: %s", err, resp.Status, bytes.TrimSpace(msg))
-}
-
 // httpRefusal turns a refused response back into an error wrapping its sentinel.
 func httpRefusal(resp *http.Response) error {
 	code := resp.Header.Get(hdrError)
@@ -378,28 +346,6 @@ func httpRefusal(resp *http.Response) error {
 		}
 	}
 	return fmt.Errorf("kommander: peer refused the batch (%s)", code)
-}
-
-// detachableBody reads a request body until detach, and then nothing more.
-type detachableBody struct {
-	mu       sync.Mutex
-	r        *bytes.Reader
-	detached bool
-}
-
-func (d *detachableBody) Read(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.detached {
-		return 0, errors.New("kommander: request body read after its request ended")
-	}
-	return d.r.Read(p)
-}
-
-func (d *detachableBody) detach() {
-	d.mu.Lock()
-	d.detached = true
-	d.mu.Unlock()
 }
 
 // ---- inbound ----
@@ -465,12 +411,24 @@ func (t *HTTPTransport) serveRaft(w http.ResponseWriter, r *http.Request) {
 	}
 	defer t.budget.give(cap(body))
 	node := id.node
-	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.rl, t.log.With("peer", node)); err != nil {
+	if err := deliverBatch(body, node, t.cfg.NodeID, t.lim, &t.counters, deliver, t.rl, t.logFor(node)); err != nil {
 		w.Header().Set(hdrError, refusalCode(err))
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// logFor returns the logger for a request from member node, made on its first request.
+func (t *HTTPTransport) logFor(node string) *slog.Logger {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.peerLog[node]
+	if l == nil {
+		l = t.log.With("peer", node)
+		t.peerLog[node] = l
+	}
+	return l
 }
 
 // readBody reads the body of an authenticated request: at most MaxBatchBytes, buffered as

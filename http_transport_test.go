@@ -138,22 +138,30 @@ func TestHTTPRefusesReplayedAndStaleRequests(t *testing.T) {
 
 // TestHTTPHandlerMountsInAUsersServer: without Addr the transport listens nowhere and its
 // Handler serves from the application's own server.
-func TestHTTPHandlerMountsInAUsersServer(t *testing.T) {
-	cfgB := transportTestConfig("b")
-	cfgB.Addr = ""
-	trB, err := NewHTTPTransport(cfgB)
+// startHandlerOnly starts an HTTP transport for node b without a listener of its own, for
+// a test to mount its Handler; it is closed when the test ends.
+func startHandlerOnly(t *testing.T) (*HTTPTransport, *deliveryRecorder) {
+	t.Helper()
+	cfg := transportTestConfig("b")
+	cfg.Addr = ""
+	tr, err := NewHTTPTransport(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := newDeliveryRecorder()
-	if err := trB.Start(rec.deliver); err != nil {
+	if err := tr.Start(rec.deliver); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { tr.Close() })
+	return tr, rec
+}
+
+func TestHTTPHandlerMountsInAUsersServer(t *testing.T) {
+	trB, rec := startHandlerOnly(t)
 	mux := http.NewServeMux()
 	mux.Handle("/kommander/", trB.Handler())
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	defer trB.Close()
 	a := startTransportNode(t, transportCases()[1], transportTestConfig("a"))
 	a.tr.SetPeer("b", srv.URL)
 	trB.SetPeer("a", a.tr.Addr())

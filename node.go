@@ -138,6 +138,7 @@ type Node struct {
 	inc       incarnations // one node ID, one data directory; loop only
 	live      liveness     // when each peer was last heard from; loop only
 	active    activeSet    // the partitions a pass visits; loop only
+	yield     batchYield   // whether the loop yields before a Save; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
 	mem       memberState  // membership changes, leadership transfers, removal

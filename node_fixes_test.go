@@ -119,11 +119,11 @@ func (h *heldSaves) Save(batch []Update) error {
 	return h.MemoryStorage.Save(batch)
 }
 
-// TestIsolatedLeaderUnderLoadStepsDownS18 is S18 under load: a leader cut off from its
-// quorum while clients keep proposing to it, so that each of its Saves is followed at
-// once by the next, still takes its ticks (it used to take none while a Save ran), so
-// CheckQuorum makes it step down.
-func TestIsolatedLeaderUnderLoadStepsDownS18(t *testing.T) {
+// startHeldCluster starts three nodes of one partition on heldSaves, not armed yet, and
+// makes one write through the leader, so that its no-op is saved; it returns the cluster,
+// the storages and the leader's index.
+func startHeldCluster(t *testing.T) (*nodeCluster, []*heldSaves, int) {
+	t.Helper()
 	c := newNodeCluster(t, 3, 1, false)
 	held := make([]*heldSaves, 3)
 	for i := range c.stores {
@@ -132,12 +132,21 @@ func TestIsolatedLeaderUnderLoadStepsDownS18(t *testing.T) {
 	}
 	c.startAll()
 	lead := c.leaders()[0]
-	n := c.nodes[lead]
 	stop := c.pump()
-	if _, err := n.Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
+	if _, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("k", "v")); err != nil {
 		t.Fatal(err)
 	}
 	stop()
+	return c, held, lead
+}
+
+// TestIsolatedLeaderUnderLoadStepsDownS18 is S18 under load: a leader cut off from its
+// quorum while clients keep proposing to it, so that each of its Saves is followed at
+// once by the next, still takes its ticks (it used to take none while a Save ran), so
+// CheckQuorum makes it step down.
+func TestIsolatedLeaderUnderLoadStepsDownS18(t *testing.T) {
+	c, held, lead := startHeldCluster(t)
+	n := c.nodes[lead]
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); close(held[lead].open) }) // runs before the cluster stops
 	propose := func() {

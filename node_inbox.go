@@ -19,6 +19,9 @@ type inbox struct {
 	ticks    int
 	proposed bool // some partition has queued proposals
 	wake     chan struct{}
+	// arrivals counts the batches and proposal signals added, for the loop to see whether
+	// work arrived while it yielded (batchYield).
+	arrivals atomic.Uint64
 	// A tick the ticker goroutine received and the loop has not taken yet; tickAck lets
 	// the ticker goroutine receive the next one.
 	tickPending atomic.Bool
@@ -52,6 +55,7 @@ func (in *inbox) add(batch []Message) bool {
 	}
 	in.msgs = append(in.msgs, batch...)
 	in.mu.Unlock()
+	in.arrivals.Add(1)
 	in.signal()
 	return true
 }
@@ -85,6 +89,7 @@ func (in *inbox) markProposed() {
 	in.mu.Lock()
 	in.proposed = true
 	in.mu.Unlock()
+	in.arrivals.Add(1)
 	in.signal()
 }
 

@@ -2,7 +2,6 @@ package kommander
 
 import (
 	"fmt"
-	"runtime"
 	"time"
 )
 
@@ -56,15 +55,7 @@ func (n *Node) runLoop() {
 				n.persist.saveReturned(err)
 			}
 			if !n.persist.inFlight() {
-				// This pass may start a Save. Whoever woke the loop handed it its processor
-				// directly, ahead of the goroutines that are already runnable with more work
-				// for the batch (transport readers, callers just answered, other
-				// partitions' proposals). Yield once so that they add it first. Otherwise a
-				// batch holds one entry (88% of Saves with 16 partitions over TCP did), and
-				// its fsync holds a processor for its whole length (the runtime takes a
-				// processor back from a syscall only after 20µs or more, through sysmon),
-				// which starves those producers further: 3 entries per fsync instead of 18.
-				runtime.Gosched()
+				n.yieldForBatch() // this pass may start a Save
 			}
 		}
 		// While an fsync runs, one tick is taken and the next waits (the ticker goroutine
@@ -118,6 +109,9 @@ func (n *Node) runPass() bool {
 	n.activateSignaled()
 	n.stepSnapshots()
 	n.stepAll(msgs)
+	if n.persist.running {
+		n.handOffCommittedDuringSave(msgs)
+	}
 	n.in.recycle(msgs)
 	if n.failed.Load() != nil {
 		return false
@@ -148,7 +142,7 @@ func (n *Node) runPass() bool {
 			n.out.flush(n.transport) // forwarded proposals
 			return false
 		}
-		n.finishPersist()
+		n.settlePersist() // its messages go out below, with this pass's
 		if n.failed.Load() != nil {
 			return false
 		}
@@ -166,9 +160,15 @@ func (n *Node) runPass() bool {
 		}
 		return n.out.flush(n.transport) // forwarded proposals
 	}
-	n.sendAppends()
+	// The order of the three hand-offs is the order in which the goroutines they wake run
+	// on this processor once the loop waits: the one woken last runs first, the others
+	// queue in order. The Save goes last, since its fsync holds the processor until the
+	// runtime takes it back (20µs or more); the transport's writer first, since the
+	// followers' fsyncs wait for its appends; the applier in between.
 	n.handOffCommitted()
-	if !n.persist.start() {
+	saving := n.persist.start()
+	n.sendAppends() // with the previous batch's messages that waited for its fsync
+	if !saving {
 		n.finishPersist() // only commit indexes changed: nothing to wait for
 	}
 	return true
@@ -317,7 +317,8 @@ func (n *Node) gatherReadies() bool {
 	return true
 }
 
-// sendAppends sends the batch's messages that need not wait for its Save. A leader's
+// sendAppends sends the batch's messages that need not wait for its Save, and whatever
+// else the outbox holds. A leader's
 // appends go out before its own fsync: the followers' writes then overlap with ours
 // (thesis §10.2.1). The leader counts itself toward a quorum only after advance, once its
 // Save returned.
@@ -328,6 +329,33 @@ func (n *Node) sendAppends() {
 	n.out.flush(n.transport)
 }
 
+// handOffCommittedDuringSave hands to the applier the entries that msgs, stepped while a
+// Save runs, committed: an acknowledgement for the previous batch, which arrives while the
+// leader saves the next one, need not wait for that Save (raft.takeCommitted).
+func (n *Node) handOffCommittedDuringSave(msgs []Message) {
+	handed := false
+	last := -1
+	for i := range msgs {
+		id := int(msgs[i].Partition)
+		if id == last || id >= len(n.slots) {
+			continue
+		}
+		last = id
+		p := n.slots[id].Load()
+		if p == nil {
+			continue // not hosted
+		}
+		p.raft.limitApply(p.applyRoom())
+		if ents := p.raft.takeCommitted(); len(ents) > 0 {
+			n.handOff(p, ents)
+			handed = true
+		}
+	}
+	if handed {
+		n.apply.signal()
+	}
+}
+
 // handOffCommitted hands the batch's committed entries to the applier. They are durable on
 // this node already (Raft hands out only those), so they go now, not after this batch's
 // fsync.
@@ -336,12 +364,19 @@ func (n *Node) handOffCommitted() {
 	for i := range n.persist.readies {
 		r := &n.persist.readies[i]
 		if len(r.rd.CommittedEntries) > 0 {
-			r.p.pushApply(r.rd.CommittedEntries)
-			n.configsCommitted(r.p, r.rd.CommittedEntries)
+			n.handOff(r.p, r.rd.CommittedEntries)
 			handed = true
 		}
 	}
 	if handed {
 		n.apply.signal()
 	}
+}
+
+// handOff queues committed entries of p for the applier and acts on the committed
+// configurations among them, whether a raftReady or a Save in flight
+// (handOffCommittedDuringSave) gave them: the one place they leave the loop.
+func (n *Node) handOff(p *partition, ents []Entry) {
+	p.pushApply(ents)
+	n.configsCommitted(p, ents)
 }

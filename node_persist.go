@@ -102,6 +102,15 @@ func (ps *persister) start() (saving bool) {
 // finishPersist completes a batch once its Save returned: it sends what had to wait for
 // the fsync and acknowledges the Readies to Raft.
 func (n *Node) finishPersist() {
+	n.settlePersist()
+	n.out.flush(n.transport)
+}
+
+// settlePersist is finishPersist leaving what had to wait for the fsync in the outbox, for
+// the pass to send with its own messages: after the next Save started, so that the
+// transport's writer runs before that Save's fsync holds the processor (see runPass). A
+// follower's acknowledgements otherwise waited for its next fsync.
+func (n *Node) settlePersist() {
 	ps := &n.persist
 	ps.running, ps.returned = false, false
 	if err := ps.err; err != nil {
@@ -121,9 +130,8 @@ func (n *Node) finishPersist() {
 	clear(ps.updates)
 	ps.updates = ps.updates[:0]
 	for i := range ps.readies {
-		n.out.addAll(ps.readies[i].rd.MessagesAfterPersist)
+		n.out.addAll(ps.readies[i].rd.MessagesAfterPersist) // copies: advance may reuse them
 	}
-	n.out.flush(n.transport)
 	for i := range ps.readies {
 		r := &ps.readies[i]
 		r.p.raft.advance(r.rd)

@@ -176,6 +176,9 @@ func (c *nodeCluster) useWAL() {
 		c.dataDirs[i] = c.t.TempDir()
 		c.stores[i] = nil
 	}
+	// Cleanups run last registered first: the nodes must stop before their directories
+	// are removed, or a node still writing makes the removal fail.
+	c.t.Cleanup(c.stopAll)
 }
 
 func newNodeCluster(t testing.TB, nodes, partitions int, durableSM bool) *nodeCluster {

@@ -171,11 +171,21 @@ func (p *partition) queued() []*proposal { return p.queue }
 // dequeue takes the first k queued proposals off the queue. The caller holds mu.
 func (p *partition) dequeue(k int) {
 	clear(p.queue[:k])
+	if k == len(p.queue) && cap(p.queue) <= maxKeptQueue {
+		// Keep the array for the next proposals: one grown from nil on every pass cost an
+		// allocation per doubling, each pass.
+		p.queue = p.queue[:0]
+		return
+	}
 	p.queue = p.queue[k:]
 	if len(p.queue) == 0 {
 		p.queue = nil
 	}
 }
+
+// maxKeptQueue bounds the capacity of an emptied proposal or apply queue that a partition
+// keeps for reuse: a burst's array is left to the garbage collector.
+const maxKeptQueue = 1024
 
 // proposedLocally records that the first queued proposals, prs, were appended to this
 // leader's log from index first on, in term. The caller holds mu.
@@ -456,9 +466,13 @@ func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint
 		p.applyBytes -= p.applyQ[i].size()
 	}
 	clear(p.applyQ[:k])
-	p.applyQ = p.applyQ[k:]
-	if len(p.applyQ) == 0 {
+	switch {
+	case k == len(p.applyQ) && cap(p.applyQ) <= maxKeptQueue:
+		p.applyQ = p.applyQ[:0] // kept for the next entries, as dequeue keeps its array
+	case k == len(p.applyQ):
 		p.applyQ = nil
+	default:
+		p.applyQ = p.applyQ[k:]
 	}
 	return dst, p.applied, roomMade
 }

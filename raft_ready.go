@@ -106,6 +106,22 @@ func (r *raft) ready() raftReady {
 	return rd
 }
 
+// takeCommitted hands out, while a raftReady is outstanding, the committed entries that
+// are durable on this node and were not handed out yet; the node applies them as if they
+// were that raftReady's CommittedEntries, already advanced. Without it, a follower's
+// acknowledgement that arrives while the leader saves its next batch would wait for that
+// Save before its entries were applied: up to one more fsync on a write's latency.
+func (r *raft) takeCommitted() []Entry {
+	if !r.readyOut || r.applyPaused || r.pendingInstall != nil {
+		return nil
+	}
+	ents := r.log.nextCommitted(r.maxApplyBytes, r.applyRoom)
+	if n := len(ents); n > 0 {
+		r.log.applied = ents[n-1].Index
+	}
+	return ents
+}
+
 // advance acknowledges rd: its hard state and entries are durable, its messages sent and
 // its committed entries applied.
 func (r *raft) advance(rd raftReady) {
@@ -117,7 +133,7 @@ func (r *raft) advance(rd raftReady) {
 		r.log.stableTo(rd.Entries[n-1].Index, rd.Entries[n-1].Term)
 	}
 	if n := len(rd.CommittedEntries); n > 0 {
-		r.log.applied = rd.CommittedEntries[n-1].Index
+		r.log.applied = max(r.log.applied, rd.CommittedEntries[n-1].Index) // see takeCommitted
 	}
 	r.advanceReads(rd.ReadStates)
 	clear(rd.Messages)

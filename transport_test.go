@@ -805,6 +805,35 @@ func expectKeptOut(t *testing.T, a, b, c *transportNode, why string) {
 	}
 }
 
+// benchTransportConfigs are the configurations of nodes a and b in the transport
+// benchmarks: a PeerTimeout that a loaded machine does not run out.
+func benchTransportConfigs() (a, b TransportConfig) {
+	a, b = transportTestConfig("a"), transportTestConfig("b")
+	a.PeerTimeout, b.PeerTimeout = 10*time.Second, 10*time.Second
+	return a, b
+}
+
+// startTransportPair starts transports of tc for nodes a and b, each the other's peer,
+// delivering to deliverA and deliverB; they are closed when the benchmark ends.
+func startTransportPair(b *testing.B, tc transportCase, cfgA, cfgB TransportConfig, deliverA, deliverB func([]Message)) (ta, tb testTransport) {
+	b.Helper()
+	ta, err := tc.new(cfgA)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ta.Close() })
+	tb, err = tc.new(cfgB)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tb.Close() })
+	ta.Start(deliverA)
+	tb.Start(deliverB)
+	ta.SetPeer("b", tb.Addr())
+	tb.SetPeer("a", ta.Addr())
+	return ta, tb
+}
+
 // BenchmarkTransportThroughput measures messages per second from one node to another over
 // loopback: appends of one 128-byte entry, 64 per Send, with at most 4096 in flight so
 // that nothing is dropped.
@@ -813,28 +842,15 @@ func BenchmarkTransportThroughput(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			var received atomic.Int64
 			progress := make(chan struct{}, 1)
-			cfgA, cfgB := transportTestConfig("a"), transportTestConfig("b")
-			cfgA.QueueSize, cfgA.PeerTimeout, cfgB.PeerTimeout = 8192, 10*time.Second, 10*time.Second
-			ta, err := tc.new(cfgA)
-			if err != nil {
-				b.Fatal(err)
-			}
-			tb, err := tc.new(cfgB)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ta.Close()
-			defer tb.Close()
-			ta.Start(func([]Message) {})
-			tb.Start(func(m []Message) {
+			cfgA, cfgB := benchTransportConfigs()
+			cfgA.QueueSize = 8192
+			ta, _ := startTransportPair(b, tc, cfgA, cfgB, func([]Message) {}, func(m []Message) {
 				received.Add(int64(len(m)))
 				select {
 				case progress <- struct{}{}:
 				default:
 				}
 			})
-			ta.SetPeer("b", tb.Addr())
-			tb.SetPeer("a", ta.Addr())
 			data := make([]byte, 128)
 			batch := make([]Message, 64)
 			for i := range batch {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ type benchOptions struct {
 	transport                   kommander.TransportKind
 	noSync, json                bool
 	dir, cpuProfile, memProfile string
+	trace                       string
 	// reads is "" (clients write), "leader" or "follower" (clients call ReadBarrier there);
 	// lease makes them call ReadBarrierLease, with lease reads on.
 	reads string
@@ -38,6 +40,8 @@ type benchOptions struct {
 	// idle measures what idle partitions cost instead (bench_idle.go); noQuiesce turns
 	// quiescence off, failover stops a node after the idle time.
 	idle, noQuiesce, failover bool
+	// fsyncSamples is the number of samples of the disk probe run before the load (0: none).
+	fsyncSamples int
 }
 
 // benchResult is what one run measured; -json prints it as is.
@@ -61,8 +65,19 @@ type benchResult struct {
 	P999Ms          float64 `json:"p999_ms"`
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUPer10kOps    float64 `json:"cpu_seconds_per_10k_ops"`
+	OpsPerCPUSecond float64 `json:"ops_per_cpu_second"`
 	EntriesPerFsync float64 `json:"entries_per_fsync"`
 	Fsyncs          uint64  `json:"fsyncs"`
+	// NodeEntriesPerFsync is entries per fsync on each node, n1 first: the leader of a
+	// single partition batches differently from its followers.
+	NodeEntriesPerFsync []float64 `json:"node_entries_per_fsync"`
+	// LeaderEntriesPerFsync is NodeEntriesPerFsync of the node that led partition 0 at
+	// the end: with one partition, the batching of the leader's own fsyncs.
+	LeaderEntriesPerFsync float64 `json:"leader_entries_per_fsync"`
+	// FsyncP50Ms is the median of a 4 KiB append plus fdatasync on the data directory's
+	// disk, measured just before the load; P50OverFsync is the p50 latency over it.
+	FsyncP50Ms   float64 `json:"fsync_p50_ms"`
+	P50OverFsync float64 `json:"p50_over_fsync"`
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -87,6 +102,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.idle, "idle", false, "measure idle partitions instead: CPU, memory and messages per node while nothing is written")
 	fs.BoolVar(&o.noQuiesce, "no-quiesce", false, "turn quiescence off (idle partitions keep heartbeating)")
 	fs.BoolVar(&o.failover, "failover", false, "with -idle: then stop the node that leads the most partitions and time the failover")
+	fs.StringVar(&o.trace, "trace", "", "write a runtime execution trace of the measured time to this file (go tool trace)")
+	fs.IntVar(&o.fsyncSamples, "fsync-samples", 200, "samples of the disk probe (4 KiB append + fdatasync) before the load; 0 skips it")
+	var m matrixOptions
+	m.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,6 +116,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.fsyncSamples < 0:
+		return errors.New("-fsync-samples must not be negative")
 	case o.nodes < 1 || o.parts < 1 || o.clients < 1 || o.size < 0:
 		return errors.New("-nodes, -partitions and -clients must be at least 1, -size at least 0")
 	case o.duration <= 0 || o.warmup < 0:
@@ -115,6 +136,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.idle {
 		return benchIdle(ctx, o, stdout)
 	}
+	if m.on {
+		return runMatrix(ctx, o, m, stdout, stderr)
+	}
 	res, err := bench(ctx, o)
 	if err != nil {
 		return err
@@ -130,7 +154,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // bench runs one benchmark.
 func bench(ctx context.Context, o benchOptions) (benchResult, error) {
-	nodes, cleanup, err := startBenchCluster(ctx, o)
+	var fsyncP50 time.Duration
+	nodes, cleanup, err := startBenchCluster(ctx, o, func(dir string) error {
+		if o.fsyncSamples > 0 && !o.noSync {
+			var err error
+			fsyncP50, err = probeFsync(probeDir(dir), o.fsyncSamples)
+			return err
+		}
+		return nil
+	})
 	if err != nil {
 		return benchResult{}, err
 	}
@@ -192,32 +224,22 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	}
 	wait(o.warmup)
 	errs.Store(0)
-	fsyncs0, saved0 := fsyncTotals(nodes)
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			stop.Store(true)
-			wg.Wait()
-			return benchResult{}, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			stop.Store(true)
-			wg.Wait()
-			return benchResult{}, err
-		}
+	before := nodeMetrics(nodes)
+	stopRecording, err := record(o)
+	if err != nil {
+		stop.Store(true)
+		wg.Wait()
+		return benchResult{}, err
 	}
 	cpu0, cpuOK := processCPUTime()
 	t0 := time.Now()
 	measuring.Store(true)
 	wait(o.duration)
 	measuring.Store(false)
-	if o.cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopRecording()
 	elapsed := time.Since(t0)
 	cpu1, _ := processCPUTime()
-	fsyncs1, saved1 := fsyncTotals(nodes)
+	after := nodeMetrics(nodes)
 	stop.Store(true)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
@@ -235,7 +257,6 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	}
 	res := benchResult{
 		Nodes: o.nodes, Partitions: o.parts, Clients: o.clients, Size: o.size, Mode: mode,
-		Fsyncs:    fsyncs1 - fsyncs0,
 		Transport: o.transport.String(), Fsync: !o.noSync, Unsafe: o.noSync,
 		GOMAXPROCS: runtime.GOMAXPROCS(0), Seconds: elapsed.Seconds(),
 		Ops: uint64(len(all)), Errors: errs.Load(),
@@ -247,21 +268,35 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	}
 	if cpuOK {
 		res.CPUSeconds = (cpu1 - cpu0).Seconds()
-		if res.Ops > 0 {
+		if res.Ops > 0 && res.CPUSeconds > 0 {
 			res.CPUPer10kOps = res.CPUSeconds / float64(res.Ops) * 10000
+			res.OpsPerCPUSecond = float64(res.Ops) / res.CPUSeconds
 		}
 	}
-	if fsyncs1 > fsyncs0 {
-		// Every node saves every entry; per node, entries per fsync is the same ratio.
-		res.EntriesPerFsync = float64(saved1-saved0) / float64(fsyncs1-fsyncs0)
+	var fsyncs, saved uint64
+	for i := range after {
+		f, e := after[i].Fsyncs-before[i].Fsyncs, after[i].EntriesSaved-before[i].EntriesSaved
+		fsyncs, saved = fsyncs+f, saved+e
+		res.NodeEntriesPerFsync = append(res.NodeEntriesPerFsync, ratio(e, f))
+	}
+	res.Fsyncs, res.EntriesPerFsync = fsyncs, ratio(saved, fsyncs)
+	for i, n := range nodes {
+		if n.node != nil && n.node == leaderOf(nodes, 0) {
+			res.LeaderEntriesPerFsync = res.NodeEntriesPerFsync[i]
+		}
+	}
+	if fsyncP50 > 0 {
+		res.FsyncP50Ms = float64(fsyncP50) / float64(time.Millisecond)
+		res.P50OverFsync = res.P50Ms / res.FsyncP50Ms
 	}
 	return res, nil
 }
 
 // startBenchCluster starts the cluster a benchmark runs on, in o.dir or a new temporary
-// directory, and waits until every partition has a leader. cleanup stops the nodes that
+// directory, and waits until every partition has a leader. before, when not nil, runs on
+// that directory before any node starts (the disk probe). cleanup stops the nodes that
 // still run and removes the temporary directory.
-func startBenchCluster(ctx context.Context, o benchOptions) (nodes []*liveNode, cleanup func(), err error) {
+func startBenchCluster(ctx context.Context, o benchOptions, before func(dir string) error) (nodes []*liveNode, cleanup func(), err error) {
 	dir, removeDir := o.dir, func() {}
 	if dir == "" {
 		d, err := os.MkdirTemp("", "kommander-bench-")
@@ -269,6 +304,12 @@ func startBenchCluster(ctx context.Context, o benchOptions) (nodes []*liveNode, 
 			return nil, nil, err
 		}
 		dir, removeDir = d, func() { os.RemoveAll(d) }
+	}
+	if before != nil {
+		if err := before(dir); err != nil {
+			removeDir()
+			return nil, nil, err
+		}
 	}
 	specs := make([]nodeSpec, o.nodes)
 	for i := range specs {
@@ -301,6 +342,42 @@ func startBenchCluster(ctx context.Context, o benchOptions) (nodes []*liveNode, 
 		return nil, nil, err
 	}
 	return nodes, cleanup, nil
+
+}
+
+// record starts the CPU profile and the execution trace that o asks for, and returns the
+// function that stops them and closes their files.
+func record(o benchOptions) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, f := range slices.Backward(stops) {
+			f()
+		}
+	}
+	start := func(path string, begin func(io.Writer) error, end func()) error {
+		if path == "" {
+			return nil
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := begin(f); err != nil {
+			f.Close()
+			return err
+		}
+		stops = append(stops, func() { end(); f.Close() })
+		return nil
+	}
+	if err := start(o.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := start(o.trace, trace.Start, trace.Stop); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }
 
 // benchTarget returns the node clients of partition p call: its leader, or with reads
@@ -328,16 +405,23 @@ func leaderOf(nodes []*liveNode, p int) *kommander.Node {
 	return nil
 }
 
-// fsyncTotals sums the nodes' storage saves and the entries they wrote.
-func fsyncTotals(nodes []*liveNode) (fsyncs, entries uint64) {
-	for _, n := range nodes {
+// nodeMetrics returns the metrics of every node, in order (zero for a node not running).
+func nodeMetrics(nodes []*liveNode) []kommander.Metrics {
+	ms := make([]kommander.Metrics, len(nodes))
+	for i, n := range nodes {
 		if n.node != nil {
-			m := n.node.Metrics()
-			fsyncs += m.Fsyncs
-			entries += m.EntriesSaved
+			ms[i] = n.node.Metrics()
 		}
 	}
-	return fsyncs, entries
+	return ms
+}
+
+// ratio is a/b, or 0 when b is 0.
+func ratio(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
 }
 
 // percentileMs returns the q-quantile of sorted durations in milliseconds (nearest rank).
@@ -368,11 +452,18 @@ func printBench(w io.Writer, r benchResult) {
 		fmt.Fprintf(w, "  throughput   %.0f reads/s\n", r.OpsPerSec)
 	}
 	fmt.Fprintf(w, "  latency      p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", r.P50Ms, r.P99Ms, r.P999Ms)
-	if r.CPUSeconds > 0 {
+	if r.FsyncP50Ms > 0 {
+		fmt.Fprintf(w, "  disk         fsync p50 %.3f ms (4 KiB append + fdatasync, before the load); latency p50 is %.2fx that\n", r.FsyncP50Ms, r.P50OverFsync)
+	}
+	if r.OpsPerCPUSecond > 0 {
 		fmt.Fprintf(w, "  cpu          %.3f s per 10,000 ops (%.0f ops per CPU-second; whole process: %d nodes and the clients)\n",
-			r.CPUPer10kOps, 10000/r.CPUPer10kOps, r.Nodes)
+			r.CPUPer10kOps, r.OpsPerCPUSecond, r.Nodes)
 	} else {
 		fmt.Fprintf(w, "  cpu          not measured on this platform\n")
 	}
-	fmt.Fprintf(w, "  batching     %.1f entries per fsync, %d fsyncs in the measured time (all nodes)\n", r.EntriesPerFsync, r.Fsyncs)
+	fmt.Fprintf(w, "  batching     %.1f entries per fsync, %d fsyncs in the measured time (all nodes); per node:", r.EntriesPerFsync, r.Fsyncs)
+	for i, e := range r.NodeEntriesPerFsync {
+		fmt.Fprintf(w, " n%d %.1f", i+1, e)
+	}
+	fmt.Fprintf(w, "; leader of partition 0: %.1f\n", r.LeaderEntriesPerFsync)
 }

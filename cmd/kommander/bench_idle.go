@@ -42,7 +42,7 @@ type idleResult struct {
 
 // benchIdle runs the idle benchmark.
 func benchIdle(ctx context.Context, o benchOptions, stdout io.Writer) error {
-	nodes, cleanup, err := startBenchCluster(ctx, o)
+	nodes, cleanup, err := startBenchCluster(ctx, o, nil)
 	if err != nil {
 		return err
 	}
