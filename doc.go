@@ -97,6 +97,9 @@
 //	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked
 //	partition.go          one Raft group as the node hosts it: proposals, waiters, apply queue
 //	config.go             Config and Peer, the defaults and Validate
+//	node_discovery.go     the node's side of discovery: announcing, following moved members
+//	bootstrap.go          BootstrapExpect: brand-new nodes agree on one set by durable
+//	                      promises to a coordinator, and the node forms its cluster from it
 //	discovery.go          the Discovery interface, StaticDiscovery, and what the registry and
 //	                      multicast share: the table of announced nodes, watchers, a repeater
 //	registry.go           RegistryServer: registrations with a TTL, ownership by incarnation,

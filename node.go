@@ -111,7 +111,8 @@ type Node struct {
 	dirLock   *dirLock // DataDir's lock, when the node took it (a Storage of the caller's)
 	transport Transport
 	parts     []*partition
-	addrs     map[string]string // member ID -> address
+	addrMu    sync.Mutex        // guards addrs: discovery moves members
+	addrs     map[string]string // member ID -> address ("" while unknown)
 	tick      time.Duration
 	elTicks   int
 	hbTicks   int
@@ -134,6 +135,9 @@ type Node struct {
 	inc       incarnations // one node ID, one data directory; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
+	boot      *bootstrapper  // with BootstrapExpect: forming the cluster; loop only
+	bootView  uint64         // the version of the discovery view boot has; loop only
+	disc      nodeDiscovery  // the view of discovery, and its watcher
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -214,43 +218,33 @@ func NewNode(cfg Config) (*Node, error) {
 		}
 		n.dirLock = l
 	}
-	peers, err := cfg.Discovery.Peers(context.Background())
+	peers, err := n.initialPeers()
 	if err != nil {
-		return nil, fmt.Errorf("kommander: node %s: discover peers: %w", cfg.NodeID, err)
+		return nil, err
 	}
-	if err := validatePeers(cfg.NodeID, peers); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-	}
+	// A node that has yet to bootstrap builds its partitions for itself alone; they stay
+	// idle (bootPass) until the cluster forms, and formCluster rebuilds them.
 	voters := voterIDs(cfg.NodeID, peers)
-	if cfg.DataDir != "" {
-		// Under the WAL's lock: a second process never gets this far.
-		want := clusterIdentity{Cluster: cfg.ClusterName, Node: cfg.NodeID, Partitions: cfg.Partitions, Members: voters}
-		have, created, err := checkIdentity(cfg.DataDir, want)
-		if err != nil {
-			return nil, err // it names the directory, the node and both configurations
-		}
-		if created {
-			n.log.Info("recorded the cluster identity of a new data directory", "dir", cfg.DataDir, "cluster", cfg.ClusterName, "partitions", cfg.Partitions, "members", voters)
-		}
-		n.inc.init(cfg.NodeID, cfg.DataDir, have, created, voters, n.elTicks)
-	} else {
-		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
-	}
-	n.addrs = make(map[string]string, len(peers))
-	for _, p := range peers {
-		addr := p.Addr
-		if addr == "" {
-			addr = p.ID
-		}
-		n.addrs[p.ID] = addr
-	}
 	snapStore, err := snapshotStoreFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
 	}
 	n.snaps.init(cfg, voters, snapStore)
 	n.in.init()
-	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
+	if n.boot == nil || n.boot.formed() {
+		var inc uint64
+		if n.boot != nil {
+			inc = n.boot.st.Incarnation
+		}
+		if err := n.setMembers(peers, inc); err != nil {
+			return nil, err
+		}
+	} else {
+		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
+		n.addrs = map[string]string{}
+		n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
+		n.boot.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
+	}
 	n.persist.init(n.storage)
 	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log}
 	for i := 0; i < cfg.Partitions; i++ {
@@ -340,12 +334,20 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.transport = t
 	for _, id := range n.out.peers {
-		t.SetPeer(id, n.addrs[id])
+		if a := n.peerAddr(id); a != "" {
+			t.SetPeer(id, a)
+		}
 	}
 	if err := t.Start(n.deliver); err != nil {
 		n.state.Store(stateStopped)
 		n.markDone()
 		return fmt.Errorf("kommander: node %s: start transport: %w", n.cfg.NodeID, err)
+	}
+	if err := n.startDiscovery(ctx); err != nil {
+		_ = t.Close()
+		n.state.Store(stateStopped)
+		n.markDone()
+		return err
 	}
 	n.startLoops()
 	return nil
@@ -418,6 +420,12 @@ func (n *Node) closeAll() error {
 	n.snaps.writers.Wait() // they use the storage
 	n.transfers.close()
 	var errs []error
+	if err := n.stopDiscovery(); err != nil {
+		errs = append(errs, err)
+	}
+	if n.boot != nil && n.boot.rlog != nil {
+		n.boot.rlog.close()
+	}
 	if n.transport != nil {
 		if err := n.transport.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("kommander: node %s: close transport: %w", n.cfg.NodeID, err))

@@ -113,6 +113,9 @@ func (n *Node) runPass() bool {
 	if n.failed.Load() != nil {
 		return false
 	}
+	if n.boot != nil && !n.boot.formed() {
+		return n.bootPass()
+	}
 	msgs, ticks, proposed := n.in.take()
 	n.stepSnapshots()
 	n.stepAll(msgs)
@@ -121,6 +124,9 @@ func (n *Node) runPass() bool {
 		return false
 	}
 	n.tickAll(ticks)
+	if ticks > 0 {
+		n.followView()
+	}
 	if proposed || ticks > 0 {
 		for _, p := range n.parts {
 			n.proposeQueued(p)
@@ -200,6 +206,9 @@ func (n *Node) stepAll(msgs []Message) {
 			continue
 		case MsgForwardRefused:
 			n.fwd.refused(p, m)
+			continue
+		case MsgBootstrap, MsgBootstrapResp:
+			n.bootMessage(m)
 			continue
 		case msgSnapshot:
 			// Chunks from the network never reach Raft: the node receives, checks and

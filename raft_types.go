@@ -101,6 +101,15 @@ const (
 	// MsgHelloResp answers MsgHello with the incarnation the receiver knows for the sender
 	// (Context), and Reject set when that is not the one announced.
 	MsgHelloResp
+	// MsgBootstrap is a brand-new node's promise of a candidate set to the set's
+	// coordinator (Context: the promise's epoch; one entry whose Data is the set; Term:
+	// the sender's BootstrapExpect), or with Context 0 a question whether a cluster formed.
+	// It is the node's (bootstrap.go), never Raft's.
+	MsgBootstrap
+	// MsgBootstrapResp is the coordinator's answer: the set formed (one entry with the
+	// set), or with Reject the promise of epoch Context is released; Index 1 says the
+	// sender belongs to a formed cluster.
+	MsgBootstrapResp
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -113,6 +122,7 @@ var messageTypeNames = [...]string{
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
+	MsgBootstrap: "MsgBootstrap", MsgBootstrapResp: "MsgBootstrapResp",
 }
 
 // String returns the message type's name, as in logs and test traces.

@@ -1,0 +1,192 @@
+package kommander
+
+// The node's side of discovery: it announces itself from Start until Stop, follows what
+// discovery shows (a member at a new address is reached there), and hands the view to
+// the bootstrap and to AutoJoin. The members themselves are decided through Raft.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// nodeDiscovery is the view of discovery the node follows.
+type nodeDiscovery struct {
+	mu      sync.Mutex
+	peers   []Peer // the latest view, sorted by ID
+	version uint64 // counts the views; 0 before the first
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the watcher ends; nil when none runs
+	rlog    *rateLog
+}
+
+// current returns the latest view and its version.
+func (d *nodeDiscovery) current() ([]Peer, uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.peers, d.version
+}
+
+func (d *nodeDiscovery) set(peers []Peer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.peers = peers
+	d.version++
+}
+
+// setMembers makes peers the node's members: its outbox, its address book, the voters its
+// snapshots record and, with a DataDir, the identity it checks (inc is the incarnation a
+// new data directory takes, 0 for a random one).
+func (n *Node) setMembers(peers []Peer, inc uint64) error {
+	cfg := n.cfg
+	voters := voterIDs(cfg.NodeID, peers)
+	n.inc = incarnations{}
+	if cfg.DataDir != "" {
+		// Under the WAL's lock: a second process never gets this far.
+		want := clusterIdentity{Cluster: cfg.ClusterName, Node: cfg.NodeID, Partitions: cfg.Partitions, Members: voters, Incarnation: inc}
+		have, created, err := checkIdentity(cfg.DataDir, want)
+		if err != nil {
+			return err // it names the directory, the node and both configurations
+		}
+		if created {
+			n.log.Info("recorded the cluster identity of a new data directory", "dir", cfg.DataDir, "cluster", cfg.ClusterName, "partitions", cfg.Partitions, "members", voters)
+		}
+		n.inc.init(cfg.NodeID, cfg.DataDir, have, created, voters, n.elTicks)
+	} else {
+		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
+	}
+	addrs := make(map[string]string, len(peers))
+	for _, p := range peers {
+		addrs[p.ID] = p.Addr
+	}
+	n.addrMu.Lock()
+	n.addrs = addrs
+	n.addrMu.Unlock()
+	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
+	n.snaps.voters = voters
+	return nil
+}
+
+// peerAddr returns the address member id is reached at ("" if unknown).
+func (n *Node) peerAddr(id string) string {
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	return n.addrs[id]
+}
+
+// announcement is what the node announces: its ID, address and data directory's
+// incarnation (a random one without a DataDir).
+func (n *Node) announcement() Announcement {
+	a := Announcement{ID: n.cfg.NodeID, Addr: n.cfg.Addr}
+	if a.Addr == "" {
+		a.Addr = n.cfg.NodeID // a custom transport: the memory network's addresses are IDs
+	}
+	switch {
+	case n.inc.id.Incarnation != 0:
+		a.Incarnation = fmt.Sprintf("%016x", n.inc.id.Incarnation)
+	case n.boot != nil && n.boot.st.Incarnation != 0:
+		a.Incarnation = fmt.Sprintf("%016x", n.boot.st.Incarnation)
+	}
+	return a
+}
+
+// startDiscovery announces the node and follows the views of a Discovery that finds
+// nodes; a static one has nothing to announce or follow.
+func (n *Node) startDiscovery(ctx context.Context) error {
+	d := n.cfg.Discovery
+	if _, static := d.(staticDiscovery); static {
+		return nil
+	}
+	if err := d.Announce(ctx, n.announcement()); err != nil {
+		return fmt.Errorf("kommander: node %s: announce: %w", n.cfg.NodeID, err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	n.disc.cancel, n.disc.done = cancel, make(chan struct{})
+	n.disc.rlog = newRateLog(n.log, n.cfg.Clock, transportLogInterval)
+	views := d.Watch(wctx)
+	go func() {
+		defer close(n.disc.done)
+		for peers := range views {
+			n.disc.set(peers)
+			n.followMoves(peers, authenticatedDiscovery(d))
+		}
+	}()
+	return nil
+}
+
+// stopDiscovery stops following discovery and closes it, which tells the others this
+// node leaves.
+func (n *Node) stopDiscovery() error {
+	if n.disc.cancel == nil {
+		return nil
+	}
+	n.disc.cancel()
+	err := n.cfg.Discovery.Close()
+	<-n.disc.done
+	n.disc.rlog.close()
+	if err != nil {
+		return fmt.Errorf("kommander: node %s: close discovery: %w", n.cfg.NodeID, err)
+	}
+	return nil
+}
+
+// followMoves reaches a member that discovery shows at a new address there, when the
+// discovery is trusted (see Config.Discovery); a member whose address was unknown takes
+// the first one shown. Other nodes are left to the bootstrap and to AutoJoin.
+func (n *Node) followMoves(peers []Peer, trusted bool) {
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	for _, p := range movedPeers(n.addrs, peers) {
+		if p.ID == n.cfg.NodeID {
+			continue
+		}
+		if old := n.addrs[p.ID]; old != "" && !trusted {
+			n.disc.rlog.warn(n.log, "discovery shows a member at a new address; ignored, as the discovery is not authenticated (set its Secret)",
+				"member", p.ID, "addr", old, "announced", clip(p.Addr))
+			continue
+		}
+		n.log.Info("discovery: a member is reached at a new address", "member", p.ID, "addr", p.Addr)
+		n.addrs[p.ID] = p.Addr
+		n.transport.SetPeer(p.ID, p.Addr)
+	}
+}
+
+// authenticatedDiscovery reports whether d's word about an address can be trusted: a
+// registry or multicast discovery with a secret, or a Discovery of the application's own.
+func authenticatedDiscovery(d Discovery) bool {
+	switch d := d.(type) {
+	case *registryClient:
+		return d.opts.Secret != nil
+	case *multicast:
+		return d.opts.Secret != nil
+	}
+	return true
+}
+
+// followView hands a new view of discovery to the bootstrap. Loop only.
+func (n *Node) followView() {
+	if n.boot == nil {
+		return
+	}
+	peers, v := n.disc.current()
+	if v != n.bootView {
+		n.bootView = v
+		n.boot.setView(peers)
+	}
+}
+
+// discoveredNonMembers returns the nodes discovery shows that are not members: those
+// AutoJoin adds.
+func (n *Node) discoveredNonMembers() []Peer {
+	peers, _ := n.disc.current()
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	var out []Peer
+	for _, p := range peers {
+		if _, member := n.addrs[p.ID]; !member && p.ID != n.cfg.NodeID && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
