@@ -169,9 +169,6 @@ type bootstrapper struct {
 	st       bootstrapState
 	interval uint64 // ticks between two rounds of sends
 	rand     *rand.Rand
-	// promiseOnce is the rule safety rests on: a node holds one promise at a time. A
-	// test turns it off to see the simulation catch two clusters.
-	promiseOnce bool
 
 	view     map[string]string // discovered ID -> address, this node included
 	got      map[string]uint64 // as coordinator of its own set: epochs promised for it
@@ -184,7 +181,7 @@ type bootstrapper struct {
 
 func newBootstrapper(self string, expect int, store bootstrapStore, st bootstrapState, interval int, seed uint64) *bootstrapper {
 	b := &bootstrapper{self: self, expect: expect, store: store, st: st, interval: uint64(max(interval, 1)),
-		rand: rand.New(rand.NewPCG(seed, 0xb007)), promiseOnce: true, view: map[string]string{}, got: map[string]uint64{}}
+		rand: rand.New(rand.NewPCG(seed, 0xb007)), view: map[string]string{}, got: map[string]uint64{}}
 	b.newPatience()
 	return b
 }
@@ -255,39 +252,38 @@ func (b *bootstrapper) tick(now uint64) error {
 			}
 			return nil
 		}
-		s := b.st.clone()
-		s.Epoch++
-		s.Coord, s.Set = cand[0], cand
-		if err := b.save(s); err != nil {
-			return err
-		}
-		b.since = now
-		clear(b.got)
-		if s.Coord == b.self {
-			b.got[b.self] = s.Epoch
-			return b.maybeForm()
-		}
-		b.sendPromise()
+		return b.promise(now, cand)
 	case b.st.Coord != b.self:
-		if cand := b.candidate(); !b.promiseOnce && cand != nil && !slices.Equal(cand, b.st.Set) {
-			// The planted bug: a second promise while the first is held.
-			s := b.st.clone()
-			s.Epoch++
-			s.Coord, s.Set = cand[0], cand
-			if err := b.save(s); err != nil {
-				return err
-			}
-			b.since = now
-			clear(b.got)
-			if s.Coord == b.self {
-				b.got[b.self] = s.Epoch
-				return b.maybeForm()
-			}
-		}
 		b.sendPromise() // lost, or the coordinator restarted: ask again
 	case now-b.since >= b.patience:
-		return b.giveUp()
+		return b.giveUp(false)
+	default:
+		// Ask the members that have not promised whether they formed a cluster without
+		// this node: then its set can never form.
+		for _, id := range b.st.Set {
+			if _, ok := b.got[id]; !ok {
+				b.send(Message{Type: MsgBootstrap, To: id})
+			}
+		}
 	}
+	return nil
+}
+
+// promise records a promise of cand to its coordinator, then sends it.
+func (b *bootstrapper) promise(now uint64, cand []string) error {
+	s := b.st.clone()
+	s.Epoch++
+	s.Coord, s.Set = cand[0], cand
+	if err := b.save(s); err != nil {
+		return err
+	}
+	b.since = now
+	clear(b.got)
+	if s.Coord == b.self {
+		b.got[b.self] = s.Epoch
+		return b.maybeForm()
+	}
+	b.sendPromise()
 	return nil
 }
 
@@ -296,9 +292,11 @@ func (b *bootstrapper) sendPromise() {
 }
 
 // giveUp abandons the coordinator's own set: it records that none of the promises it
-// counted will ever count again, then releases them.
-func (b *bootstrapper) giveUp() error {
+// counted will ever count again, then releases them. exists records that a cluster formed
+// without this node.
+func (b *bootstrapper) giveUp(exists bool) error {
 	s := b.st.clone()
+	s.Exists = s.Exists || exists
 	if s.Released == nil {
 		s.Released = map[string]uint64{}
 	}
@@ -404,7 +402,7 @@ func (b *bootstrapper) receive(m *Message) error {
 // promised takes a promise (or, with epoch 0, a question) from m.From.
 func (b *bootstrapper) promised(m *Message, set []string) error {
 	x, e := m.From, m.Context
-	release := Message{Type: MsgBootstrapResp, To: x, Context: e, Reject: true, Index: b.formedFlag()}
+	release := Message{Type: MsgBootstrapResp, To: x, Context: e, Reject: true, Index: b.existsFlag()}
 	if e == 0 {
 		b.send(release)
 		return nil
@@ -441,17 +439,21 @@ func (b *bootstrapper) promised(m *Message, set []string) error {
 	return nil
 }
 
-func (b *bootstrapper) formedFlag() uint64 {
-	if b.st.Formed {
+// existsFlag is 1 when this node knows that a cluster formed: its own, or one it heard of.
+func (b *bootstrapper) existsFlag() uint64 {
+	if b.st.Formed || b.st.Exists {
 		return 1
 	}
 	return 0
 }
 
 // answered takes a coordinator's answer: the set formed (set non-empty, not Reject), or
-// the promise is released (Reject; Index 1 when the sender belongs to a formed cluster).
+// the promise is released (Reject; Index 1 when the sender knows a cluster formed).
 func (b *bootstrapper) answered(m *Message, set []string) error {
 	c, e := m.From, m.Context
+	if m.Reject && m.Index == 1 && e == 0 && !b.st.Formed && b.st.Coord == b.self && slices.Contains(b.st.Set, c) {
+		return b.giveUp(true) // a member of this node's set formed another: it never will
+	}
 	holds := !b.st.Formed && b.st.Coord == c && b.st.Epoch == e && e != 0
 	s := b.st.clone()
 	if !m.Reject {
@@ -561,6 +563,7 @@ func (n *Node) initialPeers() ([]Peer, error) {
 		}
 	}
 	n.boot = newBootstrapper(cfg.NodeID, cfg.BootstrapExpect, store, st, n.elTicks, n.rand.Uint64())
+	n.boot.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
 	if !st.Formed {
 		return nil, nil
 	}

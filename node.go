@@ -243,7 +243,6 @@ func NewNode(cfg Config) (*Node, error) {
 		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
 		n.addrs = map[string]string{}
 		n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
-		n.boot.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
 	}
 	n.persist.init(n.storage)
 	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log}

@@ -108,7 +108,7 @@ const (
 	MsgBootstrap
 	// MsgBootstrapResp is the coordinator's answer: the set formed (one entry with the
 	// set), or with Reject the promise of epoch Context is released; Index 1 says the
-	// sender belongs to a formed cluster.
+	// sender knows that a cluster formed.
 	MsgBootstrapResp
 
 	msgTypeCount // keep last: the codec rejects types at or above it
