@@ -126,18 +126,15 @@ type Node struct {
 	done     chan struct{}         // closed once the node failed or stopped
 	doneOnce sync.Once
 
-	in        inbox         // what arrives between loop passes
-	out       outbox        // what a pass sends, by peer; loop only
-	persist   persister     // the batch being saved; loop only, beside its goroutine
-	fwd       forwarder     // proposals to and from the nodes that lead; loop only
-	apply     applier       // the apply goroutine and the leader-change notifications
-	leaders   leaderWatch   // wakes WaitForLeader
-	inc       incarnations  // one node ID, one data directory; loop only
-	snaps     snapshots     // taking, installing and restoring snapshots
-	transfers transfers     // snapshots to and from peers
-	boot      *bootstrapper // with BootstrapExpect: forming the cluster; loop only
-	bootView  uint64        // the version of the discovery view boot has; loop only
-	disc      nodeDiscovery // the view of discovery, and its watcher
+	in        inbox        // what arrives between loop passes
+	out       outbox       // what a pass sends, by peer; loop only
+	persist   persister    // the batch being saved; loop only, beside its goroutine
+	fwd       forwarder    // proposals to and from the nodes that lead; loop only
+	apply     applier      // the apply goroutine and the leader-change notifications
+	leaders   leaderWatch  // wakes WaitForLeader
+	inc       incarnations // one node ID, one data directory; loop only
+	snaps     snapshots    // taking, installing and restoring snapshots
+	transfers transfers    // snapshots to and from peers
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -151,6 +148,10 @@ type Node struct {
 	admitted   func()
 
 	stop shutdown
+
+	boot     *bootstrapper // with BootstrapExpect: forming the cluster; loop only
+	bootView uint64        // the version of the discovery view boot has; loop only
+	disc     nodeDiscovery // the view of discovery, and its watcher
 }
 
 // shutdown is the progress of Stop, which may be called again after a ctx ended it early.
