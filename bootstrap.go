@@ -170,6 +170,10 @@ type bootstrapper struct {
 	interval uint64 // ticks between two rounds of sends
 	rand     *rand.Rand
 
+	// secondPromise plants the bug the agreement exists to prevent, for a test to catch:
+	// a node that holds a promise makes another when its candidate set changes.
+	secondPromise bool
+
 	view     map[string]string // discovered ID -> address, this node included
 	got      map[string]uint64 // as coordinator of its own set: epochs promised for it
 	since    uint64            // tick at which the own set was promised
@@ -253,6 +257,8 @@ func (b *bootstrapper) tick(now uint64) error {
 			return nil
 		}
 		return b.promise(now, cand)
+	case b.secondPromise && b.candidate() != nil && !slices.Equal(b.candidate(), b.st.Set):
+		return b.promise(now, b.candidate())
 	case b.st.Coord != b.self:
 		b.sendPromise() // lost, or the coordinator restarted: ask again
 	case now-b.since >= b.patience:

@@ -38,6 +38,8 @@ type bootSim struct {
 	views   [][]Peer
 	settled bool // views are complete from now on
 	seen    int  // a node discovers another one with probability 1/seen per step
+	forget  int  // and forgets one with probability 1/forget
+	bug     bool // plants secondPromise
 	step    int
 	errs    []string
 }
@@ -50,9 +52,10 @@ func newBootSim(t testing.TB, seed int64, nodes, expect int) *bootSim {
 	s.net.SetDefaultLink(LinkFaults{
 		Loss:      []float64{0, 0.05, 0.2}[s.rnd.IntN(3)],
 		Duplicate: []float64{0, 0.1, 0.3}[s.rnd.IntN(3)],
-		Jitter:    time.Duration(s.rnd.IntN(5)) * simTick,
+		Jitter:    []time.Duration{0, 4, 20, 60}[s.rnd.IntN(4)] * simTick, // up to six intervals: stale promises arrive late
 	})
 	s.seen = 3 + s.rnd.IntN(20)
+	s.forget = []int{5, 10, 40, 1000}[s.rnd.IntN(4)]
 	for i := 0; i < nodes; i++ {
 		s.ids = append(s.ids, fmt.Sprintf("n%d", i+1))
 		s.stores = append(s.stores, NewMemoryStorage())
@@ -99,6 +102,7 @@ func (s *bootSim) start(i int) {
 		s.fail("start %s: %v", s.ids[i], err)
 		return
 	}
+	n.boot.secondPromise = s.bug
 	s.nodes[i] = n
 	s.startAt[i] = -1
 	s.views[i] = nil // a restarted node's discovery knows nothing yet
@@ -138,7 +142,7 @@ func (s *bootSim) refreshViews() {
 			if p := (Peer{ID: s.ids[j], Addr: s.ids[j]}); s.gen[j] > 0 && !slices.Contains(view, p) {
 				view = sortedPeers(append(view, p))
 			}
-		case s.rnd.IntN(40) == 0 && len(view) > 1:
+		case s.rnd.IntN(s.forget) == 0 && len(view) > 1:
 			k := s.rnd.IntN(len(view))
 			if view[k].ID != s.ids[i] {
 				view = slices.Delete(view, k, k+1)
@@ -258,11 +262,8 @@ func (s *bootSim) checkFormed() {
 	}
 }
 
-func bootSimReplay(seed int64, bug bool) string {
-	if bug {
-		return fmt.Sprintf("go test -run 'TestBootstrapSimCatchesTooSmallExpect' -bootsim.seed=%d -v .", seed)
-	}
-	return fmt.Sprintf("go test -run 'TestBootstrapSimFormsOneCluster' -bootsim.seed=%d -v .", seed)
+func bootSimReplay(test string, seed int64) string {
+	return fmt.Sprintf("go test -run '%s' -bootsim.seed=%d -v .", test, seed)
 }
 
 func bootSimSeeds(n int) []int64 {
@@ -292,7 +293,7 @@ func TestBootstrapSimFormsOneCluster(t *testing.T) {
 		s := newBootSim(t, seed, nodes, expect)
 		if errs := s.run(400); len(errs) > 0 {
 			t.Fatalf("bootstrap simulation failed with seed %d (%d nodes, BootstrapExpect %d):\n%s\nreplay: %s",
-				seed, nodes, expect, strings.Join(errs, "\n"), bootSimReplay(seed, false))
+				seed, nodes, expect, strings.Join(errs, "\n"), bootSimReplay(t.Name(), seed))
 		}
 	}
 }
@@ -306,10 +307,27 @@ func TestBootstrapSimCatchesTooSmallExpect(t *testing.T) {
 		s := newBootSim(t, seed, 5, 2)
 		for _, e := range s.run(400) {
 			if strings.Contains(e, "two clusters") {
-				t.Logf("seed %d: caught two clusters: %s (replay: %s)", seed, e, bootSimReplay(seed, true))
+				t.Logf("seed %d: caught two clusters: %s (replay: %s)", seed, e, bootSimReplay(t.Name(), seed))
 				return
 			}
 		}
 	}
 	t.Fatal("5 nodes with BootstrapExpect 2 never formed two clusters: the simulation cannot see the failure it guards against")
+}
+
+// TestBootstrapSimCatchesSecondPromise plants the bug the promises exist to prevent (a
+// node that holds a promise makes another when its view changes) and requires the
+// simulation to see two clusters form within a few seeds.
+func TestBootstrapSimCatchesSecondPromise(t *testing.T) {
+	for _, seed := range bootSimSeeds(200) {
+		s := newBootSim(t, seed, 3, 2)
+		s.bug = true
+		for _, e := range s.run(400) {
+			if strings.Contains(e, "two clusters") {
+				t.Logf("seed %d: caught two clusters: %s (replay: %s)", seed, e, bootSimReplay(t.Name(), seed))
+				return
+			}
+		}
+	}
+	t.Fatal("a node promising twice never formed two clusters")
 }
