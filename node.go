@@ -223,6 +223,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.disc.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
 	// A node that has yet to bootstrap builds its partitions for itself alone; they stay
 	// idle (bootPass) until the cluster forms, and formCluster rebuilds them.
 	voters := voterIDs(cfg.NodeID, peers)

@@ -103,7 +103,6 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	n.disc.cancel, n.disc.done = cancel, make(chan struct{})
-	n.disc.rlog = newRateLog(n.log, n.cfg.Clock, transportLogInterval)
 	views := d.Watch(wctx)
 	go func() {
 		defer close(n.disc.done)
@@ -118,13 +117,13 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 // stopDiscovery stops following discovery and closes it, which tells the others this
 // node leaves.
 func (n *Node) stopDiscovery() error {
+	n.disc.rlog.close()
 	if n.disc.cancel == nil {
 		return nil
 	}
 	n.disc.cancel()
 	err := n.cfg.Discovery.Close()
 	<-n.disc.done
-	n.disc.rlog.close()
 	if err != nil {
 		return fmt.Errorf("kommander: node %s: close discovery: %w", n.cfg.NodeID, err)
 	}

@@ -1,0 +1,200 @@
+package kommander
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// registryCluster is a nodeCluster whose nodes find each other through one registry and
+// form the cluster with BootstrapExpect, keeping their data in DataDirs.
+func registryCluster(t *testing.T, nodes, expect int, secret []byte) (*nodeCluster, *testRegistry) {
+	t.Helper()
+	c := newNodeCluster(t, nodes, 2, false)
+	c.useWAL()
+	opts := RegistryOptions{Cluster: "kommander", Secret: secret, TTL: 20 * c.tick, Interval: 5 * c.tick}
+	reg := startRegistries(t, c.clock, 1, opts, nil)[0]
+	t.Cleanup(c.stopAll) // before the registry goes: Stop deregisters
+	c.cfg = func(i int, cfg *Config) {
+		o := opts
+		o.Clock, o.Logger = c.clock, discardLogger()
+		d, err := RegistryDiscovery(o, reg.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Peers, cfg.Discovery, cfg.BootstrapExpect = nil, d, expect
+	}
+	return c, reg
+}
+
+// formedSet returns the set node i formed, or nil.
+func (c *nodeCluster) formedSet(i int) []string {
+	st, err := fileBootstrapStore{dir: c.dataDirs[i]}.load()
+	if err != nil || !st.Formed {
+		return nil
+	}
+	return st.Set
+}
+
+// TestBootstrapFromRegistry: three brand-new nodes that know only a registry's URL form
+// one cluster of three voters with a leader per partition, and replicate; a restarted
+// node does not bootstrap again (its set is recorded), and Stop deregisters it.
+func TestBootstrapFromRegistry(t *testing.T) {
+	c, reg := registryCluster(t, 3, 3, testRegistrySecret)
+	c.startAll()
+	c.waitFor("every node formed the cluster", 3000, func() bool {
+		for i := range c.ids {
+			if !slices.Equal(c.formedSet(i), c.ids) {
+				return false
+			}
+		}
+		return true
+	})
+	lead := c.leaders()
+	for p := range lead {
+		part := c.nodes[lead[p]].parts[p]
+		part.mu.Lock()
+		var v []string
+		for _, pr := range part.raft.tracker.prs {
+			v = append(v, pr.id)
+		}
+		part.mu.Unlock()
+		if !slices.Equal(v, c.ids) {
+			t.Fatalf("partition %d voters %v, want %v", p, v, c.ids)
+		}
+	}
+	stop := c.pump()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err := c.nodes[lead[0]].Replicate(ctx, 0, "put", put("k", "v"))
+	cancel()
+	stop()
+	if err != nil {
+		t.Fatalf("Replicate on the formed cluster: %v", err)
+	}
+
+	c.stop(2)
+	if slices.ContainsFunc(reg.srv.Peers(), func(p Peer) bool { return p.ID == c.ids[2] }) {
+		t.Fatalf("Stop did not deregister %s: registry holds %v", c.ids[2], reg.srv.Peers())
+	}
+	n, err := NewNode(c.config(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	if n.boot == nil || !n.boot.formed() || !slices.Equal(n.out.peers, c.ids[:2]) {
+		t.Fatalf("a restarted node must start with its recorded set, not bootstrap again: formed %v, peers %v", n.boot != nil && n.boot.formed(), n.out.peers)
+	}
+}
+
+// TestBootstrapNeverAgainWithAConfiguration: a data directory that holds a cluster
+// identity (a node that ran with static peers) never bootstraps, whatever the discovery
+// shows.
+func TestBootstrapNeverAgainWithAConfiguration(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.useWAL()
+	c.startAll()
+	c.leaders()
+	c.stop(0)
+	cfg := c.config(0)
+	cfg.Peers, cfg.Discovery, cfg.BootstrapExpect = nil, simDiscovery{}, 3
+	n, err := NewNode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	if !n.boot.formed() || !slices.Equal(n.out.peers, c.ids[1:]) {
+		t.Fatalf("a node with a configuration bootstrapped: formed %v, peers %v", n.boot.formed(), n.out.peers)
+	}
+}
+
+// recordingTransport is a memory transport that records SetPeer.
+type recordingTransport struct {
+	Transport
+	set map[string]string
+}
+
+func (r *recordingTransport) SetPeer(id, addr string) {
+	r.set[id] = addr
+	r.Transport.SetPeer(id, addr)
+}
+
+// TestDiscoveryMovesOnlyMembersAndOnlyWhenTrusted: a member announced at a new address is
+// reached there when the discovery is authenticated; an unauthenticated one cannot move
+// it, and no discovery adds a node that is not a member to the transport.
+func TestDiscoveryMovesOnlyMembersAndOnlyWhenTrusted(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	rec := &recordingTransport{set: map[string]string{}}
+	c.cfg = func(i int, cfg *Config) {
+		if i == 0 {
+			rec.Transport = cfg.CustomTransport
+			cfg.CustomTransport = rec
+		}
+	}
+	c.start(0)
+	n := c.nodes[0]
+	clear(rec.set)
+	view := []Peer{{ID: "n1", Addr: "n1"}, {ID: "n2", Addr: "10.0.0.9:7000"}, {ID: "n3", Addr: "n3"}, {ID: "intruder", Addr: "10.6.6.6:1"}}
+
+	n.followMoves(view, false)
+	if n.peerAddr("n2") != "n2" || len(rec.set) != 0 {
+		t.Fatalf("an unauthenticated discovery moved a member: n2 at %q, SetPeer %v", n.peerAddr("n2"), rec.set)
+	}
+	n.followMoves(view, true)
+	if n.peerAddr("n2") != "10.0.0.9:7000" || rec.set["n2"] != "10.0.0.9:7000" {
+		t.Fatalf("an authenticated discovery did not move n2: at %q, SetPeer %v", n.peerAddr("n2"), rec.set)
+	}
+	if _, ok := rec.set["intruder"]; ok || n.peerAddr("intruder") != "" {
+		t.Fatalf("a node that is not a member reached the transport: %v", rec.set)
+	}
+	if got := n.discoveredNonMembers(); len(got) != 0 {
+		t.Fatalf("discoveredNonMembers before any view: %v", got)
+	}
+	n.disc.set(view)
+	if got := n.discoveredNonMembers(); !slices.Equal(got, []Peer{{ID: "intruder", Addr: "10.6.6.6:1"}}) {
+		t.Fatalf("discoveredNonMembers = %v, want the intruder alone", got)
+	}
+	for _, d := range []struct {
+		d    Discovery
+		want bool
+	}{{&registryClient{}, false}, {&registryClient{opts: RegistryOptions{Secret: testRegistrySecret}}, true},
+		{&multicast{}, false}, {&multicast{opts: MulticastOptions{Secret: testRegistrySecret}}, true}, {simDiscovery{}, true}} {
+		if got := authenticatedDiscovery(d.d); got != d.want {
+			t.Errorf("authenticatedDiscovery(%T with secret %v) = %v", d.d, d.want, got)
+		}
+	}
+}
+
+// TestBootstrapConfigValidation: the combinations that cannot work are refused with a
+// message that says why.
+func TestBootstrapConfigValidation(t *testing.T) {
+	base := Config{NodeID: "a", StateMachine: newKVSM(1, false), DataDir: t.TempDir(), Addr: "127.0.0.1:1"}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"expect without discovery", func(c *Config) { c.BootstrapExpect = 3 }, "BootstrapExpect needs a Discovery"},
+		{"discovery without expect", func(c *Config) { c.Discovery = simDiscovery{} }, "needs BootstrapExpect"},
+		{"peers and discovery", func(c *Config) {
+			c.Discovery, c.BootstrapExpect, c.Peers = simDiscovery{}, 3, []Peer{{ID: "a", Addr: "x"}}
+		}, "exclude each other"},
+		{"negative", func(c *Config) { c.BootstrapExpect = -1 }, "negative"},
+		{"no data dir", func(c *Config) { c.Discovery, c.BootstrapExpect, c.DataDir, c.Storage = simDiscovery{}, 3, "", NewMemoryStorage() }, "needs DataDir"},
+		{"no addr", func(c *Config) { c.Discovery, c.BootstrapExpect, c.Addr = simDiscovery{}, 3, "" }, "Addr is empty"},
+	} {
+		c := base
+		tc.edit(&c)
+		err := c.Validate()
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate = %v, want ErrInvalidConfig saying %q", tc.name, err, tc.want)
+		}
+	}
+	ok := base
+	ok.Discovery, ok.BootstrapExpect = simDiscovery{}, 3
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("a valid bootstrap config refused: %v", err)
+	}
+}
