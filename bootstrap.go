@@ -364,12 +364,10 @@ func (b *bootstrapper) send(m Message) {
 	b.out = append(b.out, m)
 }
 
-// flush sends what the bootstrapper queued, one Send per message: there are few.
+// flush sends what the bootstrapper queued, one Send per message: there are few. The
+// transport knows the discovered nodes (followView).
 func (b *bootstrapper) flush(t Transport) {
 	for _, m := range b.out {
-		if a, ok := b.view[m.To]; ok && a != "" {
-			t.SetPeer(m.To, a)
-		}
 		t.Send(m.To, []Message{m})
 	}
 	b.out = b.out[:0]

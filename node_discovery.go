@@ -163,15 +163,24 @@ func authenticatedDiscovery(d Discovery) bool {
 	return true
 }
 
-// followView hands a new view of discovery to the bootstrap. Loop only.
+// followView hands a new view of discovery to the bootstrap. Before the cluster forms,
+// the nodes discovered are the peers the transport accepts (and reaches). Loop only.
 func (n *Node) followView() {
 	if n.boot == nil {
 		return
 	}
 	peers, v := n.disc.current()
-	if v != n.bootView {
-		n.bootView = v
-		n.boot.setView(peers)
+	if v == n.bootView {
+		return
+	}
+	n.bootView = v
+	n.boot.setView(peers)
+	if !n.boot.formed() && n.transport != nil {
+		for _, p := range peers {
+			if p.ID != n.cfg.NodeID && p.Addr != "" {
+				n.transport.SetPeer(p.ID, p.Addr)
+			}
+		}
 	}
 }
 

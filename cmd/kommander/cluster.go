@@ -34,6 +34,10 @@ type nodeSpec struct {
 	logger    *slog.Logger
 	// snapEvery is the number of entries between a partition's snapshots (0: the default).
 	snapEvery int
+	// discovery, when set, finds the members instead of peers, and the cluster forms
+	// with bootstrapExpect nodes.
+	discovery       kommander.Discovery
+	bootstrapExpect int
 }
 
 // liveNode is a node with the WAL and the transport it runs on. The node closes the
@@ -102,7 +106,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 	s := ln.spec
 	s.peers = peers
 	ln.spec = s
-	n, err := kommander.NewNode(kommander.Config{
+	cfg := kommander.Config{
 		NodeID:            s.id,
 		Addr:              ln.addr,
 		Partitions:        s.parts,
@@ -123,7 +127,11 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		SnapshotEntries:   s.snapEvery,
 		// A window a fifth of the interval: with the default interval, the default.
 		SnapshotTrailingEntries: s.snapEvery / 5,
-	})
+	}
+	if s.discovery != nil {
+		cfg.Peers, cfg.Discovery, cfg.BootstrapExpect = nil, s.discovery, s.bootstrapExpect
+	}
+	n, err := kommander.NewNode(cfg)
 	if err != nil {
 		return err
 	}
