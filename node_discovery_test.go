@@ -182,7 +182,9 @@ func TestBootstrapConfigValidation(t *testing.T) {
 			c.Discovery, c.BootstrapExpect, c.Peers = simDiscovery{}, 3, []Peer{{ID: "a", Addr: "x"}}
 		}, "exclude each other"},
 		{"negative", func(c *Config) { c.BootstrapExpect = -1 }, "negative"},
-		{"no data dir", func(c *Config) { c.Discovery, c.BootstrapExpect, c.DataDir, c.Storage = simDiscovery{}, 3, "", NewMemoryStorage() }, "needs DataDir"},
+		{"no data dir", func(c *Config) {
+			c.Discovery, c.BootstrapExpect, c.DataDir, c.Storage = simDiscovery{}, 3, "", NewMemoryStorage()
+		}, "needs DataDir"},
 		{"no addr", func(c *Config) { c.Discovery, c.BootstrapExpect, c.Addr = simDiscovery{}, 3, "" }, "Addr is empty"},
 	} {
 		c := base
