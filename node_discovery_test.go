@@ -3,6 +3,7 @@ package kommander
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -198,5 +199,44 @@ func TestBootstrapConfigValidation(t *testing.T) {
 	ok.Discovery, ok.BootstrapExpect = simDiscovery{}, 3
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("a valid bootstrap config refused: %v", err)
+	}
+}
+
+// TestMulticastBootstrapInANetworkNamespace: three brand-new nodes over TCP that find each
+// other by multicast alone (on the loopback of a network namespace of the test's own)
+// form one cluster of three voters and replicate.
+func TestMulticastBootstrapInANetworkNamespace(t *testing.T) {
+	if os.Getenv(netnsEnv) != "1" {
+		runInMulticastNamespace(t)
+		return
+	}
+	ids, peers := realPeers(t, 3)
+	nodes, dirs := make([]*Node, 3), make([]string, 3)
+	for i := range ids {
+		dirs[i] = t.TempDir()
+		d, err := MulticastDiscovery(MulticastOptions{Interface: "lo", Port: 17948, Interval: 20 * time.Millisecond,
+			Secret: testMulticastSecret, Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = startRealNode(t, Config{NodeID: ids[i], Addr: peers[i].Addr, DataDir: dirs[i], UnsafeNoSync: true,
+			Discovery: d, BootstrapExpect: 3, StateMachine: newKVSM(1, false), Partitions: 1, Secret: testRegistrySecret,
+			ElectionTimeout: 200 * time.Millisecond, HeartbeatInterval: 20 * time.Millisecond, Logger: discardLogger()})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		if _, err := n.WaitForLeader(ctx, 0); err != nil {
+			t.Fatalf("%s: no leader after bootstrapping by multicast: %v (status %+v)", n.ID(), err, n.Status())
+		}
+	}
+	// Any node takes the write: a follower forwards it to the leader.
+	if _, err := nodes[2].Replicate(ctx, 0, "put", put("k", "v")); err != nil {
+		t.Fatalf("Replicate: %v", err)
+	}
+	for i := range nodes {
+		if st, err := (fileBootstrapStore{dir: dirs[i]}).load(); err != nil || !st.Formed || !slices.Equal(st.Set, ids) {
+			t.Errorf("%s recorded %+v (err %v), want the set %v formed", ids[i], st, err, ids)
+		}
 	}
 }
