@@ -152,6 +152,9 @@ type Node struct {
 	boot     *bootstrapper // with BootstrapExpect: forming the cluster; loop only
 	bootView uint64        // the version of the discovery view boot has; loop only
 	disc     nodeDiscovery // the view of discovery, and its watcher
+	// addDiscovered adds a node discovery found to the cluster (AutoJoin). Nil: AutoJoin
+	// does not run; it is wired to AddNode once membership changes exist.
+	addDiscovered func(ctx context.Context, id, addr string) error
 }
 
 // shutdown is the progress of Stop, which may be called again after a ctx ended it early.
@@ -224,6 +227,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.disc.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
+	n.disc.changed = make(chan struct{}, 1)
 	// A node that has yet to bootstrap builds its partitions for itself alone; they stay
 	// idle (bootPass) until the cluster forms, and formCluster rebuilds them.
 	voters := voterIDs(cfg.NodeID, peers)

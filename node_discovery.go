@@ -16,8 +16,10 @@ type nodeDiscovery struct {
 	mu      sync.Mutex
 	peers   []Peer // the latest view, sorted by ID
 	version uint64 // counts the views; 0 before the first
+	changed chan struct{} // signalled on every new view, for AutoJoin
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the watcher ends; nil when none runs
+	joined  chan struct{} // closed when AutoJoin ends; nil when it does not run
 	rlog    *rateLog
 }
 
@@ -33,6 +35,10 @@ func (d *nodeDiscovery) set(peers []Peer) {
 	defer d.mu.Unlock()
 	d.peers = peers
 	d.version++
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
 }
 
 // setMembers makes peers the node's members: its outbox, its address book, the voters its
@@ -104,6 +110,10 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
 	n.disc.cancel, n.disc.done = cancel, make(chan struct{})
 	views := d.Watch(wctx)
+	if !n.cfg.DisableAutoJoin && n.addDiscovered != nil {
+		n.disc.joined = make(chan struct{})
+		go n.autoJoin(wctx)
+	}
 	go func() {
 		defer close(n.disc.done)
 		for peers := range views {
@@ -124,6 +134,9 @@ func (n *Node) stopDiscovery() error {
 	n.disc.cancel()
 	err := n.cfg.Discovery.Close()
 	<-n.disc.done
+	if n.disc.joined != nil {
+		<-n.disc.joined
+	}
 	if err != nil {
 		return fmt.Errorf("kommander: node %s: close discovery: %w", n.cfg.NodeID, err)
 	}
@@ -197,4 +210,40 @@ func (n *Node) discoveredNonMembers() []Peer {
 		}
 	}
 	return out
+}
+
+// autoJoin is AutoJoin: while this node leads partition 0 it adds the nodes discovery shows
+// that are not members, one at a time, through addDiscovered (AddNode: a learner first,
+// promoted to voter once caught up, in every partition; it forwards each partition's
+// change to that partition's leader). One node drives it so that two leaders do not add the
+// same node at once; the leader of partition 0 is the one every node can name. A failure
+// is logged and retried at the next view or election timeout. It runs until ctx ends.
+func (n *Node) autoJoin(ctx context.Context) {
+	defer close(n.disc.joined)
+	ticker := n.cfg.Clock.NewTicker(n.cfg.ElectionTimeout)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.disc.changed:
+		case <-ticker.C():
+		}
+		if !n.IsLeader(0) {
+			continue
+		}
+		for _, p := range n.discoveredNonMembers() {
+			actx, cancel := context.WithTimeout(ctx, 10*n.cfg.ElectionTimeout)
+			err := n.addDiscovered(actx, p.ID, p.Addr)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				n.disc.rlog.warn(n.log, "auto-join: adding a discovered node failed; retrying", "node", p.ID, "addr", clip(p.Addr), "err", err)
+				continue
+			}
+			n.log.Info("auto-join: added a discovered node", "node", p.ID, "addr", p.Addr)
+		}
+	}
 }

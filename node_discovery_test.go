@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -238,5 +239,67 @@ func TestMulticastBootstrapInANetworkNamespace(t *testing.T) {
 		if st, err := (fileBootstrapStore{dir: dirs[i]}).load(); err != nil || !st.Formed || !slices.Equal(st.Set, ids) {
 			t.Errorf("%s recorded %+v (err %v), want the set %v formed", ids[i], st, err, ids)
 		}
+	}
+}
+
+// TestAutoJoinAddsDiscoveredNodes: once the cluster formed, a node that registers later is
+// added (through addDiscovered, AddNode's place) by the leader of partition 0 alone, and
+// the members are never added again; with DisableAutoJoin nothing is added.
+func TestAutoJoinAddsDiscoveredNodes(t *testing.T) {
+	for _, disabled := range []bool{false, true} {
+		c, reg := registryCluster(t, 3, 3, testRegistrySecret)
+		var mu sync.Mutex
+		var calls []string // caller:added
+		c.opts = func(i int, o *testNodeOptions) {
+			id := c.ids[i]
+			o.addDiscovered = func(_ context.Context, node, addr string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				calls = append(calls, id+":"+node+"@"+addr)
+				return errors.New("no membership changes yet") // retried: calls repeat
+			}
+		}
+		inner := c.cfg
+		c.cfg = func(i int, cfg *Config) {
+			inner(i, cfg)
+			cfg.DisableAutoJoin = disabled
+		}
+		c.startAll()
+		lead := c.leaders()[0]
+		o := RegistryOptions{Cluster: "kommander", Secret: testRegistrySecret, TTL: 20 * c.tick, Interval: 5 * c.tick, Clock: c.clock, Logger: discardLogger()}
+		d, err := RegistryDiscovery(o, reg.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Announce(context.Background(), Announcement{ID: "n4", Addr: "n4-addr"}); err != nil {
+			t.Fatal(err)
+		}
+		count := func() (n int, others []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, call := range calls {
+				if call == c.ids[lead]+":n4@n4-addr" {
+					n++
+				} else {
+					others = append(others, call)
+				}
+			}
+			return n, others
+		}
+		if disabled {
+			for k := 0; k < 100; k++ {
+				c.clock.Advance(c.tick)
+			}
+			if n, others := count(); n != 0 || len(others) != 0 {
+				t.Fatalf("DisableAutoJoin: AutoJoin added %d times, and %v", n, others)
+			}
+		} else {
+			c.waitFor("the leader of partition 0 adds n4, and retries", 2000, func() bool { n, _ := count(); return n >= 2 })
+			if _, others := count(); len(others) != 0 {
+				t.Fatalf("AutoJoin calls other than the leader of partition 0 adding n4: %v", others)
+			}
+		}
+		d.Close()
+		c.stopAll()
 	}
 }
