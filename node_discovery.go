@@ -14,8 +14,8 @@ import (
 // nodeDiscovery is the view of discovery the node follows.
 type nodeDiscovery struct {
 	mu      sync.Mutex
-	peers   []Peer // the latest view, sorted by ID
-	version uint64 // counts the views; 0 before the first
+	peers   []Peer        // the latest view, sorted by ID
+	version uint64        // counts the views; 0 before the first
 	changed chan struct{} // signalled on every new view, for AutoJoin
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the watcher ends; nil when none runs
