@@ -176,8 +176,11 @@ func authenticatedDiscovery(d Discovery) bool {
 	return true
 }
 
-// followView hands a new view of discovery to the bootstrap. Before the cluster forms,
-// the nodes discovered are the peers the transport accepts (and reaches). Loop only.
+// followView hands a new view of discovery to the bootstrap, and makes the nodes
+// discovered that are not members peers of the transport, which accepts and reaches only
+// its peers: the bootstrap talks with them, before the cluster forms and after (a formed
+// node tells a new one that the cluster exists). The transport still has them prove the
+// cluster's secret. Members move only through followMoves. Loop only.
 func (n *Node) followView() {
 	if n.boot == nil {
 		return
@@ -188,11 +191,12 @@ func (n *Node) followView() {
 	}
 	n.bootView = v
 	n.boot.setView(peers)
-	if !n.boot.formed() && n.transport != nil {
-		for _, p := range peers {
-			if p.ID != n.cfg.NodeID && p.Addr != "" {
-				n.transport.SetPeer(p.ID, p.Addr)
-			}
+	if n.transport == nil {
+		return
+	}
+	for _, p := range peers {
+		if p.ID != n.cfg.NodeID && p.Addr != "" && n.peerAddr(p.ID) == "" {
+			n.transport.SetPeer(p.ID, p.Addr)
 		}
 	}
 }
