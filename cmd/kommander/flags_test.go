@@ -28,7 +28,7 @@ func TestNodeRejectsFlagsThatCannotWork(t *testing.T) {
 		{append(base[:len(base)-2:len(base)-2], "-discovery", "registry", "-bootstrap-expect", "3"), "needs -registry"},
 		{append(base[:len(base)-2:len(base)-2], "-discovery", "multicast"), "needs -bootstrap-expect"},
 		{append(base[:len(base)-2:len(base)-2], "-discovery", "multicast", "-bootstrap-expect", "3", "-seeds", "http://r:1"), "-seeds is for -discovery registry"},
-		{append(base[: len(base)-2 : len(base)-2]), "-peers is required"},
+		{base[:len(base)-2], "-peers is required"},
 		{append(base[:len(base)-2:len(base)-2], "-discovery", "multicast", "-bootstrap-expect", "3", "-multicast-group", "10.0.0.1:7"), "not an IPv4 multicast address"},
 		{append(base[:len(base)-2:len(base)-2], "-discovery", "registry", "-bootstrap-expect", "3", "-registry", "ftp://r"), "-registry"},
 		{[]string{"node", "-id", "n1", "-raft", "0.0.0.0:0", "-http", "127.0.0.1:0", "-data", t.TempDir(), "-discovery", "multicast", "-bootstrap-expect", "3"}, "give a host they can reach"},
