@@ -176,6 +176,8 @@ func (c *nodeCluster) useWAL() {
 		c.dataDirs[i] = c.t.TempDir()
 		c.stores[i] = nil
 	}
+	// Cleanups run last first: the nodes stop before their directories are removed.
+	c.t.Cleanup(c.stopAll)
 }
 
 func newNodeCluster(t testing.TB, nodes, partitions int, durableSM bool) *nodeCluster {
