@@ -252,8 +252,11 @@ func (c *procCluster) start(i int) {
 	if n.peers != "" {
 		peers = n.peers
 	}
-	args := append([]string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data,
-		"-peers", peers, "-partitions", fmt.Sprint(c.parts)}, c.extra...)
+	args := []string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data, "-partitions", fmt.Sprint(c.parts)}
+	if peers != "" { // none: the nodes find each other through discovery
+		args = append(args, "-peers", peers)
+	}
+	args = append(args, c.extra...)
 	args = append(args, n.args...)
 	cmd := exec.Command(c.bin, args...)
 	if n.fileLimitBlocks > 0 {
