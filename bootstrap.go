@@ -80,7 +80,8 @@ type bootstrapState struct {
 	// that epoch.
 	Counted map[string]uint64 `json:"counted,omitempty"`
 	// Released holds, per node, the highest epoch of its promises to this node that this
-	// node released: those are never counted again.
+	// node released: those are never counted again. Only discovered nodes have entries,
+	// and they go once the node formed.
 	Released map[string]uint64 `json:"released,omitempty"`
 	// Exists says this node learned that a cluster formed without it: it waits to be
 	// added and never bootstraps.
@@ -337,6 +338,7 @@ func (b *bootstrapper) maybeForm() error {
 	}
 	s := b.st.clone()
 	s.Formed, s.Counted, s.Addrs = true, cloneMap(b.got), b.addrsOf(s.Set)
+	s.Released = nil // a formed node counts nothing more
 	if err := b.save(s); err != nil {
 		return err
 	}
@@ -422,6 +424,9 @@ func (b *bootstrapper) promised(m *Message, set []string) error {
 		}
 		b.send(release) // never counted, and a formed node forms nothing else
 		return nil
+	case b.st.Exists && b.st.Coord == "":
+		b.send(release) // it never promises again, so it never counts: nothing to record
+		return nil
 	case e <= b.st.Released[x] || e < b.got[x]:
 		if e <= b.st.Released[x] {
 			b.send(release)
@@ -464,7 +469,7 @@ func (b *bootstrapper) answered(m *Message, set []string) error {
 		if !holds || !slices.Equal(set, b.st.Set) {
 			return nil // an answer to a promise given up, or duplicated
 		}
-		s.Formed, s.Addrs = true, b.addrsOf(s.Set)
+		s.Formed, s.Addrs, s.Released = true, b.addrsOf(s.Set), nil
 		return b.save(s)
 	}
 	changed := false
