@@ -20,7 +20,10 @@ import (
 // one set must have formed, on all its members, with a leader, and the other nodes must
 // know that a cluster exists. Whole Nodes run, driven by hand as in nodesim_test.go.
 
-var bootSimSeed = flag.Int64("bootsim.seed", 0, "run the bootstrap simulation for this seed only")
+var (
+	bootSimSeed  = flag.Int64("bootsim.seed", 0, "run the bootstrap simulation for this seed only")
+	bootSimSeeds = flag.Int("bootsim.seeds", 0, "number of bootstrap simulation seeds (default 200, 50 with -short)")
+)
 
 type bootSim struct {
 	t       testing.TB
@@ -266,11 +269,13 @@ func bootSimReplay(test string, seed int64) string {
 	return fmt.Sprintf("go test -run '%s' -bootsim.seed=%d -v .", test, seed)
 }
 
-func bootSimSeeds(n int) []int64 {
+func bootSimSeedList(n int) []int64 {
 	if *bootSimSeed != 0 {
 		return []int64{*bootSimSeed}
 	}
-	if testing.Short() {
+	if *bootSimSeeds != 0 {
+		n = *bootSimSeeds
+	} else if testing.Short() {
 		n /= 4
 	}
 	seeds := make([]int64, n)
@@ -285,7 +290,7 @@ func bootSimSeeds(n int) []int64 {
 // reordering links, cuts and crashes, never form two clusters, and form one once things
 // settle.
 func TestBootstrapSimFormsOneCluster(t *testing.T) {
-	for _, seed := range bootSimSeeds(200) {
+	for _, seed := range bootSimSeedList(200) {
 		nodes, expect := 5, 3
 		if seed%3 == 0 {
 			nodes, expect = 3, 2
@@ -303,7 +308,7 @@ func TestBootstrapSimFormsOneCluster(t *testing.T) {
 // sets need not share a node) and requires the simulation to see two clusters form within
 // a few seeds: the check that guards TestBootstrapSimFormsOneCluster can fail.
 func TestBootstrapSimCatchesTooSmallExpect(t *testing.T) {
-	for _, seed := range bootSimSeeds(100) {
+	for _, seed := range bootSimSeedList(100) {
 		s := newBootSim(t, seed, 5, 2)
 		for _, e := range s.run(400) {
 			if strings.Contains(e, "two clusters") {
@@ -319,7 +324,7 @@ func TestBootstrapSimCatchesTooSmallExpect(t *testing.T) {
 // node that holds a promise makes another when its view changes) and requires the
 // simulation to see two clusters form within a few seeds.
 func TestBootstrapSimCatchesSecondPromise(t *testing.T) {
-	for _, seed := range bootSimSeeds(200) {
+	for _, seed := range bootSimSeedList(200) {
 		s := newBootSim(t, seed, 3, 2)
 		s.bug = true
 		for _, e := range s.run(400) {
