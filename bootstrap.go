@@ -28,7 +28,9 @@ package kommander
 // e1 and S2 at e2 ≠ e1, say e1 < e2. X promised e2 only after giving up e1, which it does
 // only when e1's coordinator releases it; the coordinator releases only after it recorded
 // that it never counts e1 again, and never releases an epoch it counted for a set it
-// formed. So e1 was never counted and S1 was not formed with it: a contradiction. Lost,
+// formed. (A coordinator gives up its own promise the same way, and its own promise
+// counts only while it holds it: giving its set up clears the count.) So e1 was never
+// counted and S1 was not formed with it: a contradiction. Lost,
 // duplicated and reordered messages change nothing here (every decision rests on the
 // durable records of the sender, and a stale message names an epoch already settled), and
 // neither does a crash (a node restarts with what it recorded: its promise, or its set).
