@@ -3,6 +3,7 @@ package kommander
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -77,6 +78,17 @@ func TestBootstrapFromRegistry(t *testing.T) {
 		t.Fatalf("Replicate on the formed cluster: %v", err)
 	}
 
+	// Each node announces its data directory's incarnation, so that a restart gets its
+	// ID back at once.
+	for i, id := range c.ids {
+		ident, ok, err := loadIdentity(c.dataDirs[i])
+		reg.srv.mu.Lock()
+		e := reg.srv.table.entries[id]
+		reg.srv.mu.Unlock()
+		if err != nil || !ok || e.incarnation != fmt.Sprintf("%016x", ident.Incarnation) {
+			t.Fatalf("%s announced incarnation %q, its data directory has %x (%v)", id, e.incarnation, ident.Incarnation, err)
+		}
+	}
 	c.stop(2)
 	if slices.ContainsFunc(reg.srv.Peers(), func(p Peer) bool { return p.ID == c.ids[2] }) {
 		t.Fatalf("Stop did not deregister %s: registry holds %v", c.ids[2], reg.srv.Peers())
