@@ -665,7 +665,7 @@ func (n *Node) formCluster() {
 		p.mu.Unlock()
 	}
 	for _, id := range n.out.peers {
-		if a := n.peerAddr(id); a != "" {
+		if a := n.addrs[id]; a != "" {
 			n.transport.SetPeer(id, a)
 		}
 	}

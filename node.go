@@ -111,8 +111,7 @@ type Node struct {
 	dirLock   *dirLock // DataDir's lock, when the node took it (a Storage of the caller's)
 	transport Transport
 	parts     []*partition
-	addrMu    sync.Mutex        // guards addrs: discovery moves members
-	addrs     map[string]string // member ID -> address ("" while unknown)
+	addrs     map[string]string // member ID -> address ("" while unknown); loop only once started
 	tick      time.Duration
 	elTicks   int
 	hbTicks   int
@@ -150,7 +149,7 @@ type Node struct {
 	stop shutdown
 
 	boot     *bootstrapper // with BootstrapExpect: forming the cluster; loop only
-	bootView uint64        // the version of the discovery view boot has; loop only
+	discView uint64        // the version of the discovery view followed last; loop only
 	disc     nodeDiscovery // the view of discovery, and its watcher
 	// addDiscovered adds a node discovery found to the cluster (AutoJoin). Nil: AutoJoin
 	// does not run; it is wired to AddNode once membership changes exist.
@@ -339,7 +338,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.transport = t
 	for _, id := range n.out.peers {
-		if a := n.peerAddr(id); a != "" {
+		if a := n.addrs[id]; a != "" {
 			t.SetPeer(id, a)
 		}
 	}

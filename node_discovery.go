@@ -14,9 +14,10 @@ import (
 // nodeDiscovery is the view of discovery the node follows.
 type nodeDiscovery struct {
 	mu      sync.Mutex
-	peers   []Peer        // the latest view, sorted by ID
-	version uint64        // counts the views; 0 before the first
-	changed chan struct{} // signalled on every new view, for AutoJoin
+	peers   []Peer          // the latest view, sorted by ID
+	version uint64          // counts the views; 0 before the first
+	changed chan struct{}   // signalled on every new view, for AutoJoin
+	members map[string]bool // the members, as the loop last set them
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the watcher ends; nil when none runs
 	joined  chan struct{} // closed when AutoJoin ends; nil when it does not run
@@ -62,23 +63,18 @@ func (n *Node) setMembers(peers []Peer, inc uint64) error {
 	} else {
 		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
 	}
-	addrs := make(map[string]string, len(peers))
+	n.addrs = make(map[string]string, len(peers))
+	members := make(map[string]bool, len(peers))
 	for _, p := range peers {
-		addrs[p.ID] = p.Addr
+		n.addrs[p.ID] = p.Addr
+		members[p.ID] = true
 	}
-	n.addrMu.Lock()
-	n.addrs = addrs
-	n.addrMu.Unlock()
+	n.disc.mu.Lock()
+	n.disc.members = members
+	n.disc.mu.Unlock()
 	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
 	n.snaps.voters = voters
 	return nil
-}
-
-// peerAddr returns the address member id is reached at ("" if unknown).
-func (n *Node) peerAddr(id string) string {
-	n.addrMu.Lock()
-	defer n.addrMu.Unlock()
-	return n.addrs[id]
 }
 
 // announcement is what the node announces: its ID, address and data directory's
@@ -117,8 +113,7 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 	go func() {
 		defer close(n.disc.done)
 		for peers := range views {
-			n.disc.set(peers)
-			n.followMoves(peers, authenticatedDiscovery(d))
+			n.disc.set(peers) // the loop follows it at its next tick (followView)
 		}
 	}()
 	return nil
@@ -145,10 +140,8 @@ func (n *Node) stopDiscovery() error {
 
 // followMoves reaches a member that discovery shows at a new address there, when the
 // discovery is trusted (see Config.Discovery); a member whose address was unknown takes
-// the first one shown. Other nodes are left to the bootstrap and to AutoJoin.
+// the first one shown. Other nodes are left to the bootstrap and to AutoJoin. Loop only.
 func (n *Node) followMoves(peers []Peer, trusted bool) {
-	n.addrMu.Lock()
-	defer n.addrMu.Unlock()
 	for _, p := range movedPeers(n.addrs, peers) {
 		if p.ID == n.cfg.NodeID {
 			continue
@@ -176,26 +169,25 @@ func authenticatedDiscovery(d Discovery) bool {
 	return true
 }
 
-// followView hands a new view of discovery to the bootstrap, and makes the nodes
-// discovered that are not members peers of the transport, which accepts and reaches only
-// its peers: the bootstrap talks with them, before the cluster forms and after (a formed
-// node tells a new one that the cluster exists). The transport still has them prove the
-// cluster's secret. Members move only through followMoves. Loop only.
+// followView follows a new view of discovery: members at new addresses (followMoves);
+// with BootstrapExpect, the view goes to the bootstrap, and the nodes discovered that are
+// not members become peers of the transport, which accepts and reaches only its peers:
+// the bootstrap talks with them, before the cluster forms and after (a formed node tells
+// a new one that the cluster exists). The transport still has them prove the cluster's
+// secret. Loop only, on ticks.
 func (n *Node) followView() {
+	peers, v := n.disc.current()
+	if v == n.discView {
+		return
+	}
+	n.discView = v
+	n.followMoves(peers, authenticatedDiscovery(n.cfg.Discovery))
 	if n.boot == nil {
 		return
 	}
-	peers, v := n.disc.current()
-	if v == n.bootView {
-		return
-	}
-	n.bootView = v
 	n.boot.setView(peers)
-	if n.transport == nil {
-		return
-	}
 	for _, p := range peers {
-		if p.ID != n.cfg.NodeID && p.Addr != "" && n.peerAddr(p.ID) == "" {
+		if _, member := n.addrs[p.ID]; !member && p.ID != n.cfg.NodeID && p.Addr != "" {
 			n.transport.SetPeer(p.ID, p.Addr)
 		}
 	}
@@ -204,12 +196,11 @@ func (n *Node) followView() {
 // discoveredNonMembers returns the nodes discovery shows that are not members: those
 // AutoJoin adds.
 func (n *Node) discoveredNonMembers() []Peer {
-	peers, _ := n.disc.current()
-	n.addrMu.Lock()
-	defer n.addrMu.Unlock()
+	n.disc.mu.Lock()
+	defer n.disc.mu.Unlock()
 	var out []Peer
-	for _, p := range peers {
-		if _, member := n.addrs[p.ID]; !member && p.ID != n.cfg.NodeID && !slices.Contains(out, p) {
+	for _, p := range n.disc.peers {
+		if !n.disc.members[p.ID] && p.ID != n.cfg.NodeID && !slices.Contains(out, p) {
 			out = append(out, p)
 		}
 	}

@@ -140,6 +140,7 @@ func (r *recordingTransport) SetPeer(id, addr string) {
 // it, and no discovery adds a node that is not a member to the transport.
 func TestDiscoveryMovesOnlyMembersAndOnlyWhenTrusted(t *testing.T) {
 	c := newNodeCluster(t, 3, 1, false)
+	c.opts = func(i int, o *testNodeOptions) { o.manual = true } // the test is the loop
 	rec := &recordingTransport{set: map[string]string{}}
 	c.cfg = func(i int, cfg *Config) {
 		if i == 0 {
@@ -153,14 +154,14 @@ func TestDiscoveryMovesOnlyMembersAndOnlyWhenTrusted(t *testing.T) {
 	view := []Peer{{ID: "n1", Addr: "n1"}, {ID: "n2", Addr: "10.0.0.9:7000"}, {ID: "n3", Addr: "n3"}, {ID: "intruder", Addr: "10.6.6.6:1"}}
 
 	n.followMoves(view, false)
-	if n.peerAddr("n2") != "n2" || len(rec.set) != 0 {
-		t.Fatalf("an unauthenticated discovery moved a member: n2 at %q, SetPeer %v", n.peerAddr("n2"), rec.set)
+	if n.addrs["n2"] != "n2" || len(rec.set) != 0 {
+		t.Fatalf("an unauthenticated discovery moved a member: n2 at %q, SetPeer %v", n.addrs["n2"], rec.set)
 	}
 	n.followMoves(view, true)
-	if n.peerAddr("n2") != "10.0.0.9:7000" || rec.set["n2"] != "10.0.0.9:7000" {
-		t.Fatalf("an authenticated discovery did not move n2: at %q, SetPeer %v", n.peerAddr("n2"), rec.set)
+	if n.addrs["n2"] != "10.0.0.9:7000" || rec.set["n2"] != "10.0.0.9:7000" {
+		t.Fatalf("an authenticated discovery did not move n2: at %q, SetPeer %v", n.addrs["n2"], rec.set)
 	}
-	if _, ok := rec.set["intruder"]; ok || n.peerAddr("intruder") != "" {
+	if _, ok := rec.set["intruder"]; ok || n.addrs["intruder"] != "" {
 		t.Fatalf("a node that is not a member reached the transport: %v", rec.set)
 	}
 	if got := n.discoveredNonMembers(); len(got) != 0 {
@@ -169,6 +170,14 @@ func TestDiscoveryMovesOnlyMembersAndOnlyWhenTrusted(t *testing.T) {
 	n.disc.set(view)
 	if got := n.discoveredNonMembers(); !slices.Equal(got, []Peer{{ID: "intruder", Addr: "10.6.6.6:1"}}) {
 		t.Fatalf("discoveredNonMembers = %v, want the intruder alone", got)
+	}
+	// The loop follows the views discovery hands it, at its next tick.
+	view[2].Addr = "10.0.0.10:7000"
+	n.disc.set(view)
+	n.addTick()
+	n.runPass()
+	if n.addrs["n3"] != "10.0.0.10:7000" || rec.set["n3"] != "10.0.0.10:7000" {
+		t.Fatalf("the loop did not follow the view: n3 at %q, SetPeer %v", n.addrs["n3"], rec.set)
 	}
 	for _, d := range []struct {
 		d    Discovery

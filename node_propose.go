@@ -203,7 +203,7 @@ func (n *Node) proposeQueued(p *partition) {
 		// Wait for an election; give up after a while with a definite error.
 		p.awaitLeader(n.now + uint64(noLeaderTimeouts*n.elTicks))
 	case n.cfg.DisableForwarding:
-		p.refuseQueued(st.leader, n.peerAddr(st.leader))
+		p.refuseQueued(st.leader, n.addrs[st.leader])
 	default:
 		// One MsgForward per chunk of about MaxMessageBytes, so that no message exceeds
 		// what the transport carries. The MsgForward or the leader's answer may be lost:
