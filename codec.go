@@ -26,7 +26,8 @@ import (
 //	      u8   type                     MessageType, MsgVote..MsgBootstrapResp
 //	      u32  partition
 //	      u64  term, logTerm, index, commit, rejectHint, context
-//	      u8   flags                    bit 0: reject, bit 1: snapshot follows; others 0
+//	      u8   flags                    bit 0: reject, bit 1: snapshot follows, bit 2: the
+//	                                    snapshot lists learners (only with bit 1); others 0
 //	      u32  entry count
 //	      entry * count:
 //	        u64 term, u64 index, u8 kind, u64 id
@@ -35,6 +36,7 @@ import (
 //	      snapshot (when flag bit 1):
 //	        u64 index, u64 term
 //	        u16 voter count, voters * (u16 len, bytes)
+//	        u16 learner count, learners * (u16 len, bytes)    (when flag bit 2)
 //	        u64 offset
 //	        u32 len(data), data bytes
 //	        u8  done (0 or 1)
@@ -51,23 +53,24 @@ const codecVersion = 1
 
 // Fixed sizes of the format, used for bounds checks before allocating.
 const (
-	batchHeaderFixed = 1 + 2 + 2 + 4             // version, two string lengths, count
-	recordFixed      = 1 + 4 + 6*8 + 1 + 4       // a record without entries or snapshot
-	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4     // an entry with empty type and data
-	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4 // a snapshot chunk without voters or data
-	minRecordOnWire  = 4 + recordFixed           // the length prefix plus the smallest record
-	flagReject       = 1 << 0                    // Message.Reject
-	flagSnapshot     = 1 << 1                    // Message.snapshot != nil
-	knownFlags       = flagReject | flagSnapshot // any other bit is malformed
-	maxEncodedString = math.MaxUint16            // a u16 length prefix
-	maxEncodedCount  = math.MaxUint32            // a u32 count or length prefix
-	maxEntryKind     = uint8(entryConfig)        // the last EntryKind the format knows
-	maxVotersOnWire  = math.MaxUint16            // a u16 count
-	defaultMaxString = 1 << 10                   // node IDs and entry types are short names
-	defaultMaxMsgs   = 1 << 16                   // messages per batch
-	defaultMaxEnts   = 1 << 16                   // entries per message
-	defaultMaxVoters = 1 << 10                   // voters in one snapshot's configuration
-	defaultMaxBatch  = 64 << 20                  // bytes of one batch
+	batchHeaderFixed = 1 + 2 + 2 + 4                            // version, two string lengths, count
+	recordFixed      = 1 + 4 + 6*8 + 1 + 4                      // a record without entries or snapshot
+	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4                    // an entry with empty type and data
+	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4                // a snapshot chunk without voters or data
+	minRecordOnWire  = 4 + recordFixed                          // the length prefix plus the smallest record
+	flagReject       = 1 << 0                                   // Message.Reject
+	flagSnapshot     = 1 << 1                                   // Message.snapshot != nil
+	flagLearners     = 1 << 2                                   // the snapshot has Learners
+	knownFlags       = flagReject | flagSnapshot | flagLearners // any other bit is malformed
+	maxEncodedString = math.MaxUint16                           // a u16 length prefix
+	maxEncodedCount  = math.MaxUint32                           // a u32 count or length prefix
+	maxEntryKind     = uint8(entryConfig)                       // the last EntryKind the format knows
+	maxVotersOnWire  = math.MaxUint16                           // a u16 count
+	defaultMaxString = 1 << 10                                  // node IDs and entry types are short names
+	defaultMaxMsgs   = 1 << 16                                  // messages per batch
+	defaultMaxEnts   = 1 << 16                                  // entries per message
+	defaultMaxVoters = 1 << 10                                  // voters in one snapshot's configuration
+	defaultMaxBatch  = 64 << 20                                 // bytes of one batch
 )
 
 // ErrMalformed is wrapped by every error that reports bytes from the network that do not
@@ -114,6 +117,12 @@ func encodedMessageSize(m *Message) int {
 		n += snapshotFixed + len(s.Data)
 		for _, v := range s.Voters {
 			n += 2 + len(v)
+		}
+		if len(s.Learners) > 0 {
+			n += 2
+			for _, v := range s.Learners {
+				n += 2 + len(v)
+			}
 		}
 	}
 	return n
@@ -168,6 +177,9 @@ func appendMessage(dst []byte, m *Message) ([]byte, error) {
 	}
 	if m.snapshot != nil {
 		flags |= flagSnapshot
+		if len(m.snapshot.Learners) > 0 {
+			flags |= flagLearners
+		}
 	}
 	dst = append(dst, flags)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(m.Entries)))
@@ -188,17 +200,22 @@ func appendMessage(dst []byte, m *Message) ([]byte, error) {
 		dst = append(dst, e.Data...)
 	}
 	if s := m.snapshot; s != nil {
-		if len(s.Voters) > maxVotersOnWire || uint64(len(s.Data)) > maxEncodedCount {
-			return dst[:at], fmt.Errorf("%w: snapshot voters or data too large", errEncode)
+		if len(s.Voters) > maxVotersOnWire || len(s.Learners) > maxVotersOnWire || uint64(len(s.Data)) > maxEncodedCount {
+			return dst[:at], fmt.Errorf("%w: snapshot members or data too large", errEncode)
 		}
 		dst = binary.LittleEndian.AppendUint64(dst, s.Index)
 		dst = binary.LittleEndian.AppendUint64(dst, s.Term)
-		dst = binary.LittleEndian.AppendUint16(dst, uint16(len(s.Voters)))
-		for _, v := range s.Voters {
-			if len(v) > maxEncodedString {
-				return dst[:at], fmt.Errorf("%w: voter ID too long", errEncode)
+		for i, ids := range [2][]string{s.Voters, s.Learners} {
+			if i == 1 && len(ids) == 0 {
+				break // no learners: flag bit 2 is clear
 			}
-			dst = appendString16(dst, v)
+			dst = binary.LittleEndian.AppendUint16(dst, uint16(len(ids)))
+			for _, v := range ids {
+				if len(v) > maxEncodedString {
+					return dst[:at], fmt.Errorf("%w: member ID too long", errEncode)
+				}
+				dst = appendString16(dst, v)
+			}
 		}
 		dst = binary.LittleEndian.AppendUint64(dst, s.Offset)
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s.Data)))
@@ -410,6 +427,28 @@ func (d *decoder) string16(what string) string {
 	return string(d.take(n, what))
 }
 
+// members reads a u16 count of node IDs, at most limit of them.
+func (d *decoder) members(what string, limit int) []string {
+	n := int(d.u16(what + " count"))
+	switch {
+	case d.err != nil:
+		return nil
+	case n > limit:
+		d.fail("%d %ss exceed the limit of %d", n, what, limit)
+		return nil
+	case n*2 > len(d.b)-d.off:
+		d.fail("%d %ss cannot fit in %d bytes", n, what, len(d.b)-d.off)
+		return nil
+	case n == 0:
+		return nil
+	}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = d.string16(what + " ID length")
+	}
+	return ids
+}
+
 // message decodes one record; the caller checks d.err and that the record was consumed.
 func (d *decoder) message() Message {
 	var m Message
@@ -429,7 +468,7 @@ func (d *decoder) message() Message {
 		d.fail("unknown message type %d", m.Type)
 		return m
 	}
-	if flags&^knownFlags != 0 {
+	if flags&^knownFlags != 0 || (flags&flagLearners != 0 && flags&flagSnapshot == 0) {
 		d.fail("unknown flags %#x", flags)
 		return m
 	}
@@ -446,7 +485,7 @@ func (d *decoder) message() Message {
 		}
 	}
 	if flags&flagSnapshot != 0 && d.err == nil {
-		m.snapshot = d.snapshot()
+		m.snapshot = d.snapshot(flags&flagLearners != 0)
 	}
 	return m
 }
@@ -473,7 +512,7 @@ func (d *decoder) entry(e *Entry) {
 	}
 }
 
-func (d *decoder) snapshot() *snapshotChunk {
+func (d *decoder) snapshot(learners bool) *snapshotChunk {
 	if len(d.b)-d.off < snapshotFixed {
 		d.fail("snapshot needs %d bytes, %d left", snapshotFixed, len(d.b)-d.off)
 		return nil
@@ -481,20 +520,15 @@ func (d *decoder) snapshot() *snapshotChunk {
 	s := &snapshotChunk{}
 	s.Index = d.u64("snapshot index")
 	s.Term = d.u64("snapshot term")
-	nv := int(d.u16("voter count"))
-	if nv > d.lim.maxVoters {
-		d.fail("%d voters exceed the limit of %d", nv, d.lim.maxVoters)
-		return nil
-	}
-	if nv*2 > len(d.b)-d.off {
-		d.fail("%d voters cannot fit in %d bytes", nv, len(d.b)-d.off)
-		return nil
-	}
-	if nv > 0 {
-		s.Voters = make([]string, nv)
-		for i := range s.Voters {
-			s.Voters[i] = d.string16("voter ID length")
+	s.Voters = d.members("voter", d.lim.maxVoters)
+	if learners {
+		s.Learners = d.members("learner", d.lim.maxVoters-len(s.Voters))
+		if d.err == nil && len(s.Learners) == 0 {
+			d.fail("learner flag without learners")
 		}
+	}
+	if d.err != nil {
+		return nil
 	}
 	s.Offset = d.u64("snapshot offset")
 	s.Data = d.bytes32("snapshot data length")

@@ -57,6 +57,11 @@ func goldenBatches() []struct {
 			snapshot: &snapshotChunk{Index: 500, Term: 11, Voters: []string{"n1", "n2", "n3"},
 				Offset: 4096, Data: []byte("chunk bytes"), Done: true, Checksum: 0xcafef00d},
 		}}},
+		{"snapshot-learners", "n1", "n4", []Message{{
+			Type: msgSnapshot, Partition: 4, Term: 12,
+			snapshot: &snapshotChunk{Index: 500, Term: 11, Voters: []string{"n1", "n2", "n3"}, Learners: []string{"n4", "n5"},
+				Offset: 0, Data: []byte("first chunk"), Checksum: 0},
+		}}},
 		{"forward", "n2", "n1", []Message{
 			{Type: MsgForward, Partition: 5, Term: 3, Entries: []Entry{
 				{Kind: EntryNormal, ID: 77, Type: "SetValue", Data: []byte("k=v")},
@@ -104,6 +109,9 @@ func normalizeWire(msgs []Message) []Message {
 			}
 			if len(s.Voters) == 0 {
 				s.Voters = nil
+			}
+			if len(s.Learners) == 0 {
+				s.Learners = nil
 			}
 			m.snapshot = &s
 		}

@@ -118,7 +118,10 @@
 //	                      all servers
 //	raft_log.go           the in-memory log over stable storage
 //	raft_progress.go      follower progress (probe, replicate) and the in-flight window
-//	raft_tracker.go       who votes, and what the group tracks of each voter
+//	raft_tracker.go       who votes, and what the group tracks of each voter and learner
+//	raft_config.go        membership through the log: single-server changes, learners, the
+//	                      configuration in effect, its encoding
+//	raft_transfer.go      leadership transfer: catch the target up, msgTimeoutNow, give up
 //	raft_election.go      PreVote, elections, votes, becoming leader, the leader lease
 //	raft_replication.go   appends, heartbeats, rejections and their hints, the commit rule
 //	raft_read.go          linearizable reads without a log write: ReadIndex rounds, the

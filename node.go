@@ -294,10 +294,12 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: term of the applied index %d: %w", n.cfg.NodeID, id, applied, err)
 	}
 	n.snaps.initAppliedTerm(id, appliedTerm)
+	conf := n.snaps.startConf(id, membership{Voters: voters})
 	r, err := newRaft(raftConfig{
 		id:               n.cfg.NodeID,
 		partition:        id,
-		voters:           voters,
+		voters:           conf.Voters,
+		learners:         conf.Learners,
 		electionTicks:    n.elTicks,
 		heartbeatTicks:   n.hbTicks,
 		storage:          log,
@@ -313,6 +315,7 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, id, err)
 	}
+	n.snaps.initConf(id, r.membershipAt(applied))
 	return newPartition(id, r, hs, applied), nil
 }
 

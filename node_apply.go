@@ -127,6 +127,9 @@ func (a *applier) applyPartition(p *partition) bool {
 		if e.Kind == EntryNormal && e.Index > applied && e.Type != barrierType {
 			normal = append(normal, e)
 		}
+		if e.Kind == entryConfig {
+			a.snaps.confApplied(p.id, &e) // snapshots carry the configuration
+		}
 	}
 	if cap(a.results) < len(normal) {
 		a.results = make([]any, len(normal))

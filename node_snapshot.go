@@ -36,7 +36,10 @@ type snapshots struct {
 type partSnapshots struct {
 	// The apply goroutine's (and an install's, which holds the applier's lock): the term
 	// of the last applied entry and what was applied since the last snapshot.
-	appliedTerm  uint64
+	appliedTerm uint64
+	// conf is the configuration as of the last applied entry, which a snapshot carries;
+	// at start, that of the snapshot restored (the configuration the log goes on from).
+	conf         membership
 	sinceEntries int
 	sinceBytes   int64
 
@@ -119,10 +122,38 @@ func (n *Node) restoreSnapshot(id uint32, applied uint64) (uint64, error) {
 		}
 		ps := &s.parts[id]
 		ps.newest = ref
+		ps.conf = membership{Voters: f.layout.meta.voters, Learners: f.layout.meta.learners}
 		n.log.Info("restored snapshot", "partition", id, "index", ref.index, "term", ref.term)
 		return applied, nil
 	}
 	return applied, nil
+}
+
+// startConf returns the configuration partition id's log goes on from: the restored
+// snapshot's, or boot.
+func (s *snapshots) startConf(id uint32, boot membership) membership {
+	if s.enabled() && len(s.parts[id].conf.Voters) > 0 {
+		return s.parts[id].conf
+	}
+	return boot
+}
+
+// initConf records the configuration as of the applied entry at start.
+func (s *snapshots) initConf(id uint32, m membership) {
+	if s.enabled() {
+		s.parts[id].conf = m
+	}
+}
+
+// confApplied records the configuration of a configuration entry the apply goroutine
+// passed: later snapshots carry it.
+func (s *snapshots) confApplied(id uint32, e *Entry) {
+	if !s.enabled() {
+		return
+	}
+	if m, err := decodeMembership(e.Data); err == nil {
+		s.parts[id].conf = m
+	}
 }
 
 // initAppliedTerm records the term of the applied entry at start.
@@ -176,6 +207,7 @@ func (n *Node) maybeSnapshot(p *partition, due bool) {
 	ps.mu.Unlock()
 	wt, err := s.sm.Snapshot(int(p.id))
 	ref := snapshotRef{partition: p.id, index: index, term: ps.appliedTerm}
+	conf := ps.conf
 	ps.sinceEntries, ps.sinceBytes = 0, 0
 	if err != nil {
 		n.snapshotEnded(ref, fmt.Errorf("kommander: node %s: partition %d: state machine snapshot: %w", n.cfg.NodeID, p.id, err))
@@ -184,19 +216,20 @@ func (n *Node) maybeSnapshot(p *partition, due bool) {
 	s.writers.Add(1)
 	go func() {
 		defer s.writers.Done()
-		n.snapshotEnded(ref, n.writeSnapshot(ref, wt))
+		n.snapshotEnded(ref, n.writeSnapshot(ref, conf, wt))
 	}()
 }
 
 // writeSnapshot writes the snapshot wt captured, makes it durable, then compacts the log
 // behind it. It runs beside the loop and the apply goroutine: writes go on meanwhile.
-func (n *Node) writeSnapshot(ref snapshotRef, wt io.WriterTo) error {
+func (n *Node) writeSnapshot(ref snapshotRef, conf membership, wt io.WriterTo) error {
 	s := &n.snaps
 	sink, err := s.store.create(ref)
 	if err != nil {
 		return err
 	}
-	w, err := newSnapshotWriter(sink, snapshotMeta{partition: ref.partition, index: ref.index, term: ref.term, voters: s.voters})
+	w, err := newSnapshotWriter(sink, snapshotMeta{partition: ref.partition, index: ref.index, term: ref.term,
+		voters: conf.Voters, learners: conf.Learners})
 	if err == nil {
 		_, err = wt.WriteTo(w)
 	}
@@ -346,6 +379,7 @@ func (n *Node) install(p *partition, meta *snapshotMeta) error {
 	}
 	ps := &s.parts[p.id]
 	ps.appliedTerm, ps.sinceEntries, ps.sinceBytes = meta.term, 0, 0
+	ps.conf = membership{Voters: meta.voters, Learners: meta.learners}
 	n.apply.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("kommander: node %s: partition %d: install snapshot %s: %w", n.cfg.NodeID, p.id, ref.name(), err)

@@ -222,7 +222,7 @@ func (t *transfers) sendChunkLocked(o *outTransfer, off int64) error {
 		return fmt.Errorf("kommander: read snapshot %s: %w", o.f.ref.name(), err)
 	}
 	o.off, o.n, o.sentAt = off, n, t.now
-	c := &snapshotChunk{Index: o.f.ref.index, Term: o.f.ref.term, Voters: o.f.layout.meta.voters, Offset: uint64(off), Data: data}
+	c := &snapshotChunk{Index: o.f.ref.index, Term: o.f.ref.term, Voters: o.f.layout.meta.voters, Learners: o.f.layout.meta.learners, Offset: uint64(off), Data: data}
 	if off+int64(n) == o.size {
 		c.Done, c.Checksum = true, o.checksum
 	}
@@ -391,7 +391,7 @@ func (t *transfers) receive(m *Message) {
 		return
 	}
 	t.received = append(t.received, snapshotReceived{msg: Message{Type: msgSnapshot, Partition: m.Partition,
-		From: m.From, To: m.To, Term: m.Term, snapshot: &snapshotChunk{Index: c.Index, Term: c.Term, Voters: c.Voters, Done: true}}})
+		From: m.From, To: m.To, Term: m.Term, snapshot: &snapshotChunk{Index: c.Index, Term: c.Term, Voters: c.Voters, Learners: c.Learners, Done: true}}})
 	t.ready.Store(true)
 	t.n.in.signal()
 }

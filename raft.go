@@ -92,8 +92,14 @@ const (
 type raftConfig struct {
 	id        string
 	partition uint32
-	// voters is the membership configuration; it must contain id.
-	voters []string
+	// voters and learners are the configuration as of the start of the stored log: the
+	// bootstrap one, or the snapshot's the log goes on from. The configuration entries in
+	// the stored log take effect over it (raft_config.go). voters may be empty (a replica
+	// created to be added later waits for a leader), and need not contain id.
+	voters, learners []string
+	// maxLearnerLag is how far behind the leader's last index a learner may be and still be
+	// promoted to voter (default defaultMaxLearnerLag).
+	maxLearnerLag uint64
 	// electionTicks is the minimum election timeout E in ticks; a follower's timeout is
 	// drawn from [E, 2E). heartbeatTicks must be smaller.
 	electionTicks, heartbeatTicks int
@@ -129,23 +135,8 @@ func (c *raftConfig) validate() error {
 	if c.id == "" {
 		return errors.New("raft: empty node id")
 	}
-	if len(c.voters) == 0 {
-		return errors.New("raft: no voters")
-	}
-	self := false
-	for i, v := range c.voters {
-		if v == "" {
-			return errors.New("raft: empty voter id")
-		}
-		for _, w := range c.voters[:i] {
-			if v == w {
-				return fmt.Errorf("raft: voter %q listed twice", v)
-			}
-		}
-		self = self || v == c.id
-	}
-	if !self {
-		return fmt.Errorf("raft: node %q is not among the voters %v", c.id, c.voters)
+	if err := (membership{Voters: c.voters, Learners: c.learners}).check(); err != nil {
+		return fmt.Errorf("raft: configuration: %w", err)
 	}
 	if c.heartbeatTicks <= 0 || c.electionTicks <= c.heartbeatTicks {
 		return fmt.Errorf("raft: need 0 < heartbeatTicks (%d) < electionTicks (%d)", c.heartbeatTicks, c.electionTicks)
@@ -178,7 +169,12 @@ type raftStatus struct {
 type raft struct {
 	id        string
 	partition uint32
-	tracker   tracker // the voters, their progress and votes
+	tracker   tracker // the members, their progress and votes
+	// confs are the configurations of the log; the last is in effect (raft_config.go).
+	confs         confHistory
+	maxLearnerLag uint64
+	// transfer is the leadership transfer under way (raft_transfer.go).
+	transfer transferState
 
 	term uint64
 	vote string
@@ -223,7 +219,7 @@ type raft struct {
 	rules          safetyRules
 }
 
-// safetyRules are five decisions on which Raft's safety rests, held as function values so
+// safetyRules are the decisions on which Raft's safety rests, held as function values so
 // that a test can plant a wrong one and prove that the simulation catches it. newRaft sets
 // correctRules; nothing outside *_test.go replaces them.
 type safetyRules struct {
@@ -243,6 +239,8 @@ type safetyRules struct {
 	// readConfirmed reports whether a read waiting on heartbeat round may be released now
 	// that a quorum acknowledged rounds up to confirmed.
 	readConfirmed func(round, confirmed uint64) bool
+	// confChangeAllowed reports whether the leader may propose a membership change now.
+	confChangeAllowed func(r *raft) bool
 }
 
 var correctRules = safetyRules{
@@ -259,6 +257,9 @@ var correctRules = safetyRules{
 	releaseVoteRequest: (*raft).sendAfterPersist,
 	// Only once a quorum acknowledged a heartbeat sent after the read arrived (thesis §6.4).
 	readConfirmed: func(round, confirmed uint64) bool { return round <= confirmed },
+	// One change in flight, and none before the leader committed an entry of its term
+	// (thesis §4.1, S27; see raft_config.go).
+	confChangeAllowed: func(r *raft) bool { return r.pendingConfIndex() == 0 && r.noopCommitted() },
 }
 
 // newRaft starts a group from its configuration and what it persisted.
@@ -269,7 +270,7 @@ func newRaft(c raftConfig) (*raft, error) {
 	r := &raft{
 		id:               c.id,
 		partition:        c.partition,
-		tracker:          newTracker(c.voters, c.id),
+		maxLearnerLag:    c.maxLearnerLag,
 		electionTicks:    c.electionTicks,
 		heartbeatTicks:   c.heartbeatTicks,
 		rand:             c.rand,
@@ -289,6 +290,7 @@ func newRaft(c raftConfig) (*raft, error) {
 	setDefault(&r.maxUnstableBytes, defaultMaxUnstableBytes)
 	setDefault(&r.maxMemLogBytes, defaultMaxMemLogBytes)
 	setDefault(&r.maxApplyBytes, defaultMaxApplyBytes)
+	setDefault(&r.maxLearnerLag, defaultMaxLearnerLag)
 
 	last := c.storage.lastIndex()
 	if first := c.storage.firstIndex(); first > last+1 {
@@ -315,6 +317,17 @@ func newRaft(c raftConfig) (*raft, error) {
 	}
 	r.term, r.vote = hs.Term, hs.Vote
 	r.prevHardState = hs
+	base := membership{Voters: c.voters, Learners: c.learners}.clone()
+	confs, err := loadMembership(c.storage, base)
+	if err != nil {
+		// Like any read the group cannot do without: the node fails on it (S26).
+		r.log.readFailed(fmt.Errorf("raft: partition %d: %w", c.partition, err))
+		confs = confHistory{{index: c.storage.firstIndex() - 1, m: base}}
+	}
+	r.confs = confs
+	r.pruneConfs()
+	r.tracker = newTracker(r.membership(), r.id)
+	r.applyMembership()
 	r.becomeFollower(r.term, "")
 	return r, nil
 }
@@ -327,6 +340,12 @@ func (r *raft) tick() {
 	}
 	r.electionElapsed++
 	if r.electionElapsed >= r.randomizedElectionTimeout {
+		if !r.promotable() {
+			// A learner, a removed node or a replica waiting to be added never campaigns
+			// (S27): it waits for a leader.
+			r.resetElectionTimer()
+			return
+		}
 		r.campaign()
 	}
 }
@@ -335,6 +354,9 @@ func (r *raft) tickLeader() {
 	r.reads.ticks++
 	r.heartbeatElapsed++
 	r.electionElapsed++
+	if r.transfer.target != "" {
+		r.tickTransfer()
+	}
 	if r.electionElapsed >= r.electionTicks {
 		r.electionElapsed = 0
 		// CheckQuorum (thesis §6.2): a leader cut off from a quorum steps down, so that its
@@ -359,6 +381,9 @@ func (r *raft) propose(ents []Entry) (firstIndex, term uint64, err error) {
 	}
 	if len(ents) == 0 {
 		return 0, 0, fmt.Errorf("%w: no entries", errInvalidProposal)
+	}
+	if r.transfer.target != "" {
+		return 0, 0, fmt.Errorf("%w: to %s", errTransferring, r.transfer.target)
 	}
 	var size uint64
 	for i := range ents {
@@ -403,15 +428,19 @@ func (r *raft) step(m Message) error {
 		return err
 	}
 	pr := r.tracker.progress(m.From)
-	if pr == nil || pr == r.tracker.self {
-		// Not a member of this group (or ourselves): nothing it says counts (S5).
+	if !r.admits(m, pr) {
 		return nil
 	}
 
+	if m.Type == msgTimeoutNow && m.Term != r.term {
+		// Only the leader of our term sends it, once we matched its log: a higher term
+		// cannot be a leader's we follow, and must not move ours (S31).
+		return nil
+	}
 	// Rules for all servers (Figure 2): a higher term makes us a follower of that term.
 	switch {
 	case m.Term > r.term:
-		if (m.Type == MsgVote || m.Type == MsgPreVote) && r.inLease() {
+		if (m.Type == MsgVote || m.Type == MsgPreVote) && r.inLease() && !transferVote(m) {
 			if m.Type == MsgPreVote {
 				r.sendAfterPersist(Message{Type: MsgPreVoteResp, To: m.From, Term: r.term, Reject: true})
 			}
@@ -448,6 +477,9 @@ func (r *raft) step(m Message) error {
 	case MsgReadIndex, MsgReadIndexResp:
 		r.stepRead(m)
 		return nil
+	case msgTimeoutNow:
+		r.handleTimeoutNow(m)
+		return nil
 	}
 	switch r.role {
 	case roleLeader:
@@ -466,8 +498,8 @@ func (r *raft) step(m Message) error {
 // handler that reads it.
 func checkMessage(m Message) error {
 	switch m.Type {
-	case MsgNone, msgTimeoutNow:
-		// Not (or not yet) handled by the core: let none of them raise the term.
+	case MsgNone:
+		// Not handled by the core: let it raise no term.
 		return fmt.Errorf("%w: type %v not handled", errInvalidMessage, m.Type)
 	}
 	if m.Type >= msgTypeCount {
@@ -485,9 +517,9 @@ func checkMessage(m Message) error {
 		if m.LogTerm > m.Term || (m.Index == 0) != (m.LogTerm == 0) {
 			return fmt.Errorf("%w: %v from %s for term %d claims last entry (%d, %d)", errInvalidMessage, m.Type, m.From, m.Term, m.Index, m.LogTerm)
 		}
-	case MsgHeartbeat, MsgReadIndex:
-		// Only a leader sends a heartbeat, and only a follower that knows one asks it for
-		// a read: neither exists in term 0.
+	case MsgHeartbeat, MsgReadIndex, msgTimeoutNow:
+		// Only a leader sends a heartbeat or starts a transfer, and only a follower that
+		// knows one asks it for a read: none of them exists in term 0.
 		if m.Term == 0 {
 			return fmt.Errorf("%w: %v from %s in term 0", errInvalidMessage, m.Type, m.From)
 		}
@@ -505,8 +537,42 @@ func checkMessage(m Message) error {
 		if s := m.snapshot; m.Term == 0 || s == nil || !s.Done || s.Index == 0 || s.Term == 0 || s.Term > m.Term {
 			return fmt.Errorf("%w: snapshot from %s in term %d without a complete description", errInvalidMessage, m.From, m.Term)
 		}
+		// A snapshot's configuration had a leader: it has a voter (S27).
+		if err := m.snapshot.membership().check(); err != nil || len(m.snapshot.Voters) == 0 {
+			return fmt.Errorf("%w: snapshot from %s with configuration %v: %v", errInvalidMessage, m.From, m.snapshot.membership(), err)
+		}
 	}
 	return nil
+}
+
+// admits reports whether m is from a sender whose word counts here (S5): answers and read
+// requests only from a member; what only a leader sends from anyone, since our
+// configuration may be behind the leader's (a replica created empty, a learner not yet
+// told of its promotion) and its term decides whether it leads. Our own messages never
+// count.
+//
+// A (pre-)vote request from a node that is not a voter here is dropped, without a reply
+// and without moving our term, unless its log is at least as up to date as ours: a removed
+// node, whose log stops growing, cannot disrupt the group with its terms. Refusing it
+// altogether would not be live (thesis §4.2.3): our configuration may be the one behind,
+// and the candidate the only one that can win (a voter just added, whose log holds the
+// change we lack, may need our vote while the others refuse theirs to anyone with a
+// shorter log). The candidate counts our vote only if we vote in its configuration.
+func (r *raft) admits(m Message, pr *progress) bool {
+	switch {
+	case m.From == r.id:
+		return false
+	case m.Type == MsgVote || m.Type == MsgPreVote:
+		// A replica that knows no configuration (created empty, or wiped) has no vote to
+		// give: no candidate can need it, since a learner is promoted only once it holds
+		// the configuration that added it (changedMembership).
+		return r.tracker.voters > 0 && ((pr != nil && pr.voter) || r.upToDate(m))
+	case m.Type == MsgAppend || m.Type == MsgHeartbeat || m.Type == msgSnapshot || m.Type == msgTimeoutNow:
+		return true
+	case m.Type == MsgReadIndexResp:
+		return pr != nil || m.From == r.lead
+	}
+	return pr != nil
 }
 
 // readError returns the first storage read error the group could not do without (the

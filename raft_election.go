@@ -13,6 +13,7 @@ func (r *raft) resetElectionTimer() {
 
 func (r *raft) becomeFollower(term uint64, lead string) {
 	r.resetReads()
+	r.abortTransfer()
 	if term != r.term {
 		r.term = term
 		r.vote = ""
@@ -24,17 +25,21 @@ func (r *raft) becomeFollower(term uint64, lead string) {
 	r.resetElectionTimer()
 }
 
+// maxCampaignTerm is the term from which no node campaigns (see campaign).
+const maxCampaignTerm = math.MaxUint64 - 1
+
 func (r *raft) campaign() {
-	if r.term >= math.MaxUint64-1 {
+	if r.term >= maxCampaignTerm || !r.promotable() {
 		// No election at or past the top of the term range: peers refuse its term, and the
-		// one after would overflow to 0 (S31). Only forged or corrupt state gets here.
+		// one after would overflow to 0 (S31). Only forged or corrupt state gets here. Nor
+		// by a node that does not vote (S27).
 		r.resetElectionTimer()
 		return
 	}
 	if r.preVote {
 		r.becomePreCandidate()
 	} else {
-		r.becomeCandidate()
+		r.becomeCandidate(0)
 	}
 }
 
@@ -48,11 +53,11 @@ func (r *raft) becomePreCandidate() {
 	r.tracker.resetVotes()
 	r.tracker.recordVote(r.id, true) // a pre-vote changes nothing, so no persistence is needed
 	if r.tracker.voteResult() == voteGranted {
-		r.becomeCandidate()
+		r.becomeCandidate(0)
 		return
 	}
 	// Pre-votes change nothing, so they need not wait for persistence.
-	r.requestVotes(MsgPreVote, r.term+1, (*raft).send)
+	r.requestVotes(MsgPreVote, r.term+1, 0, (*raft).send)
 }
 
 // becomeCandidate starts an election (Figure 2, Candidates). The self-vote is counted only
@@ -68,7 +73,10 @@ func (r *raft) becomePreCandidate() {
 // restarted node already holds the term with its own vote and campaigns only in a later
 // term, where those grants do not count. The cost is one disk write before the requests
 // leave, as for the self-vote.
-func (r *raft) becomeCandidate() {
+//
+// ctx is the vote requests' Context: transferVoteContext when a leader asked this node to
+// campaign (raft_transfer.go), else 0.
+func (r *raft) becomeCandidate(ctx uint64) {
 	r.term++
 	r.vote = r.id
 	r.role = roleCandidate
@@ -78,19 +86,19 @@ func (r *raft) becomeCandidate() {
 	if r.rules.selfVoteCounts(false) {
 		r.recordVote(r.id, true)
 	}
-	r.requestVotes(MsgVote, r.term, r.rules.releaseVoteRequest)
+	r.requestVotes(MsgVote, r.term, ctx, r.rules.releaseVoteRequest)
 }
 
 // requestVotes asks every other voter for its (pre-)vote in term, handing each request to
 // release to be queued.
-func (r *raft) requestVotes(t MessageType, term uint64, release func(*raft, Message)) {
+func (r *raft) requestVotes(t MessageType, term, ctx uint64, release func(*raft, Message)) {
 	lastIndex := r.log.lastIndex()
 	lastTerm := r.log.lastTerm()
-	for _, pr := range r.tracker.prs {
+	for _, pr := range r.tracker.voterPrs() {
 		if pr == r.tracker.self {
 			continue
 		}
-		release(r, Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex})
+		release(r, Message{Type: t, To: pr.id, Term: term, LogTerm: lastTerm, Index: lastIndex, Context: ctx})
 	}
 }
 
@@ -101,7 +109,7 @@ func (r *raft) recordVote(from string, granted bool) {
 	switch r.tracker.voteResult() {
 	case voteGranted:
 		if r.role == rolePreCandidate {
-			r.becomeCandidate()
+			r.becomeCandidate(0)
 		} else {
 			r.becomeLeader()
 		}
@@ -114,6 +122,7 @@ func (r *raft) recordVote(from string, granted bool) {
 // thesis §6.4): entries of older terms commit only through an entry of the leader's own
 // term, and the no-op lets that happen without waiting for a proposal.
 func (r *raft) becomeLeader() {
+	r.abortTransfer()
 	r.role = roleLeader
 	r.lead = r.id
 	r.heartbeatElapsed = 0
@@ -127,7 +136,7 @@ func (r *raft) becomeLeader() {
 		in.reset()
 		// seq goes on across leaderships, so that an answer to a message of an earlier one
 		// is never taken for an answer to this one's.
-		*pr = progress{id: pr.id, next: last + 1, recentActive: true, inflight: in, seq: pr.seq, matchSeq: pr.seq}
+		*pr = progress{id: pr.id, voter: pr.voter, next: last + 1, recentActive: true, inflight: in, seq: pr.seq, matchSeq: pr.seq}
 	}
 	r.tracker.self.match = r.log.stable
 	r.tracker.self.state = progressReplicate
@@ -153,9 +162,7 @@ func (r *raft) handleVoteRequest(m Message) {
 	canVote := r.vote == m.From ||
 		(r.vote == "" && r.lead == "") ||
 		(m.Type == MsgPreVote && m.Term > r.term)
-	lastIndex, lastTerm := r.log.lastIndex(), r.log.lastTerm()
-	upToDate := m.LogTerm > lastTerm || (m.LogTerm == lastTerm && m.Index >= lastIndex)
-	if !canVote || !upToDate {
+	if !canVote || !r.upToDate(m) {
 		r.sendAfterPersist(Message{Type: respType, To: m.From, Term: r.term, Reject: true})
 		return
 	}
@@ -169,6 +176,13 @@ func (r *raft) handleVoteRequest(m Message) {
 	// The grant goes out only once the vote is durable (S1): a node that crashes after
 	// granting must remember the vote, or it could grant a second one in the same term.
 	r.rules.releaseVote(r, grant)
+}
+
+// upToDate reports whether the log a (pre-)vote request claims is at least as up to date
+// as ours (Raft §5.4.1: compare last terms, then last indexes).
+func (r *raft) upToDate(m Message) bool {
+	lastIndex, lastTerm := r.log.lastIndex(), r.log.lastTerm()
+	return m.LogTerm > lastTerm || (m.LogTerm == lastTerm && m.Index >= lastIndex)
 }
 
 func (r *raft) stepCandidate(m Message) error {

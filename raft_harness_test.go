@@ -17,6 +17,16 @@ type memLog struct {
 	offset     uint64
 	offsetTerm uint64
 	hs         HardState
+	// conf is the configuration as of offset, once a compaction or a snapshot set it.
+	conf *membership
+}
+
+// startConf returns the configuration the stored log starts from: its snapshot's, or boot.
+func (m *memLog) startConf(boot membership) membership {
+	if m.conf != nil {
+		return m.conf.clone()
+	}
+	return boot
 }
 
 func (m *memLog) firstIndex() uint64 { return m.offset + 1 }
@@ -79,9 +89,31 @@ func (m *memLog) compact(i uint64) {
 		return
 	}
 	m.offsetTerm, _ = m.term(i)
+	for _, e := range m.ents[:i-m.offset] {
+		if e.Kind == entryConfig {
+			c, err := decodeMembership(e.Data)
+			if err != nil {
+				panic(fmt.Sprintf("memLog: configuration entry %d: %v", e.Index, err))
+			}
+			m.conf = &c
+		}
+	}
 	kept := m.ents[i-m.offset:]
 	m.ents = append(make([]Entry, 0, len(kept)+2048), kept...) // a fresh array: see save
 	m.offset = i
+}
+
+// snapshotChunk describes the snapshot at the compaction point, whole, with the
+// configuration as of it (boot when no compaction set one).
+func (m *memLog) snapshotChunk(boot membership) *snapshotChunk {
+	c := m.startConf(boot)
+	return &snapshotChunk{Index: m.offset, Term: m.offsetTerm, Voters: c.Voters, Learners: c.Learners, Done: true}
+}
+
+// install replaces the stored log with a snapshot's start.
+func (m *memLog) install(s *snapshotMeta) {
+	m.ents, m.offset, m.offsetTerm = nil, s.index, s.term
+	m.conf = &membership{Voters: s.voters, Learners: s.learners}
 }
 
 // setLog replaces the stored log with entries of the given terms (index i+1 has terms[i]).
@@ -131,6 +163,8 @@ func newTestNode(t testing.TB, cfg raftConfig, log *memLog) *testNode {
 func (n *testNode) start(t testing.TB) {
 	t.Helper()
 	c := n.cfg
+	conf := n.log.startConf(membership{Voters: c.voters, Learners: c.learners})
+	c.voters, c.learners = conf.Voters, conf.Learners
 	c.storage = n.log
 	c.hardState = n.log.hs
 	c.applied = uint64(len(n.applied))
@@ -150,7 +184,7 @@ func (n *testNode) flush() []Message {
 		out = append(out, rd.Messages...)
 		out = append(out, n.snapshotMessages(rd.SendSnapshots)...)
 		if s := rd.InstallSnapshot; s != nil {
-			n.installSnapshot(s.index, s.term)
+			n.installSnapshot(s)
 		}
 		n.log.save(rd)
 		out = append(out, rd.MessagesAfterPersist...)
@@ -168,7 +202,7 @@ func (n *testNode) snapshotMessages(to []string) []Message {
 	var out []Message
 	for _, id := range to {
 		out = append(out, Message{Type: msgSnapshot, From: n.id, To: id, Term: n.r.term, Partition: n.r.partition,
-			snapshot: &snapshotChunk{Index: n.log.offset, Term: n.log.offsetTerm, Voters: n.cfg.voters, Done: true}})
+			snapshot: n.log.snapshotChunk(membership{Voters: n.cfg.voters, Learners: n.cfg.learners})})
 		n.snapshotsSent++
 	}
 	if !n.noSnapshotReport {
@@ -181,10 +215,10 @@ func (n *testNode) snapshotMessages(to []string) []Message {
 
 // installSnapshot replaces the stored log and the applied entries with a snapshot's: the
 // applied entries up to index become placeholders.
-func (n *testNode) installSnapshot(index, term uint64) {
-	n.log.ents, n.log.offset, n.log.offsetTerm = nil, index, term
+func (n *testNode) installSnapshot(s *snapshotMeta) {
+	n.log.install(s)
 	n.applied = n.applied[:0:0]
-	for i := uint64(1); i <= index; i++ {
+	for i := uint64(1); i <= s.index; i++ {
 		n.applied = append(n.applied, Entry{Index: i, Type: "snapshot"})
 	}
 	n.installs++
@@ -255,7 +289,7 @@ func (c *testCluster) settle() {
 		q := c.queue
 		c.queue = nil
 		for _, m := range q {
-			if c.down[m.To] || c.down[m.From] || c.cut[[2]string{m.From, m.To}] {
+			if c.nodes[m.To] == nil || c.down[m.To] || c.down[m.From] || c.cut[[2]string{m.From, m.To}] {
 				continue
 			}
 			if err := c.nodes[m.To].r.step(m); err != nil {

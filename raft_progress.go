@@ -19,9 +19,10 @@ const (
 	progressSnapshot
 )
 
-// progress is the leader's view of one voter (Figure 2: nextIndex, matchIndex).
+// progress is the leader's view of one member (Figure 2: nextIndex, matchIndex).
 type progress struct {
-	id           string // the voter's node ID
+	id           string // the member's node ID
+	voter        bool   // a voter, not a learner (raft_config.go)
 	match, next  uint64
 	state        progressState
 	probeSent    bool   // probe: an append is out and unanswered

@@ -93,9 +93,11 @@ func (r *raft) readIndex(id uint64, lease bool) error {
 
 // leaseHolds reports whether the leader may serve a read without a round: its no-op is
 // committed, CheckQuorum is on (it is what makes followers refuse votes while they hear
-// from us) and a quorum acknowledged a round sent less than leaseTicks ago.
+// from us), a quorum acknowledged a round sent less than leaseTicks ago, and it started no
+// leadership transfer in this term (whose target's votes override that promise).
 func (r *raft) leaseHolds() bool {
-	return r.checkQuorum && r.noopCommitted() && r.reads.ticks < r.reads.leaseUntil
+	return r.checkQuorum && r.noopCommitted() && r.reads.ticks < r.reads.leaseUntil &&
+		r.transfer.startedIn != r.term // raft_transfer.go
 }
 
 // noopCommitted reports whether the leader committed an entry of its term: until it has,
@@ -213,11 +215,14 @@ func (r *raft) readAcked(pr *progress, ctx uint64) {
 	}
 }
 
-// confirmedRound returns the highest round a quorum (the leader included) acknowledged in
-// this term.
+// confirmedRound returns the highest round a quorum of voters (the leader included, if it
+// votes) acknowledged in this term.
 func (r *raft) confirmedRound() uint64 {
+	if r.tracker.voters == 0 {
+		return 0
+	}
 	ms := r.tracker.matchScratch[:0]
-	for _, pr := range r.tracker.prs {
+	for _, pr := range r.tracker.voterPrs() {
 		if pr == r.tracker.self {
 			ms = append(ms, r.reads.round)
 		} else {

@@ -52,6 +52,8 @@ func (r *raft) flush() {
 		}
 	}
 	r.appendPending, r.commitPending = false, false
+	// After the commit went out: a removed leader steps down once its removal commits.
+	r.stepDownIfRemoved()
 }
 
 func (r *raft) hardState() HardState {

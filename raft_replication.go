@@ -38,6 +38,7 @@ func (r *raft) appendLocal(ents []Entry) {
 		ents[i].Index = li + 1 + uint64(i)
 	}
 	r.log.append(ents)
+	r.logAppended(ents)
 	r.appendPending = true
 }
 
@@ -82,6 +83,9 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 		default:
 			r.sendAppends(pr)
 		}
+	}
+	if r.transfer.target != "" && (m.Type == MsgAppendResp || m.Type == MsgHeartbeatResp) {
+		r.sendTimeoutNowIfMatched(pr)
 	}
 	return nil
 }
@@ -295,7 +299,8 @@ func (r *raft) followLeader(lead string) {
 // checkAppend refuses an append that no leader could have sent (S31): a leader of term 0,
 // a previous entry of a later term than the leader's or at index 0 with a term, entries
 // that are not consecutive from prevIndex+1, that would run past the last index, or whose
-// terms go backwards, start at 0 or exceed the leader's term.
+// terms go backwards, start at 0 or exceed the leader's term, or a configuration entry
+// that does not decode.
 func checkAppend(m Message) error {
 	if m.Term == 0 || m.LogTerm > m.Term || (m.Index == 0 && m.LogTerm != 0) ||
 		uint64(len(m.Entries)) > math.MaxUint64-m.Index {
@@ -308,6 +313,12 @@ func checkAppend(m Message) error {
 		if e.Index != m.Index+1+uint64(i) || e.Term == 0 || e.Term > m.Term || e.Term < prevTerm {
 			return fmt.Errorf("%w: append from %s: entry %d has index %d term %d after prev (%d, %d)",
 				errInvalidMessage, m.From, i, e.Index, e.Term, m.Index, m.LogTerm)
+		}
+		if e.Kind == entryConfig {
+			// It takes effect as soon as it is appended (S27): it must be a configuration.
+			if _, err := decodeMembership(e.Data); err != nil {
+				return fmt.Errorf("%w: append from %s: entry %d: %w", errInvalidMessage, m.From, e.Index, err)
+			}
 		}
 		prevTerm = e.Term
 	}
@@ -351,6 +362,7 @@ func (r *raft) handleAppend(m Message) error {
 		e := &ents[i]
 		if e.Index > last {
 			r.log.append(ents[i:])
+			r.logAppended(ents[i:])
 			break
 		}
 		if !r.log.matchTerm(e.Index, e.Term) {
@@ -358,6 +370,7 @@ func (r *raft) handleAppend(m Message) error {
 				return fmt.Errorf("%w: append from %s conflicts with committed entry %d", errInvalidMessage, m.From, e.Index)
 			}
 			r.log.append(ents[i:])
+			r.logAppended(ents[i:])
 			// What followed e matched the leader's log only if the leader's log were not
 			// consistent with itself; keep no claim past the truncation.
 			r.leaderMatch = min(r.leaderMatch, e.Index-1)

@@ -73,7 +73,9 @@ func (r *raft) handleSnapshot(m Message) error {
 	}
 	// Rule 7: discard the whole log, conflicting suffix included, and install.
 	r.log.restore(s.Index, s.Term)
-	r.pendingInstall = &snapshotMeta{partition: r.partition, index: s.Index, term: s.Term, voters: s.Voters}
+	conf := s.membership()
+	r.restoreMembership(s.Index, conf)
+	r.pendingInstall = &snapshotMeta{partition: r.partition, index: s.Index, term: s.Term, voters: conf.Voters, learners: conf.Learners}
 	r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: s.Index})
 	return nil
 }

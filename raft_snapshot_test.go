@@ -57,7 +57,7 @@ func testSnapshotCatchUp(t *testing.T, report bool) {
 // snapshotMsg is a complete snapshot, as the node steps it in once received and checked.
 func snapshotMsg(from, to string, term, index, snapTerm uint64) Message {
 	return Message{Type: msgSnapshot, From: from, To: to, Term: term,
-		snapshot: &snapshotChunk{Index: index, Term: snapTerm, Done: true}}
+		snapshot: &snapshotChunk{Index: index, Term: snapTerm, Voters: []string{"n1", "n2", "n3"}, Done: true}}
 }
 
 // followerWithLog returns follower n2 of {n1, n2, n3} whose stored log has the given terms

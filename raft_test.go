@@ -242,7 +242,8 @@ func TestNewRaftRejectsBadConfigAndState(t *testing.T) {
 		mod  func(*raftConfig)
 	}{
 		{"no id", func(c *raftConfig) { c.id = "" }},
-		{"not a voter", func(c *raftConfig) { c.voters = []string{"n2", "n3"} }},
+		{"voter and learner", func(c *raftConfig) { c.learners = []string{"n3"} }},
+		{"empty learner", func(c *raftConfig) { c.learners = []string{""} }},
 		{"duplicate voter", func(c *raftConfig) { c.voters = []string{"n1", "n2", "n2"} }},
 		{"heartbeat >= election", func(c *raftConfig) { c.heartbeatTicks = 10 }},
 		{"no storage", func(c *raftConfig) { c.storage = nil }},

@@ -9,17 +9,21 @@ const (
 	voteRejected
 )
 
-// tracker is the configuration of a group, who votes, with what the group tracks of each
-// voter: the leader's progress and a candidate's votes, keyed by node ID. It is data in the
-// state, not a constant, because membership changes and snapshots will replace it at a log
-// index; adding or removing a voter then changes the tracker alone.
+// tracker is the configuration of a group in effect, with what the group tracks of each
+// member: the leader's progress and a candidate's votes, keyed by node ID. It is data in the
+// state, not a constant: a membership change or a snapshot replaces it (raft_config.go).
 //
 // Go's map iteration order is random: every loop that sends or counts goes over prs, in the
-// configured voters order, and never over a map, so that a seeded run replays identically.
+// configured order, and never over a map, so that a seeded run replays identically.
 type tracker struct {
-	prs  []*progress          // one per voter, in the configured voters order
-	byID map[string]*progress // the same progress, by node ID
-	self *progress            // this node's own: the leader's match is what is durable here
+	// prs has one progress per member: the voters in the configured order, then the
+	// learners. Only prs[:voters] vote and count for a quorum.
+	prs    []*progress
+	voters int
+	byID   map[string]*progress // the same progress, by node ID
+	// self is this node's own progress: the leader's match is what is durable here. It is
+	// in prs only while this node is a member (a removed leader replicates on, uncounted).
+	self *progress
 
 	// votes are the answers of the current (pre-)election, by voter; granted and rejected
 	// count them, so that a duplicate answer is found by one lookup and counted once.
@@ -29,31 +33,60 @@ type tracker struct {
 	matchScratch []uint64 // reused by quorumMatch so that commit does not allocate
 }
 
-func newTracker(voters []string, self string) tracker {
-	t := tracker{
-		prs:          make([]*progress, len(voters)),
-		byID:         make(map[string]*progress, len(voters)),
-		votes:        make(map[string]voteState, len(voters)),
-		matchScratch: make([]uint64, 0, len(voters)),
-	}
-	for i, id := range voters {
-		pr := &progress{id: id}
-		t.prs[i] = pr
-		t.byID[id] = pr
-	}
-	t.self = t.byID[self]
+func newTracker(m membership, self string) tracker {
+	t := tracker{votes: map[string]voteState{}}
+	t.reconfigure(m, self, func(id string) *progress { return &progress{id: id} })
 	return t
 }
 
-// progress returns the progress of voter id, or nil when id is not a voter.
+// reconfigure makes m the configuration: members keep their progress, newProgress makes
+// that of a new one.
+func (t *tracker) reconfigure(m membership, self string, newProgress func(id string) *progress) {
+	old := t.byID
+	n := len(m.Voters) + len(m.Learners)
+	t.prs = make([]*progress, 0, n)
+	t.byID = make(map[string]*progress, n)
+	t.voters = len(m.Voters)
+	for i, ids := range [2][]string{m.Voters, m.Learners} {
+		for _, id := range ids {
+			pr := old[id]
+			if pr == nil {
+				pr = newProgress(id)
+			}
+			pr.voter = i == 0
+			t.prs = append(t.prs, pr)
+			t.byID[id] = pr
+		}
+	}
+	if pr := t.byID[self]; pr != nil {
+		t.self = pr
+	} else if t.self == nil || t.self.id != self {
+		t.self = newProgress(self)
+	}
+	if t.byID[self] == nil {
+		t.self.voter = false
+	}
+	if cap(t.matchScratch) < n {
+		t.matchScratch = make([]uint64, 0, n)
+	}
+}
+
+// progress returns the progress of member id, or nil when id is not a member.
 func (t *tracker) progress(id string) *progress { return t.byID[id] }
 
-func (t *tracker) quorum() int { return len(t.prs)/2 + 1 }
+// voterPrs returns the voters' progress.
+func (t *tracker) voterPrs() []*progress { return t.prs[:t.voters] }
 
-// quorumMatch returns the highest index that a quorum of voters has matched.
+func (t *tracker) quorum() int { return t.voters/2 + 1 }
+
+// quorumMatch returns the highest index that a quorum of voters has matched (0 without
+// voters).
 func (t *tracker) quorumMatch() uint64 {
+	if t.voters == 0 {
+		return 0
+	}
 	ms := t.matchScratch[:0]
-	for _, pr := range t.prs {
+	for _, pr := range t.voterPrs() {
 		ms = append(ms, pr.match)
 	}
 	return kthHighest(ms, t.quorum())
@@ -75,7 +108,7 @@ func kthHighest(ms []uint64, k int) uint64 {
 func (t *tracker) quorumActive() bool {
 	n := 0
 	for _, pr := range t.prs {
-		if pr == t.self || pr.recentActive {
+		if pr.voter && (pr == t.self || pr.recentActive) {
 			n++
 		}
 		pr.recentActive = false
@@ -90,9 +123,10 @@ func (t *tracker) resetVotes() {
 }
 
 // recordVote records voter id's answer; it reports false, changing nothing, for a voter who
-// has already answered.
+// has already answered or a node that is not a voter.
 func (t *tracker) recordVote(id string, granted bool) bool {
-	if t.votes[id] != voteUnknown {
+	if pr := t.byID[id]; pr == nil || !pr.voter || t.votes[id] != voteUnknown {
+		// Learners and nodes outside the configuration have no vote (S5, S27).
 		return false
 	}
 	if granted {
@@ -111,7 +145,7 @@ func (t *tracker) voteResult() voteState {
 	switch {
 	case t.granted >= q:
 		return voteGranted
-	case t.rejected > len(t.prs)-q:
+	case t.rejected > t.voters-q:
 		return voteRejected
 	}
 	return voteUnknown

@@ -177,8 +177,8 @@ type Message struct {
 type snapshotChunk struct {
 	// Index and Term are those of the last entry the snapshot covers.
 	Index, Term uint64
-	// Voters is the membership configuration as of Index.
-	Voters []string
+	// Voters and Learners are the membership configuration as of Index.
+	Voters, Learners []string
 	// Offset is the position of Data within the whole snapshot.
 	Offset uint64
 	// Data is the chunk's bytes.
@@ -187,4 +187,9 @@ type snapshotChunk struct {
 	Done bool
 	// Checksum is the CRC-32C of the whole snapshot, set on the last chunk.
 	Checksum uint32
+}
+
+// membership returns the configuration the snapshot carries, sharing no slice with it.
+func (s *snapshotChunk) membership() membership {
+	return membership{Voters: s.Voters, Learners: s.Learners}.clone()
 }

@@ -165,7 +165,7 @@ func TestRequestVoteReceiverRefusesImpossibleLastEntryS31(t *testing.T) {
 
 // S31: message types the core does not handle are refused before their term is believed.
 func TestStepRefusesTypesTheCoreDoesNotHandleS31(t *testing.T) {
-	for _, typ := range []MessageType{msgTimeoutNow} {
+	for _, typ := range []MessageType{MsgNone} {
 		n := newNode(t, "n1", 2, []uint64{1})
 		if err := n.r.step(Message{Type: typ, From: "n2", To: "n1", Term: 9}); !errors.Is(err, errInvalidMessage) {
 			t.Fatalf("%v: want errInvalidMessage, got %v", typ, err)

@@ -51,12 +51,12 @@ S4 deposed leader
 		TestS4DeposedLeaderGetsNoAcknowledgements
 
 S5 non-members have no say
-	A removed or never-admitted node cannot win an election, force one, or send appends or
-	snapshots that anyone accepts; learners never vote.
-	tests: TestTransportConformanceHostileInput
-	partial: only the transport's refusal of a batch that speaks for another node is tested;
-		the Raft core ignores messages from non-members, but no test checks that directly;
-		removed nodes and learners come with membership changes (S27)
+	A removed or never-admitted node cannot win an election, force one, or move a member's
+	term with its requests; learners never vote; only the leader a node follows in its term
+	can make it campaign at once.
+	tests: TestTransportConformanceHostileInput TestConfVoteRequestsFromNonVotersAreIgnoredS5
+		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
+		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
@@ -209,7 +209,13 @@ S26 failed write or fsync
 S27 membership changes
 	One membership change at a time; a new node catches up as a learner before it votes; a
 	removed leader steps down; the last voter cannot be removed.
-	pending: membership changes
+	tests: TestConfLearnerJoinsThenIsPromotedS27 TestConfPromotionOnlyOfCaughtUpLearnerS27
+		TestConfOneChangeInFlightS27 TestConfRemoveLastVoterIsRefusedS27
+		TestConfTakesEffectWhenAppendedAndRevertsOnTruncationS27
+		TestConfRemovedLeaderStepsDownOnceCommittedS27 TestConfRecoveredAtRestartS27
+		TestConfSnapshotCarriesVotersAndLearnersS27 TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27
+		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
+		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected

@@ -58,6 +58,13 @@ type simParams struct {
 	// restartAtOnce restarts a crashed node in the same event, as a supervisor would: what
 	// it had not saved is lost, and the messages already on their way to it still arrive.
 	restartAtOnce bool
+	// spares are nodes beyond the first nodes that start with no configuration, to be
+	// added; confP is the chance that an event is a membership change or a leadership
+	// transfer (sim_membership_test.go). Both 0 unless a test asks.
+	spares int
+	confP  float64
+	// safetyOnly: findPlantedBug counts only a safety violation as finding the bug.
+	safetyOnly bool
 }
 
 func simParamsFor(seed uint64, nodes int) simParams {
@@ -143,6 +150,12 @@ type sim struct {
 	nextID uint64
 	err    error
 	trace  func(string, ...any)
+
+	// Membership (sim_membership_test.go), per group: the latest committed configuration,
+	// and the nodes whose replica was removed and destroyed (never added again).
+	conf    []membership
+	removed []map[string]bool
+	changes int // membership changes and transfers that started
 }
 
 func newSim(seed uint64, p simParams) *sim {
@@ -153,7 +166,7 @@ func newSim(seed uint64, p simParams) *sim {
 		byID: map[string]int{},
 		cut:  map[[2]int]bool{},
 	}
-	ids := make([]string, p.nodes)
+	ids := make([]string, p.nodes+p.spares)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("n%d", i+1)
 		s.byID[ids[i]] = i
@@ -166,6 +179,8 @@ func newSim(seed uint64, p simParams) *sim {
 		s.applied = append(s.applied, nil)
 		s.appliedAt = append(s.appliedAt, map[uint64]uint64{})
 		s.readFloor = append(s.readFloor, map[uint64]uint64{})
+		s.conf = append(s.conf, s.boot())
+		s.removed = append(s.removed, map[string]bool{})
 	}
 	for i, id := range ids {
 		n := &simNode{id: id}
@@ -179,37 +194,58 @@ func newSim(seed uint64, p simParams) *sim {
 }
 
 // start (re)creates node i's groups from what they persisted.
-func (s *sim) start(i int, ids []string) {
+func (s *sim) start(i int, _ []string) {
 	n := s.nodes[i]
 	n.down = false
 	n.incarnation++
-	for g, sg := range n.groups {
-		r, err := newRaft(raftConfig{
-			id:               n.id,
-			partition:        uint32(g),
-			voters:           ids,
-			electionTicks:    s.p.electionTicks,
-			heartbeatTicks:   s.p.heartbeatTicks,
-			storage:          sg.log,
-			hardState:        sg.log.hs,
-			applied:          sg.applied,
-			rand:             rand.New(rand.NewPCG(s.seed, uint64(i*1000+g)+s.rng.Uint64()%1000*100000)),
-			maxMsgBytes:      s.p.maxMsgBytes,
-			maxInflightMsgs:  s.p.maxInflight,
-			checkQuorum:      s.p.checkQuorum,
-			preVote:          s.p.preVote,
-			maxMemLogBytes:   512, // small, so that reads from storage are exercised
-			maxInflightBytes: 0,
-		})
-		if err != nil {
-			s.failf("restart %s group %d: %v", n.id, g, err)
+	for g := range n.groups {
+		if !s.startGroup(i, g) {
 			return
 		}
-		if s.p.bug != nil {
-			s.p.bug.plant(&r.rules)
-		}
-		sg.r, sg.pending, sg.rd, sg.checked = r, false, raftReady{}, 0
 	}
+}
+
+// startGroup (re)creates node i's group g from what it persisted.
+func (s *sim) startGroup(i, g int) bool {
+	n := s.nodes[i]
+	sg := n.groups[g]
+	conf := s.startConf(i, g)
+	r, err := newRaft(raftConfig{
+		id:               n.id,
+		partition:        uint32(g),
+		voters:           conf.Voters,
+		learners:         conf.Learners,
+		electionTicks:    s.p.electionTicks,
+		heartbeatTicks:   s.p.heartbeatTicks,
+		storage:          sg.log,
+		hardState:        sg.log.hs,
+		applied:          sg.applied,
+		rand:             rand.New(rand.NewPCG(s.seed, uint64(i*1000+g)+s.rng.Uint64()%1000*100000)),
+		maxMsgBytes:      s.p.maxMsgBytes,
+		maxInflightMsgs:  s.p.maxInflight,
+		checkQuorum:      s.p.checkQuorum,
+		preVote:          s.p.preVote,
+		maxMemLogBytes:   512, // small, so that reads from storage are exercised
+		maxInflightBytes: 0,
+	})
+	if err != nil {
+		s.failf("restart %s group %d: %v", n.id, g, err)
+		return false
+	}
+	if s.p.bug != nil {
+		s.p.bug.plant(&r.rules)
+	}
+	sg.r, sg.pending, sg.rd, sg.checked = r, false, raftReady{}, 0
+	return true
+}
+
+// boot is the configuration every group starts with: the first p.nodes nodes vote.
+func (s *sim) boot() membership {
+	var m membership
+	for i := range s.p.nodes {
+		m.Voters = append(m.Voters, fmt.Sprintf("n%d", i+1))
+	}
+	return m
 }
 
 func (s *sim) ids() []string {
@@ -274,7 +310,7 @@ func (s *sim) process(i, g int) {
 		// the network may lose, and the node reports it done or abandoned at random.
 		s.checkSnapshot(g, sg.log.offset, sg.log.offsetTerm, "sent by "+s.nodes[i].id)
 		s.send(Message{Type: msgSnapshot, Partition: uint32(g), From: s.nodes[i].id, To: to, Term: sg.r.term,
-			snapshot: &snapshotChunk{Index: sg.log.offset, Term: sg.log.offsetTerm, Done: true}})
+			snapshot: sg.log.snapshotChunk(s.boot())}) // compacted: past the bootstrap
 		sg.r.reportSnapshot(to, sg.log.offset, s.rng.IntN(2) == 0)
 	}
 	s.checkReads(i, g, rd.ReadStates)
@@ -342,7 +378,7 @@ func (s *sim) persist(i int) {
 			// Install before the entries that follow it: the state machine (its applied
 			// index) and the log both restart at the snapshot.
 			s.checkSnapshot(g, in.index, in.term, "installed by "+s.nodes[i].id)
-			sg.log.ents, sg.log.offset, sg.log.offsetTerm = nil, in.index, in.term
+			sg.log.install(in)
 			sg.applied = in.index
 		}
 		sg.log.save(rd)
@@ -424,10 +460,14 @@ func (s *sim) check(i int) {
 			} else {
 				s.committed[g] = append(s.committed[g], rec)
 				s.checkCommitDurable(g, idx, rec)
+				if e.Kind == entryConfig {
+					s.confCommitted(g, e)
+				}
 			}
 			sg.checked = idx
 		}
 	}
+	s.destroyRemoved()
 }
 
 // simLogView is what the checker reads of a node's log: its memory when it is up, what it
@@ -456,8 +496,18 @@ func (s *sim) checkCommitDurable(g int, idx uint64, rec simEntryRec) {
 		}
 		xi := lx.lastIndex()
 		xt, _ := lx.term(xi)
+		// Who would vote for x: the voters of x's configuration whose own configuration
+		// lists x as a voter and whose logs are no more up to date.
+		cx := s.confView(x, g)
+		if !cx.isVoter(s.nodes[x].id) {
+			continue // it never campaigns
+		}
 		n := 0
-		for y := range s.nodes {
+		for _, id := range cx.Voters {
+			y, ok := s.byID[id]
+			if !ok || !s.confView(y, g).isVoter(s.nodes[x].id) {
+				continue
+			}
 			ly := s.logView(y, g)
 			yi := ly.lastIndex()
 			yt, _ := ly.term(yi)
@@ -465,7 +515,7 @@ func (s *sim) checkCommitDurable(g int, idx uint64, rec simEntryRec) {
 				n++
 			}
 		}
-		if n >= len(s.nodes)/2+1 {
+		if n >= len(cx.Voters)/2+1 {
 			s.failf("committed entry %d (term %d) of group %d can be lost: %s lacks it and its log (%d, %d) is as up to date as a quorum's",
 				idx, rec.term, g, s.nodes[x].id, xi, xt)
 			return
@@ -508,7 +558,7 @@ func (s *sim) deliver(m Message) int {
 	}
 	g := int(m.Partition)
 	err := s.nodes[to].groups[g].r.step(m)
-	if err != nil && !errors.Is(err, errNotLeader) && !errors.Is(err, errProposalDropped) {
+	if err != nil && !errors.Is(err, errNotLeader) && !errors.Is(err, errProposalDropped) && !errors.Is(err, errTransferring) {
 		s.failf("%s group %d refused %v from %s: %v", m.To, g, m.Type, m.From, err)
 	}
 	s.process(to, g)
@@ -524,7 +574,7 @@ func (s *sim) propose(i, g int) {
 		ents[j] = Entry{ID: s.nextID, Type: "set", Data: make([]byte, s.rng.IntN(40))}
 	}
 	if sg.r.role == roleLeader {
-		if _, _, err := sg.r.propose(ents); err != nil && !errors.Is(err, errProposalDropped) {
+		if _, _, err := sg.r.propose(ents); err != nil && !errors.Is(err, errProposalDropped) && !errors.Is(err, errTransferring) {
 			s.failf("%s group %d: propose on leader: %v", s.nodes[i].id, g, err)
 		}
 	} else if lead := sg.r.lead; lead != "" {
@@ -535,6 +585,9 @@ func (s *sim) propose(i, g int) {
 
 // event runs one random event and returns the node it touched (-1 for none).
 func (s *sim) event() int {
+	if s.p.confP > 0 && s.rng.Float64() < s.p.confP {
+		return s.confEvent() // drawn only when on: the other tests' seeds replay as before
+	}
 	live := s.live()
 	x := s.rng.Float64()
 	switch {
@@ -747,14 +800,20 @@ func (s *sim) liveness() error {
 			fmt.Fprintf(&b, "\n  g%d %s %v term %d leader %q commit %d applied %d last %d", g, n.id, st.role, st.term, st.leader, st.commit, st.applied, st.lastIndex)
 		}
 	}
-	return fmt.Errorf("liveness: after healing, no entry committed on every node within %d ticks:%s", maxTicks, b.String())
+	return fmt.Errorf("%w: after healing, no entry committed on every node within %d ticks:%s", errSimLiveness, maxTicks, b.String())
 }
+
+// errSimLiveness is the failure of the liveness phase.
+var errSimLiveness = errors.New("liveness")
 
 func (s *sim) markerApplied(g int, idx uint64) bool {
 	if idx == 0 || idx > uint64(len(s.applied[g])) {
 		return false
 	}
 	for _, n := range s.nodes {
+		if !s.conf[g].isMember(n.id) {
+			continue // a spare never added, or a removed replica
+		}
 		if n.groups[g].applied < idx {
 			return false
 		}
@@ -781,7 +840,7 @@ func runSims(t *testing.T, name string, nodes, count int, adjust ...func(*simPar
 		}
 	}
 	start := time.Now()
-	events, reads := 0, 0
+	events, reads, changes := 0, 0, 0
 	for _, seed := range seeds {
 		p := simParamsFor(seed, nodes)
 		for _, a := range adjust {
@@ -796,8 +855,10 @@ func runSims(t *testing.T, name string, nodes, count int, adjust ...func(*simPar
 		}
 		events += s.now
 		reads += s.reads
+		changes += s.changes
 	}
-	t.Logf("%d seeds, %d events, %d reads released in %v", len(seeds), events, reads, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds, %d events, %d reads released, %d membership changes and transfers started in %v",
+		len(seeds), events, reads, changes, time.Since(start).Round(time.Millisecond))
 }
 
 // TestSimThreeNodes runs the simulation with 3 nodes (S12, S15, S17 and the invariants of
@@ -863,7 +924,7 @@ func findPlantedBug(t *testing.T, nodes, maxSeeds int, bug *plantedBug, adjust .
 			a(&p)
 		}
 		p.bug = bug
-		if err := newSim(seed, p).run(); err != nil {
+		if err := newSim(seed, p).run(); err != nil && !(p.safetyOnly && errors.Is(err, errSimLiveness)) {
 			t.Logf("found after %d seeds (%v): %v", seed, time.Since(start).Round(time.Millisecond), err)
 			return
 		}

@@ -8,12 +8,15 @@ package kommander
 // A snapshot of one partition is one file. All integers are little-endian; CRC means
 // CRC-32C (Castagnoli).
 //
-//	0   8  magic "kmdrsnp" followed by the format version byte 0x01
+//	0   8  magic "kmdrsnp" followed by the format version byte 0x02
 //	8   4  partition (uint32)
 //	12  8  index (uint64): the last log entry the snapshot covers
 //	20  8  term (uint64) of that entry
 //	28  2  number of voters v (uint16), then v times: length (uint16) and the voter's ID
+//	    2  number of learners l (uint16), then l times: length (uint16) and the learner's ID
 //	    4  header CRC: CRC of every header byte before it
+//
+// Version 0x01, still read, has no learners.
 //	    n  the state machine's data, as its Snapshotter wrote it
 //	    8  n (uint64)
 //	    4  CRC of the n data bytes
@@ -59,7 +62,8 @@ type Snapshotter interface {
 var ErrSnapshotCorrupt = errors.New("kommander: corrupt snapshot")
 
 const (
-	snapMagic        = "kmdrsnp\x01"
+	snapMagicV1      = "kmdrsnp\x01" // without learners
+	snapMagic        = "kmdrsnp\x02"
 	snapHeaderFixed  = 8 + 4 + 8 + 8 + 2
 	snapTrailerSize  = 8 + 4
 	snapMaxVoters    = 1 << 10
@@ -72,26 +76,29 @@ var snapCRC = crc32.MakeTable(crc32.Castagnoli)
 type snapshotMeta struct {
 	partition   uint32
 	index, term uint64
-	voters      []string
+	// voters and learners are the configuration as of index.
+	voters, learners []string
 }
 
 // appendSnapshotHeader appends the header of a snapshot file for m, its CRC included.
 func appendSnapshotHeader(b []byte, m snapshotMeta) ([]byte, error) {
-	if len(m.voters) > snapMaxVoters {
-		return b, fmt.Errorf("kommander: snapshot: %d voters, at most %d", len(m.voters), snapMaxVoters)
+	if len(m.voters)+len(m.learners) > snapMaxVoters {
+		return b, fmt.Errorf("kommander: snapshot: %d members, at most %d", len(m.voters)+len(m.learners), snapMaxVoters)
 	}
 	start := len(b)
 	b = append(b, snapMagic...)
 	b = binary.LittleEndian.AppendUint32(b, m.partition)
 	b = binary.LittleEndian.AppendUint64(b, m.index)
 	b = binary.LittleEndian.AppendUint64(b, m.term)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(m.voters)))
-	for _, v := range m.voters {
-		if len(v) > snapMaxVoterName {
-			return b[:start], fmt.Errorf("kommander: snapshot: voter ID of %d bytes", len(v))
+	for _, ids := range [2][]string{m.voters, m.learners} {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(ids)))
+		for _, v := range ids {
+			if len(v) > snapMaxVoterName {
+				return b[:start], fmt.Errorf("kommander: snapshot: member ID of %d bytes", len(v))
+			}
+			b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
+			b = append(b, v...)
 		}
-		b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
-		b = append(b, v...)
 	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], snapCRC)), nil
 }
@@ -155,35 +162,52 @@ func decodeSnapshot(r io.ReaderAt, size int64) (snapshotLayout, error) {
 	if size < snapHeaderFixed+4+snapTrailerSize {
 		return bad("%d bytes is shorter than any snapshot", size)
 	}
-	// The fixed header, then the voters' names, which are bounded: read at most that much.
-	maxHeader := int64(snapHeaderFixed + snapMaxVoters*(2+snapMaxVoterName) + 4)
+	// The fixed header, then the members' names, which are bounded: read at most that much.
+	maxHeader := int64(snapHeaderFixed + 2 + snapMaxVoters*(2+snapMaxVoterName) + 4)
 	h := make([]byte, min(size, maxHeader))
 	if _, err := r.ReadAt(h, 0); err != nil && !errors.Is(err, io.EOF) {
 		return snapshotLayout{}, fmt.Errorf("kommander: read snapshot header: %w", err)
 	}
-	if string(h[:8]) != snapMagic {
+	lists := 2
+	switch string(h[:8]) {
+	case snapMagic:
+	case snapMagicV1:
+		lists = 1 // voters only
+	default:
 		return bad("bad magic or version %q", h[:8])
 	}
 	le := binary.LittleEndian
 	l.meta.partition = le.Uint32(h[8:])
 	l.meta.index = le.Uint64(h[12:])
 	l.meta.term = le.Uint64(h[20:])
-	nv := int(le.Uint16(h[28:]))
-	if nv > snapMaxVoters {
-		return bad("%d voters", nv)
-	}
-	off := snapHeaderFixed
-	for i := 0; i < nv; i++ {
+	off := snapHeaderFixed - 2
+	members := 0
+	for list := range lists {
 		if off+2 > len(h) {
-			return bad("header cut in voter %d", i)
+			return bad("header cut before member list %d", list)
 		}
-		vl := int(le.Uint16(h[off:]))
+		n := int(le.Uint16(h[off:]))
 		off += 2
-		if vl > snapMaxVoterName || off+vl > len(h) {
-			return bad("voter %d of %d bytes", i, vl)
+		if members += n; members > snapMaxVoters {
+			return bad("%d members", members)
 		}
-		l.meta.voters = append(l.meta.voters, string(h[off:off+vl]))
-		off += vl
+		for i := 0; i < n; i++ {
+			if off+2 > len(h) {
+				return bad("header cut in member %d", i)
+			}
+			vl := int(le.Uint16(h[off:]))
+			off += 2
+			if vl > snapMaxVoterName || off+vl > len(h) {
+				return bad("member %d of %d bytes", i, vl)
+			}
+			id := string(h[off : off+vl])
+			if list == 0 {
+				l.meta.voters = append(l.meta.voters, id)
+			} else {
+				l.meta.learners = append(l.meta.learners, id)
+			}
+			off += vl
+		}
 	}
 	if off+4 > len(h) {
 		return bad("header cut before its CRC")

@@ -2,8 +2,10 @@ package kommander
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -41,6 +43,35 @@ func TestSnapshotFileRoundTrip(t *testing.T) {
 	}
 	if got := file[l.dataOff : l.dataOff+l.dataLn]; !bytes.Equal(got, data) {
 		t.Fatalf("data = %q", got)
+	}
+}
+
+// S27: a snapshot file carries the learners beside the voters; a file of the first format
+// version, which has no learners, still reads.
+func TestSnapshotFileCarriesLearnersAndReadsVersion1S27(t *testing.T) {
+	m := snapshotMeta{partition: 2, index: 99, term: 4, voters: []string{"n1", "n2"}, learners: []string{"n3"}}
+	file := encodeTestSnapshot(t, m, []byte("state"))
+	l, err := decodeSnapshot(bytes.NewReader(file), int64(len(file)))
+	if err != nil || fmt.Sprint(l.meta) != fmt.Sprint(m) {
+		t.Fatalf("meta = %+v, %v; want %+v", l.meta, err, m)
+	}
+	// Version 1: the same header without the learner count, and its own CRC.
+	m.learners = nil
+	v2 := encodeTestSnapshot(t, m, []byte("state"))
+	l2, err := decodeSnapshot(bytes.NewReader(v2), int64(len(v2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrEnd := int(l2.dataOff) - 4 // the CRC
+	v1 := append([]byte(snapMagicV1), v2[8:hdrEnd-2]...)
+	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, snapCRC))
+	v1 = append(v1, v2[l2.dataOff:]...)
+	l1, err := decodeSnapshot(bytes.NewReader(v1), int64(len(v1)))
+	if err != nil || fmt.Sprint(l1.meta) != fmt.Sprint(m) {
+		t.Fatalf("version 1: meta = %+v, %v; want %+v", l1.meta, err, m)
+	}
+	if got := v1[l1.dataOff : l1.dataOff+l1.dataLn]; string(got) != "state" {
+		t.Fatalf("version 1 data %q", got)
 	}
 }
 
