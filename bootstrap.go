@@ -655,6 +655,9 @@ func (n *Node) formCluster() {
 		return
 	}
 	for _, p := range n.parts {
+		// The snapshots' record of the configuration is the placeholder's; a brand-new
+		// node has no snapshot, so the formed set is where its log starts.
+		n.snaps.initConf(p.id, membership{})
 		np, err := n.newPartition(p.id, voters)
 		if err != nil {
 			fail(err)

@@ -227,9 +227,12 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.disc.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
 	n.disc.changed = make(chan struct{}, 1)
-	// A node that has yet to bootstrap builds its partitions for itself alone; they stay
+	// A node that has yet to bootstrap builds its partitions with no voters; they stay
 	// idle (bootPass) until the cluster forms, and formCluster rebuilds them.
-	voters := voterIDs(cfg.NodeID, peers)
+	var voters []string
+	if n.boot == nil || n.boot.formed() {
+		voters = voterIDs(cfg.NodeID, peers)
+	}
 	snapStore, err := snapshotStoreFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)

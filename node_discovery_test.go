@@ -29,6 +29,7 @@ func registryCluster(t *testing.T, nodes, expect int, secret []byte) (*nodeClust
 			t.Fatal(err)
 		}
 		cfg.Peers, cfg.Discovery, cfg.BootstrapExpect = nil, d, expect
+		cfg.StateMachine = snapKVSM{c.sms[i]} // snapshots on: they keep a configuration too
 	}
 	return c, reg
 }
@@ -57,16 +58,14 @@ func TestBootstrapFromRegistry(t *testing.T) {
 		return true
 	})
 	lead := c.leaders()
-	for p := range lead {
-		part := c.nodes[lead[p]].parts[p]
-		part.mu.Lock()
-		var v []string
-		for _, pr := range part.raft.tracker.prs {
-			v = append(v, pr.id)
-		}
-		part.mu.Unlock()
-		if !slices.Equal(v, c.ids) {
-			t.Fatalf("partition %d voters %v, want %v", p, v, c.ids)
+	for i, n := range c.nodes {
+		for p, part := range n.parts {
+			part.mu.Lock()
+			m := part.raft.membership()
+			part.mu.Unlock()
+			if !slices.Equal(m.Voters, c.ids) {
+				t.Fatalf("%s: partition %d has voters %v, want %v", c.ids[i], p, m.Voters, c.ids)
+			}
 		}
 	}
 	stop := c.pump()
