@@ -259,6 +259,11 @@ func (s *bootSim) checkFormed() {
 		case member && n.parts[0].raft.role == roleLeader:
 			leader = s.ids[i]
 		}
+		for p, part := range n.parts {
+			if v := part.raft.membership().Voters; member && !slices.Equal(v, set) {
+				s.fail("%s formed %v but partition %d has voters %v", s.ids[i], set, p, v)
+			}
+		}
 	}
 	if leader == "" {
 		s.fail("cluster %v formed but partition 0 has no leader", set)
