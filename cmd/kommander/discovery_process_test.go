@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,17 +22,9 @@ func TestNodeProcessesBootstrapThroughRegistries(t *testing.T) {
 	dir := t.TempDir()
 	var registries []string
 	for i := 0; i < 3; i++ {
-		raft, err := freeLoopbackAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		httpAddr, err := freeLoopbackAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := fmt.Sprintf("n%d", i+1)
-		c.nodes = append(c.nodes, &procNode{id: id, raft: raft, http: httpAddr, data: filepath.Join(dir, id), logPath: filepath.Join(dir, id+".log")})
-		registries = append(registries, "http://"+httpAddr+registryPath)
+		node := newProcNode(t, dir, fmt.Sprintf("n%d", i+1))
+		c.nodes = append(c.nodes, node)
+		registries = append(registries, "http://"+node.http+registryPath)
 	}
 	for _, n := range c.nodes {
 		n.args = []string{"-discovery", "registry", "-seeds", strings.Join(registries, ","), "-bootstrap-expect", "3"}
