@@ -594,6 +594,12 @@ func (s bootstrapState) members() []Peer {
 // take no messages and no ticks (they have no voters yet); bootstrap messages go to the
 // agreement, which ticks instead.
 func (n *Node) bootPass() bool {
+	existed := n.boot.st.Exists
+	defer func() {
+		if !existed && n.boot.st.Exists {
+			n.log.Info("bootstrap: the cluster formed without this node; it waits to be added")
+		}
+	}()
 	msgs, ticks, _ := n.in.take()
 	for i := range msgs {
 		m := &msgs[i]
