@@ -75,7 +75,8 @@ type bootstrapState struct {
 	Set   []string `json:"set,omitempty"`
 	// Formed says Set formed: it is the cluster's bootstrap voter set, for good.
 	Formed bool `json:"formed,omitempty"`
-	// Addrs are the members' addresses as discovered when the set formed.
+	// Addrs are the members' addresses as discovered when the set formed, or, for a node
+	// that learned the cluster formed without it, the nodes discovered then.
 	Addrs map[string]string `json:"addrs,omitempty"`
 	// Counted holds, once this node formed a set as its coordinator, the epoch of each
 	// member's promise it counted: a member that asks again is told of the set only for
@@ -200,6 +201,13 @@ func (b *bootstrapper) newPatience() {
 // formed reports whether the node's set formed.
 func (b *bootstrapper) formed() bool { return b.st.Formed }
 
+// joining reports whether the node learned that the cluster formed without it: it runs
+// as a new node waiting to be added.
+func (b *bootstrapper) joining() bool { return !b.st.Formed && b.st.Exists }
+
+// settled reports whether the agreement is over for this node: formed or joining.
+func (b *bootstrapper) settled() bool { return b.st.Formed || b.st.Exists }
+
 // setView records what discovery shows now.
 func (b *bootstrapper) setView(peers []Peer) {
 	clear(b.view)
@@ -305,7 +313,9 @@ func (b *bootstrapper) sendPromise() {
 // without this node.
 func (b *bootstrapper) giveUp(exists bool) error {
 	s := b.st.clone()
-	s.Exists = s.Exists || exists
+	if exists && !s.Exists {
+		s.Exists, s.Addrs = true, b.addrsOf(b.others())
+	}
 	if s.Released == nil {
 		s.Released = map[string]uint64{}
 	}
@@ -350,6 +360,18 @@ func (b *bootstrapper) maybeForm() error {
 		}
 	}
 	return nil
+}
+
+// others returns the IDs discovered, but this node's.
+func (b *bootstrapper) others() []string {
+	ids := make([]string, 0, len(b.view))
+	for id := range b.view {
+		if id != b.self {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 func (b *bootstrapper) addrsOf(ids []string) map[string]string {
@@ -480,7 +502,7 @@ func (b *bootstrapper) answered(m *Message, set []string) error {
 		changed = true
 	}
 	if m.Index == 1 && s.Coord == "" && !s.Exists {
-		s.Exists = true
+		s.Exists, s.Addrs = true, b.addrsOf(b.others())
 		changed = true
 	}
 	if !changed {
@@ -597,7 +619,7 @@ func (n *Node) bootPass() bool {
 	existed := n.boot.st.Exists
 	defer func() {
 		if !existed && n.boot.st.Exists {
-			n.log.Info("bootstrap: the cluster formed without this node; it waits to be added")
+			n.log.Info("bootstrap: the cluster formed without this node; it waits to be added", "discovered", n.boot.others())
 		}
 	}()
 	msgs, ticks, _ := n.in.take()
@@ -623,11 +645,39 @@ func (n *Node) bootPass() bool {
 		n.expireWaiters()
 	}
 	n.boot.flush(n.transport)
-	if n.failed.Load() != nil || !n.boot.formed() {
+	switch {
+	case n.failed.Load() != nil:
+		return false
+	case n.boot.formed():
+		n.formCluster()
+	case n.boot.joining():
+		n.joinCluster()
+	default:
 		return false
 	}
-	n.formCluster()
 	return true
+}
+
+// joinCluster makes a node that learned the cluster formed without it a new node waiting
+// to be added: its partitions keep no voters, so they never campaign, and take the
+// appends of a leader that added them; it answers the nodes it discovered. Loop only.
+func (n *Node) joinCluster() {
+	n.setJoinPeers(n.boot.st.Addrs)
+	n.publishAll()
+}
+
+// setJoinPeers makes addrs (ID to address) the nodes a joining node talks with.
+func (n *Node) setJoinPeers(addrs map[string]string) {
+	ids := make([]string, 0, len(addrs))
+	n.addrs = make(map[string]string, len(addrs))
+	for id, a := range addrs {
+		n.addrs[id] = a
+		ids = append(ids, id)
+		if n.transport != nil && a != "" {
+			n.transport.SetPeer(id, a)
+		}
+	}
+	n.out = newOutbox(n.cfg.NodeID, ids, &n.metrics)
 }
 
 // bootMessage hands a bootstrap message to the agreement, formed or not.

@@ -260,8 +260,11 @@ func (s *bootSim) checkFormed() {
 			leader = s.ids[i]
 		}
 		for p, part := range n.parts {
-			if v := part.raft.membership().Voters; member && !slices.Equal(v, set) {
+			switch v := part.raft.membership().Voters; {
+			case member && !slices.Equal(v, set):
 				s.fail("%s formed %v but partition %d has voters %v", s.ids[i], set, p, v)
+			case !member && (len(v) > 0 || part.raft.role != roleFollower):
+				s.fail("%s waits to be added but partition %d is a %v with voters %v", s.ids[i], p, part.raft.role, v)
 			}
 		}
 	}

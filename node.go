@@ -247,6 +247,9 @@ func NewNode(cfg Config) (*Node, error) {
 		if err := n.setMembers(peers, inc); err != nil {
 			return nil, err
 		}
+	} else if n.boot.joining() {
+		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
+		n.setJoinPeers(n.boot.st.Addrs)
 	} else {
 		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
 		n.addrs = map[string]string{}

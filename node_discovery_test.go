@@ -323,3 +323,41 @@ func TestAutoJoinAddsDiscoveredNodes(t *testing.T) {
 		c.stopAll()
 	}
 }
+
+// TestLateNodeWaitsToBeAdded: a brand-new node that starts after the cluster formed
+// learns so, records it, and runs as a new node waiting to be added: its partitions have
+// no voters and never campaign, and a restart comes back the same way, never
+// bootstrapping a second cluster.
+func TestLateNodeWaitsToBeAdded(t *testing.T) {
+	c, _ := registryCluster(t, 4, 3, testRegistrySecret)
+	for i := 0; i < 3; i++ {
+		c.start(i)
+	}
+	c.waitFor("the first three formed", 3000, func() bool { return c.formedSet(2) != nil })
+	c.start(3)
+	late := func() bootstrapState {
+		st, _ := fileBootstrapStore{dir: c.dataDirs[3]}.load()
+		return st
+	}
+	c.waitFor("n4 learns the cluster formed without it", 3000, func() bool { return late().Exists })
+	for k := 0; k < 300; k++ { // 30 election timeouts
+		c.clock.Advance(c.tick)
+	}
+	for p, st := range c.nodes[3].Status().Partitions {
+		if st.Role != "follower" || st.Term != 0 {
+			t.Fatalf("n4, waiting to be added, has partition %d as a %s in term %d", p, st.Role, st.Term)
+		}
+	}
+	if st := late(); st.Formed || st.Coord != "" || st.Addrs["n1"] == "" {
+		t.Fatalf("n4 recorded %+v; want no set, no promise, and the nodes it discovered", st)
+	}
+	c.stop(3)
+	n, err := NewNode(c.config(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	if !n.boot.joining() || !slices.Equal(n.out.peers, c.ids[:3]) {
+		t.Fatalf("restarted n4: joining %v, peers %v; want joining, talking with %v", n.boot.joining(), n.out.peers, c.ids[:3])
+	}
+}

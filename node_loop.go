@@ -113,7 +113,7 @@ func (n *Node) runPass() bool {
 	if n.failed.Load() != nil {
 		return false
 	}
-	if n.boot != nil && !n.boot.formed() {
+	if n.boot != nil && !n.boot.settled() {
 		return n.bootPass()
 	}
 	msgs, ticks, proposed := n.in.take()
