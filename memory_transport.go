@@ -269,6 +269,7 @@ func copyMessage(m Message) Message {
 	if m.snapshot != nil {
 		s := *m.snapshot
 		s.Voters = append([]string(nil), s.Voters...)
+		s.Learners = append([]string(nil), s.Learners...)
 		m.snapshot = &s
 	}
 	return m

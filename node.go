@@ -237,7 +237,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
 	}
-	n.snaps.init(cfg, voters, snapStore)
+	n.snaps.init(cfg, snapStore)
 	n.in.init()
 	if n.boot == nil || n.boot.formed() {
 		var inc uint64

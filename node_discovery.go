@@ -73,7 +73,6 @@ func (n *Node) setMembers(peers []Peer, inc uint64) error {
 	n.disc.members = members
 	n.disc.mu.Unlock()
 	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
-	n.snaps.voters = voters
 	return nil
 }
 

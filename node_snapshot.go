@@ -26,7 +26,6 @@ type snapshots struct {
 	entries  int
 	bytes    int64
 	trailing uint64
-	voters   []string
 	parts    []partSnapshots
 	writers  sync.WaitGroup // the goroutines writing snapshots; Stop waits for them
 	wanted   atomic.Bool    // some Node.Snapshot call waits: the applier looks at every partition
@@ -59,12 +58,12 @@ type snapshotTaken struct {
 func (s *snapshots) enabled() bool { return s.sm != nil }
 
 // init sets the node's snapshots up from cfg (NewNode, before the partitions).
-func (s *snapshots) init(cfg Config, voters []string, store *SnapshotStore) {
+func (s *snapshots) init(cfg Config, store *SnapshotStore) {
 	sm, ok := cfg.StateMachine.(Snapshotter)
 	if !ok || store == nil {
 		return
 	}
-	s.sm, s.store, s.voters = sm, store, voters
+	s.sm, s.store = sm, store
 	s.entries, s.bytes, s.trailing = cfg.SnapshotEntries, cfg.SnapshotBytes, uint64(cfg.SnapshotTrailingEntries)
 	s.parts = make([]partSnapshots, cfg.Partitions)
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -474,5 +475,55 @@ func TestNodeSnapshotCatchUpOverRealTransportsS20(t *testing.T) {
 				t.Fatalf("the follower holds %d keys, want 3000", n)
 			}
 		})
+	}
+}
+
+// S27: a node's snapshot carries the configuration as of its index, voters and learners,
+// from the configuration entries it applied; restarted from it, with the log compacted past
+// every configuration entry, the group is in that configuration again.
+func TestNodeSnapshotCarriesTheConfigurationS27(t *testing.T) {
+	c := newNodeCluster(t, 1, 1, false)
+	stores := c.useSnapshots(1<<30, 1)
+	conf := membership{Voters: []string{"n1"}, Learners: []string{"n9"}}
+	if err := c.stores[0].Save([]Update{{Partition: 0, HardState: HardState{Term: 1, Vote: "n1", Commit: 2}, SaveHardState: true,
+		Entries: []Entry{{Term: 1, Index: 1, Kind: EntryNoop}, {Term: 1, Index: 2, Kind: entryConfig, Data: encodeMembership(conf)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.startAll()
+	stopPump := c.pump()
+	c.leaders()
+	// Two snapshots: the second lets the log be compacted up to the first.
+	for _, prefix := range []string{"a", "b"} {
+		c.writeBatches(0, 0, 10, prefix)
+		if _, err := c.nodes[0].Snapshot(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refs, err := stores[0].list(0)
+	if err != nil || len(refs) == 0 {
+		t.Fatalf("snapshots %v, %v", refs, err)
+	}
+	for _, ref := range refs {
+		f, err := stores[0].open(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := f.layout.meta
+		f.Close()
+		if !slices.Equal(m.voters, conf.Voters) || !slices.Equal(m.learners, conf.Learners) {
+			t.Fatalf("snapshot %s carries voters %v learners %v, want %v", ref.name(), m.voters, m.learners, conf)
+		}
+	}
+	stopPump()
+	c.stopAll()
+	if first := c.stores[0].FirstIndex(0); first <= 2 {
+		t.Fatalf("log not compacted past the configuration entry: first index %d", first)
+	}
+	c.sms[0] = c.sms[0].restarted()
+	c.start(0)
+	n := c.nodes[0]
+	c.stop(0)
+	if got := n.parts[0].raft.membership(); !slices.Equal(got.Voters, conf.Voters) || !slices.Equal(got.Learners, conf.Learners) {
+		t.Fatalf("restarted in %v, want %v", got, conf)
 	}
 }

@@ -241,6 +241,9 @@ type safetyRules struct {
 	readConfirmed func(round, confirmed uint64) bool
 	// confChangeAllowed reports whether the leader may propose a membership change now.
 	confChangeAllowed func(r *raft) bool
+	// voteCounts reports whether a (pre-)vote answer from node id counts toward a
+	// candidate's election.
+	voteCounts func(r *raft, id string) bool
 }
 
 var correctRules = safetyRules{
@@ -260,6 +263,12 @@ var correctRules = safetyRules{
 	// One change in flight, and none before the leader committed an entry of its term
 	// (thesis §4.1, S27; see raft_config.go).
 	confChangeAllowed: func(r *raft) bool { return r.pendingConfIndex() == 0 && r.noopCommitted() },
+	// Only a voter's, in the candidate's configuration: learners and nodes outside it have
+	// no vote (S5, S27).
+	voteCounts: func(r *raft, id string) bool {
+		pr := r.tracker.progress(id)
+		return pr != nil && pr.voter
+	},
 }
 
 // newRaft starts a group from its configuration and what it persisted.
@@ -325,7 +334,7 @@ func newRaft(c raftConfig) (*raft, error) {
 		confs = confHistory{{index: c.storage.firstIndex() - 1, m: base}}
 	}
 	r.confs = confs
-	r.pruneConfs()
+	r.pruneConfs(c.applied) // the node asks for the configuration as of applied (membershipAt)
 	r.tracker = newTracker(r.membership(), r.id)
 	r.applyMembership()
 	r.becomeFollower(r.term, "")
@@ -340,12 +349,6 @@ func (r *raft) tick() {
 	}
 	r.electionElapsed++
 	if r.electionElapsed >= r.randomizedElectionTimeout {
-		if !r.promotable() {
-			// A learner, a removed node or a replica waiting to be added never campaigns
-			// (S27): it waits for a leader.
-			r.resetElectionTimer()
-			return
-		}
 		r.campaign()
 	}
 }

@@ -128,19 +128,20 @@ func encodeMembership(m membership) []byte {
 	return b
 }
 
-// decodeMembership decodes what encodeMembership wrote. b may be hostile: every count and
-// length is checked against the bytes left before anything is allocated, the whole input
-// must be consumed, and the result must pass check.
+// decodeMembership decodes what encodeMembership wrote. b may be hostile: it is read with
+// the wire decoder, which checks every count and length against the bytes left before
+// anything is allocated; the whole input must be consumed, and the result must pass check.
 func decodeMembership(b []byte) (membership, error) {
-	d := confDecoder{b: b}
-	if v := d.u8(); d.err == nil && v != confEncodingVersion {
-		return membership{}, fmt.Errorf("%w: membership encoding version %d", errInvalidConfChange, v)
-	}
+	d := newConfDecoder(b)
+	v := d.u8("version")
 	var m membership
-	m.Voters = d.ids()
-	m.Learners = d.ids()
+	m.Voters = d.members("voter", maxMembers)
+	m.Learners = d.members("learner", maxMembers-len(m.Voters))
 	if err := d.end(); err != nil {
 		return membership{}, fmt.Errorf("%w: membership: %w", errInvalidConfChange, err)
+	}
+	if v != confEncodingVersion {
+		return membership{}, fmt.Errorf("%w: membership encoding version %d", errInvalidConfChange, v)
 	}
 	if err := m.check(); err != nil {
 		return membership{}, fmt.Errorf("%w: membership: %w", errInvalidConfChange, err)
@@ -186,10 +187,10 @@ func encodeConfChange(cc confChange) []byte {
 
 // decodeConfChange decodes what encodeConfChange wrote; b may be hostile.
 func decodeConfChange(b []byte) (confChange, error) {
-	d := confDecoder{b: b}
-	v := d.u8()
-	cc := confChange{Type: confChangeType(d.u8())}
-	cc.Node = d.id()
+	d := newConfDecoder(b)
+	v := d.u8("version")
+	cc := confChange{Type: confChangeType(d.u8("change type"))}
+	cc.Node = d.string16("node ID length")
 	switch err := d.end(); {
 	case err != nil:
 		return confChange{}, fmt.Errorf("%w: change: %w", errInvalidConfChange, err)
@@ -203,78 +204,14 @@ func decodeConfChange(b []byte) (confChange, error) {
 	return cc, nil
 }
 
-// confDecoder reads the little-endian encodings above; the first error sticks and every
-// later read returns zero values.
-type confDecoder struct {
-	b   []byte
-	off int
-	err error
-}
+// confLimits bounds the node IDs the decoders of this file accept.
+var confLimits = codecLimits{maxString: maxMemberID, maxVoters: maxMembers}.withDefaults()
 
-func (d *confDecoder) fail(format string, args ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf(format, args...)
-	}
-}
+// newConfDecoder returns the wire decoder (codec.go) over b, with this file's limits.
+func newConfDecoder(b []byte) *decoder { return &decoder{b: b, lim: &confLimits} }
 
-func (d *confDecoder) take(n int, what string) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n > len(d.b)-d.off {
-		d.fail("%s: need %d bytes, %d left", what, n, len(d.b)-d.off)
-		return nil
-	}
-	p := d.b[d.off : d.off+n]
-	d.off += n
-	return p
-}
-
-func (d *confDecoder) u8() byte {
-	if p := d.take(1, "byte"); p != nil {
-		return p[0]
-	}
-	return 0
-}
-
-func (d *confDecoder) u16() int {
-	if p := d.take(2, "length"); p != nil {
-		return int(binary.LittleEndian.Uint16(p))
-	}
-	return 0
-}
-
-func (d *confDecoder) id() string {
-	n := d.u16()
-	if n > maxMemberID {
-		d.fail("node ID of %d bytes, at most %d", n, maxMemberID)
-		return ""
-	}
-	return string(d.take(n, "node ID"))
-}
-
-func (d *confDecoder) ids() []string {
-	n := d.u16()
-	switch {
-	case d.err != nil:
-		return nil
-	case n > maxMembers:
-		d.fail("%d members, at most %d", n, maxMembers)
-		return nil
-	case 2*n > len(d.b)-d.off:
-		d.fail("%d members cannot fit in %d bytes", n, len(d.b)-d.off)
-		return nil
-	case n == 0:
-		return nil
-	}
-	ids := make([]string, n)
-	for i := range ids {
-		ids[i] = d.id()
-	}
-	return ids
-}
-
-func (d *confDecoder) end() error {
+// end reports the first failure, or bytes left over.
+func (d *decoder) end() error {
 	if d.err == nil && d.off != len(d.b) {
 		d.fail("%d trailing bytes", len(d.b)-d.off)
 	}
@@ -301,7 +238,7 @@ func (r *raft) membership() membership { return r.confs.current().m }
 
 // membershipAt returns the configuration as of index: that of the latest configuration
 // entry at or below it. Exact for an index at or above the commit index, or, right after
-// newRaft, at or above the start of the stored log.
+// newRaft, at or above the applied index.
 func (r *raft) membershipAt(index uint64) membership {
 	for i := len(r.confs) - 1; i > 0; i-- {
 		if r.confs[i].index <= index {
@@ -330,10 +267,7 @@ func (r *raft) memberMatch(id string) (match uint64, ok bool) {
 	if pr == nil {
 		return 0, false
 	}
-	if pr == r.tracker.self {
-		return r.log.lastIndex(), true
-	}
-	return pr.match, true
+	return pr.match, true // its own: what is durable here
 }
 
 // isVoter reports whether this node votes in the configuration in effect.
@@ -341,12 +275,14 @@ func (r *raft) isVoter() bool { return r.tracker.self.voter }
 
 // promotable reports whether this node may campaign: it votes in the configuration in
 // effect, or in one that an uncommitted configuration entry may yet replace (the newest
-// committed one it knows and those after it). A node whose own removal it holds
-// uncommitted must still campaign: the voters that lack that entry may need its vote and
-// refuse to elect one of them whose log is shorter, and none of them counts it. It counts
-// the votes in the configuration in effect, as every candidate does, so that if it wins it
-// leads as a removed leader until the removal commits (stepDownIfRemoved). Once the
-// removal commits, a majority of the new configuration holds it and refuses its requests.
+// committed one it knows, and those after it).
+//
+// A leader that crashed holding its own removal uncommitted must still campaign: a voter
+// that lacks the removal may be unable to win (the removed node's longer log denies it the
+// vote it needs), and then only the removed node can finish the change (S27). It counts the
+// votes in the configuration in effect, as every candidate does, and if it wins, leads as
+// a removed leader until the removal commits (stepDownIfRemoved); once it knows the removal
+// committed, it never campaigns again.
 func (r *raft) promotable() bool {
 	for i := len(r.confs) - 1; i >= 0; i-- {
 		if r.confs[i].m.isVoter(r.id) {
@@ -460,15 +396,16 @@ func (r *raft) logAppended(ents []Entry) {
 		changed = true
 	}
 	if changed {
-		r.pruneConfs()
+		r.pruneConfs(r.log.committed)
 		r.applyMembership()
 	}
 }
 
-// pruneConfs forgets the configurations older than the newest committed one.
-func (r *raft) pruneConfs() {
+// pruneConfs forgets the configurations older than the newest one at or below upTo, a
+// committed index.
+func (r *raft) pruneConfs(upTo uint64) {
 	n := 0
-	for n+1 < len(r.confs) && r.confs[n+1].index <= r.log.committed {
+	for n+1 < len(r.confs) && r.confs[n+1].index <= upTo {
 		n++
 	}
 	if n > 0 {

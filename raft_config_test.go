@@ -144,7 +144,15 @@ func TestConfPromotionOnlyOfCaughtUpLearnerS27(t *testing.T) {
 	if _, err := l.r.proposeConfChange(confChange{confAddVoter, "n4"}, 0); !errors.Is(err, errInvalidConfChange) {
 		t.Fatalf("adding a voter that is not a learner: %v", err)
 	}
+	// Within the lag but without the configuration that made it a learner: not yet (it
+	// would not know whose vote requests to take).
+	c.down["n4"] = true
 	c.change(l, confChange{confAddLearner, "n4"})
+	if _, err := l.r.proposeConfChange(confChange{confAddVoter, "n4"}, 0); !errors.Is(err, errLearnerBehind) {
+		t.Fatalf("promoting a learner that lacks the configuration: %v", err)
+	}
+	c.down["n4"] = false
+	c.tick()
 	c.down["n4"] = true
 	for i := range 10 {
 		c.propose(l, fmt.Sprint(i))
@@ -159,6 +167,35 @@ func TestConfPromotionOnlyOfCaughtUpLearnerS27(t *testing.T) {
 	if _, err := l.r.proposeConfChange(confChange{confAddLearner, "n4"}, 0); !errors.Is(err, errInvalidConfChange) {
 		t.Fatalf("demoting a voter: %v", err)
 	}
+}
+
+// S27: a removed leader that crashed before its removal committed must still campaign:
+// the voter that lacks the removal cannot win against its longer log and needs its vote.
+// It wins in the new configuration (without counting itself), commits the removal, steps
+// down and hands over.
+func TestConfNodeHoldingItsUncommittedRemovalStillCampaignsS27(t *testing.T) {
+	c := newTestCluster(t, 2, nil)
+	l := c.elect(200)
+	c.settle()
+	f := c.otherThan(l.id)
+	c.cut[[2]string{l.id, f.id}] = true
+	if _, err := l.r.proposeConfChange(confChange{confRemove, l.id}, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.settle()
+	l.start(t) // a crash: it restarts from its log, which holds its removal
+	if l.r.isVoter() || f.r.membership().isVoter(l.id) == false {
+		t.Fatalf("%s: %v; %s: %v", l.id, l.r.membership(), f.id, f.r.membership())
+	}
+	c.heal()
+	for range 300 {
+		c.tick()
+		if f.r.role == roleLeader && f.r.pendingConfIndex() == 0 && !f.r.membership().isVoter(l.id) {
+			c.propose(f, "after")
+			return
+		}
+	}
+	t.Fatalf("stuck: %s %v %v, %s %v %v", l.id, l.r.role, l.r.membership(), f.id, f.r.role, f.r.membership())
 }
 
 // S27: one change in flight, and none before the leader committed an entry of its term.
@@ -189,11 +226,7 @@ func TestConfOneChangeInFlightS27(t *testing.T) {
 
 // S27: the last voter cannot be removed.
 func TestConfRemoveLastVoterIsRefusedS27(t *testing.T) {
-	n := newNode(t, "n1", 0, nil, withVoters("n1"))
-	for n.r.role != roleLeader {
-		n.r.tick()
-		n.flush()
-	}
+	n := soloLeader(t)
 	if _, err := n.r.proposeConfChange(confChange{confRemove, "n1"}, 0); !errors.Is(err, errRemoveLastVoter) {
 		t.Fatalf("removing the last voter: %v", err)
 	}
@@ -274,11 +307,21 @@ func TestConfVoteRequestsFromNonVotersAreIgnoredS5(t *testing.T) {
 	}
 }
 
+// S5: a replica that knows no configuration (created empty) never votes: no candidate can
+// need it, and it would forget nothing it promised.
+func TestConfReplicaWithoutConfigurationNeverVotesS5(t *testing.T) {
+	n := newTestNode(t, testConfig("n4", nil), nil)
+	for _, typ := range []MessageType{MsgVote, MsgPreVote} {
+		msgs := n.stepFlush(t, Message{Type: typ, From: "n1", To: "n4", Term: 3, Index: 5, LogTerm: 2})
+		if n.r.term != 0 || n.r.vote != "" || len(msgs) != 0 {
+			t.Fatalf("%v: term %d vote %q, sent %v", typ, n.r.term, n.r.vote, msgs)
+		}
+	}
+}
+
 // S27 (thesis §4.2.3): a vote request from a node our configuration does not list as a
 // voter is granted when its log is at least as up to date as ours: it may be a voter just
-// added, by a change we lack, and the only one that can win. {n1, n2, n3} promoted n4; the
-// change reached n1, n2 and n4; with n1 down, n3 (without the change) must vote for n4,
-// since n2's log is behind n4's and n2 refuses n4... or n4 for n2: one of them must win.
+// added, by a change we lack, and the only one that can win.
 func TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27(t *testing.T) {
 	c, l := clusterWithLeader(t, func(c *raftConfig) { c.checkQuorum, c.preVote = false, false })
 	c.addEmptyNode("n4", func(c *raftConfig) { c.checkQuorum, c.preVote = false, false })
@@ -294,9 +337,15 @@ func TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27(t *testing.T) {
 		}
 	}
 	c.down[b] = true
-	c.change(l, confChange{confAddVoter, "n4"})
-	c.propose(l, "x") // on l, a, n4; b lacks the change and this entry
+	c.change(l, confChange{confAddVoter, "n4"}) // on l, a and n4; b lacks it
+	c.cut[[2]string{l.id, a}] = true
+	if _, _, err := l.r.propose([]Entry{{Data: []byte("x")}}); err != nil { // on l and n4 only
+		t.Fatal(err)
+	}
+	c.settle()
+	c.heal()
 	c.down[l.id], c.down[b] = true, false
+	// a cannot win (n4's log is longer), b cannot (a's is): n4 must, with b's vote.
 	stale := c.node(b)
 	if stale.r.membership().isVoter("n4") {
 		t.Fatalf("%s knows of the promotion", b)

@@ -32,7 +32,8 @@ func (r *raft) campaign() {
 	if r.term >= maxCampaignTerm || !r.promotable() {
 		// No election at or past the top of the term range: peers refuse its term, and the
 		// one after would overflow to 0 (S31). Only forged or corrupt state gets here. Nor
-		// by a node that does not vote (S27).
+		// by a learner, a removed node or a replica waiting to be added (S27): it waits
+		// for a leader.
 		r.resetElectionTimer()
 		return
 	}
@@ -51,7 +52,9 @@ func (r *raft) becomePreCandidate() {
 	r.lead = ""
 	r.resetElectionTimer()
 	r.tracker.resetVotes()
-	r.tracker.recordVote(r.id, true) // a pre-vote changes nothing, so no persistence is needed
+	if r.rules.voteCounts(r, r.id) {
+		r.tracker.recordVote(r.id, true) // a pre-vote changes nothing, so no persistence is needed
+	}
 	if r.tracker.voteResult() == voteGranted {
 		r.becomeCandidate(0)
 		return
@@ -103,7 +106,7 @@ func (r *raft) requestVotes(t MessageType, term, ctx uint64, release func(*raft,
 }
 
 func (r *raft) recordVote(from string, granted bool) {
-	if !r.tracker.recordVote(from, granted) {
+	if !r.rules.voteCounts(r, from) || !r.tracker.recordVote(from, granted) {
 		return // a duplicate response counts once
 	}
 	switch r.tracker.voteResult() {

@@ -264,12 +264,18 @@ func TestNewRaftRejectsBadConfigAndState(t *testing.T) {
 	}
 }
 
-func TestSingleVoterGroupCommitsAlone(t *testing.T) {
+// soloLeader returns n1, the only voter of its group, once it leads.
+func soloLeader(t *testing.T) *testNode {
 	n := newNode(t, "n1", 0, nil, withVoters("n1"))
 	for n.r.role != roleLeader {
 		n.r.tick()
 		n.flush()
 	}
+	return n
+}
+
+func TestSingleVoterGroupCommitsAlone(t *testing.T) {
+	n := soloLeader(t)
 	idx, _, err := n.r.propose([]Entry{{Data: []byte("solo")}})
 	if err != nil {
 		t.Fatal(err)

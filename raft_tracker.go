@@ -123,10 +123,9 @@ func (t *tracker) resetVotes() {
 }
 
 // recordVote records voter id's answer; it reports false, changing nothing, for a voter who
-// has already answered or a node that is not a voter.
+// has already answered. The caller checks that id votes (safetyRules.voteCounts).
 func (t *tracker) recordVote(id string, granted bool) bool {
-	if pr := t.byID[id]; pr == nil || !pr.voter || t.votes[id] != voteUnknown {
-		// Learners and nodes outside the configuration have no vote (S5, S27).
+	if t.votes[id] != voteUnknown {
 		return false
 	}
 	if granted {

@@ -51,12 +51,14 @@ S4 deposed leader
 		TestS4DeposedLeaderGetsNoAcknowledgements
 
 S5 non-members have no say
-	A removed or never-admitted node cannot win an election, force one, or move a member's
-	term with its requests; learners never vote; only the leader a node follows in its term
-	can make it campaign at once.
+	A node that is not a voter (unless its removal is not committed yet) never campaigns,
+	and its vote never counts (learners included); a removed node's vote requests are dropped, without moving anyone's term,
+	once its log is behind; only the leader a node follows in its term can make it
+	campaign at once.
 	tests: TestTransportConformanceHostileInput TestConfVoteRequestsFromNonVotersAreIgnoredS5
 		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
-		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27
+		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27 TestConfReplicaWithoutConfigurationNeverVotesS5
+		TestSimFindsLearnerVotesCounted
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
@@ -214,8 +216,9 @@ S27 membership changes
 		TestConfTakesEffectWhenAppendedAndRevertsOnTruncationS27
 		TestConfRemovedLeaderStepsDownOnceCommittedS27 TestConfRecoveredAtRestartS27
 		TestConfSnapshotCarriesVotersAndLearnersS27 TestConfVoteFromAVoterWeDoNotKnowOfIsGrantedS27
+		TestConfNodeHoldingItsUncommittedRemovalStillCampaignsS27 TestNodeSnapshotCarriesTheConfigurationS27
 		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
-		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight
+		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight TestSimFindsLearnerVotesCounted
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected

@@ -117,7 +117,7 @@ func (s *sim) confEvent() int {
 		}
 		cc = confChange{confAddLearner, cands[s.rng.IntN(len(cands))]}
 	case x < 6:
-		if len(m.Learners) == 0 {
+		if len(m.Learners) == 0 || s.p.keepLearners {
 			return -1
 		}
 		cc = confChange{confAddVoter, m.Learners[s.rng.IntN(len(m.Learners))]}
@@ -138,7 +138,11 @@ func (s *sim) confEvent() int {
 	}
 	s.nextID++
 	s.tracef("%v %s on %s g%d", cc.Type, cc.Node, s.nodes[lead].id, g)
-	switch _, err := r.proposeConfChange(cc, s.nextID); {
+	_, err := r.proposeConfChange(cc, s.nextID)
+	if err != nil {
+		s.tracef("  refused: %v", err)
+	}
+	switch {
 	case err == nil:
 		s.changes++
 	case errors.Is(err, errConfChangePending), errors.Is(err, errLearnerBehind), errors.Is(err, errTransferring),
@@ -151,7 +155,7 @@ func (s *sim) confEvent() int {
 }
 
 // withMembership turns membership changes and transfers on, with spare nodes to add.
-func withMembership(p *simParams) { p.spares, p.confP = 3, 0.03 }
+func withMembership(p *simParams) { p.spares, p.confP = 3, 0.1 }
 
 // TestSimMembershipThreeNodes runs the simulation from 3 voters with 3 spare nodes,
 // membership changes (the leader's own removal included) and leadership transfers
@@ -170,6 +174,18 @@ func TestSimMembershipFiveNodes(t *testing.T) {
 // the old majority elects another.
 var bugTwoConfChanges = &plantedBug{"(g) propose a membership change while another is in flight",
 	func(rs *safetyRules) { rs.confChangeAllowed = func(*raft) bool { return true } }}
+
+// bugLearnerVotes plants (h): a candidate counts the grants of learners (and of nodes
+// outside its configuration) toward its election; it can then win without a quorum of
+// voters, lacking entries they committed.
+var bugLearnerVotes = &plantedBug{"(h) count a learner's vote",
+	func(rs *safetyRules) { rs.voteCounts = func(*raft, string) bool { return true } }}
+
+// TestSimFindsLearnerVotesCounted plants bug (h) (S5, S27), with learners never promoted,
+// so that several are there at once.
+func TestSimFindsLearnerVotesCounted(t *testing.T) {
+	findPlantedBug(t, 3, 1000, bugLearnerVotes, withMembership, func(p *simParams) { p.safetyOnly, p.keepLearners = true, true })
+}
 
 // TestSimFindsTwoConfChangesInFlight plants bug (g) (S27). Only a safety violation counts:
 // the bug also makes configurations that the liveness phase cannot finish with.

@@ -63,6 +63,8 @@ type simParams struct {
 	// transfer (sim_membership_test.go). Both 0 unless a test asks.
 	spares int
 	confP  float64
+	// keepLearners: learners are never promoted (more of them at once).
+	keepLearners bool
 	// safetyOnly: findPlantedBug counts only a safety violation as finding the bug.
 	safetyOnly bool
 }
@@ -440,6 +442,7 @@ func (s *sim) check(i int) {
 					}
 					s.votes[g][k] = n.id
 				}
+				s.checkElectedByQuorum(i, g)
 			} else if l != (simLeader{n.id, n.incarnation}) {
 				s.failf("two leaders in term %d of group %d: %s (start %d) and %s (start %d)", r.term, g, l.id, l.incarnation, n.id, n.incarnation)
 			}
@@ -520,6 +523,23 @@ func (s *sim) checkCommitDurable(g int, idx uint64, rec simEntryRec) {
 				idx, rec.term, g, s.nodes[x].id, xi, xt)
 			return
 		}
+	}
+}
+
+// checkElectedByQuorum: a new leader holds the votes of a quorum of the voters of its
+// configuration, as the grants that left record them (Raft §5.2; learners' grants do not
+// count, S27).
+func (s *sim) checkElectedByQuorum(i, g int) {
+	r := s.nodes[i].groups[g].r
+	m := r.membership()
+	n := 0
+	for _, v := range m.Voters {
+		if s.votes[g][simVoteKey{v, r.term}] == r.id {
+			n++
+		}
+	}
+	if n < len(m.Voters)/2+1 {
+		s.failf("%s leads term %d of group %d with the votes of %d of its voters %v", r.id, r.term, g, n, m.Voters)
 	}
 }
 
@@ -893,7 +913,8 @@ type plantedBug struct {
 
 func (b *plantedBug) String() string { return b.name }
 
-// The planted bugs (a) to (e); each test below proves the simulation finds one.
+// The planted bugs (a) to (f); each test below proves the simulation finds one ((g) and (h),
+// membership bugs, are in sim_membership_test.go).
 var (
 	bugCommitOlderTerms = &plantedBug{"(a) count replicas of entries from older terms toward commit",
 		func(rs *safetyRules) { rs.commitByCounting = func(*raft, uint64) bool { return true } }}
