@@ -659,25 +659,25 @@ func (n *Node) bootPass() bool {
 }
 
 // joinCluster makes a node that learned the cluster formed without it a new node waiting
-// to be added: its partitions keep no voters, so they never campaign, and take the
-// appends of a leader that added them; it answers the nodes it discovered. Loop only.
+// to be added (Config.Join): its partitions keep no voters, so they never campaign, and
+// take the appends of a leader that added them; the nodes it discovered are its address
+// book. Loop only.
 func (n *Node) joinCluster() {
-	n.setJoinPeers(n.boot.st.Addrs)
+	n.cfg.Join = true
+	if err := n.setMembers(n.boot.st.joinPeers(), nil, n.boot.st.Incarnation); err != nil {
+		n.failStop(fmt.Errorf("kommander: node %s: join the cluster: %w", n.cfg.NodeID, err), err)
+		return
+	}
 	n.publishAll()
 }
 
-// setJoinPeers makes addrs (ID to address) the nodes a joining node talks with.
-func (n *Node) setJoinPeers(addrs map[string]string) {
-	ids := make([]string, 0, len(addrs))
-	n.addrs = make(map[string]string, len(addrs))
-	for id, a := range addrs {
-		n.addrs[id] = a
-		ids = append(ids, id)
-		if n.transport != nil && a != "" {
-			n.transport.SetPeer(id, a)
-		}
+// joinPeers returns the nodes a joining node discovered, its address book.
+func (s bootstrapState) joinPeers() []Peer {
+	peers := make([]Peer, 0, len(s.Addrs))
+	for id, a := range s.Addrs {
+		peers = append(peers, Peer{ID: id, Addr: a})
 	}
-	n.out = newOutbox(n.cfg.NodeID, ids, &n.metrics)
+	return sortedPeers(peers)
 }
 
 // bootMessage hands a bootstrap message to the agreement, formed or not.
@@ -706,7 +706,7 @@ func (n *Node) formCluster() {
 	fail := func(err error) {
 		n.failStop(fmt.Errorf("kommander: node %s: form the cluster: %w", n.cfg.NodeID, err), err)
 	}
-	if err := n.setMembers(peers, n.boot.st.Incarnation); err != nil {
+	if err := n.setMembers(peers, voters, n.boot.st.Incarnation); err != nil {
 		fail(err)
 		return
 	}
@@ -722,12 +722,9 @@ func (n *Node) formCluster() {
 		p.mu.Lock()
 		p.raft = np.raft
 		p.mu.Unlock()
+		n.initMembers(p)
 	}
-	for _, id := range n.out.peers {
-		if a := n.addrs[id]; a != "" {
-			n.transport.SetPeer(id, a)
-		}
-	}
+	n.followMembers()
 	n.log.Info("formed the cluster", "members", voters)
 	n.publishAll()
 }

@@ -96,6 +96,7 @@ func (s *bootSim) start(i int) {
 		StateMachine: newKVSM(2, false), CustomTransport: s.net.Transport(s.ids[i]), Storage: s.stores[i],
 		ElectionTimeout: 10 * simTick, HeartbeatInterval: simTick, Clock: s.clock, Logger: discardLogger(),
 		RandSeed: s.seed*1000 + int64(i*100+s.gen[i]), bootstrapStore: s.boots[i],
+		DisableAutoJoin: true, // its goroutine would make the run depend on scheduling
 	}, testNodeOptions{manual: true})
 	if err != nil {
 		s.fail("start %s: %v", s.ids[i], err)

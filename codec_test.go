@@ -72,6 +72,12 @@ func goldenBatches() []struct {
 			{Type: MsgHello, Context: 0x0123456789abcdef},
 			{Type: MsgHelloResp, Context: 0xfedcba9876543210, Reject: true},
 		}},
+		{"addressbook", "n1", "n2", []Message{
+			{Type: msgAddressBook, Entries: []Entry{
+				{Type: "n4", Data: []byte("10.0.0.4:7000"), Index: 7},
+				{Type: "n3", Index: 8},
+			}},
+		}},
 	}
 }
 

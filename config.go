@@ -23,6 +23,7 @@ const (
 	DefaultSnapshotBytes       = 16 << 20
 	DefaultSnapshotTrailing    = 2000
 	DefaultSnapshotTransfers   = 2
+	DefaultMaxLearnerLag       = 1000
 )
 
 // Config configures a Node. The zero value of every field but NodeID and StateMachine is
@@ -194,6 +195,25 @@ type Config struct {
 	// and must not block for long.
 	OnLeaderChange func(LeaderChange)
 
+	// Join says that this node is new to a cluster that already runs: its partitions start
+	// with no voters and wait for a leader to add it (Node.AddNode, called on any member),
+	// and Peers is only the address book of the members it may hear from, not the cluster's
+	// configuration. Leave it unset on the nodes that form a new cluster, and on a joined
+	// node's later restarts it changes nothing: the configuration is in its log by then.
+	Join bool
+
+	// MaxLearnerLag is how many entries behind the leader's log a learner may be when
+	// Node.AddNode promotes it to voter; until then the promotion waits, so that a new
+	// voter does not stall commits while it catches up. Default 1000.
+	MaxLearnerLag int
+
+	// DisableLeaderBalancing turns off the leader balancer. By default a node that leads
+	// more partitions than its share hands some, one at a time and at most one every few
+	// election timeouts, to live, caught-up voters that lead fewer, until every live node
+	// leads its share within one (after a restart, for example, the restarted node leads
+	// nothing until it is handed its share).
+	DisableLeaderBalancing bool
+
 	// RandSeed seeds the node's randomized election timeouts (entry IDs never derive from
 	// it, so a node restarted with the same seed never reuses one). 0 means a random seed. Set
 	// it, with a FakeClock and a MemoryNetwork, for a reproducible test cluster.
@@ -257,6 +277,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.SnapshotBytes, DefaultSnapshotBytes)
 	setDefault(&c.SnapshotTrailingEntries, DefaultSnapshotTrailing)
 	setDefault(&c.MaxSnapshotTransfers, DefaultSnapshotTransfers)
+	setDefault(&c.MaxLearnerLag, DefaultMaxLearnerLag)
 	setDefault(&c.ClusterName, "kommander")
 	setDefault(&c.Discovery, StaticDiscovery(c.Peers...))
 	return c
@@ -288,6 +309,8 @@ func (c Config) Validate() error {
 		return bad("DataDir is empty and no Storage is given")
 	case c.MaxEntrySize < 0 || c.MaxPendingProposals < 0 || c.MaxMessageBytes < 0 || c.MaxInflightMessages < 0:
 		return bad("limits must not be negative")
+	case c.MaxLearnerLag < 0:
+		return bad("MaxLearnerLag is %d; it must not be negative", c.MaxLearnerLag)
 	case c.SnapshotEntries < 0 || c.SnapshotBytes < 0 || c.SnapshotTrailingEntries < 0 || c.MaxSnapshotTransfers < 0:
 		return bad("snapshot settings must not be negative")
 	case c.Transport != TCP && c.Transport != HTTP:

@@ -28,6 +28,13 @@
 // a clock-drift assumption. Reading the state machine without either is fast but may be
 // stale.
 //
+// The members can change while the cluster runs, one node at a time through the log:
+// AddNode adds a node (a learner first, promoted to voter once it caught up), RemoveNode
+// removes one, on any member (a node that does not lead a partition forwards the change to
+// its leader). A node started with Config.Join waits to be added. TransferLeadership hands
+// a partition's leadership over; Stop does so for every partition first, and a leader
+// balancer spreads the leaderships over the live nodes.
+//
 // A node whose storage fails a write, an fsync or a read, or whose Apply returns an error,
 // fails: it stops accepting writes (ErrStopped), answers every caller still waiting, and
 // Status says why. It never reports a write it could not make durable as a success. Bytes
@@ -92,6 +99,11 @@
 //	node_apply.go         the applier: the goroutine that calls StateMachine.Apply
 //	node_status.go        the partitions' leaders and status for the public API
 //	node_incarnation.go   one node ID on one data directory: a node that lost its data is refused
+//	node_membership.go    AddNode, AddLearner, RemoveNode, Members: changes asked of any node,
+//	                      forwarded to the leader, followed as they commit; removed nodes stop
+//	node_transfer.go      TransferLeadership, and handing leadership off before Stop
+//	node_balancer.go      the leader balancer: its policy, and node-level liveness
+//	node_addrbook.go      the address book: members' addresses, versioned, gossiped and kept
 //	node_snapshot.go      taking snapshots beside Apply, compacting behind them, installing
 //	                      one from a leader, restoring the newest usable one at start
 //	node_snapshot_transfer.go  sending and receiving snapshots chunk by chunk, checked

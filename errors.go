@@ -30,6 +30,13 @@ var (
 	ErrOverloaded = errors.New("kommander: too many pending proposals")
 	// ErrNoPartition means the partition number is out of range.
 	ErrNoPartition = errors.New("kommander: no such partition")
+	// ErrRemoved means this node was removed from the cluster (from every partition it
+	// hosted, or from the partition of the call): it takes no more part in it. Err returns
+	// it once the node was removed from every partition.
+	ErrRemoved = errors.New("kommander: node removed from the cluster")
+	// ErrMembershipChange means a membership change or a leadership transfer is already
+	// in progress in the partition, so the leader refused this one; nothing changed. Retry.
+	ErrMembershipChange = errors.New("kommander: a membership change is in progress")
 )
 
 // NotLeaderError is the error for a proposal made on a node that is not the leader and

@@ -234,6 +234,10 @@ func (t *HTTPTransport) SetPeer(id, addr string) {
 	})
 }
 
+// RemovePeer forgets peer id: its senders end and its requests are refused (403) like a
+// stranger's.
+func (t *HTTPTransport) RemovePeer(id string) { t.peers.remove(id) }
+
 // Send queues msgs for peer to; it never blocks.
 func (t *HTTPTransport) Send(to string, msgs []Message) { t.peers.send(to, msgs, &t.counters) }
 
@@ -296,6 +300,8 @@ func (t *HTTPTransport) runSender(p *peer, q *sendQueue, prefix string) {
 	for {
 		select {
 		case <-t.done:
+			return
+		case <-p.gone:
 			return
 		case <-q.wake:
 		}

@@ -41,6 +41,13 @@ type clusterIdentity struct {
 	// Peers holds, per member, the incarnation this node first heard it announce
 	// (node_incarnation.go). It is state, not identity: equal ignores it.
 	Peers map[string]uint64 `json:"peers,omitempty"`
+	// Reconfigured is set once this node saw a membership change committed: from then on
+	// the configuration in the log is the membership, and Members (the bootstrap set) is
+	// no longer checked against the flags. It is state, not identity.
+	Reconfigured bool `json:"reconfigured,omitempty"`
+	// Book holds the address book's records changed at run time (node_addrbook.go). It
+	// is state, not identity.
+	Book map[string]bookRecord `json:"book,omitempty"`
 }
 
 const identityFormat = 1
@@ -50,10 +57,11 @@ func (id clusterIdentity) String() string {
 	return fmt.Sprintf("node %q of cluster %q with %d partitions and members %v", id.Node, id.Cluster, id.Partitions, id.Members)
 }
 
-// equal reports whether two identities are the same (Members compared as sets).
+// equal reports whether two identities are the same (Members compared as sets, and not at
+// all once either saw its membership change: the log holds the membership then).
 func (id clusterIdentity) equal(o clusterIdentity) bool {
 	return id.Cluster == o.Cluster && id.Node == o.Node && id.Partitions == o.Partitions &&
-		slices.Equal(id.Members, o.Members)
+		(id.Reconfigured || o.Reconfigured || slices.Equal(id.Members, o.Members))
 }
 
 // checkIdentity compares the identity stored in dir with want, and stores want when dir

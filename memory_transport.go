@@ -241,15 +241,15 @@ func (n *MemoryNetwork) send(from, addr string, msgs []Message) {
 	for i, d := range delays {
 		batch := batches[i]
 		if d <= 0 {
-			n.deliver(to, batch)
+			n.deliver(to, from, batch)
 			continue
 		}
-		clock.AfterFunc(d, func() { n.deliver(to, batch) })
+		clock.AfterFunc(d, func() { n.deliver(to, from, batch) })
 	}
 }
 
-func (n *MemoryNetwork) deliver(to *memoryTransport, batch []Message) {
-	ok := to.receive(batch)
+func (n *MemoryNetwork) deliver(to *memoryTransport, from string, batch []Message) {
+	ok := to.receive(from, batch)
 	n.mu.Lock()
 	if ok {
 		n.delivered += uint64(len(batch))
@@ -287,6 +287,7 @@ type memoryTransport struct {
 	deliver func([]Message)
 	closed  bool
 	peers   map[string]string
+	removed map[string]bool // peers given to RemovePeer: their batches are refused
 	// lane holds snapshot chunks for the goroutine that sends them (laneBusy while it
 	// runs), apart from Send: see SendSnapshot. Under laneMu, not mu: a receiver answers
 	// chunks from within its deliver call, which holds mu for reading.
@@ -348,6 +349,20 @@ func (t *memoryTransport) SetPeer(id, addr string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.peers[id] = addr
+	delete(t.removed, id)
+}
+
+// RemovePeer forgets peer id and refuses its batches from now on, as a network transport
+// refuses a removed member's connections. (Nodes never given to SetPeer are not refused:
+// tests build networks without listing every peer.)
+func (t *memoryTransport) RemovePeer(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.peers, id)
+	if t.removed == nil {
+		t.removed = make(map[string]bool)
+	}
+	t.removed[id] = true
 }
 
 func (t *memoryTransport) Send(to string, msgs []Message) {
@@ -364,10 +379,10 @@ func (t *memoryTransport) Send(to string, msgs []Message) {
 	t.net.send(t.id, addr, msgs)
 }
 
-func (t *memoryTransport) receive(batch []Message) bool {
+func (t *memoryTransport) receive(from string, batch []Message) bool {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if t.closed || t.deliver == nil {
+	if t.closed || t.deliver == nil || t.removed[from] {
 		return false
 	}
 	t.deliver(batch)

@@ -31,6 +31,9 @@ type Metrics struct {
 	Elections uint64 `json:"elections"`
 	// LeaderChanges counts the times this node saw a partition's leader change.
 	LeaderChanges uint64 `json:"leader_changes"`
+	// LeaderTransfers counts the leadership transfers this node started as a leader (on
+	// request, before stopping, or to balance leaders).
+	LeaderTransfers uint64 `json:"leader_transfers"`
 	// MessagesSent counts Raft messages handed to the transport.
 	MessagesSent uint64 `json:"messages_sent"`
 	// MessagesReceived counts Raft messages received from the transport.
@@ -58,6 +61,7 @@ type metrics struct {
 	sent, received, dropped                 atomic.Uint64
 	snapshots, snapshotsInstalled           atomic.Uint64
 	snapshotsSent                           atomic.Uint64
+	transfers                               atomic.Uint64
 }
 
 // Metrics returns a snapshot of the node's counters and gauges.
@@ -73,6 +77,7 @@ func (n *Node) Metrics() Metrics {
 		BytesSaved:       n.metrics.bytesSaved.Load(),
 		Elections:        n.metrics.elections.Load(),
 		LeaderChanges:    n.metrics.leaderChanges.Load(),
+		LeaderTransfers:  n.metrics.transfers.Load(),
 		MessagesSent:     n.metrics.sent.Load(),
 		MessagesReceived: n.metrics.received.Load(),
 		MessagesDropped:  n.metrics.dropped.Load(),

@@ -134,6 +134,8 @@ type Node struct {
 	inc       incarnations // one node ID, one data directory; loop only
 	snaps     snapshots    // taking, installing and restoring snapshots
 	transfers transfers    // snapshots to and from peers
+	mem       memberState  // membership changes, leadership transfers, removal
+	book      addressBook  // the versioned address records; loop only
 
 	// loop only.
 	now        uint64  // ticks since start
@@ -151,8 +153,8 @@ type Node struct {
 	boot     *bootstrapper // with BootstrapExpect: forming the cluster; loop only
 	discView uint64        // the version of the discovery view followed last; loop only
 	disc     nodeDiscovery // the view of discovery, and its watcher
-	// addDiscovered adds a node discovery found to the cluster (AutoJoin). Nil: AutoJoin
-	// does not run; it is wired to AddNode once membership changes exist.
+	// addDiscovered adds a node discovery found to the cluster (AutoJoin): AddNode, or
+	// what a test puts in its place. Nil: AutoJoin does not run.
 	addDiscovered func(ctx context.Context, id, addr string) error
 }
 
@@ -227,6 +229,9 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.disc.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
 	n.disc.changed = make(chan struct{}, 1)
+	if _, static := cfg.Discovery.(staticDiscovery); !static && !cfg.DisableAutoJoin {
+		n.addDiscovered = n.autoJoinAdd
+	}
 	// A node that has yet to bootstrap builds its partitions with no voters; they stay
 	// idle (bootPass) until the cluster forms, and formCluster rebuilds them.
 	var voters []string
@@ -239,31 +244,37 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.snaps.init(cfg, snapStore)
 	n.in.init()
-	if n.boot == nil || n.boot.formed() {
+	switch {
+	case n.boot == nil || n.boot.formed():
 		var inc uint64
 		if n.boot != nil {
 			inc = n.boot.st.Incarnation
 		}
-		if err := n.setMembers(peers, inc); err != nil {
+		if err := n.setMembers(peers, voters, inc); err != nil {
 			return nil, err
 		}
-	} else if n.boot.joining() {
-		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
-		n.setJoinPeers(n.boot.st.Addrs)
-	} else {
+	case n.boot.joining():
+		n.cfg.Join = true
+		if err := n.setMembers(n.boot.st.joinPeers(), nil, n.boot.st.Incarnation); err != nil {
+			return nil, err
+		}
+	default:
 		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
 		n.addrs = map[string]string{}
+		n.initBook(nil)
 		n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
 	}
 	n.persist.init(n.storage)
-	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log}
+	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log, newIDs: n.nextIDs, wake: n.in.markProposed}
 	for i := 0; i < cfg.Partitions; i++ {
-		p, err := n.newPartition(uint32(i), voters)
+		p, err := n.newPartition(uint32(i), partitionVoters(cfg, voters))
 		if err != nil {
 			return nil, err
 		}
+		n.initMembers(p)
 		n.parts = append(n.parts, p)
 	}
+	n.followMembers()
 	n.apply.init(n)
 	n.transfers.init(n)
 	n.leaders.init()
@@ -306,6 +317,7 @@ func (n *Node) newPartition(id uint32, voters []string) (*partition, error) {
 		partition:        id,
 		voters:           conf.Voters,
 		learners:         conf.Learners,
+		maxLearnerLag:    uint64(n.cfg.MaxLearnerLag),
 		electionTicks:    n.elTicks,
 		heartbeatTicks:   n.hbTicks,
 		storage:          log,
@@ -375,7 +387,9 @@ func (n *Node) runLoops() {
 	go n.apply.run()
 }
 
-// Stop stops the node: new proposals fail with ErrStopped, the loop ends, committed
+// Stop stops the node. First it hands the leadership of every partition it leads to
+// another live voter (bounded by ctx and a few election timeouts), so that a planned
+// restart costs the cluster no election. Then new proposals fail with ErrStopped, the loop ends, committed
 // entries already handed to the apply goroutine are applied (unless ctx ends first), and
 // the callers still waiting get ErrStopped (not proposed) or ErrTimeout (outcome
 // unknown). It closes the transport and the storage it opened. Stop is idempotent.
@@ -384,6 +398,7 @@ func (n *Node) runLoops() {
 // Only a loop stuck in a Save keeps the transport and storage open then; a later Stop
 // finishes the job.
 func (n *Node) Stop(ctx context.Context) error {
+	n.handOffLeadership(ctx)
 	n.stop.mu.Lock()
 	defer n.stop.mu.Unlock()
 	if n.stop.done {
@@ -493,6 +508,9 @@ func (n *Node) Err() error {
 	if f := n.failed.Load(); f != nil {
 		return fmt.Errorf("%w: %w", ErrStopped, *f)
 	}
+	if err := n.removedErr(); err != nil {
+		return err
+	}
 	if n.state.Load() == stateStopped {
 		return fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, ErrStopped)
 	}
@@ -550,5 +568,6 @@ type nullTransport struct{}
 
 func (nullTransport) Start(func([]Message)) error { return nil }
 func (nullTransport) SetPeer(string, string)      {}
+func (nullTransport) RemovePeer(string)           {}
 func (nullTransport) Send(string, []Message)      {}
 func (nullTransport) Close() error                { return nil }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 )
 
 // nodeDiscovery is the view of discovery the node follows.
@@ -42,12 +43,12 @@ func (d *nodeDiscovery) set(peers []Peer) {
 	}
 }
 
-// setMembers makes peers the node's members: its outbox, its address book, the voters its
-// snapshots record and, with a DataDir, the identity it checks (inc is the incarnation a
-// new data directory takes, 0 for a random one).
-func (n *Node) setMembers(peers []Peer, inc uint64) error {
+// setMembers makes voters the node's bootstrap voters and peers its address book (its
+// outbox and transport peers), with the addresses recorded at run time over them, and,
+// with a DataDir, checks the identity (inc is the incarnation a new data directory takes,
+// 0 for a random one). A node that joins a running cluster has no voters.
+func (n *Node) setMembers(peers []Peer, voters []string, inc uint64) error {
 	cfg := n.cfg
-	voters := voterIDs(cfg.NodeID, peers)
 	n.inc = incarnations{}
 	if cfg.DataDir != "" {
 		// Under the WAL's lock: a second process never gets this far.
@@ -64,15 +65,20 @@ func (n *Node) setMembers(peers []Peer, inc uint64) error {
 		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
 	}
 	n.addrs = make(map[string]string, len(peers))
-	members := make(map[string]bool, len(peers))
 	for _, p := range peers {
-		n.addrs[p.ID] = p.Addr
-		members[p.ID] = true
+		if p.ID != cfg.NodeID {
+			n.addrs[p.ID] = p.Addr
+		}
 	}
-	n.disc.mu.Lock()
-	n.disc.members = members
-	n.disc.mu.Unlock()
-	n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
+	n.initBook(n.inc.id.Book) // addresses learned at run time, kept in the data directory
+	n.out = newOutbox(cfg.NodeID, n.bookPeers(), &n.metrics)
+	if n.transport != nil {
+		for _, id := range n.out.peers {
+			if a := n.addrs[id]; a != "" {
+				n.transport.SetPeer(id, a)
+			}
+		}
+	}
 	return nil
 }
 
@@ -151,8 +157,7 @@ func (n *Node) followMoves(peers []Peer, trusted bool) {
 			continue
 		}
 		n.log.Info("discovery: a member is reached at a new address", "member", p.ID, "addr", p.Addr)
-		n.addrs[p.ID] = p.Addr
-		n.transport.SetPeer(p.ID, p.Addr)
+		n.setAddr(p.ID, p.Addr) // recorded, and told to the other members
 	}
 }
 
@@ -192,19 +197,27 @@ func (n *Node) followView() {
 	}
 }
 
-// discoveredNonMembers returns the nodes discovery shows that are not members: those
-// AutoJoin adds.
+// discoveredNonMembers returns the nodes discovery shows that are not yet voters of every
+// partition: those AutoJoin adds (AddNode skips the partitions where a node votes).
 func (n *Node) discoveredNonMembers() []Peer {
-	n.disc.mu.Lock()
-	defer n.disc.mu.Unlock()
+	peers, _ := n.disc.current()
 	var out []Peer
-	for _, p := range n.disc.peers {
-		if !n.disc.members[p.ID] && p.ID != n.cfg.NodeID && !slices.Contains(out, p) {
-			out = append(out, p)
+	for _, p := range peers {
+		if p.ID == n.cfg.NodeID {
+			continue
+		}
+		for i := range n.parts {
+			if m, err := n.Members(i); err == nil && !slices.Contains(m.Voters, p.ID) {
+				out = append(out, p)
+				break
+			}
 		}
 	}
 	return out
 }
+
+// autoJoinTimeout bounds one AddNode of AutoJoin.
+const autoJoinTimeout = 2 * time.Minute
 
 // autoJoin is AutoJoin: while this node leads partition 0 it adds the nodes discovery shows
 // that are not members, one at a time, through addDiscovered (AddNode: a learner first,
@@ -214,20 +227,30 @@ func (n *Node) discoveredNonMembers() []Peer {
 // is logged and retried at the next view or election timeout. It runs until ctx ends.
 func (n *Node) autoJoin(ctx context.Context) {
 	defer close(n.disc.joined)
-	ticker := n.cfg.Clock.NewTicker(n.cfg.ElectionTimeout)
-	defer ticker.Stop()
+	// A repeater, not a ticker: its wake-up never waits for this goroutine, which may be
+	// inside a long AddNode (a FakeClock's ticker would hold up Advance meanwhile).
+	retry := make(chan struct{}, 1)
+	rep := startRepeater(n.cfg.Clock, n.cfg.ElectionTimeout, func() {
+		select {
+		case retry <- struct{}{}:
+		default:
+		}
+	})
+	defer rep.stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.disc.changed:
-		case <-ticker.C():
+		case <-retry:
 		}
 		if !n.IsLeader(0) {
 			continue
 		}
 		for _, p := range n.discoveredNonMembers() {
-			actx, cancel := context.WithTimeout(ctx, 10*n.cfg.ElectionTimeout)
+			// Catching up may take long; AddNode gives up on its own when the node cannot
+			// be added, and the next round tries again.
+			actx, cancel := context.WithTimeout(ctx, autoJoinTimeout)
 			err := n.addDiscovered(actx, p.ID, p.Addr)
 			cancel()
 			if ctx.Err() != nil {
@@ -240,4 +263,10 @@ func (n *Node) autoJoin(ctx context.Context) {
 			n.log.Info("auto-join: added a discovered node", "node", p.ID, "addr", p.Addr)
 		}
 	}
+}
+
+// autoJoinAdd is what AutoJoin calls: AddNode in every partition (a learner, then a voter
+// once caught up).
+func (n *Node) autoJoinAdd(ctx context.Context, id, addr string) error {
+	return n.AddNode(ctx, id, addr)
 }

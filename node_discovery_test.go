@@ -330,6 +330,11 @@ func TestAutoJoinAddsDiscoveredNodes(t *testing.T) {
 // bootstrapping a second cluster.
 func TestLateNodeWaitsToBeAdded(t *testing.T) {
 	c, _ := registryCluster(t, 4, 3, testRegistrySecret)
+	inner := c.cfg
+	c.cfg = func(i int, cfg *Config) {
+		inner(i, cfg)
+		cfg.DisableAutoJoin = true // nobody adds it
+	}
 	for i := 0; i < 3; i++ {
 		c.start(i)
 	}
@@ -360,4 +365,33 @@ func TestLateNodeWaitsToBeAdded(t *testing.T) {
 	if !n.boot.joining() || !slices.Equal(n.out.peers, c.ids[:3]) {
 		t.Fatalf("restarted n4: joining %v, peers %v; want joining, talking with %v", n.boot.joining(), n.out.peers, c.ids[:3])
 	}
+}
+
+// TestAutoJoinFourthNodeBecomesVoter: three brand-new nodes form a cluster from a
+// registry; a fourth that starts later is added by AutoJoin (a learner, then a voter in
+// every partition once caught up) and applies the cluster's writes.
+func TestAutoJoinFourthNodeBecomesVoter(t *testing.T) {
+	c, _ := registryCluster(t, 4, 3, testRegistrySecret)
+	for i := 0; i < 3; i++ {
+		c.start(i)
+	}
+	c.waitFor("the first three formed", 3000, func() bool { return c.formedSet(2) != nil })
+	lead := c.leaders()
+	stop := c.pump()
+	_, err := c.nodes[lead[0]].Replicate(ctxT(t), 0, "put", put("k", "v"))
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.start(3)
+	c.waitFor("n4 is a voter in every partition", 5000, func() bool {
+		for p := 0; p < c.partitions; p++ {
+			m, err := c.nodes[0].Members(p)
+			if err != nil || !slices.Contains(m.Voters, "n4") {
+				return false
+			}
+		}
+		v, _ := c.sms[3].get(0, "k")
+		return v == "v"
+	})
 }

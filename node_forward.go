@@ -11,6 +11,8 @@ type forwarder struct {
 	out     *outbox
 	metrics *metrics
 	log     *slog.Logger
+	newIDs  func(k int) uint64 // Node.nextIDs: fresh IDs for proposals sent again
+	wake    func()             // wakes the loop to send them
 }
 
 // forward sends the first queued proposals of a partition, prs, to its leader in one
@@ -43,14 +45,29 @@ func (f *forwarder) forward(p *partition, prs []*proposal, leader string, term, 
 //   - A node that does not lead the term drops the proposal without a word: it cannot know
 //     whether an earlier life of it took a copy, so a refusal, which tells the sender the
 //     entries will never be applied, might not be the truth. The sender's caller learns the
-//     outcome from the log, or gets ErrTimeout.
+//     outcome from the log, or gets ErrTimeout. Only the process that led the term itself,
+//     and stepped down since, knows (the dedupe mark above): it asks the sender to forward
+//     them again to the next leader, under fresh IDs.
 func (f *forwarder) receive(p *partition, m *Message) {
 	if !p.leadsTerm(m.Term) {
+		if p.ledTerm(m.Term) && p.firstForward(m.From, m.Term, m.Entries) {
+			// This process led the term and no longer does (it handed its leadership
+			// over, or lost it): it knows it never took these entries, so the sender may
+			// forward them again, to the next leader, rather than fail its callers.
+			f.out.add(Message{Type: MsgForwardRefused, Partition: p.id, From: f.self, To: m.From, Term: m.Term, Context: forwardAgain, Entries: forwardIDs(m)})
+			return
+		}
 		f.metrics.dropped.Add(1)
 		return
 	}
 	if !p.firstForward(m.From, m.Term, m.Entries) {
 		f.metrics.dropped.Add(1) // a duplicate
+		return
+	}
+	if p.raft.transferTarget() != "" {
+		// Leadership is being handed over and Raft takes no entries meanwhile: the sender
+		// forwards them again to the next leader, instead of failing its callers.
+		f.out.add(Message{Type: MsgForwardRefused, Partition: p.id, From: f.self, To: m.From, Term: m.Term, Context: forwardAgain, Entries: forwardIDs(m)})
 		return
 	}
 	if p.backlogged() {
@@ -71,16 +88,32 @@ func (f *forwarder) receive(p *partition, m *Message) {
 // state machine is behind, or too much is unsaved): a MsgForwardRefused that carries only
 // the entries' IDs.
 func (f *forwarder) refuse(p *partition, m *Message) {
+	f.out.add(Message{Type: MsgForwardRefused, Partition: p.id, From: f.self, To: m.From, Term: m.Term, Entries: forwardIDs(m)})
+}
+
+// forwardIDs returns the IDs of a MsgForward's entries, as a MsgForwardRefused carries them.
+func forwardIDs(m *Message) []Entry {
 	ids := make([]Entry, len(m.Entries))
 	for i := range m.Entries {
 		ids[i] = Entry{Kind: EntryNormal, ID: m.Entries[i].ID}
 	}
-	f.out.add(Message{Type: MsgForwardRefused, Partition: p.id, From: f.self, To: m.From, Term: m.Term, Entries: ids})
+	return ids
 }
+
+// forwardAgain, in the Context of a MsgForwardRefused, asks the sender to forward the
+// entries again (to the next leader) rather than to fail them: the leader is handing over
+// its leadership.
+const forwardAgain = 1
 
 // refused answers the proposals a leader refused (see refuse) with ErrOverloaded: the
 // leader of the term they were forwarded in appended none of their entries, so they will
 // never be applied.
 func (f *forwarder) refused(p *partition, m *Message) {
+	if m.Context == forwardAgain {
+		if p.requeueRefused(m.From, m.Term, m.Entries, f.newIDs) {
+			f.wake()
+		}
+		return
+	}
 	p.refusedBy(m.From, m.Term, m.Entries)
 }

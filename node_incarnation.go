@@ -3,6 +3,8 @@ package kommander
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // ErrDataLost is wrapped by Node.Err when the cluster knows this node's ID by another data
@@ -106,4 +108,54 @@ func (c *incarnations) helloResp(m *Message) error {
 		c.active = true
 	}
 	return nil
+}
+
+// save writes the identity with change applied to a copy of it, and keeps the copy once
+// it is durable. Without a data directory it does nothing.
+func (c *incarnations) save(change func(id *clusterIdentity)) error {
+	if c.dir == "" {
+		return nil
+	}
+	ids := c.id
+	change(&ids)
+	if err := writeIdentity(c.dir, ids); err != nil {
+		return err
+	}
+	c.id = ids
+	return nil
+}
+
+// saveBook records the address book's records.
+func (c *incarnations) saveBook(records map[string]bookRecord) error {
+	return c.save(func(id *clusterIdentity) { id.Book = maps.Clone(records) })
+}
+
+// reconfigured records that this node saw a membership change committed.
+func (c *incarnations) reconfigured() error {
+	if c.id.Reconfigured {
+		return nil
+	}
+	return c.save(func(id *clusterIdentity) { id.Reconfigured = true })
+}
+
+// addPeer greets a member added to the cluster, so that it records this node's
+// incarnation too.
+func (c *incarnations) addPeer(id string) {
+	if id != c.self && !slices.Contains(c.peers, id) {
+		c.peers = append(c.peers, id)
+	}
+}
+
+// forget drops a member removed from the cluster, and the incarnation recorded for it,
+// so that its ID can join again later on a new data directory (S36).
+func (c *incarnations) forget(id string) error {
+	c.peers = slices.DeleteFunc(c.peers, func(p string) bool { return p == id })
+	delete(c.accepted, id)
+	if _, ok := c.id.Peers[id]; !ok {
+		return nil
+	}
+	return c.save(func(ids *clusterIdentity) {
+		ids.Peers = maps.Clone(ids.Peers)
+		delete(ids.Peers, id)
+	})
 }

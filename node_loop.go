@@ -140,6 +140,7 @@ func (n *Node) runPass() bool {
 		for _, p := range n.parts {
 			n.askQueued(p)
 		}
+		n.runMembership(ticks > 0)
 	}
 
 	if n.persist.running {
@@ -180,6 +181,7 @@ func (n *Node) stepAll(msgs []Message) {
 			n.metrics.dropped.Add(1)
 			continue
 		}
+		n.heardFrom(m.From)
 		p := n.parts[m.Partition]
 		switch m.Type {
 		case MsgHello:
@@ -190,6 +192,9 @@ func (n *Node) stepAll(msgs []Message) {
 			continue
 		case MsgHelloResp:
 			if err := n.inc.helloResp(m); err != nil {
+				if n.joinRefused(err) {
+					continue
+				}
 				n.failStop(fmt.Errorf("kommander: node %s: %w", n.cfg.NodeID, err), err)
 				return
 			}
@@ -202,10 +207,24 @@ func (n *Node) stepAll(msgs []Message) {
 				continue
 			}
 		case MsgForward:
-			n.fwd.receive(p, m)
+			if isConfForward(m) {
+				n.receiveConfForward(p, m)
+			} else {
+				n.fwd.receive(p, m)
+			}
 			continue
 		case MsgForwardRefused:
-			n.fwd.refused(p, m)
+			if isConfForward(m) {
+				n.confForwardRefused(p, m)
+			} else {
+				n.fwd.refused(p, m)
+			}
+			continue
+		case msgAddressBook:
+			n.receiveBook(m)
+			continue
+		case msgRemoved:
+			n.removedNotice(p, m)
 			continue
 		case MsgBootstrap, MsgBootstrapResp:
 			n.bootMessage(m)
@@ -244,7 +263,9 @@ func (n *Node) tickAll(ticks int) {
 			continue // no election timer runs out: it must not campaign yet (S36)
 		}
 		for _, p := range n.parts {
-			p.raft.tick()
+			if !p.mem.removed.Load() { // a removed member takes no more part
+				p.raft.tick()
+			}
 		}
 	}
 }
@@ -298,6 +319,7 @@ func (n *Node) handOffCommitted() {
 		r := &n.persist.readies[i]
 		if len(r.rd.CommittedEntries) > 0 {
 			r.p.pushApply(r.rd.CommittedEntries)
+			n.configsCommitted(r.p, r.rd.CommittedEntries)
 			handed = true
 		}
 	}

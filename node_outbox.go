@@ -1,5 +1,10 @@
 package kommander
 
+import (
+	"slices"
+	"sort"
+)
+
 // outbox gathers what a loop pass sends, by peer, so that each peer gets one Send per pass
 // carrying the messages of all partitions. Peers are keyed by node ID: a membership change
 // adds or removes one key. Loop only.
@@ -19,6 +24,27 @@ func newOutbox(self string, members []string, m *metrics) outbox {
 		}
 	}
 	return o
+}
+
+// addPeer makes id a peer (a member added, or an address learned).
+func (o *outbox) addPeer(id string) {
+	if _, ok := o.msgs[id]; ok {
+		return
+	}
+	i := sort.SearchStrings(o.peers, id)
+	o.peers = slices.Insert(o.peers, i, id)
+	o.msgs[id] = nil
+}
+
+// removePeer drops id and what was queued for it (a member removed).
+func (o *outbox) removePeer(id string) {
+	if _, ok := o.msgs[id]; !ok {
+		return
+	}
+	delete(o.msgs, id)
+	if i, found := slices.BinarySearch(o.peers, id); found {
+		o.peers = slices.Delete(o.peers, i, i+1)
+	}
 }
 
 // add queues m for its peer; a message to no peer (or to this node) is dropped.

@@ -87,6 +87,9 @@ func (n *Node) enqueue(partition int, pr *proposal) error {
 	if err := n.writable(); err != nil {
 		return err
 	}
+	if p.mem.removed.Load() {
+		return fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, partition, ErrRemoved)
+	}
 	total := 0
 	for _, c := range cmds {
 		size := len(c.Type) + len(c.Data)
@@ -169,6 +172,9 @@ func (n *Node) nextIDs(k int) uint64 {
 func (n *Node) writable() error {
 	if f := n.failed.Load(); f != nil {
 		return fmt.Errorf("kommander: node %s failed and accepts no writes: %w: %w", n.cfg.NodeID, ErrStopped, *f)
+	}
+	if err := n.removedErr(); err != nil {
+		return err
 	}
 	if s := n.state.Load(); s != stateRunning {
 		if s == stateNew {

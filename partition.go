@@ -21,6 +21,7 @@ type partition struct {
 	lastRole   string
 	lastLeader string
 	lastTerm   uint64
+	leaderTerm uint64 // the last term in which this process published that it leads
 
 	mu sync.Mutex
 	// queue holds proposals not yet handed to Raft (or forwarded), in arrival order.
@@ -52,6 +53,8 @@ type partition struct {
 	status PartitionStatus
 	// reads are the ReadBarrier calls in flight (node_read.go).
 	reads partitionReads
+	// mem is the partition's membership as the node follows it (node_membership.go).
+	mem partitionMembership
 }
 
 // newPartition wraps a partition's restored Raft group; hs is the hard state it was
@@ -190,6 +193,12 @@ func (p *partition) forwarded(prs []*proposal, leader string, term, deadline uin
 	p.dequeue(len(prs))
 }
 
+// ledTerm reports whether this process led the partition in term (and took forwards in
+// it, or published that it led it): it then knows every forward it took in it.
+func (p *partition) ledTerm(term uint64) bool {
+	return term != 0 && (p.fwdTerm == term || p.leaderTerm == term)
+}
+
 // leadsTerm reports whether this node leads the partition in exactly term. Loop only.
 func (p *partition) leadsTerm(term uint64) bool {
 	st := p.raft.status()
@@ -268,6 +277,31 @@ func (p *partition) refusedBy(leader string, term uint64, ids []Entry) {
 		p.forget(w.p)
 		w.p.finish(fmt.Errorf("kommander: partition %d: the leader %s did not take the forwarded entry, which was not applied: %w", p.id, leader, ErrOverloaded))
 	}
+}
+
+// requeueRefused queues again, with fresh entry IDs (newIDs), the proposals forwarded to
+// leader in term whose entries (by ID) it refused without appending them, asking for them
+// to be sent again: they go to the next leader. Fresh IDs, because the next leader may
+// have taken later proposals of this node in its term already (partition.firstForward
+// would take the old IDs for copies). It reports whether it queued any.
+func (p *partition) requeueRefused(leader string, term uint64, ids []Entry, newIDs func(k int) uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	queued := false
+	for i := range ids {
+		w, ok := p.waiting[ids[i].ID]
+		if !ok || w.p.stage != stageForwarded || w.p.leader != leader || w.p.term != term {
+			continue
+		}
+		pr := w.p
+		for j := range pr.cmds {
+			delete(p.waiting, pr.firstID+uint64(j))
+		}
+		pr.firstID, pr.stage, pr.deadline = newIDs(len(pr.cmds)), stageQueued, 0
+		p.queue = append(p.queue, pr)
+		queued = true
+	}
+	return queued
 }
 
 // abandon answers a proposal whose caller gave up (cause): a queued one was certainly not
@@ -530,6 +564,9 @@ func (p *partition) saved(rd *raftReady) {
 // answered as unknown (S18, S19). It reports whether this node just became a candidate and
 // whether the leader changed. Loop only.
 func (p *partition) publish(st raftStatus, self string, grace uint64) (candidate, leaderChanged bool) {
+	if st.role == roleLeader {
+		p.leaderTerm = st.term
+	}
 	role := st.role.String()
 	if role == p.lastRole && st.leader == p.lastLeader && st.term == p.lastTerm {
 		p.mu.Lock()

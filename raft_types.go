@@ -101,6 +101,14 @@ const (
 	// MsgHelloResp answers MsgHello with the incarnation the receiver knows for the sender
 	// (Context), and Reject set when that is not the one announced.
 	MsgHelloResp
+	// msgAddressBook carries address book records (node_addrbook.go): in each entry, Type
+	// is a node ID, Data its address ("" for a removed member) and Index the record's
+	// version. It is the node's, never Raft's.
+	msgAddressBook
+	// msgRemoved tells a node that the configuration removing it from a partition is
+	// committed (Index is the configuration entry's, Term the leader's): it gets no more
+	// appends to learn it from. It is the node's, never Raft's.
+	msgRemoved
 	// MsgBootstrap is a brand-new node's promise of a candidate set to the set's
 	// coordinator (Context: the promise's epoch; one entry whose Data is the set; Term:
 	// the sender's BootstrapExpect), or with Context 0 a question whether a cluster formed.
@@ -122,6 +130,7 @@ var messageTypeNames = [...]string{
 	msgTimeoutNow: "MsgTimeoutNow", msgSnapshot: "MsgSnapshot", MsgForward: "MsgForward",
 	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
+	msgAddressBook: "MsgAddressBook", msgRemoved: "MsgRemoved",
 	MsgBootstrap: "MsgBootstrap", MsgBootstrapResp: "MsgBootstrapResp",
 }
 

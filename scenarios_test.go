@@ -58,7 +58,8 @@ S5 non-members have no say
 	tests: TestTransportConformanceHostileInput TestConfVoteRequestsFromNonVotersAreIgnoredS5
 		TestConfLearnerNeverCountsNorCampaignsS27 TestTimeoutNowOnlyFromTheLeaderOfOurTermS31
 		TestConfEmptyReplicaFollowsTheLeaderThatAddsItS27 TestConfReplicaWithoutConfigurationNeverVotesS5
-		TestSimFindsLearnerVotesCounted
+		TestSimFindsLearnerVotesCounted TestRemovedNodeIsRefused
+		TestTransportConformanceRemovedPeerIsRefused
 
 S6 PreVote
 	PreVote: a node with a live leader refuses a pre-vote; pre-vote grants are never counted
@@ -219,6 +220,8 @@ S27 membership changes
 		TestConfNodeHoldingItsUncommittedRemovalStillCampaignsS27 TestNodeSnapshotCarriesTheConfigurationS27
 		TestSnapshotFileCarriesLearnersAndReadsVersion1S27 TestSimMembershipThreeNodes
 		TestSimMembershipFiveNodes TestSimFindsTwoConfChangesInFlight TestSimFindsLearnerVotesCounted
+		TestGrowThreeToFiveAndShrinkBackUnderWriteLoad TestReplaceANodeByANewOne
+		TestForgedMembershipChangesChangeNothing cmd/kommander:TestNodeProcessReplacesAMemberThroughTheAdminAPI
 
 S28 dead connections and malformed messages
 	A dead connection is detected and replaced; one malformed message in a batch is rejected
@@ -276,6 +279,7 @@ S35 entry IDs across restarts
 	twice, even after the leader restarted, is applied once.
 	tests: TestRestartedNodeNeverReusesEntryIDs
 		TestForwardedProposalIsTakenOnceByTheLeaderOfItsTerm
+		TestALeaderThatSteppedDownAsksForItsForwardsAgain
 
 S36 wiped disk
 	A node that lost its data (wiped disk) never votes in a term it may already have voted
@@ -286,8 +290,7 @@ S36 wiped disk
 		TestFollowerWithWipedDataCatchesUpS36 TestLeaderTakesNoAcknowledgementOfALostLogS36
 		TestLeaderTakesNoStaleShortLogReportAsLossS36 TestNodeThatLostItsDataIsRefused
 		TestNewDataDirectoryVotesOnlyOnceAMajorityAcceptedIt
-	partial: a wiped node is refused and never votes under its old ID; rejoining as a new
-		member comes with membership changes
+		TestReplaceANodeByANewIncarnationOfItsID
 
 S37 unsaved candidacy
 	A candidate that crashed before saving its term and vote, and campaigns again in the

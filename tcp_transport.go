@@ -152,6 +152,23 @@ func (t *TCPTransport) SetPeer(id, addr string) {
 	})
 }
 
+// RemovePeer forgets peer id: its senders end, its inbound connections are closed, and
+// a later handshake from it is refused like a stranger's.
+func (t *TCPTransport) RemovePeer(id string) {
+	if !t.peers.remove(id) {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if in := t.inbound[id]; in != nil {
+		for _, c := range in.conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
+}
+
 // SendSnapshot queues snapshot chunks for peer to on the snapshot lane, a connection of
 // its own; it never blocks.
 func (t *TCPTransport) SendSnapshot(to string, msgs []Message) {
@@ -217,6 +234,8 @@ func (t *TCPTransport) runSender(p *peer, q *sendQueue, lane uint8) {
 		select { // dial lazily: an idle peer holds no connection
 		case <-t.done:
 			return
+		case <-p.gone:
+			return
 		case <-q.wake:
 			select { // keep the signal for the write loop
 			case q.wake <- struct{}{}:
@@ -248,7 +267,7 @@ func (t *TCPTransport) runSender(p *peer, q *sendQueue, lane uint8) {
 		since := time.Now()
 		buf, err = t.writeLoop(p, q, conn, buf)
 		t.untrack(conn.raw)
-		if errors.Is(err, errTransportClosed) {
+		if errors.Is(err, errTransportClosed) || errors.Is(err, errPeerRemoved) {
 			return
 		}
 		t.log.Warn("connection to peer lost", "peer", p.id, "err", err)
@@ -326,6 +345,8 @@ func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf [
 		select {
 		case <-t.done:
 			return buf, errTransportClosed
+		case <-p.gone:
+			return buf, errPeerRemoved
 		case err := <-readerDone:
 			readerDone <- err // for the deferred wait
 			return buf, fmt.Errorf("no pong: %w", err)

@@ -37,6 +37,11 @@ type Transport interface {
 	// SetPeer records the address at which peer id is reached, replacing any earlier one.
 	// A transport reaches a peer only at the address given here.
 	SetPeer(id, addr string)
+	// RemovePeer forgets peer id: messages to it are dropped and its traffic is refused
+	// (its open connections are closed), as for a node never given to SetPeer. A node
+	// calls it for a member removed from the cluster, so that a removed node cannot
+	// disturb the others. SetPeer adds it again.
+	RemovePeer(id string)
 	// Send queues msgs (all addressed to peer to) and returns at once. It never blocks: a
 	// full queue or an unknown peer drops the messages, which Raft tolerates. Send may keep
 	// msgs until they are written; the caller must not modify them afterwards.
@@ -47,6 +52,9 @@ type Transport interface {
 
 // errTransportClosed is returned by operations on a closed transport.
 var errTransportClosed = errors.New("kommander: transport closed")
+
+// errPeerRemoved ends a sender whose peer was removed (RemovePeer).
+var errPeerRemoved = errors.New("kommander: peer removed")
 
 // newTransport builds the network transport kind names.
 func newTransport(kind TransportKind, cfg TransportConfig) (Transport, error) {

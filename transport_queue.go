@@ -70,7 +70,8 @@ type peer struct {
 	mu    sync.Mutex
 	addr  string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
 	queue *sendQueue
-	snaps *sendQueue // snapshot chunks (TCP's second lane)
+	snaps *sendQueue    // snapshot chunks (TCP's second lane)
+	gone  chan struct{} // closed when the peer is removed: its senders end
 }
 
 func (p *peer) address() string {
@@ -103,7 +104,7 @@ func (s *peerSet) set(id, addr string, queueSize int, start func(p *peer)) {
 	if s.peers == nil {
 		s.peers = make(map[string]*peer)
 	}
-	p := &peer{id: id, addr: addr, queue: newSendQueue(queueSize), snaps: newSendQueue(queueSize)}
+	p := &peer{id: id, addr: addr, queue: newSendQueue(queueSize), snaps: newSendQueue(queueSize), gone: make(chan struct{})}
 	start(p)
 	s.peers[id] = p
 }
@@ -141,6 +142,19 @@ func (s *peerSet) known(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.peers[id]
+	return ok
+}
+
+// remove forgets peer id: messages to it are dropped, its traffic is refused and its
+// senders end. A later set adds it again as a new peer. It reports whether id was a peer.
+func (s *peerSet) remove(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.peers[id]
+	if ok {
+		delete(s.peers, id)
+		close(p.gone)
+	}
 	return ok
 }
 

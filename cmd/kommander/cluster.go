@@ -38,6 +38,8 @@ type nodeSpec struct {
 	// with bootstrapExpect nodes.
 	discovery       kommander.Discovery
 	bootstrapExpect int
+	// join: the node is new to a running cluster and waits to be added (Config.Join).
+	join bool
 }
 
 // liveNode is a node with the WAL and the transport it runs on. The node closes the
@@ -125,6 +127,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		LeaseReads:        s.lease,
 		Logger:            s.logger,
 		SnapshotEntries:   s.snapEvery,
+		Join:              s.join,
 		// A window a fifth of the interval: with the default interval, the default.
 		SnapshotTrailingEntries: s.snapEvery / 5,
 	}

@@ -45,7 +45,7 @@ type nodeDiscovery struct {
 }
 
 // check refuses flag combinations that cannot work, before anything is opened.
-func (d *discoveryFlags) check(peers string) error {
+func (d *discoveryFlags) check(peers string, join bool) error {
 	given := func(name, v string) error {
 		if v != "" {
 			return fmt.Errorf("%s is for -discovery %s", name, map[string]string{"-peers": "static", "-registry": "registry", "-seeds": "registry", "-multicast-group": "multicast"}[name])
@@ -64,6 +64,9 @@ func (d *discoveryFlags) check(peers string) error {
 		}
 	case "registry", "multicast":
 		errs = append(errs, given("-peers", peers))
+		if join {
+			errs = append(errs, errors.New("-join is for -discovery static; with discovery, a new node that finds the cluster formed waits to be added by itself"))
+		}
 		if d.mode == "registry" {
 			errs = append(errs, given("-multicast-group", d.group))
 			if d.registries == "" && d.seeds == "" {

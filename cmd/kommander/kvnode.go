@@ -44,8 +44,10 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	raftAddr := fs.String("raft", "", "address the Raft transport listens on, host:port (required)")
 	httpAddr := fs.String("http", "", "address the key-value HTTP API listens on, host:port (required)")
 	dataDir := fs.String("data", "", "directory of this node's WAL (required)")
-	peersFlag := fs.String("peers", "", "with -discovery static (the default): every member, this node included, id=host:port,...; a peer is reached only at the address given here")
+	peersFlag := fs.String("peers", "", "with -discovery static (the default): every member, this node included, id=host:port,...; with -join, this node and the members it may reach first; members added later are learned from the cluster")
 	disc := addDiscoveryFlags(fs)
+	join := fs.Bool("join", false, "with -discovery static: this node is new to a running cluster: it waits to be added (POST /admin/members on a member) instead of forming a cluster with -peers")
+	adminTimeout := fs.Duration("admin-timeout", 2*time.Minute, "how long an /admin request waits (adding a node waits for it to catch up)")
 	parts := fs.Int("partitions", 8, "number of partitions (equal on every node)")
 	transport := fs.String("transport", "tcp", "Raft transport: tcp or http")
 	cluster := fs.String("cluster", "kommander", "cluster name; nodes of another cluster are refused")
@@ -72,7 +74,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("node: %s is required", f.name)
 		}
 	}
-	if err := disc.check(*peersFlag); err != nil {
+	if err := disc.check(*peersFlag, *join); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	var level slog.Level
@@ -125,6 +127,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 		cluster: *cluster, secret: secret, tls: tlsConf, noSync: *nosync, sm: store,
 		election: *election, heartbeat: *heartbeat,
 		maxEntry: 2*(*maxValue) + entryOverhead, lease: *leaseReads, logger: log, snapEvery: *snapEvery,
+		join: *join,
 	})
 	if err != nil {
 		return err
@@ -162,6 +165,7 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	kv := newKVServer(ln.node, store, *timeout, int64(*maxValue))
 	kv.leaseReads = *leaseReads
+	kv.adminTimeout = *adminTimeout
 	api.set(kv)
 	if *nosync {
 		log.Warn("UNSAFE: -nosync is set; a crash loses acknowledged writes")
@@ -177,9 +181,14 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	case serveErr = <-served:
 	case <-ln.node.Done():
 		// A failed node never recovers by itself: exit non-zero so that a supervisor
-		// restarts it (the WAL is replayed, nothing acknowledged is lost).
-		nodeErr = ln.node.Err()
-		log.Error("the node failed; exiting", "err", nodeErr)
+		// restarts it (the WAL is replayed, nothing acknowledged is lost). A node removed
+		// from the cluster has nothing left to do: it exits cleanly.
+		if err := ln.node.Err(); errors.Is(err, kommander.ErrRemoved) {
+			log.Info("removed from the cluster; exiting", "err", err)
+		} else {
+			nodeErr = err
+			log.Error("the node failed; exiting", "err", nodeErr)
+		}
 	}
 	// Stop taking requests, let those in flight finish (bounded), then stop Raft.
 	shutCtx, cancel := context.WithTimeout(context.Background(), *timeout+2*time.Second)
@@ -271,18 +280,21 @@ type kvServer struct {
 	maxValue int64
 	// leaseReads allows ?lease (the node's Config.LeaseReads is set).
 	leaseReads bool
-	mux        *http.ServeMux
+	// adminTimeout bounds an /admin request (kv_admin.go).
+	adminTimeout time.Duration
+	mux          *http.ServeMux
 }
 
 // newKVServer returns the handler of the key-value API.
 func newKVServer(n *kommander.Node, store *kvStore, timeout time.Duration, maxValue int64) *kvServer {
-	s := &kvServer{node: n, store: store, timeout: timeout, maxValue: maxValue, mux: http.NewServeMux()}
+	s := &kvServer{node: n, store: store, timeout: timeout, adminTimeout: 2 * time.Minute, maxValue: maxValue, mux: http.NewServeMux()}
 	s.mux.HandleFunc("PUT /kv/{key...}", s.serve(s.putValue))
 	s.mux.HandleFunc("GET /kv/{key...}", s.serve(s.getValue))
 	s.mux.HandleFunc("DELETE /kv/{key...}", s.serve(s.deleteValue))
 	s.mux.HandleFunc("POST /list/{key...}", s.serve(s.appendList))
 	s.mux.HandleFunc("GET /list/{key...}", s.serve(s.getList))
 	s.mux.HandleFunc("GET /status", s.serve(s.status))
+	s.adminRoutes()
 	s.mux.HandleFunc("/kv/{key...}", methodNotAllowed("GET, PUT, DELETE"))
 	s.mux.HandleFunc("/list/{key...}", methodNotAllowed("GET, POST"))
 	// Without these, the mux would answer /kv with an HTML redirect to /kv/.
@@ -427,6 +439,12 @@ func statusOf(err error) int {
 		return http.StatusGatewayTimeout
 	case errors.Is(err, kommander.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, kommander.ErrMembershipChange):
+		return http.StatusConflict
+	case errors.Is(err, kommander.ErrRemoved):
+		return http.StatusGone
+	case errors.Is(err, kommander.ErrInvalidConfig):
+		return http.StatusBadRequest
 	case errors.Is(err, kommander.ErrNotLeader), errors.Is(err, kommander.ErrOverloaded),
 		errors.Is(err, kommander.ErrStopped),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

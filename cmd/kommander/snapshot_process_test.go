@@ -15,6 +15,32 @@ import (
 
 var snapKillSeed = flag.Uint64("snapkill.seed", 0, "seed of TestNodeProcessSnapshotsSurviveKills (0: random)")
 
+// snapshot returns a copy of the acknowledged writes.
+func (a *ackLog) snapshot() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	keys := make(map[string]string, len(a.keys))
+	for k, v := range a.keys {
+		keys[k] = v
+	}
+	return keys
+}
+
+// waitHolds waits until node i's own state (read without a barrier) holds every write of
+// keys.
+func (c *procCluster) waitHolds(i int, keys map[string]string) {
+	c.t.Helper()
+	c.eventually(60*time.Second, c.nodes[i].id+" holds every acknowledged write", func() bool {
+		for k, v := range keys {
+			r, err := c.do(i, "GET", "/kv/"+k+"?stale", nil)
+			if err != nil || r.code != http.StatusOK || string(r.body) != v {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestNodeProcessSnapshotsSurviveKills is S20 and S22 with real processes: nodes that
 // snapshot every 40 entries, so that they are writing a snapshot at almost any moment,
 // are killed with SIGKILL while writers keep writing; a killed node restarts behind the
@@ -59,22 +85,9 @@ func TestNodeProcessSnapshotsSurviveKills(t *testing.T) {
 	}
 	grow(50, "writes are acknowledged after the last restart")
 	w.end()
-	acked.mu.Lock()
-	keys := make(map[string]string, len(acked.keys))
-	for k, v := range acked.keys {
-		keys[k] = v
-	}
-	acked.mu.Unlock()
+	keys := acked.snapshot()
 	for i := range c.nodes {
-		c.eventually(60*time.Second, c.nodes[i].id+" holds every acknowledged write", func() bool {
-			for k, v := range keys {
-				r, err := c.do(i, "GET", "/kv/"+k+"?stale", nil)
-				if err != nil || r.code != http.StatusOK || string(r.body) != v {
-					return false
-				}
-			}
-			return true
-		})
+		c.waitHolds(i, keys)
 	}
 	t.Logf("every node holds all %d acknowledged writes", len(keys))
 	installed, restored := false, false
