@@ -225,15 +225,16 @@ func TestBootstrapConfigValidation(t *testing.T) {
 
 // TestMulticastBootstrapInANetworkNamespace: three brand-new nodes over TCP that find each
 // other by multicast alone (on the loopback of a network namespace of the test's own)
-// form one cluster of three voters and replicate.
+// form one cluster of three voters and replicate; a fourth started later is added by
+// AutoJoin and becomes a voter.
 func TestMulticastBootstrapInANetworkNamespace(t *testing.T) {
 	if os.Getenv(netnsEnv) != "1" {
 		runInMulticastNamespace(t)
 		return
 	}
-	ids, peers := realPeers(t, 3)
-	nodes, dirs := make([]*Node, 3), make([]string, 3)
-	for i := range ids {
+	ids, peers := realPeers(t, 4)
+	nodes, dirs := make([]*Node, 4), make([]string, 4)
+	start := func(i int) {
 		dirs[i] = t.TempDir()
 		d, err := MulticastDiscovery(MulticastOptions{Interface: "lo", Port: 17948, Interval: 20 * time.Millisecond,
 			Secret: testMulticastSecret, Logger: discardLogger()})
@@ -244,9 +245,12 @@ func TestMulticastBootstrapInANetworkNamespace(t *testing.T) {
 			Discovery: d, BootstrapExpect: 3, StateMachine: newKVSM(1, false), Partitions: 1, Secret: testRegistrySecret,
 			ElectionTimeout: 200 * time.Millisecond, HeartbeatInterval: 20 * time.Millisecond, Logger: discardLogger()})
 	}
+	for i := 0; i < 3; i++ {
+		start(i)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, n := range nodes {
+	for _, n := range nodes[:3] {
 		if _, err := n.WaitForLeader(ctx, 0); err != nil {
 			t.Fatalf("%s: no leader after bootstrapping by multicast: %v (status %+v)", n.ID(), err, n.Status())
 		}
@@ -255,9 +259,22 @@ func TestMulticastBootstrapInANetworkNamespace(t *testing.T) {
 	if _, err := nodes[2].Replicate(ctx, 0, "put", put("k", "v")); err != nil {
 		t.Fatalf("Replicate: %v", err)
 	}
-	for i := range nodes {
-		if st, err := (fileBootstrapStore{dir: dirs[i]}).load(); err != nil || !st.Formed || !slices.Equal(st.Set, ids) {
-			t.Errorf("%s recorded %+v (err %v), want the set %v formed", ids[i], st, err, ids)
+	for i := range nodes[:3] {
+		if st, err := (fileBootstrapStore{dir: dirs[i]}).load(); err != nil || !st.Formed || !slices.Equal(st.Set, ids[:3]) {
+			t.Errorf("%s recorded %+v (err %v), want the set %v formed", ids[i], st, err, ids[:3])
+		}
+	}
+	// A fourth node, found by multicast too, is added and becomes a voter.
+	start(3)
+	for {
+		if m, err := nodes[0].Members(0); err == nil && slices.Contains(m.Voters, ids[3]) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			m, _ := nodes[0].Members(0)
+			t.Fatalf("the fourth node did not become a voter: members %+v", m)
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
