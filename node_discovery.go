@@ -15,10 +15,9 @@ import (
 // nodeDiscovery is the view of discovery the node follows.
 type nodeDiscovery struct {
 	mu      sync.Mutex
-	peers   []Peer          // the latest view, sorted by ID
-	version uint64          // counts the views; 0 before the first
-	changed chan struct{}   // signalled on every new view, for AutoJoin
-	members map[string]bool // the members, as the loop last set them
+	peers   []Peer        // the latest view, sorted by ID
+	version uint64        // counts the views; 0 before the first
+	changed chan struct{} // signalled on every new view, for AutoJoin
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the watcher ends; nil when none runs
 	joined  chan struct{} // closed when AutoJoin ends; nil when it does not run
