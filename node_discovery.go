@@ -256,10 +256,10 @@ func (n *Node) autoJoin(ctx context.Context) {
 				return
 			}
 			if err != nil {
-				n.disc.rlog.warn(n.log, "auto-join: adding a discovered node failed; retrying", "node", p.ID, "addr", clip(p.Addr), "err", err)
+				n.disc.rlog.warn(n.log, "auto-join: adding a discovered node failed; retrying", "added", p.ID, "addr", clip(p.Addr), "err", err)
 				continue
 			}
-			n.log.Info("auto-join: added a discovered node", "node", p.ID, "addr", p.Addr)
+			n.log.Info("auto-join: added a discovered node", "added", p.ID, "addr", p.Addr)
 		}
 	}
 }
