@@ -23,7 +23,7 @@ import (
 //	                                    finds one record malformed skips exactly this many
 //	                                    bytes and keeps the rest of the batch (S28)
 //	    record:
-//	      u8   type                     MessageType, MsgVote..msgLiveness
+//	      u8   type                     MessageType, MsgVote..MsgBootstrapResp
 //	      u32  partition
 //	      u64  term, logTerm, index, commit, rejectHint, context
 //	      u8   flags                    bit 0: reject, bit 1: snapshot follows, bit 2: the

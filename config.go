@@ -66,8 +66,35 @@ type Config struct {
 	Peers []Peer
 
 	// Discovery finds the members of the cluster when Peers is empty. Nil means
-	// StaticDiscovery(Peers...).
+	// StaticDiscovery(Peers...). Any other Discovery needs BootstrapExpect, to form the
+	// cluster the first time. The node announces itself through it from Start until Stop,
+	// which closes it, and follows it: a member found at a new address is reached there.
+	//
+	// Trust: discovery says where nodes are, never who votes. A member's address changes
+	// only on word of an authenticated discovery (RegistryOptions.Secret,
+	// MulticastOptions.Secret, or a Discovery of your own, which the node trusts); an
+	// unauthenticated one can neither move a member nor, as the registry and multicast
+	// keep an ID to the incarnation that holds it, take a live member's ID over. Nodes it
+	// finds still prove the transport's Secret (or TLS) when they connect.
 	Discovery Discovery
+
+	// BootstrapExpect, when set, makes a brand-new node form the cluster through
+	// Discovery: it waits until it has discovered BootstrapExpect nodes (itself included)
+	// and they agree, over the transport, on the same set; that set becomes the voters of
+	// every partition. A node that formed (or whose DataDir holds a configuration) never
+	// bootstraps again, and a new node that finds the cluster formed without it waits to
+	// be added. It must be more than half of the nodes that may start together as new
+	// nodes, or two groups could each form a cluster; three is usual. Needs DataDir, where
+	// the node records its promise. Default 0: the members are Peers.
+	BootstrapExpect int
+
+	// DisableAutoJoin stops the leader of partition 0 from adding the nodes discovery
+	// shows that are not members yet (as learners, promoted to voters once caught up).
+	// Default off: with a Discovery other than a static one, nodes join by themselves.
+	DisableAutoJoin bool
+
+	// bootstrapStore, set by tests, replaces the bootstrap state file in DataDir.
+	bootstrapStore bootstrapStore
 
 	// StateMachine receives committed entries. Required.
 	StateMachine StateMachine
@@ -310,8 +337,23 @@ func (c Config) Validate() error {
 		return bad("Secret has %d bytes; use at least %d", len(c.Secret), minSecretBytes)
 	case c.CustomTransport == nil && c.Addr == "" && len(c.Peers) > 1:
 		return bad("Addr is empty: peers need an address to reach this node")
+	case c.BootstrapExpect < 0:
+		return bad("BootstrapExpect must not be negative")
 	}
-	if sp, ok := c.Discovery.(staticDiscovery); ok {
+	sp, static := c.Discovery.(staticDiscovery)
+	switch {
+	case static && c.BootstrapExpect > 0:
+		return bad("BootstrapExpect needs a Discovery that finds nodes (registry or multicast); with Peers, the members are Peers")
+	case !static && len(c.Peers) > 0:
+		return bad("Peers and Discovery exclude each other; Peers is StaticDiscovery(Peers...)")
+	case !static && c.BootstrapExpect == 0:
+		return bad("a Discovery other than a static one needs BootstrapExpect, the number of nodes that form the cluster")
+	case c.BootstrapExpect > 0 && c.DataDir == "" && c.bootstrapStore == nil:
+		return bad("BootstrapExpect needs DataDir, where the node records its bootstrap promise")
+	case c.BootstrapExpect > 0 && c.CustomTransport == nil && c.Addr == "":
+		return bad("Addr is empty: nodes found through discovery need an address to reach this node")
+	}
+	if static {
 		if err := validatePeers(c.NodeID, sp); err != nil {
 			return bad("%v", err)
 		}

@@ -137,6 +137,9 @@
 //	config.go             Config and Peer, the defaults and Validate
 //	placement.go          which nodes host each partition under a replication factor, with
 //	                      replicas and first leaders spread evenly
+//	node_discovery.go     the node's side of discovery: announcing, following moved members
+//	bootstrap.go          BootstrapExpect: brand-new nodes agree on one set by durable
+//	                      promises to a coordinator, and the node forms its cluster from it
 //	discovery.go          the Discovery interface, StaticDiscovery, and what the registry and
 //	                      multicast share: the table of announced nodes, watchers, a repeater
 //	registry.go           RegistryServer: registrations with a TTL, ownership by incarnation,

@@ -72,8 +72,8 @@ func (id clusterIdentity) equal(o clusterIdentity) bool {
 }
 
 // checkIdentity compares the identity stored in dir with want, and stores want when dir
-// has none yet (a new data directory), with a new random incarnation. It returns the
-// identity as stored; created reports a new one.
+// has none yet (a new data directory), with want's incarnation or else a new random one.
+// It returns the identity as stored; created reports a new one.
 func checkIdentity(dir string, want clusterIdentity) (have clusterIdentity, created bool, err error) {
 	want.Format = identityFormat
 	want.Members = slices.Clone(want.Members)
@@ -82,8 +82,10 @@ func checkIdentity(dir string, want clusterIdentity) (have clusterIdentity, crea
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if want.Incarnation, err = randomIncarnation(); err != nil {
-			return want, false, err
+		if want.Incarnation == 0 {
+			if want.Incarnation, err = randomIncarnation(); err != nil {
+				return want, false, err
+			}
 		}
 		return want, true, writeIdentity(dir, want)
 	case err != nil:
@@ -111,6 +113,24 @@ func checkIdentity(dir string, want clusterIdentity) (have clusterIdentity, crea
 	return have, false, nil
 }
 
+// loadIdentity reads the identity stored in dir; ok is false when there is none.
+func loadIdentity(dir string) (id clusterIdentity, ok bool, err error) {
+	path := filepath.Join(dir, identityFileName)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return id, false, nil
+	}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(&id)
+	}
+	if err != nil {
+		return id, false, fmt.Errorf("kommander: read %s: %w", path, err)
+	}
+	return id, true, nil
+}
+
 // randomIncarnation draws a non-zero incarnation.
 func randomIncarnation() (uint64, error) {
 	var b [8]byte
@@ -124,14 +144,20 @@ func randomIncarnation() (uint64, error) {
 	}
 }
 
-// writeIdentity stores id in dir crash-safely: a temporary file, fsynced, renamed over the
-// final name, then the directory fsynced, so that a crash leaves either no file or a whole one.
+// writeIdentity stores id in dir crash-safely (writeFileAtomic).
 func writeIdentity(dir string, id clusterIdentity) error {
 	b, err := json.MarshalIndent(id, "", "  ")
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, identityFileName)
+	return writeFileAtomic(dir, identityFileName, b)
+}
+
+// writeFileAtomic stores b as file name in dir crash-safely: a temporary file, fsynced,
+// renamed over the final name, then the directory fsynced, so that a crash leaves either
+// the old file (or none) or the whole new one.
+func writeFileAtomic(dir, name string, b []byte) error {
+	path := filepath.Join(dir, name)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {

@@ -115,7 +115,7 @@ type Node struct {
 	dirLock   *dirLock // DataDir's lock, when the node took it (a Storage of the caller's)
 	transport Transport
 	parts     []*partition      // the hosted partitions, in partition order (node_hosting.go)
-	addrs     map[string]string // member ID -> address
+	addrs     map[string]string // member ID -> address ("" while unknown); loop only once started
 	tick      time.Duration
 	elTicks   int
 	hbTicks   int
@@ -164,6 +164,13 @@ type Node struct {
 	admitted   func()
 
 	stop shutdown
+
+	boot     *bootstrapper // with BootstrapExpect: forming the cluster; loop only
+	discView uint64        // the version of the discovery view followed last; loop only
+	disc     nodeDiscovery // the view of discovery, and its watcher
+	// addDiscovered adds a node discovery found to the cluster (AutoJoin): AddNode, or
+	// what a test puts in its place. Nil: AutoJoin does not run.
+	addDiscovered func(ctx context.Context, id, addr string) error
 }
 
 // shutdown is the progress of Stop, which may be called again after a ctx ended it early.
@@ -231,47 +238,50 @@ func NewNode(cfg Config) (*Node, error) {
 		}
 		n.dirLock = l
 	}
-	peers, err := cfg.Discovery.Peers(context.Background())
+	peers, err := n.initialPeers()
 	if err != nil {
-		return nil, fmt.Errorf("kommander: node %s: discover peers: %w", cfg.NodeID, err)
+		return nil, err
 	}
-	if err := validatePeers(cfg.NodeID, peers); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	n.disc.rlog = newRateLog(n.log, cfg.Clock, transportLogInterval)
+	n.disc.changed = make(chan struct{}, 1)
+	if _, static := cfg.Discovery.(staticDiscovery); !static && !cfg.DisableAutoJoin {
+		n.addDiscovered = n.autoJoinAdd
 	}
-	voters := voterIDs(cfg.NodeID, peers)
-	if err := validateFactor(cfg.ReplicationFactor, voters); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-	}
-	if cfg.DataDir != "" {
-		// Under the WAL's lock: a second process never gets this far.
-		want := clusterIdentity{Cluster: cfg.ClusterName, Node: cfg.NodeID, Partitions: cfg.Partitions, Members: voters, ReplicationFactor: cfg.ReplicationFactor}
-		have, created, err := checkIdentity(cfg.DataDir, want)
-		if err != nil {
-			return nil, err // it names the directory, the node and both configurations
+	// A node that has yet to bootstrap builds its partitions with no voters; they stay
+	// idle (bootPass) until the cluster forms, and formCluster rebuilds them.
+	var voters []string
+	if n.boot == nil || n.boot.formed() {
+		voters = voterIDs(cfg.NodeID, peers)
+		if err := validateFactor(cfg.ReplicationFactor, voters); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 		}
-		if created {
-			n.log.Info("recorded the cluster identity of a new data directory", "dir", cfg.DataDir, "cluster", cfg.ClusterName, "partitions", cfg.Partitions, "members", voters)
-		}
-		n.inc.init(cfg.NodeID, cfg.DataDir, have, created, voters, n.elTicks)
-	} else {
-		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
 	}
-	n.addrs = make(map[string]string, len(peers))
-	for _, p := range peers {
-		addr := p.Addr
-		if addr == "" {
-			addr = p.ID
-		}
-		n.addrs[p.ID] = addr
-	}
-	n.initBook(n.inc.id.Book)
 	snapStore, err := snapshotStoreFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kommander: node %s: %w", cfg.NodeID, err)
 	}
 	n.snaps.init(cfg, snapStore)
 	n.in.init()
-	n.out = newOutbox(cfg.NodeID, n.bookPeers(), &n.metrics)
+	switch {
+	case n.boot == nil || n.boot.formed():
+		var inc uint64
+		if n.boot != nil {
+			inc = n.boot.st.Incarnation
+		}
+		if err := n.setMembers(peers, voters, inc); err != nil {
+			return nil, err
+		}
+	case n.boot.joining():
+		n.cfg.Join = true
+		if err := n.setMembers(n.boot.st.joinPeers(), nil, n.boot.st.Incarnation); err != nil {
+			return nil, err
+		}
+	default:
+		n.inc.init(cfg.NodeID, "", clusterIdentity{}, false, voters, n.elTicks)
+		n.addrs = map[string]string{}
+		n.initBook(nil)
+		n.out = newOutbox(cfg.NodeID, voters, &n.metrics)
+	}
 	n.persist.init(n.storage)
 	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log, newIDs: n.nextIDs, wake: n.in.markProposed}
 	n.place = newPlacement(voters, cfg.Partitions, cfg.ReplicationFactor)
@@ -382,12 +392,20 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.transport = t
 	for _, id := range n.out.peers {
-		t.SetPeer(id, n.addrs[id])
+		if a := n.addrs[id]; a != "" {
+			t.SetPeer(id, a)
+		}
 	}
 	if err := t.Start(n.deliver); err != nil {
 		n.state.Store(stateStopped)
 		n.markDone()
 		return fmt.Errorf("kommander: node %s: start transport: %w", n.cfg.NodeID, err)
+	}
+	if err := n.startDiscovery(ctx); err != nil {
+		_ = t.Close()
+		n.state.Store(stateStopped)
+		n.markDone()
+		return err
 	}
 	n.startLoops()
 	return nil
@@ -463,6 +481,12 @@ func (n *Node) closeAll() error {
 	n.snaps.writers.Wait() // they use the storage
 	n.transfers.close()
 	var errs []error
+	if err := n.stopDiscovery(); err != nil {
+		errs = append(errs, err)
+	}
+	if n.boot != nil && n.boot.rlog != nil {
+		n.boot.rlog.close()
+	}
 	if n.transport != nil {
 		if err := n.transport.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("kommander: node %s: close transport: %w", n.cfg.NodeID, err))

@@ -1,5 +1,7 @@
 package kommander
 
+import "context"
+
 // testNodeOptions change how a node runs, for deterministic tests; newNodeForTest applies
 // them. The zero value is a node as NewNode makes it.
 type testNodeOptions struct {
@@ -14,6 +16,8 @@ type testNodeOptions struct {
 	admitted func()
 	// maxUnstableBytes, if set, replaces Raft's bound on a leader's unsaved entries.
 	maxUnstableBytes uint64
+	// addDiscovered, if set, is what AutoJoin calls to add a discovered node.
+	addDiscovered func(ctx context.Context, id, addr string) error
 }
 
 // newNodeForTest is NewNode for tests that change how the node runs (o).
@@ -31,6 +35,9 @@ func newNodeForTest(cfg Config, o testNodeOptions) (*Node, error) {
 	}
 	if o.admitted != nil {
 		n.admitted = o.admitted
+	}
+	if o.addDiscovered != nil {
+		n.addDiscovered = o.addDiscovered
 	}
 	for _, p := range n.parts {
 		if o.applyBacklog > 0 {

@@ -124,5 +124,5 @@ func (n *Node) planFirstCampaign(p *partition) {
 // they are taken whether or not the node hosts the partition they name.
 func nodeMessage(t MessageType) bool {
 	return t == MsgHello || t == MsgHelloResp || t == msgProxy || t == msgProxyResp || t == msgAddressBook ||
-		t == msgLiveness
+		t == msgLiveness || t == MsgBootstrap || t == MsgBootstrapResp
 }

@@ -104,6 +104,9 @@ func (n *Node) runPass() bool {
 	if n.failed.Load() != nil {
 		return false
 	}
+	if n.boot != nil && !n.boot.settled() {
+		return n.bootPass()
+	}
 	msgs, ticks, proposed := n.in.take()
 	n.proxy.sendAnswers()
 	n.activateSignaled()
@@ -117,6 +120,9 @@ func (n *Node) runPass() bool {
 		return false
 	}
 	n.tickAll(ticks)
+	if ticks > 0 {
+		n.followView()
+	}
 	if proposed || ticks > 0 {
 		for _, p := range n.active.list {
 			n.proposeQueued(p)
@@ -244,6 +250,9 @@ func (n *Node) stepAll(msgs []Message) {
 			continue
 		case msgRemoved:
 			n.removedNotice(p, m)
+			continue
+		case MsgBootstrap, MsgBootstrapResp:
+			n.bootMessage(m)
 			continue
 		case msgSnapshot:
 			// Chunks from the network never reach Raft: the node receives, checks and

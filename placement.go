@@ -26,14 +26,18 @@ type placement struct {
 
 // newPlacement computes the placement of partitions partitions with factor replicas each
 // on members (sorted, distinct). A factor of 0, or one at least len(members), places every
-// partition on every member, in sorted order (the layout before replication factors).
+// partition on every member, in sorted order (the layout before replication factors). With
+// no members it places nothing anywhere.
 func newPlacement(members []string, partitions, factor int) placement {
 	n := len(members)
 	if factor <= 0 || factor > n {
 		factor = n
 	}
 	pl := placement{members: members, factor: factor, replicas: make([][]string, partitions)}
-	if factor == n && n > 0 {
+	if n == 0 {
+		return pl // no members known yet (a node that has yet to bootstrap): it hosts nothing
+	}
+	if factor == n {
 		// Every member everywhere: the voter order is the sorted one, as it always was.
 		for p := range pl.replicas {
 			pl.replicas[p] = members

@@ -116,6 +116,15 @@ const (
 	// msgLiveness tells a peer that the sender's node is alive: one per peer per heartbeat
 	// interval, for all partitions (node_liveness.go). It is the node's, never Raft's.
 	msgLiveness
+	// MsgBootstrap is a brand-new node's promise of a candidate set to the set's
+	// coordinator (Context: the promise's epoch; one entry whose Data is the set; Term:
+	// the sender's BootstrapExpect), or with Context 0 a question whether a cluster formed.
+	// It is the node's (bootstrap.go), never Raft's.
+	MsgBootstrap
+	// MsgBootstrapResp is the coordinator's answer: the set formed (one entry with the
+	// set), or with Reject the promise of epoch Context is released; Index 1 says the
+	// sender knows that a cluster formed.
+	MsgBootstrapResp
 
 	msgTypeCount // keep last: the codec rejects types at or above it
 )
@@ -130,7 +139,8 @@ var messageTypeNames = [...]string{
 	MsgForwardRefused: "MsgForwardRefused", MsgHello: "MsgHello", MsgHelloResp: "MsgHelloResp",
 	msgAddressBook: "MsgAddressBook", msgRemoved: "MsgRemoved",
 	msgProxy: "MsgProxy", msgProxyResp: "MsgProxyResp",
-	msgLiveness: "MsgLiveness",
+	msgLiveness:  "MsgLiveness",
+	MsgBootstrap: "MsgBootstrap", MsgBootstrapResp: "MsgBootstrapResp",
 }
 
 // String returns the message type's name, as in logs and test traces.

@@ -35,6 +35,10 @@ type nodeSpec struct {
 	logger    *slog.Logger
 	// snapEvery is the number of entries between a partition's snapshots (0: the default).
 	snapEvery int
+	// discovery, when set, finds the members instead of peers, and the cluster forms
+	// with bootstrapExpect nodes.
+	discovery       kommander.Discovery
+	bootstrapExpect int
 	// join: the node is new to a running cluster and waits to be added (Config.Join).
 	join bool
 }
@@ -105,7 +109,7 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 	s := ln.spec
 	s.peers = peers
 	ln.spec = s
-	n, err := kommander.NewNode(kommander.Config{
+	cfg := kommander.Config{
 		NodeID:            s.id,
 		Addr:              ln.addr,
 		Partitions:        s.parts,
@@ -128,7 +132,11 @@ func (ln *liveNode) start(ctx context.Context, peers []kommander.Peer) error {
 		Join:              s.join,
 		// A window a fifth of the interval: with the default interval, the default.
 		SnapshotTrailingEntries: s.snapEvery / 5,
-	})
+	}
+	if s.discovery != nil {
+		cfg.Peers, cfg.Discovery, cfg.BootstrapExpect = nil, s.discovery, s.bootstrapExpect
+	}
+	n, err := kommander.NewNode(cfg)
 	if err != nil {
 		return err
 	}

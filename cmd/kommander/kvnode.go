@@ -44,8 +44,9 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	raftAddr := fs.String("raft", "", "address the Raft transport listens on, host:port (required)")
 	httpAddr := fs.String("http", "", "address the key-value HTTP API listens on, host:port (required)")
 	dataDir := fs.String("data", "", "directory of this node's WAL (required)")
-	peersFlag := fs.String("peers", "", "every member, this node included: id=host:port,... (required); with -join, this node and the members it may reach first; members added later are learned from the cluster")
-	join := fs.Bool("join", false, "this node is new to a running cluster: it waits to be added (POST /admin/members on a member) instead of forming a cluster with -peers")
+	peersFlag := fs.String("peers", "", "with -discovery static (the default): every member, this node included, id=host:port,...; with -join, this node and the members it may reach first; members added later are learned from the cluster")
+	disc := addDiscoveryFlags(fs)
+	join := fs.Bool("join", false, "with -discovery static: this node is new to a running cluster: it waits to be added (POST /admin/members on a member) instead of forming a cluster with -peers")
 	adminTimeout := fs.Duration("admin-timeout", 2*time.Minute, "how long an /admin request waits (adding a node waits for it to catch up)")
 	parts := fs.Int("partitions", 8, "number of partitions (equal on every node)")
 	transport := fs.String("transport", "tcp", "Raft transport: tcp or http")
@@ -68,10 +69,13 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("node: unexpected argument %q", fs.Arg(0))
 	}
-	for _, f := range []struct{ name, value string }{{"-id", *id}, {"-raft", *raftAddr}, {"-http", *httpAddr}, {"-data", *dataDir}, {"-peers", *peersFlag}} {
+	for _, f := range []struct{ name, value string }{{"-id", *id}, {"-raft", *raftAddr}, {"-http", *httpAddr}, {"-data", *dataDir}} {
 		if f.value == "" {
 			return fmt.Errorf("node: %s is required", f.name)
 		}
+	}
+	if err := disc.check(*peersFlag, *join); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -81,6 +85,9 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	peers, err := kommander.ParsePeers(*peersFlag)
 	if err != nil {
 		return fmt.Errorf("node: -peers: %w", err)
+	}
+	if disc.mode == "static" && len(peers) == 0 {
+		return fmt.Errorf("node: -peers lists no member")
 	}
 	kind, err := parseTransport(*transport)
 	if err != nil {
@@ -125,25 +132,45 @@ func runNode(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := ln.start(ctx, peers); err != nil {
-		ln.close()
-		return err
-	}
 	httpLn, err := net.Listen("tcp", *httpAddr)
 	if err != nil {
-		_ = ln.stop(context.Background())
+		ln.close()
 		return fmt.Errorf("node: -http: %w", err)
+	}
+	nd, err := disc.build(*cluster, secret, httpLn.Addr().String(), ln.addr, log)
+	if err != nil {
+		httpLn.Close()
+		ln.close()
+		return fmt.Errorf("node: %w", err)
+	}
+	// The HTTP server runs before the node starts, so that this node's own registry
+	// (-seeds) answers the registration the start makes; the key-value API answers 503
+	// until the node runs.
+	var api lateHandler
+	srv := newHTTPServer(nd.withRegistry(&api), *timeout, log)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(httpLn) }()
+	if nd.registry != nil {
+		nd.registry.Start()
+		defer nd.registry.Close()
+	}
+	ln.spec.discovery, ln.spec.bootstrapExpect = nd.discovery, disc.expect
+	if err := ln.start(ctx, peers); err != nil {
+		if nd.discovery != nil {
+			_ = nd.discovery.Close()
+		}
+		_ = srv.Close()
+		ln.close()
+		return fmt.Errorf("node: %w", err)
 	}
 	kv := newKVServer(ln.node, store, *timeout, int64(*maxValue))
 	kv.leaseReads = *leaseReads
 	kv.adminTimeout = *adminTimeout
-	srv := newHTTPServer(kv, *timeout, log)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(httpLn) }()
+	api.set(kv)
 	if *nosync {
 		log.Warn("UNSAFE: -nosync is set; a crash loses acknowledged writes")
 	}
-	log.Info("node running", "id", *id, "raft", ln.addr, "http", httpLn.Addr().String(), "transport", kind, "partitions", *parts, "data", *dataDir)
+	log.Info("node running", "id", *id, "raft", ln.addr, "http", httpLn.Addr().String(), "transport", kind, "partitions", *parts, "data", *dataDir, "discovery", disc.mode)
 
 	sigs, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stopSignals()

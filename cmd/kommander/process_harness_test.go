@@ -200,20 +200,9 @@ func startProcClusterWith(t *testing.T, n, parts int, proxied bool, extra ...str
 	dir := t.TempDir()
 	var peers []string
 	for i := 0; i < n; i++ {
-		raft, err := freeLoopbackAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		httpAddr, err := freeLoopbackAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := fmt.Sprintf("n%d", i+1)
-		c.nodes = append(c.nodes, &procNode{
-			id: id, raft: raft, http: httpAddr,
-			data: filepath.Join(dir, id), logPath: filepath.Join(dir, id+".log"),
-		})
-		peers = append(peers, id+"="+raft)
+		node := newProcNode(t, dir, fmt.Sprintf("n%d", i+1))
+		c.nodes = append(c.nodes, node)
+		peers = append(peers, node.id+"="+node.raft)
 	}
 	c.peers = strings.Join(peers, ",")
 	t.Cleanup(c.shutdown)
@@ -240,6 +229,21 @@ func startProcClusterWith(t *testing.T, n, parts int, proxied bool, extra ...str
 	return c
 }
 
+// newProcNode returns the slot of node id on free loopback ports, with its data directory
+// and log in dir.
+func newProcNode(t *testing.T, dir, id string) *procNode {
+	t.Helper()
+	raft, err := freeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, err := freeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &procNode{id: id, raft: raft, http: httpAddr, data: filepath.Join(dir, id), logPath: filepath.Join(dir, id+".log")}
+}
+
 // start starts node i's process (again).
 func (c *procCluster) start(i int) {
 	c.t.Helper()
@@ -252,8 +256,11 @@ func (c *procCluster) start(i int) {
 	if n.peers != "" {
 		peers = n.peers
 	}
-	args := append([]string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data,
-		"-peers", peers, "-partitions", fmt.Sprint(c.parts)}, c.extra...)
+	args := []string{"node", "-id", n.id, "-raft", n.raft, "-http", n.http, "-data", n.data, "-partitions", fmt.Sprint(c.parts)}
+	if peers != "" { // none: the nodes find each other through discovery
+		args = append(args, "-peers", peers)
+	}
+	args = append(args, c.extra...)
 	args = append(args, n.args...)
 	cmd := exec.Command(c.bin, args...)
 	if n.fileLimitBlocks > 0 {

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -54,11 +53,7 @@ func runRegistry(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		opts.Secret = bytes.TrimSpace(b)
 	}
-	for _, s := range strings.Split(*seeds, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			opts.Seeds = append(opts.Seeds, s)
-		}
-	}
+	opts.Seeds = splitList(*seeds)
 	reg, err := kommander.NewRegistryServer(opts)
 	if err != nil {
 		return err
