@@ -716,16 +716,17 @@ func (n *Node) formCluster() {
 	}
 	// The placement follows the formed set: a node that had yet to bootstrap hosted
 	// nothing, or every partition with no voters.
-	n.place = newPlacement(voters, n.cfg.Partitions, n.cfg.ReplicationFactor)
+	pl := newPlacement(voters, n.cfg.Partitions, n.cfg.ReplicationFactor)
+	n.place.Store(&pl)
 	for i := 0; i < n.cfg.Partitions; i++ {
 		id := uint32(i)
-		if !n.place.hosts(i, n.cfg.NodeID) {
+		if !pl.hosts(i, n.cfg.NodeID) {
 			continue
 		}
 		// The snapshots' record of the configuration is the placeholder's; a brand-new
 		// node has no snapshot, so the formed set is where its log starts.
 		n.snaps.initConf(id, membership{})
-		np, err := n.newPartition(id, n.place.voters(i))
+		np, err := n.newPartition(id, pl.voters(i))
 		if err != nil {
 			fail(err)
 			return

@@ -352,6 +352,8 @@ func (c Config) Validate() error {
 		return bad("BootstrapExpect needs DataDir, where the node records its bootstrap promise")
 	case c.BootstrapExpect > 0 && c.CustomTransport == nil && c.Addr == "":
 		return bad("Addr is empty: nodes found through discovery need an address to reach this node")
+	case c.BootstrapExpect > 0 && c.ReplicationFactor > c.BootstrapExpect:
+		return bad("ReplicationFactor is %d but the cluster forms with BootstrapExpect %d nodes", c.ReplicationFactor, c.BootstrapExpect)
 	}
 	if static {
 		if err := validatePeers(c.NodeID, sp); err != nil {

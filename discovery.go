@@ -324,6 +324,10 @@ type repeater struct {
 
 func startRepeater(clock Clock, interval time.Duration, f func()) *repeater {
 	r := &repeater{clock: clock, interval: interval, f: f}
+	// Under mu: a clock advanced by another goroutine may fire before AfterFunc returns,
+	// and fire sets the next timer under mu.
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.timer = clock.AfterFunc(interval, r.fire)
 	return r
 }

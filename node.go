@@ -146,7 +146,7 @@ type Node struct {
 
 	// Placement (node_hosting.go): which partitions the node hosts, and how it serves the
 	// others (node_proxy.go).
-	place          placement
+	place          atomic.Pointer[placement]   // set before Start, replaced when a bootstrap forms the cluster
 	slots          []atomic.Pointer[partition] // by partition number; nil: not hosted
 	hosted         hostedList                  // parts, for the goroutines beside the loop
 	firstCampaigns []uint32                    // loop only
@@ -284,7 +284,8 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.persist.init(n.storage)
 	n.fwd = forwarder{self: cfg.NodeID, out: &n.out, metrics: &n.metrics, log: n.log, newIDs: n.nextIDs, wake: n.in.markProposed}
-	n.place = newPlacement(voters, cfg.Partitions, cfg.ReplicationFactor)
+	pl := newPlacement(voters, cfg.Partitions, cfg.ReplicationFactor)
+	n.place.Store(&pl)
 	n.slots = make([]atomic.Pointer[partition], cfg.Partitions)
 	for i := 0; i < cfg.Partitions; i++ {
 		if host, err := n.hostsAtStart(uint32(i)); err != nil || !host {
@@ -293,7 +294,7 @@ func NewNode(cfg Config) (*Node, error) {
 			}
 			continue
 		}
-		p, err := n.newPartition(uint32(i), partitionVoters(cfg, n.place.voters(i)))
+		p, err := n.newPartition(uint32(i), partitionVoters(cfg, pl.voters(i)))
 		if err != nil {
 			return nil, err
 		}

@@ -205,7 +205,7 @@ func (n *Node) discoveredNonMembers() []Peer {
 		if p.ID == n.cfg.NodeID {
 			continue
 		}
-		for i := range n.parts {
+		for i := 0; i < n.cfg.Partitions; i++ { // n.parts is the loop's
 			if m, err := n.Members(i); err == nil && !slices.Contains(m.Voters, p.ID) {
 				out = append(out, p)
 				break

@@ -48,7 +48,7 @@ func (n *Node) host(p *partition) {
 // added, is not hosted, and its calls go to the nodes that host the partition (the leader
 // creates it again if it adds it).
 func (n *Node) hostsAtStart(id uint32) (bool, error) {
-	if n.place.hosts(int(id), n.cfg.NodeID) {
+	if n.place.Load().hosts(int(id), n.cfg.NodeID) {
 		return true, nil
 	}
 	hs, err := n.storage.HardState(id)
@@ -113,7 +113,7 @@ func (n *Node) campaignFirst() {
 // planFirstCampaign records that this node should campaign first in partition p, when
 // the placement makes it p's first voter and p never ran. Before Start.
 func (n *Node) planFirstCampaign(p *partition) {
-	if n.place.partial() && n.place.first(int(p.id)) == n.cfg.NodeID {
+	if n.place.Load().partial() && n.place.Load().first(int(p.id)) == n.cfg.NodeID {
 		if st := p.raft.status(); st.term == 0 && st.lastIndex == 0 {
 			n.firstCampaigns = append(n.firstCampaigns, p.id)
 		}

@@ -644,7 +644,7 @@ func (n *Node) initMembers(p *partition) {
 // traffic is refused), and every member is greeted (node_incarnation.go). A node that
 // waits to join, with no configuration at all yet, keeps its whole address book.
 func (n *Node) followMembers() {
-	if n.place.partial() {
+	if n.place.Load().partial() {
 		// A node hosts only some partitions: the members its configurations name are not
 		// all there are; the address book alone says who was removed.
 		return

@@ -306,12 +306,12 @@ func (x *proxy) pick(partition int, tried []string) string {
 	if h := x.hint[partition]; consider(h) {
 		return h
 	}
-	for _, id := range n.place.voters(partition) {
+	for _, id := range n.place.Load().voters(partition) {
 		if consider(id) {
 			return id
 		}
 	}
-	for _, id := range n.place.members {
+	for _, id := range n.place.Load().members {
 		if consider(id) {
 			return id
 		}

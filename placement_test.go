@@ -1,7 +1,6 @@
 package kommander
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -105,17 +104,16 @@ func TestReplicationFactorIsValidated(t *testing.T) {
 			t.Errorf("ReplicationFactor %d: Validate() = %v", tc.factor, err)
 		}
 	}
-	// Members a Discovery finds are known only when the node starts: NewNode checks then.
+	// With a Discovery the cluster forms with BootstrapExpect nodes: the factor is checked
+	// against that number.
 	cfg := base
-	cfg.Peers, cfg.Discovery, cfg.ReplicationFactor = nil, wrappedDiscovery{StaticDiscovery(peers...)}, 4
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("Validate with a Discovery: %v", err)
+	cfg.Peers, cfg.Discovery, cfg.ReplicationFactor, cfg.BootstrapExpect, cfg.DataDir = nil, wrappedDiscovery{StaticDiscovery(peers...)}, 4, 3, t.TempDir()
+	if err := cfg.Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Validate with ReplicationFactor 4 and BootstrapExpect 3: %v", err)
 	}
-	if n, err := NewNode(cfg); !errors.Is(err, ErrInvalidConfig) {
-		if n != nil {
-			_ = n.Stop(context.Background())
-		}
-		t.Fatalf("NewNode with ReplicationFactor 4 of 3 discovered members: %v", err)
+	cfg.ReplicationFactor = 3
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate with ReplicationFactor 3 and BootstrapExpect 3: %v", err)
 	}
 }
 
