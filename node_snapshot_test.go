@@ -81,10 +81,14 @@ func (c *nodeCluster) writeBatches(i, p, n int, prefix string) {
 }
 
 // waitCaughtUp waits, while the clock is pumped, until every running node applied
-// partition p as far as node i has (no-op entries included, unlike waitApplied).
+// partition p as far as node i has, and through node i's last index (no-op entries
+// included, unlike waitApplied).
 func (c *nodeCluster) waitCaughtUp(i, p int) {
 	c.t.Helper()
-	idx := c.nodes[i].Status().Partitions[p].Applied
+	// Through the last index of node i's log, not its applied index: a node that just
+	// restarted (and was just elected) may not have applied its own log yet.
+	st := c.nodes[i].Status().Partitions[p]
+	idx := max(st.Applied, st.LastIndex)
 	c.await(fmt.Sprintf("partition %d applied through %d everywhere", p, idx), func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
