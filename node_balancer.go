@@ -68,16 +68,6 @@ type balancer struct {
 	next uint64 // tick of the next round
 }
 
-// peerLive reports whether a message of node id arrived within the last election timeout
-// (this node always is), as the node's liveness watch saw it (node_liveness.go).
-func (n *Node) peerLive(id string) bool {
-	if id == n.cfg.NodeID {
-		return true
-	}
-	at, ok := n.live.heard[id]
-	return ok && n.now-at <= uint64(n.elTicks)
-}
-
 // balance runs a round of the balancer when one is due. It runs on every tick.
 func (n *Node) balance() {
 	if n.cfg.DisableLeaderBalancing || n.now < n.mem.bal.next {

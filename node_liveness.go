@@ -40,6 +40,16 @@ func (lv *liveness) heardFrom(peer string, now uint64) {
 	lv.heard[peer], lv.lastFrom, lv.lastAt = now, peer, now
 }
 
+// peerLive reports whether a message of node id arrived within the last election timeout
+// (this node always is), as the node's liveness watch saw it (node_liveness.go).
+func (n *Node) peerLive(id string) bool {
+	if id == n.cfg.NodeID {
+		return true
+	}
+	at, ok := n.live.heard[id]
+	return ok && n.now-at <= uint64(n.elTicks)
+}
+
 // watchPeers runs on every node tick: it sends this interval's msgLiveness round, and
 // wakes the quiesced partitions whose leader is suspected, or that this node leads while
 // it hears from too few peers.
