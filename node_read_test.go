@@ -31,7 +31,8 @@ func (c *nodeCluster) readsAsked(i int) int {
 func (c *nodeCluster) readCanceled(i int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.nodes[i].ReadBarrier(ctx, 0) }()
+	n := c.nodes[i] // not c.nodes[i] in the goroutine: a failed test's cleanup clears it
+	go func() { done <- n.ReadBarrier(ctx, 0) }()
 	c.await("the read is handed to Raft", func() bool { return c.readsAsked(i) == 1 })
 	cancel()
 	return <-done
@@ -106,8 +107,11 @@ func TestReadBarrierOnFollowerAsksAgainAfterALoss(t *testing.T) {
 	f := (lead + 1) % 3
 	c.net.CutOneWay(c.ids[f], c.ids[lead])
 	done := make(chan error, 1)
-	go func() { done <- c.nodes[f].ReadBarrier(ctxT(t), 0) }()
-	c.waitFor("the request is on its way", 50, func() bool { return c.readsAsked(f) == 1 })
+	fn := c.nodes[f] // not c.nodes[f] in the goroutine: a failed test's cleanup clears it
+	go func() { done <- fn.ReadBarrier(ctxT(t), 0) }()
+	// A read is handed to Raft in the loop's next pass, with no tick: waiting with the clock
+	// still keeps a slow goroutine from losing its turn to fifty ticks.
+	c.await("the request is on its way", func() bool { return c.readsAsked(f) == 1 })
 	for k := 0; k < 2*c.nodes[f].elTicks; k++ { // past the first ask's wait
 		c.clock.Advance(c.tick)
 	}
@@ -200,10 +204,12 @@ func TestReadBarrierOnFollowerSendsOneRequestAtATime(t *testing.T) {
 	f := (lead + 1) % 3
 	c.net.CutOneWay(c.ids[lead], c.ids[f]) // answers are lost
 	done := make(chan error, 3)
-	go func() { done <- c.nodes[f].ReadBarrier(ctxT(t), 0) }()
-	c.waitFor("the first request is asked", 50, func() bool { return c.readsAsked(f) == 1 })
+	fn := c.nodes[f] // not c.nodes[f] in the goroutines: a failed test's cleanup clears it
+	go func() { done <- fn.ReadBarrier(ctxT(t), 0) }()
+	// Handed to Raft in the loop's next pass, with no tick (see the test above).
+	c.await("the first request is asked", func() bool { return c.readsAsked(f) == 1 })
 	for range 2 {
-		go func() { done <- c.nodes[f].ReadBarrier(ctxT(t), 0) }()
+		go func() { done <- fn.ReadBarrier(ctxT(t), 0) }()
 	}
 	queued := func() int {
 		p := c.nodes[f].parts[0]
