@@ -230,3 +230,44 @@ func TestReadBarrierOnFollowerSendsOneRequestAtATime(t *testing.T) {
 		}
 	}
 }
+
+// A read on a follower that knows no leader waits in the queue; once the follower learns
+// one from a message, the read is asked at once, not at the next tick (with the clock
+// standing still it would wait for ever). A leadership transfer during a read leaves a
+// follower so: its request is refused by the old leader before the new one is known.
+func TestReadBarrierQueuedWithoutALeaderIsAskedOnceOneIsKnown(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.startAll()
+	lead := c.leaders()[0]
+	f := (lead + 1) % 3
+	term := c.nodes[lead].Status().Partitions[0].Term
+	// Quiesced, nothing is in flight when the follower is cut off: no append of the leader
+	// is lost, which would leave the follower's progress waiting for a heartbeat's answer.
+	c.waitFor("the partition quiesced", 200, func() bool { return c.allQuiesced() })
+	c.net.Isolate(c.ids[f])
+	c.waitFor("the isolated follower knows no leader", 20*c.nodes[f].elTicks, func() bool {
+		return c.nodes[f].Status().Partitions[0].Leader == ""
+	})
+	if got := c.nodes[f].Status().Partitions[0].Term; got != term {
+		t.Fatalf("the isolated follower is at term %d, want %d (PreVote keeps it)", got, term)
+	}
+	done := make(chan error, 1)
+	fn := c.nodes[f] // not c.nodes[f] in the goroutine: a failed test's cleanup clears it
+	go func() { done <- fn.ReadBarrier(ctxT(t), 0) }()
+	triedOnce := func() bool {
+		p := fn.parts[0]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reads.queue) == 1 && p.reads.queue[0].giveUp != 0
+	}
+	c.await("the read found no leader and waits in the queue", triedOnce)
+	c.net.HealAll()
+	// From here on the clock stands still: the leader's append tells the follower who
+	// leads, and nothing else may be needed for the read to be asked and answered.
+	if _, err := c.nodes[lead].Replicate(ctxT(t), 0, "put", put("x", "1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("ReadBarrier once the follower knows its leader again: %v", err)
+	}
+}

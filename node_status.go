@@ -19,6 +19,12 @@ func (n *Node) publish(p *partition) {
 		return
 	}
 	n.metrics.leaderChanges.Add(1)
+	if st.leader != "" {
+		// Proposals and reads that found no leader wait in their queues, asked again only
+		// in a pass that has a tick or a new proposal: now that a leader is known, the
+		// next pass asks at once, not up to a tick later (or never, on a fake clock).
+		n.in.markProposed()
+	}
 	n.apply.leaderChanged(LeaderChange{Partition: int(p.id), Leader: st.leader, Term: st.term, IsLocal: st.leader == n.cfg.NodeID})
 	n.leaders.changed()
 }
