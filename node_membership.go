@@ -320,6 +320,7 @@ func (n *Node) stepConf(r *confRequest) bool {
 		return true
 	}
 	if satisfied(p.raft.membership(), r.cc) {
+		n.publishMembers(p)
 		n.answer(&r.memberCall, nil)
 		return false
 	}
@@ -477,15 +478,6 @@ func (n *Node) configCommitted(p *partition, e *Entry) {
 		n.log.Error("a committed configuration entry does not decode", "partition", p.id, "index", e.Index, "err", err)
 		return
 	}
-	for _, r := range n.mem.active {
-		switch {
-		case r.p != p || r.id == 0:
-		case r.id == e.ID:
-			n.answer(&r.memberCall, nil)
-		case r.stage == confProposed && r.index == e.Index:
-			r.stage, r.nextTry = confQueued, n.now // another leader's entry took its place
-		}
-	}
 	if err := n.inc.reconfigured(); err != nil {
 		n.log.Warn("could not record that the membership changed", "err", err)
 	}
@@ -529,7 +521,18 @@ func (n *Node) configCommitted(p *partition, e *Entry) {
 		p.failAll(fmt.Errorf("kommander: node %s: partition %d: %w", n.cfg.NodeID, p.id, ErrRemoved))
 		n.checkRemoved()
 	}
+	// Published before the caller is answered: Members, called once the change returns,
+	// shows it.
 	n.publishMembers(p)
+	for _, r := range n.mem.active {
+		switch {
+		case r.p != p || r.id == 0:
+		case r.id == e.ID:
+			n.answer(&r.memberCall, nil)
+		case r.stage == confProposed && r.index == e.Index:
+			r.stage, r.nextTry = confQueued, n.now // another leader's entry took its place
+		}
+	}
 }
 
 // retire drops from the address book and the transport the members removed from a
