@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -42,6 +41,9 @@ type benchOptions struct {
 	idle, noQuiesce, failover bool
 	// fsyncSamples is the number of samples of the disk probe run before the load (0: none).
 	fsyncSamples int
+	// memEvery, when positive, samples memory, goroutines and disk use at this interval
+	// through the measured time (bench_memory.go).
+	memEvery time.Duration
 }
 
 // benchResult is what one run measured; -json prints it as is.
@@ -78,6 +80,9 @@ type benchResult struct {
 	// disk, measured just before the load; P50OverFsync is the p50 latency over it.
 	FsyncP50Ms   float64 `json:"fsync_p50_ms"`
 	P50OverFsync float64 `json:"p50_over_fsync"`
+	// MemorySamples are the samples of -mem-every, the first at the start of the measured
+	// time and the last at its end.
+	MemorySamples []memSample `json:"memory_samples,omitempty"`
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -96,7 +101,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&o.dir, "dir", "", "directory for the WALs (default: a new temporary directory, removed after)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
-	fs.StringVar(&o.memProfile, "memprofile", "", "with -idle: write a heap profile at the end of the measured time to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile at the end of the measured time to this file")
 	fs.StringVar(&o.reads, "reads", "", "measure linearizable reads instead of writes: ReadBarrier on the \"leader\" or on a \"follower\"")
 	fs.BoolVar(&o.lease, "lease", false, "with -reads: ReadBarrierLease, lease reads on (see -lease-reads of kommander node)")
 	fs.BoolVar(&o.idle, "idle", false, "measure idle partitions instead: CPU, memory and messages per node while nothing is written")
@@ -104,6 +109,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.failover, "failover", false, "with -idle: then stop the node that leads the most partitions and time the failover")
 	fs.StringVar(&o.trace, "trace", "", "write a runtime execution trace of the measured time to this file (go tool trace)")
 	fs.IntVar(&o.fsyncSamples, "fsync-samples", 200, "samples of the disk probe (4 KiB append + fdatasync) before the load; 0 skips it")
+	fs.DurationVar(&o.memEvery, "mem-every", 0, "sample the live heap, RSS, goroutines and WAL bytes on disk at this interval through the measured time (0: off)")
 	var m matrixOptions
 	m.flags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -122,6 +128,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("-nodes, -partitions and -clients must be at least 1, -size at least 0")
 	case o.duration <= 0 || o.warmup < 0:
 		return errors.New("-duration must be positive and -warmup not negative")
+	case o.memEvery < 0 || (o.memEvery > 0 && o.memEvery < 10*time.Millisecond):
+		return errors.New("-mem-every must be 0 (off) or at least 10ms")
 	case o.reads != "" && o.reads != "leader" && o.reads != "follower":
 		return fmt.Errorf("-reads %q: want leader or follower", o.reads)
 	case o.lease && o.reads == "":
@@ -155,7 +163,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // bench runs one benchmark.
 func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	var fsyncP50 time.Duration
+	var dataDir string
 	nodes, cleanup, err := startBenchCluster(ctx, o, func(dir string) error {
+		dataDir = dir
 		if o.fsyncSamples > 0 && !o.noSync {
 			var err error
 			fsyncP50, err = probeFsync(probeDir(dir), o.fsyncSamples)
@@ -173,7 +183,7 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		stop      atomic.Bool
 		errs      atomic.Uint64
 		wg        sync.WaitGroup
-		lat       = make([][]time.Duration, o.clients)
+		lat       = make([]latencyHistogram, o.clients)
 	)
 	payload := make([]byte, o.size)
 	for i := range payload {
@@ -211,7 +221,7 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 					continue
 				}
 				if measuring.Load() {
-					lat[c] = append(lat[c], d)
+					lat[c].add(d)
 				}
 			}
 		}(c)
@@ -234,8 +244,21 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	cpu0, cpuOK := processCPUTime()
 	t0 := time.Now()
 	measuring.Store(true)
+	var samples <-chan []memSample
+	stopSampling := make(chan struct{})
+	if o.memEvery > 0 {
+		samples = sampleMemoryEvery(o.memEvery, dataDir, stopSampling)
+	}
 	wait(o.duration)
 	measuring.Store(false)
+	close(stopSampling)
+	if o.memProfile != "" {
+		if err := writeHeapProfile(o.memProfile); err != nil {
+			stop.Store(true)
+			wg.Wait()
+			return benchResult{}, err
+		}
+	}
 	stopRecording()
 	elapsed := time.Since(t0)
 	cpu1, _ := processCPUTime()
@@ -246,8 +269,14 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		return benchResult{}, err
 	}
 
-	all := slices.Concat(lat...)
-	slices.Sort(all)
+	var memSamples []memSample
+	if samples != nil {
+		memSamples = <-samples
+	}
+	var all latencyHistogram
+	for i := range lat {
+		all.merge(&lat[i])
+	}
 	mode := "write"
 	if o.reads != "" {
 		mode = "read on the " + o.reads
@@ -259,8 +288,9 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 		Nodes: o.nodes, Partitions: o.parts, Clients: o.clients, Size: o.size, Mode: mode,
 		Transport: o.transport.String(), Fsync: !o.noSync, Unsafe: o.noSync,
 		GOMAXPROCS: runtime.GOMAXPROCS(0), Seconds: elapsed.Seconds(),
-		Ops: uint64(len(all)), Errors: errs.Load(),
-		P50Ms: percentileMs(all, 0.50), P99Ms: percentileMs(all, 0.99), P999Ms: percentileMs(all, 0.999),
+		Ops: all.n, Errors: errs.Load(),
+		P50Ms: all.quantileMs(0.50), P99Ms: all.quantileMs(0.99), P999Ms: all.quantileMs(0.999),
+		MemorySamples: memSamples,
 	}
 	res.OpsPerSec = float64(res.Ops) / res.Seconds
 	if o.reads == "" {
@@ -316,7 +346,7 @@ func startBenchCluster(ctx context.Context, o benchOptions, before func(dir stri
 		specs[i] = nodeSpec{
 			id: fmt.Sprintf("n%d", i+1), listener: "127.0.0.1:0",
 			dataDir: fmt.Sprintf("%s/n%d", dir, i+1), parts: o.parts, transport: o.transport,
-			noSync: o.noSync, sm: newCounterSM(o.parts), election: o.election,
+			noSync: o.noSync, sm: snapshotCounterSM{newCounterSM(o.parts)}, election: o.election,
 			heartbeat: o.election / 10, lease: o.lease, noQuiesce: o.noQuiesce,
 		}
 	}
@@ -424,16 +454,6 @@ func ratio(a, b uint64) float64 {
 	return float64(a) / float64(b)
 }
 
-// percentileMs returns the q-quantile of sorted durations in milliseconds (nearest rank).
-func percentileMs(sorted []time.Duration, q float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	i = max(0, min(i, len(sorted)-1))
-	return float64(sorted[i]) / float64(time.Millisecond)
-}
-
 func printBench(w io.Writer, r benchResult) {
 	sync := "fsync on"
 	if r.Unsafe {
@@ -466,4 +486,8 @@ func printBench(w io.Writer, r benchResult) {
 		fmt.Fprintf(w, " n%d %.1f", i+1, e)
 	}
 	fmt.Fprintf(w, "; leader of partition 0: %.1f\n", r.LeaderEntriesPerFsync)
+	for _, m := range r.MemorySamples {
+		fmt.Fprintf(w, "  memory       at %6.0f s: live heap %.1f MB, RSS %.1f MB, %d goroutines, %.1f MB on disk\n",
+			m.Seconds, m.HeapLiveMB, m.RSSMB, m.Goroutines, m.DiskMB)
+	}
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBenchReadsCostNoFsync: `kommander bench -reads` measures ReadBarrier on a follower
@@ -91,5 +93,49 @@ func TestProbeFsyncMeasuresTheDisk(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Fatalf("probeFsync left %d files in %s", len(left), dir)
+	}
+}
+
+func TestLatencyHistogramQuantilesAreNearestRankWithinTheirBucket(t *testing.T) {
+	var h latencyHistogram
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Millisecond)
+	}
+	for q, want := range map[float64]float64{0.5: 500, 0.99: 990, 0.999: 999, 1: 1000} {
+		if got := h.quantileMs(q); math.Abs(got-want) > want/histSub {
+			t.Errorf("quantile %v: got %v, want %v within 1/%d", q, got, want, histSub)
+		}
+	}
+	var empty latencyHistogram
+	if got := empty.quantileMs(0.5); got != 0 {
+		t.Errorf("quantile of nothing: %v", got)
+	}
+	// Merged histograms count as one; small values are exact.
+	var a, b latencyHistogram
+	for i := 1; i <= 10; i++ {
+		a.add(time.Duration(i))
+		b.add(time.Duration(i + 10))
+	}
+	a.merge(&b)
+	if a.n != 20 || a.quantileMs(0.5) != 10/1e6 || a.quantileMs(1) != 20/1e6 {
+		t.Errorf("merged: n %d, p50 %v ms, max %v ms; want 20, 1e-05, 2e-05", a.n, a.quantileMs(0.5), a.quantileMs(1))
+	}
+}
+
+// Every value falls in the bucket whose bounds hold it, and buckets are in value order.
+func TestLatencyHistogramBucketsHoldTheirValues(t *testing.T) {
+	prevLow := uint64(0)
+	for i := 1; i < histBuckets; i++ {
+		low, width := histLow(i)
+		if low < prevLow || histIndex(low) != i || histIndex(low+width-1) != i {
+			t.Fatalf("bucket %d: low %d width %d: indexes %d and %d, previous low %d", i, low, width, histIndex(low), histIndex(low+width-1), prevLow)
+		}
+		prevLow = low
+	}
+	for _, v := range []uint64{0, 1, 63, 64, 65, 127, 128, 1 << 20, 1<<20 + 12345, 1 << 39, 1 << 45, math.MaxUint64} {
+		low, width := histLow(histIndex(v))
+		if v < low || (v-low >= width && histIndex(v) != histBuckets-1) {
+			t.Errorf("value %d in bucket %d [%d, +%d)", v, histIndex(v), low, width)
+		}
 	}
 }

@@ -87,18 +87,3 @@ func TestBenchReportsEveryFigure(t *testing.T) {
 		}
 	}
 }
-
-func TestPercentileIsNearestRank(t *testing.T) {
-	var d []time.Duration
-	for i := 1; i <= 1000; i++ {
-		d = append(d, time.Duration(i)*time.Millisecond)
-	}
-	for q, want := range map[float64]float64{0.5: 500, 0.99: 990, 0.999: 999, 1: 1000} {
-		if got := percentileMs(d, q); got != want {
-			t.Errorf("percentile %v: got %v, want %v", q, got, want)
-		}
-	}
-	if got := percentileMs(nil, 0.5); got != 0 {
-		t.Errorf("percentile of nothing: %v", got)
-	}
-}
