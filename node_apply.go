@@ -20,6 +20,8 @@ type applier struct {
 	wakeLoop func()                 // the loop waits for room in an apply queue
 	snaps    *snapshots
 	snapshot func(p *partition, due bool) // Node.maybeSnapshot
+	newIDs   func(k int) uint64           // Node.nextIDs
+	requeued func()                       // tells the loop that proposals were queued again
 
 	mu      sync.Mutex // one applier at a time
 	spare   []Entry    // reused for the entries of one Apply
@@ -39,6 +41,7 @@ func (a *applier) init(n *Node) {
 	a.failed, a.fail, a.wakeLoop = &n.failed, n.failStop, n.in.signal
 	a.onLeaderChange = n.cfg.OnLeaderChange
 	a.snaps, a.snapshot = &n.snaps, n.maybeSnapshot
+	a.newIDs, a.requeued = n.nextIDs, n.in.markProposed
 	a.wake, a.stop, a.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 }
 
@@ -142,7 +145,9 @@ func (a *applier) applyPartition(p *partition) bool {
 		}
 	}
 	a.metrics.applied.Add(uint64(len(normal)))
-	p.appliedTo(last, normal, results)
+	if p.appliedTo(last, lastTerm, normal, results, a.newIDs) {
+		a.requeued() // forwarded proposals lost with their leader go to the next one
+	}
 	clear(results)
 	clear(ents)
 	a.spare = ents[:0]

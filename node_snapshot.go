@@ -374,7 +374,7 @@ func (n *Node) install(p *partition, meta *snapshotMeta) error {
 		// The log must not go back to the entries the snapshot replaces before the
 		// state machine holds it; only then do the status and the callers learn of it.
 		err = n.storage.Compact(p.id, meta.index, meta.term)
-		p.restored(meta.index)
+		p.restored(meta.index, meta.term)
 	}
 	ps := &s.parts[p.id]
 	ps.appliedTerm, ps.sinceEntries, ps.sinceBytes = meta.term, 0, 0
@@ -397,14 +397,17 @@ func (n *Node) install(p *partition, meta *snapshotMeta) error {
 }
 
 // restored empties the apply queue of p, whose state machine now holds a snapshot up to
-// index, and answers the proposals it took: whether a proposal of this node's is among the
-// entries the snapshot holds is unknown (ErrTimeout).
-func (p *partition) restored(index uint64) {
+// index, of term term, and answers the proposals it took: whether a proposal of this
+// node's is among the entries the snapshot holds is unknown (ErrTimeout). Those forwarded
+// to a leader of a later term than the snapshot's go on waiting: none of their entries can
+// be in it.
+func (p *partition) restored(index, term uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.applyQ)
 	p.applyQ, p.applyBytes = nil, 0
 	p.applied, p.handedTo = index, index
+	p.appliedTerm = max(p.appliedTerm, term)
 	if p.awaitingRoom {
 		p.awaitingRoom = false
 	}
@@ -413,6 +416,10 @@ func (p *partition) restored(index uint64) {
 			p.forget(pr)
 			pr.finish(fmt.Errorf("kommander: partition %d: %w: the node installed a snapshot that may hold the entry", p.id, ErrTimeout))
 		}
+	}
+	for _, pr := range p.waitingForwarded(func(pr *proposal) bool { return pr.term <= term }) {
+		p.forget(pr)
+		pr.finish(fmt.Errorf("kommander: partition %d: %w: the node installed a snapshot that may hold the forwarded entry", p.id, ErrTimeout))
 	}
 	p.dropAnswered()
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -529,5 +531,66 @@ func TestNodeSnapshotCarriesTheConfigurationS27(t *testing.T) {
 	c.stop(0)
 	if got := n.parts[0].raft.membership(); !slices.Equal(got.Voters, conf.Voters) || !slices.Equal(got.Learners, conf.Learners) {
 		t.Fatalf("restarted in %v, want %v", got, conf)
+	}
+}
+
+// A proposal forwarded to the leader, taken and committed, whose entry reaches this
+// follower only inside a snapshot, has an unknown outcome for it (ErrTimeout): it must not
+// be taken for lost and sent again when the follower then applies an entry of a later
+// term (partition.forwardsLost), which would apply the command twice.
+func TestForwardTakenIntoASnapshotIsNotSentAgain(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.cfg = func(i int, cfg *Config) { cfg.DisableLeaderBalancing = true }
+	c.useSnapshots(50, 10)
+	c.startAll()
+	lead := c.leaders()[0]
+	f, g := (lead+1)%3, (lead+2)%3
+	term := c.nodes[lead].Status().Partitions[0].Term
+	c.net.CutOneWay(c.ids[lead], c.ids[f]) // the follower's forward arrives; nothing comes back
+	fn := c.nodes[f]                       // not c.nodes[f] in the goroutine: a failed test's cleanup clears it
+	done := make(chan error, 1)
+	go func() {
+		_, err := fn.Replicate(ctxT(t), 0, "put", put("once", "1"))
+		done <- err
+	}()
+	c.await("the leader applied the forwarded entry", func() bool {
+		v, _ := c.sms[lead].get(0, "once")
+		return v == "1"
+	})
+	fwdIndex := c.nodes[lead].Status().Partitions[0].Applied
+	// The leader snapshots (once per applied batch) and compacts past the follower.
+	for k := 0; c.stores[lead].FirstIndex(0) <= fwdIndex+1; k++ {
+		if k == 20 {
+			t.Fatalf("the leader's log still starts at %d", c.stores[lead].FirstIndex(0))
+		}
+		c.writeBatches(lead, 0, 60, fmt.Sprintf("k%d-", k))
+	}
+	c.net.HealAll()
+	for k := 0; fn.Metrics().SnapshotsInstalled == 0; k++ {
+		if k == 5*c.nodes[f].elTicks { // well before the proposal's own deadline
+			t.Fatalf("the follower installed no snapshot in %d ticks", k)
+		}
+		c.clock.Advance(c.tick)
+		runtime.Gosched()
+	}
+	if err := c.nodes[lead].TransferLeadership(ctxT(t), 0, c.ids[g]); err != nil {
+		t.Fatalf("transfer to %s: %v", c.ids[g], err)
+	}
+	if err := <-done; !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Replicate whose entry the follower got in a snapshot: %v, want ErrTimeout (outcome unknown)", err)
+	}
+	if _, err := c.nodes[g].Replicate(ctxT(t), 0, "put", put("after", "1")); err != nil {
+		t.Fatal(err)
+	}
+	defer c.pump()()
+	c.waitCaughtUp(g, 0)
+	applied := 0
+	for _, e := range c.sms[g].entries(0) {
+		if bytes.Equal(e.Data, put("once", "1")) {
+			applied++
+		}
+	}
+	if applied != 1 {
+		t.Fatalf("the forwarded command was applied %d times, want once (term of its leader %d)", applied, term)
 	}
 }

@@ -72,3 +72,47 @@ func TestALeaderThatSteppedDownAsksForItsForwardsAgain(t *testing.T) {
 		t.Fatalf("%s still leads", l)
 	}
 }
+
+// TestForwardLostWithItsLeaderGoesToTheNextOne (S35): a forward lost on its way to a
+// leader that then hands its leadership over (or stops, or is cut off) was never taken;
+// once the follower applies an entry of the next leader's term, that is certain (an entry
+// of the old term not committed before it never will be), and the proposal goes to the
+// next leader at once, instead of waiting for its deadline to fail with an unknown outcome.
+// The clock stands still: the deadline never comes.
+func TestForwardLostWithItsLeaderGoesToTheNextOne(t *testing.T) {
+	c := newNodeCluster(t, 3, 1, false)
+	c.cfg = func(i int, cfg *Config) { cfg.DisableLeaderBalancing = true }
+	c.startAll()
+	lead := c.leaders()[0]
+	f, g := (lead+1)%3, (lead+2)%3
+	term := c.nodes[lead].Status().Partitions[0].Term
+	c.net.CutOneWay(c.ids[f], c.ids[lead]) // the forward is lost
+	fn := c.nodes[f]                       // not c.nodes[f] in the goroutine: a failed test's cleanup clears it
+	type answer struct {
+		res Result
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, err := fn.Replicate(ctxT(t), 0, "put", put("k", "v"))
+		done <- answer{res, err}
+	}()
+	c.await("the proposal is forwarded to the leader", func() bool {
+		p := fn.parts[0]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.waitingForwarded(func(pr *proposal) bool { return pr.term == term })) == 1
+	})
+	if err := c.nodes[lead].TransferLeadership(ctxT(t), 0, c.ids[g]); err != nil {
+		t.Fatalf("transfer to %s: %v", c.ids[g], err)
+	}
+	a := <-done
+	if a.err != nil {
+		t.Fatalf("Replicate on %s, whose forward to %s was lost: %v", c.ids[f], c.ids[lead], a.err)
+	}
+	if a.res.Term <= term {
+		t.Fatalf("the entry was applied in term %d, want a term after %d, the lost forward's", a.res.Term, term)
+	}
+	c.waitApplied(0, a.res.Index)
+	c.checkSameLogs() // applied once
+}

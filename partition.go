@@ -2,7 +2,9 @@ package kommander
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -47,8 +49,10 @@ type partition struct {
 	// node took as the leader of term fwdTerm (firstForward). Loop only.
 	fwdTerm uint64
 	fwdHigh map[forwardKey]uint64
-	// applied is the index of the last entry applied (or skipped as internal).
-	applied uint64
+	// applied is the index of the last entry applied (or skipped as internal), and
+	// appliedTerm its term (forwardsLost).
+	applied     uint64
+	appliedTerm uint64
 	// status is what the loop last published.
 	status PartitionStatus
 	// reads are the ReadBarrier calls in flight (node_read.go).
@@ -477,9 +481,11 @@ func (p *partition) popApply(dst []Entry, limit int) (ents []Entry, applied uint
 	return dst, p.applied, roomMade
 }
 
-// appliedTo records that the applier applied the entries up to last, and answers the
-// proposals that ents (with their results) complete and the reads waiting for last.
-func (p *partition) appliedTo(last uint64, ents []Entry, results []any) {
+// appliedTo records that the applier applied the entries up to last, of term lastTerm,
+// and answers the proposals that ents (with their results) complete and the reads waiting
+// for last. It reports whether it queued forwarded proposals again (forwardsLost), with
+// IDs from newIDs: the loop is to send them.
+func (p *partition) appliedTo(last, lastTerm uint64, ents []Entry, results []any, newIDs func(k int) uint64) (requeued bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if last > p.applied {
@@ -489,6 +495,58 @@ func (p *partition) appliedTo(last uint64, ents []Entry, results []any) {
 	if len(p.reads.all) > 0 {
 		p.readsApplied()
 	}
+	if lastTerm > p.appliedTerm {
+		p.appliedTerm = lastTerm
+		requeued = p.forwardsLost(lastTerm, newIDs)
+	}
+	return requeued
+}
+
+// waitingForwarded returns the forwarded proposals waiting for their entries for which
+// match holds, each once. The caller holds mu.
+func (p *partition) waitingForwarded(match func(*proposal) bool) []*proposal {
+	var found []*proposal
+	seen := make(map[*proposal]bool)
+	for _, w := range p.waiting {
+		if pr := w.p; pr.stage == stageForwarded && !seen[pr] && match(pr) {
+			seen[pr] = true
+			found = append(found, pr)
+		}
+	}
+	return found
+}
+
+// forwardsLost queues again, with fresh IDs, the proposals forwarded to the leader of a
+// term before term, the term of an entry just applied, that are still waiting: they were
+// not committed and never will be. A committed entry of a later term follows, in the log,
+// every committed entry of earlier terms, and the node applies in log order, so an entry
+// of the earlier leader that is not applied by now was not committed; nor can it be later,
+// since every later leader holds the committed entry of the later term and so not the
+// earlier leader's entries after it. The earlier leader may be gone (it handed its
+// leadership over and stopped as the forward reached it): without this, such a proposal
+// would wait for its deadline and fail with an unknown outcome. A proposal partly applied
+// is answered instead. It reports whether it queued any. The caller holds mu.
+func (p *partition) forwardsLost(term uint64, newIDs func(k int) uint64) bool {
+	lost := p.waitingForwarded(func(pr *proposal) bool { return pr.term < term })
+	if len(lost) == 0 {
+		return false
+	}
+	slices.SortFunc(lost, func(a, b *proposal) int { return cmp.Compare(a.firstID, b.firstID) })
+	queued := false
+	for _, pr := range lost {
+		if done := len(pr.cmds) - pr.remaining; done > 0 {
+			p.forget(pr)
+			pr.finish(fmt.Errorf("%w: partition %d: the leader of term %d took %d of %d forwarded entries; the others were not applied", ErrNotLeader, p.id, pr.term, done, len(pr.cmds)))
+			continue
+		}
+		for j := range pr.cmds {
+			delete(p.waiting, pr.firstID+uint64(j))
+		}
+		pr.firstID, pr.stage, pr.deadline = newIDs(len(pr.cmds)), stageQueued, 0
+		p.queue = append(p.queue, pr)
+		queued = true
+	}
+	return queued
 }
 
 // resolveApplied matches entries that were just applied (with their results) against the
