@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // This file serves, on a node that hosts no replica of a partition, the calls that need
@@ -93,6 +94,7 @@ type proxy struct {
 	now     uint64                // the loop's tick, as of the last tick
 	calls   map[uint64]*proxyCall // by request ID
 	hint    map[int]string        // partition -> the node that last answered for it
+	leaders map[int]proxyLeader   // partition -> its leader as last learned (knownLeader)
 	suspect map[string]uint64     // node -> tick until which new calls avoid it
 	ticked  chan struct{}         // closed at the next tick, made when someone waits for it
 	stopped error                 // set by failAll: no more calls
@@ -135,6 +137,7 @@ func (x *proxy) init(n *Node) {
 	x.n = n
 	x.calls = make(map[uint64]*proxyCall)
 	x.hint = make(map[int]string)
+	x.leaders = make(map[int]proxyLeader)
 	x.suspect = make(map[string]uint64)
 	x.server.seen = make(map[forwardKey]*proxySeen)
 }
@@ -182,7 +185,8 @@ func (x *proxy) read(ctx context.Context, partition int, lease bool) error {
 	return err
 }
 
-// leader asks a node that hosts the partition who leads it.
+// leader asks a node that hosts the partition who leads it, and remembers the answer for
+// knownLeader.
 func (x *proxy) leader(ctx context.Context, partition int) (string, error) {
 	if err := x.n.writable(); err != nil {
 		return "", err
@@ -191,10 +195,52 @@ func (x *proxy) leader(ctx context.Context, partition int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(ans.Entries) == 0 {
-		return "", nil
+	l := ""
+	if len(ans.Entries) > 0 {
+		l = string(ans.Entries[0].Data)
 	}
-	return string(ans.Entries[0].Data), nil
+	x.mu.Lock()
+	x.leaders[partition] = proxyLeader{id: l, at: x.now, asked: x.leaders[partition].asked}
+	x.mu.Unlock()
+	return l, nil
+}
+
+// proxyLeader is what a node that hosts no replica of a partition knows of its leader:
+// the last answer (id, "" for none) and the tick it came at, and whether a question is
+// on its way.
+type proxyLeader struct {
+	id    string
+	at    uint64
+	asked bool
+}
+
+// knownLeader returns, without waiting, the leader of a partition this node does not host
+// as it last learned it ("" when it knows none). When that is older than an election
+// timeout, or there is none, it asks a hosting node in the background (one question per
+// partition at a time), so that a later call knows: Node.Leader never blocks, and
+// WaitForLeader is the call that waits.
+func (x *proxy) knownLeader(partition int) string {
+	n := x.n
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	l := x.leaders[partition]
+	if (l.id != "" && x.now < l.at+uint64(n.elTicks)) || l.asked || x.stopped != nil || n.writable() != nil {
+		return l.id
+	}
+	l.asked = true
+	x.leaders[partition] = l
+	go func() {
+		// Real time, not the node's clock: a fake clock may stand still.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(proxyTimeouts+1)*n.cfg.ElectionTimeout)
+		defer cancel()
+		_, _ = x.leader(ctx, partition)
+		x.mu.Lock()
+		l := x.leaders[partition]
+		l.asked = false
+		x.leaders[partition] = l
+		x.mu.Unlock()
+	}()
+	return l.id
 }
 
 // waitForLeader asks, once per tick, until a hosting node knows the partition's leader.

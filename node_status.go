@@ -60,12 +60,13 @@ func (w *leaderWatch) changed() {
 }
 
 // Leader returns the node ID of the partition's leader as this node knows it, and whether
-// one is known. A node that hosts no replica of the partition asks one that does, and
-// waits for its answer (about an election timeout per node that does not answer).
+// one is known. It never waits. A node that hosts no replica of the partition knows what a
+// node that hosts one last told it, and asks again in the background when that is older
+// than an election timeout; the first call may know nothing yet (WaitForLeader waits).
 func (n *Node) Leader(partition int) (string, bool) {
 	p, err := n.partition(partition)
 	if errors.Is(err, ErrNotHosted) {
-		l, _ := n.proxy.leader(context.Background(), partition)
+		l := n.proxy.knownLeader(partition)
 		return l, l != ""
 	}
 	if err != nil {
