@@ -173,7 +173,11 @@ type Config struct {
 
 	// SnapshotEntries and SnapshotBytes make the node snapshot a partition once its log
 	// holds that many entries, or that many bytes of them, applied since its last
-	// snapshot. Defaults 10000 entries and 16 MiB. Node.Snapshot takes one on demand.
+	// snapshot. Defaults 10000 entries and 16 MiB. Node.Snapshot takes one on demand. A
+	// partition whose log holds four times as much past its newest durable snapshot (its
+	// snapshots take longer to write than the writes take to fill an interval) takes no
+	// more entries until one completes: writes fail with ErrOverloaded, so that the disk
+	// stays bounded.
 	SnapshotEntries int
 	SnapshotBytes   int64
 

@@ -11,17 +11,18 @@ import (
 // calls, in order, from that goroutine. The loop queues entries on each partition
 // (pushApply) and wakes it.
 type applier struct {
-	sm       StateMachine
-	parts    *hostedList
-	metrics  *metrics
-	nodeID   string
-	failed   *atomic.Pointer[error]
-	fail     func(err, cause error) // Node.failStop
-	wakeLoop func()                 // the loop waits for room in an apply queue
-	snaps    *snapshots
-	snapshot func(p *partition, due bool) // Node.maybeSnapshot
-	newIDs   func(k int) uint64           // Node.nextIDs
-	requeued func()                       // tells the loop that proposals were queued again
+	sm          StateMachine
+	parts       *hostedList
+	metrics     *metrics
+	nodeID      string
+	failed      *atomic.Pointer[error]
+	fail        func(err, cause error) // Node.failStop
+	wakeLoop    func()                 // the loop waits for room in an apply queue
+	snaps       *snapshots
+	snapshot    func(p *partition, due bool) // Node.maybeSnapshot
+	newIDs      func(k int) uint64           // Node.nextIDs
+	checkBehind func(p *partition)           // Node.checkBehind
+	requeued    func()                       // tells the loop that proposals were queued again
 
 	mu      sync.Mutex // one applier at a time
 	spare   []Entry    // reused for the entries of one Apply
@@ -41,7 +42,7 @@ func (a *applier) init(n *Node) {
 	a.failed, a.fail, a.wakeLoop = &n.failed, n.failStop, n.in.signal
 	a.onLeaderChange = n.cfg.OnLeaderChange
 	a.snaps, a.snapshot = &n.snaps, n.maybeSnapshot
-	a.newIDs, a.requeued = n.nextIDs, n.in.markProposed
+	a.newIDs, a.requeued, a.checkBehind = n.nextIDs, n.in.markProposed, n.checkBehind
 	a.wake, a.stop, a.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 }
 
@@ -154,5 +155,6 @@ func (a *applier) applyPartition(p *partition) bool {
 	if a.snaps.applied(p.id, lastTerm, count, bytes) {
 		a.snapshot(p, true)
 	}
+	a.checkBehind(p)
 	return true
 }

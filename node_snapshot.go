@@ -41,12 +41,17 @@ type partSnapshots struct {
 	conf         membership
 	sinceEntries int
 	sinceBytes   int64
+	// appliedBytes counts the bytes of every entry applied; with takenBytes and
+	// durableBytes (under mu) it tells how many are not yet in a durable snapshot.
+	appliedBytes atomic.Int64
 
-	mu      sync.Mutex
-	running bool                 // a snapshot is being written
-	wanted  bool                 // Node.Snapshot asked for one
-	waiters []chan snapshotTaken // Node.Snapshot calls waiting for the next one to end
-	newest  snapshotRef          // the newest durable snapshot (zero: none)
+	mu           sync.Mutex
+	takenBytes   int64                // appliedBytes when the snapshot being written was taken
+	durableBytes int64                // appliedBytes when the newest durable snapshot was taken
+	running      bool                 // a snapshot is being written
+	wanted       bool                 // Node.Snapshot asked for one
+	waiters      []chan snapshotTaken // Node.Snapshot calls waiting for the next one to end
+	newest       snapshotRef          // the newest durable snapshot (zero: none)
 }
 
 // snapshotTaken is how one snapshot ended.
@@ -172,7 +177,43 @@ func (s *snapshots) applied(id uint32, term uint64, entries int, bytes int64) bo
 	ps.appliedTerm = term
 	ps.sinceEntries += entries
 	ps.sinceBytes += bytes
+	ps.appliedBytes.Add(bytes)
 	return ps.sinceEntries >= s.entries || ps.sinceBytes >= s.bytes
+}
+
+// snapshotBacklogFactor bounds the log behind the newest durable snapshot: once a
+// partition applied more than this many snapshot intervals (SnapshotEntries or
+// SnapshotBytes) past it, because its snapshots take longer to write than writes take to
+// fill an interval, the partition takes no more entries until one completes (see
+// partition.applyFull): proposals fail with ErrOverloaded, a leader refuses forwards and a
+// follower drops appends, to be sent again. Without it a slow Snapshotter would let the
+// log, and the disk, grow without bound.
+const snapshotBacklogFactor = 4
+
+// checkBehind records on p whether its log holds more than snapshotBacklogFactor
+// intervals past its newest durable snapshot. It runs after each apply and when a snapshot
+// ends or is installed; the partition's snapshot lock, then its lock (maybeSnapshot's
+// order), make each check and its record one step, so that a stale check never overwrites
+// a newer one.
+func (n *Node) checkBehind(p *partition) {
+	s := &n.snaps
+	if !s.enabled() {
+		return
+	}
+	ps := &s.parts[p.id]
+	ps.mu.Lock()
+	p.mu.Lock()
+	applied, newest := p.applied, ps.newest.index
+	behind := applied-min(applied, newest) > uint64(snapshotBacklogFactor*s.entries) ||
+		ps.appliedBytes.Load()-ps.durableBytes > snapshotBacklogFactor*s.bytes
+	was := p.snapshotsBehind
+	p.snapshotsBehind = behind
+	p.mu.Unlock()
+	ps.mu.Unlock()
+	if behind && !was {
+		n.log.Warn("snapshots fall behind the writes: the partition takes no more entries until one completes",
+			"partition", p.id, "applied", applied, "snapshot", newest)
+	}
 }
 
 // maybeSnapshot takes a snapshot of p if one is due or asked for and none is being
@@ -203,6 +244,7 @@ func (n *Node) maybeSnapshot(p *partition, due bool) {
 		return
 	}
 	ps.running, ps.wanted = true, false
+	ps.takenBytes = ps.appliedBytes.Load()
 	ps.mu.Unlock()
 	wt, err := s.sm.Snapshot(int(p.id))
 	ref := snapshotRef{partition: p.id, index: index, term: ps.appliedTerm}
@@ -292,16 +334,20 @@ func (n *Node) snapshotEnded(ref snapshotRef, err error) {
 	}
 	ps := &n.snaps.parts[ref.partition]
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
 	ps.running = false
 	if err == nil {
 		ps.newest = ref
+		ps.durableBytes = ps.takenBytes
 		n.metrics.snapshots.Add(1)
 	}
 	ps.endLocked(snapshotTaken{index: ref.index, err: err})
 	if ps.wanted {
 		n.snaps.wanted.Store(true)
 		n.apply.signal()
+	}
+	ps.mu.Unlock()
+	if p, err := n.partition(int(ref.partition)); err == nil {
+		n.checkBehind(p) // writes held back for this snapshot may go on
 	}
 }
 
@@ -378,6 +424,9 @@ func (n *Node) install(p *partition, meta *snapshotMeta) error {
 	}
 	ps := &s.parts[p.id]
 	ps.appliedTerm, ps.sinceEntries, ps.sinceBytes = meta.term, 0, 0
+	ps.mu.Lock()
+	ps.durableBytes = ps.appliedBytes.Load() // the snapshot holds everything applied
+	ps.mu.Unlock()
 	ps.conf = membership{Voters: meta.voters, Learners: meta.learners}
 	n.apply.mu.Unlock()
 	if err != nil {
@@ -388,6 +437,7 @@ func (n *Node) install(p *partition, meta *snapshotMeta) error {
 		ps.newest = ref
 	}
 	ps.mu.Unlock()
+	n.checkBehind(p) // a follower that dropped appends meanwhile takes them again
 	if err := s.store.removeOlder(ref); err != nil {
 		n.log.Warn("could not remove old snapshots", "partition", p.id, "err", err)
 	}

@@ -594,3 +594,80 @@ func TestForwardTakenIntoASnapshotIsNotSentAgain(t *testing.T) {
 		t.Fatalf("the forwarded command was applied %d times, want once (term of its leader %d)", applied, term)
 	}
 }
+
+// gatedSnapSM is snapKVSM whose snapshots are written only once gate is closed: a
+// Snapshotter too slow for the writes.
+type gatedSnapSM struct {
+	snapKVSM
+	gate chan struct{}
+}
+
+func (s gatedSnapSM) Snapshot(p int) (io.WriterTo, error) {
+	wt, err := s.snapKVSM.Snapshot(p)
+	return gatedWriter{wt, s.gate}, err
+}
+
+type gatedWriter struct {
+	io.WriterTo
+	gate chan struct{}
+}
+
+func (g gatedWriter) WriteTo(w io.Writer) (int64, error) {
+	<-g.gate
+	return g.WriterTo.WriteTo(w)
+}
+
+// S23: when snapshots take longer to write than writes take to fill their interval, the
+// partition takes no more entries once its log holds snapshotBacklogFactor intervals past
+// the newest durable snapshot: writes fail with ErrOverloaded (nothing applied) instead of
+// growing the log and the disk without bound, and go on once a snapshot completes.
+func TestNodeWritesWaitForSnapshotsThatFallBehindS23(t *testing.T) {
+	const every = 50
+	c := newNodeCluster(t, 1, 1, false)
+	gate := make(chan struct{})
+	c.useSnapshots(every, 10)
+	prev := c.cfg
+	c.cfg = func(i int, cfg *Config) {
+		prev(i, cfg)
+		cfg.StateMachine = gatedSnapSM{snapKVSM{c.sms[i]}, gate}
+	}
+	c.startAll()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate)
+		}
+	}
+	t.Cleanup(release) // before the cluster stops: Stop waits for the snapshot writer
+	c.leaders()
+	n := c.nodes[0]
+	var overloaded error
+	written := 0
+	for ; written < 100*every && overloaded == nil; written++ {
+		_, err := n.Replicate(ctxT(t), 0, "put", put(fmt.Sprint("k", written), "v"))
+		switch {
+		case errors.Is(err, ErrOverloaded):
+			overloaded = err
+		case err != nil:
+			t.Fatalf("write %d: %v", written, err)
+		}
+	}
+	if overloaded == nil {
+		t.Fatalf("%d writes taken with no snapshot completed", written)
+	}
+	st := c.stores[0]
+	logLen := st.LastIndex(0) - st.FirstIndex(0) + 1
+	t.Logf("refused after %d writes (%v); the log holds %d entries", written, overloaded, logLen)
+	if limit := uint64((snapshotBacklogFactor + 1) * every); logLen > limit {
+		t.Fatalf("the log holds %d entries with the snapshot stuck, want at most %d", logLen, limit)
+	}
+	release()
+	c.await("writes taken again once the snapshot completed", func() bool {
+		_, err := n.Replicate(ctxT(t), 0, "put", put("after", "v"))
+		if err != nil && !errors.Is(err, ErrOverloaded) {
+			t.Fatalf("write after the release: %v", err)
+		}
+		return err == nil
+	})
+}

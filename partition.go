@@ -43,6 +43,9 @@ type partition struct {
 	maxBacklog int // maxApplyBacklog, or less in tests
 	// awaitingRoom is set while Raft withholds committed entries because applyQ is full.
 	awaitingRoom bool
+	// snapshotsBehind is set while the log holds too much past the newest durable
+	// snapshot (snapshots.behind): the partition takes no more entries meanwhile.
+	snapshotsBehind bool
 	// handedTo is the index of the last committed entry handed to the applier (applyQ).
 	handedTo uint64
 	// fwdHigh is, per incarnation of a node, the highest entry ID forwarded by it that this
@@ -159,6 +162,9 @@ func (pr *proposal) appendEntries(ents []Entry) []Entry {
 func (p *partition) admit(pr *proposal, maxPending int) error {
 	if p.pending+len(pr.cmds) > maxPending {
 		return fmt.Errorf("kommander: partition %d: %d entries pending: %w", p.id, p.pending, ErrOverloaded)
+	}
+	if p.snapshotsBehind {
+		return fmt.Errorf("kommander: partition %d: its snapshots fall behind the writes (see Config.SnapshotEntries): %w", p.id, ErrOverloaded)
 	}
 	if p.applyFull() {
 		return fmt.Errorf("kommander: partition %d: the state machine is %d entries behind: %w", p.id, len(p.applyQ), ErrOverloaded)
@@ -417,9 +423,10 @@ func (p *partition) forget(pr *proposal) {
 	p.pending -= len(pr.cmds)
 }
 
-// applyFull reports whether the apply queue is past its bounds. The caller holds mu.
+// applyFull reports whether the apply queue is past its bounds, or the snapshots fall
+// behind (snapshots.behind): the partition takes no more entries. The caller holds mu.
 func (p *partition) applyFull() bool {
-	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes
+	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes || p.snapshotsBehind
 }
 
 // backlogged is applyFull for the loop.

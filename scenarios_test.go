@@ -181,8 +181,10 @@ S22 restart equals the state before
 		TestNodeRestartFallsBackFromDamagedSnapshotS21 cmd/kommander:TestNodeProcessSnapshotsSurviveKills
 
 S23 bounded disk
-	Disk use stays bounded under an endless stream of writes once snapshots are taken.
+	Disk use stays bounded under an endless stream of writes once snapshots are taken,
+	also when snapshots take longer to write than the writes take to fill an interval.
 	tests: TestWALDiskStaysBoundedUnderEndlessWritesS23 TestNodeDiskStaysBoundedWithSnapshotsS23
+		TestNodeWritesWaitForSnapshotsThatFallBehindS23
 
 # Storage
 
@@ -277,10 +279,12 @@ S34 wrong cluster shape at restart
 
 S35 entry IDs across restarts
 	A restarted node never reuses an entry ID of its previous life; a proposal delivered
-	twice, even after the leader restarted, is applied once.
+	twice, even after the leader restarted, is applied once; a forward lost with its leader
+	is sent again only once it can no longer be applied.
 	tests: TestRestartedNodeNeverReusesEntryIDs
 		TestForwardedProposalIsTakenOnceByTheLeaderOfItsTerm
 		TestALeaderThatSteppedDownAsksForItsForwardsAgain
+		TestForwardLostWithItsLeaderGoesToTheNextOne TestForwardTakenIntoASnapshotIsNotSentAgain
 
 S36 wiped disk
 	A node that lost its data (wiped disk) never votes in a term it may already have voted
