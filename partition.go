@@ -321,15 +321,20 @@ func (p *partition) requeueRefused(leader string, term uint64, ids []Entry, newI
 		if !ok || w.p.stage != stageForwarded || w.p.leader != leader || w.p.term != term {
 			continue
 		}
-		pr := w.p
-		for j := range pr.cmds {
-			delete(p.waiting, pr.firstID+uint64(j))
-		}
-		pr.firstID, pr.stage, pr.deadline = newIDs(len(pr.cmds)), stageQueued, 0
-		p.queue = append(p.queue, pr)
+		p.requeue(w.p, newIDs)
 		queued = true
 	}
 	return queued
+}
+
+// requeue queues a forwarded proposal again, under fresh IDs from newIDs, to be sent to
+// the next leader: its old IDs are forgotten. The caller holds mu.
+func (p *partition) requeue(pr *proposal, newIDs func(k int) uint64) {
+	for j := range pr.cmds {
+		delete(p.waiting, pr.firstID+uint64(j))
+	}
+	pr.firstID, pr.stage, pr.deadline = newIDs(len(pr.cmds)), stageQueued, 0
+	p.queue = append(p.queue, pr)
 }
 
 // abandon answers a proposal whose caller gave up (cause): a queued one was certainly not
@@ -546,11 +551,7 @@ func (p *partition) forwardsLost(term uint64, newIDs func(k int) uint64) bool {
 			pr.finish(fmt.Errorf("%w: partition %d: the leader of term %d took %d of %d forwarded entries; the others were not applied", ErrNotLeader, p.id, pr.term, done, len(pr.cmds)))
 			continue
 		}
-		for j := range pr.cmds {
-			delete(p.waiting, pr.firstID+uint64(j))
-		}
-		pr.firstID, pr.stage, pr.deadline = newIDs(len(pr.cmds)), stageQueued, 0
-		p.queue = append(p.queue, pr)
+		p.requeue(pr, newIDs)
 		queued = true
 	}
 	return queued
