@@ -211,8 +211,15 @@ func (w *WAL) carry(parts []uint32) (int64, error) {
 		}
 		w.mu.Unlock()
 	}
+	if cap(w.frame) > maxKeptFrame {
+		w.frame = nil // a carry frame (up to an eighth of a segment) is not kept for commits
+	}
 	return written, nil
 }
+
+// maxKeptFrame bounds the frame buffer the WAL keeps between writes: commits reuse it, and
+// a larger one, left by a carry, would stay pinned for nothing.
+const maxKeptFrame = 1 << 20
 
 // segment returns the segment with sequence number seq. Called with w.mu held (or from
 // the leading caller).

@@ -188,3 +188,30 @@ func TestWALZeroesAheadOnlyInTheLastSegment(t *testing.T) {
 	defer w.Close()
 	m.check(t, w, 1<<20)
 }
+
+// A carry writes a frame of up to an eighth of a segment; the WAL does not keep a buffer
+// that large for the commits that follow, and the carried entries read back unchanged.
+func TestWALDoesNotKeepALargeCarryFrame(t *testing.T) {
+	w := mustOpenWAL(t, t.TempDir(), testWALOptions(64<<20))
+	defer w.Close()
+	rng := rand.New(rand.NewPCG(7, 0))
+	ents := makeEntries(rng, 1, 64, 1, 64<<10) // about 2 MB
+	if err := w.Save([]Update{{Partition: 1, Entries: ents}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.carry([]uint32{1}); err != nil {
+		t.Fatal(err)
+	}
+	if c := cap(w.frame); c > maxKeptFrame {
+		t.Fatalf("the WAL keeps a frame buffer of %d bytes after a carry, want at most %d", c, maxKeptFrame)
+	}
+	got, err := w.Entries(1, 1, 65, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ents {
+		if got[i].ID != ents[i].ID || string(got[i].Data) != string(ents[i].Data) {
+			t.Fatalf("entry %d differs after the carry", i+1)
+		}
+	}
+}
