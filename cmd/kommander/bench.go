@@ -80,6 +80,11 @@ type benchResult struct {
 	// disk, measured just before the load; P50OverFsync is the p50 latency over it.
 	FsyncP50Ms   float64 `json:"fsync_p50_ms"`
 	P50OverFsync float64 `json:"p50_over_fsync"`
+	// QuorumFsyncP50Ms is the median time of as many such appends, on as many files, as a
+	// quorum of the cluster has nodes, issued at once: the disk's floor under a commit
+	// when the nodes' WALs share it. P50OverQuorumFsync is the latency p50 over it.
+	QuorumFsyncP50Ms   float64 `json:"quorum_fsync_p50_ms"`
+	P50OverQuorumFsync float64 `json:"p50_over_quorum_fsync"`
 	// MemorySamples are the samples of -mem-every, the first at the start of the measured
 	// time and the last at its end.
 	MemorySamples []memSample `json:"memory_samples,omitempty"`
@@ -162,13 +167,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // bench runs one benchmark.
 func bench(ctx context.Context, o benchOptions) (benchResult, error) {
-	var fsyncP50 time.Duration
+	var fsyncP50, quorumP50 time.Duration
 	var dataDir string
 	nodes, cleanup, err := startBenchCluster(ctx, o, func(dir string) error {
 		dataDir = dir
 		if o.fsyncSamples > 0 && !o.noSync {
 			var err error
-			fsyncP50, err = probeFsync(probeDir(dir), o.fsyncSamples)
+			if fsyncP50, err = probeFsync(probeDir(dir), o.fsyncSamples, 1); err != nil || o.nodes < 2 {
+				return err
+			}
+			quorumP50, err = probeFsync(probeDir(dir), o.fsyncSamples, o.nodes/2+1)
 			return err
 		}
 		return nil
@@ -318,6 +326,10 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 	if fsyncP50 > 0 {
 		res.FsyncP50Ms = float64(fsyncP50) / float64(time.Millisecond)
 		res.P50OverFsync = res.P50Ms / res.FsyncP50Ms
+	}
+	if quorumP50 > 0 {
+		res.QuorumFsyncP50Ms = float64(quorumP50) / float64(time.Millisecond)
+		res.P50OverQuorumFsync = res.P50Ms / res.QuorumFsyncP50Ms
 	}
 	return res, nil
 }
@@ -474,6 +486,10 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "  latency      p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", r.P50Ms, r.P99Ms, r.P999Ms)
 	if r.FsyncP50Ms > 0 {
 		fmt.Fprintf(w, "  disk         fsync p50 %.3f ms (4 KiB append + fdatasync, before the load); latency p50 is %.2fx that\n", r.FsyncP50Ms, r.P50OverFsync)
+	}
+	if r.QuorumFsyncP50Ms > 0 {
+		fmt.Fprintf(w, "               %d such fsyncs at once on %d files (a quorum's WALs on this disk): p50 %.3f ms; latency p50 is %.2fx that\n",
+			r.Nodes/2+1, r.Nodes/2+1, r.QuorumFsyncP50Ms, r.P50OverQuorumFsync)
 	}
 	if r.OpsPerCPUSecond > 0 {
 		fmt.Fprintf(w, "  cpu          %.3f s per 10,000 ops (%.0f ops per CPU-second; whole process: %d nodes and the clients)\n",

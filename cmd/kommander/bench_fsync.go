@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -16,31 +18,55 @@ import (
 // lone client's Save writes.
 const fsyncProbeBlock = 4 << 10
 
-// probeFsync appends samples blocks of fsyncProbeBlock bytes to a new file in dir, each
-// followed by a data sync (fdatasync where there is one, as the WAL uses), and returns the
-// median time of one append plus its sync. The file is removed afterwards.
-func probeFsync(dir string, samples int) (time.Duration, error) {
+// probeFsync appends samples blocks of fsyncProbeBlock bytes to each of files new files in
+// dir at once, each append followed by a data sync of its file (fdatasync where there is
+// one, as the WAL uses), and returns the median time until every file's append and sync
+// completed. With files 1 it is the latency of one fsync; with the cluster's quorum it is
+// what a commit waits for at least, when the nodes' WALs share the disk (the leader's and
+// a follower's fsync run at once). The files are removed afterwards.
+func probeFsync(dir string, samples, files int) (time.Duration, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
-	f, err := os.CreateTemp(dir, "fsync-probe-")
-	if err != nil {
-		return 0, err
+	fs := make([]*os.File, files)
+	for i := range fs {
+		f, err := os.CreateTemp(dir, "fsync-probe-")
+		if err != nil {
+			return 0, err
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		fs[i] = f
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
 	block := make([]byte, fsyncProbeBlock)
 	for i := range block {
 		block[i] = byte(i)
 	}
-	took := make([]time.Duration, 0, samples)
-	for range samples {
-		start := time.Now()
+	appendSync := func(f *os.File) error {
 		if _, err := f.Write(block); err != nil {
-			return 0, fmt.Errorf("fsync probe: write %s: %w", f.Name(), err)
+			return fmt.Errorf("fsync probe: write %s: %w", f.Name(), err)
 		}
 		if err := dataSync(f); err != nil {
-			return 0, fmt.Errorf("fsync probe: sync %s: %w", f.Name(), err)
+			return fmt.Errorf("fsync probe: sync %s: %w", f.Name(), err)
+		}
+		return nil
+	}
+	took := make([]time.Duration, 0, samples)
+	errs := make([]error, files)
+	for range samples {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i, f := range fs[1:] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i+1] = appendSync(f)
+			}()
+		}
+		errs[0] = appendSync(fs[0])
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return 0, err
 		}
 		took = append(took, time.Since(start))
 	}

@@ -37,6 +37,11 @@ func TestBenchReadsCostNoFsync(t *testing.T) {
 		if res.Ops == 0 || res.Fsyncs != 0 || res.Mode != "read on the "+where {
 			t.Fatalf("bench -reads %s: %d reads, %d fsyncs, mode %q; want reads and no fsync", where, res.Ops, res.Fsyncs, res.Mode)
 		}
+		// The disk probe ran before the load: one fsync, and a quorum's (two) at once.
+		if res.FsyncP50Ms <= 0 || res.QuorumFsyncP50Ms <= 0 || res.P50OverQuorumFsync <= 0 {
+			t.Fatalf("bench -reads %s: fsync p50 %v ms, a quorum's %v ms (ratio %v); want both measured",
+				where, res.FsyncP50Ms, res.QuorumFsyncP50Ms, res.P50OverQuorumFsync)
+		}
 	}
 }
 
@@ -87,7 +92,7 @@ func TestBenchMatrixTable(t *testing.T) {
 // leaves nothing behind.
 func TestProbeFsyncMeasuresTheDisk(t *testing.T) {
 	dir := t.TempDir()
-	p50, err := probeFsync(dir, 5)
+	p50, err := probeFsync(dir, 5, 2)
 	if err != nil || p50 <= 0 {
 		t.Fatalf("probeFsync = %v, %v; want a positive median", p50, err)
 	}
