@@ -150,11 +150,14 @@ func (r *raft) wake() {
 // ends (thesis §4.2.3), whatever restarted its timer meanwhile (a vote request that woke
 // it), and a quiesced follower wakes, since a quiesced timer tells nothing of the time
 // the leader has been silent. The node names one follower per partition to go first
-// (first). It campaigns within half an election timeout, but not before a heartbeat
-// interval and two ticks have passed, by which time the other survivors, which hear from the
-// leader's node on the same schedule, suspect it too and grant their votes. The others
-// campaign an election timeout later at the earliest, if the first has not won by then:
-// the survivors rarely split the vote (a split costs another election timeout, Raft §5.2).
+// (first). It campaigns within a quarter of an election timeout, but not before a
+// heartbeat interval and two ticks have passed, by which time the other survivors, which
+// hear from the leader's node on the same schedule, suspect it too and grant their votes.
+// The others campaign one and a half election timeouts after their suspicion at the
+// earliest, if the first has not won by then. The gap between the two, about an election
+// timeout, leaves the first's election time to complete even when the survivors suspect a
+// tick or two apart and each round of it waits for a disk write: otherwise both could
+// campaign at once and split the vote, which costs another election timeout (Raft §5.2).
 func (r *raft) leaderSuspected(first bool) {
 	if r.role != roleFollower {
 		return
@@ -162,9 +165,9 @@ func (r *raft) leaderSuspected(first bool) {
 	r.wake()
 	r.electionElapsed = r.electionTicks
 	if first {
-		r.randomizedElectionTimeout = r.electionTicks + r.heartbeatTicks + 2 + r.rand.IntN(max(r.electionTicks/2, 1))
+		r.randomizedElectionTimeout = r.electionTicks + r.heartbeatTicks + 2 + r.rand.IntN(max(r.electionTicks/4, 1))
 	} else {
-		r.randomizedElectionTimeout = 2*r.electionTicks + r.rand.IntN(r.electionTicks)
+		r.randomizedElectionTimeout = 2*r.electionTicks + r.electionTicks/2 + r.rand.IntN(r.electionTicks)
 	}
 }
 
