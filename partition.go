@@ -44,7 +44,7 @@ type partition struct {
 	// awaitingRoom is set while Raft withholds committed entries because applyQ is full.
 	awaitingRoom bool
 	// snapshotsBehind is set while the log holds too much past the newest durable
-	// snapshot (snapshots.behind): the partition takes no more entries meanwhile.
+	// snapshot (Node.checkBehind): the partition takes no more entries meanwhile.
 	snapshotsBehind bool
 	// handedTo is the index of the last committed entry handed to the applier (applyQ).
 	handedTo uint64
@@ -429,7 +429,7 @@ func (p *partition) forget(pr *proposal) {
 }
 
 // applyFull reports whether the apply queue is past its bounds, or the snapshots fall
-// behind (snapshots.behind): the partition takes no more entries. The caller holds mu.
+// behind (Node.checkBehind): the partition takes no more entries. The caller holds mu.
 func (p *partition) applyFull() bool {
 	return len(p.applyQ) >= p.maxBacklog || p.applyBytes >= maxApplyBacklogBytes || p.snapshotsBehind
 }
