@@ -200,6 +200,9 @@
 //	transport_auth.go     the refused-peer errors, the shared-secret MAC, the instance ID
 //	tcp_transport.go      TCP: a connection per peer and lane, pings, reconnects
 //	tcp_handshake.go      the TCP handshake: cluster, node IDs, shared-secret proofs
+//	tcp_direct.go         Send writing a batch to a plain connection itself when nothing waits
+//	tcp_direct_unix.go    the non-blocking raw socket write it needs (Unix)
+//	tcp_direct_other.go   elsewhere: every batch through the writer goroutine
 //	http_transport.go     HTTP: the same batches as POSTs, Handler, the status page
 //	http_auth.go          signing HTTP requests and checking them before they reach the node
 //	http_client.go        the sending side: one keep-alive HTTP/1.1 connection per sender

@@ -11,14 +11,17 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // The TCP transport keeps one long-lived outbound connection per peer for Raft's messages,
 // and one more, dialed only when there is something to send, for snapshot chunks, so that
 // a chunk never delays a heartbeat. A writer goroutine per connection drains its queue
-// into as few frames as fit and flushes them in one write; the connection of the other direction is the peer's own outbound one. Every
-// connection opens with TLS (when configured) and the handshake in tcp_handshake.go.
+// into as few frames as fit and flushes them in one write; on a plain connection, Send
+// writes a batch itself when nothing waits and the socket takes it at once (tcp_direct.go).
+// The connection of the other direction is the peer's own outbound one. Every connection
+// opens with TLS (when configured) and the handshake in tcp_handshake.go.
 //
 // Frames after the handshake: u32 length, then that many bytes of one codec batch. A
 // zero-length frame is a ping from the client; the server answers each with a
@@ -265,7 +268,7 @@ func (t *TCPTransport) runSender(p *peer, q *sendQueue, lane uint8) {
 		t.counters.connects.Add(1)
 		t.log.Debug("connected to peer", "peer", p.id, "addr", conn.RemoteAddr())
 		since := time.Now()
-		buf, err = t.writeLoop(p, q, conn, buf)
+		buf, err = t.writeLoop(p, q, conn, buf, lane)
 		t.untrack(conn.raw)
 		if errors.Is(err, errTransportClosed) || errors.Is(err, errPeerRemoved) {
 			return
@@ -329,18 +332,23 @@ type trackedConn struct {
 }
 
 // writeLoop drains q into frames on conn, pings every KeepAlive, and returns when the
-// connection fails (the pong reader closes it when pongs stop coming) or on Close.
-func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf []byte) ([]byte, error) {
+// connection fails (the pong reader closes it when pongs stop coming) or on Close. On the
+// Raft lane of a plain connection, Send may write batches itself meanwhile (directWriter):
+// every write to conn holds d.mu, and what a direct write left goes first.
+func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf []byte, lane uint8) ([]byte, error) {
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- t.readPongs(conn) }()
+	header := batchHeaderSize(t.cfg.NodeID, p.id)
+	d := t.directWriter(p, conn, lane, header)
 	defer func() {
+		p.direct.CompareAndSwap(d, nil)
+		d.close()
 		conn.Close()
 		<-readerDone
 	}()
 	bw := bufio.NewWriterSize(conn, tcpWriteBuffer)
 	ping := time.NewTicker(t.cfg.KeepAlive)
 	defer ping.Stop()
-	header := batchHeaderSize(t.cfg.NodeID, p.id)
 	for {
 		select {
 		case <-t.done:
@@ -354,20 +362,42 @@ func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf [
 			if p.address() != conn.addr {
 				return buf, fmt.Errorf("peer moved from %s to %s", conn.addr, p.address())
 			}
-			conn.SetWriteDeadline(time.Now().Add(t.cfg.PeerTimeout))
-			if _, err := bw.Write([]byte{0, 0, 0, 0}); err != nil {
-				return buf, err
+			d.mu.Lock()
+			pending, err := d.takePending()
+			if err == nil {
+				conn.SetWriteDeadline(time.Now().Add(t.cfg.PeerTimeout))
+				_, err = bw.Write(pending)
+				if err == nil {
+					_, err = bw.Write([]byte{0, 0, 0, 0})
+				}
+				if err == nil {
+					err = bw.Flush()
+				}
 			}
-			if err := bw.Flush(); err != nil {
+			d.mu.Unlock()
+			if err != nil {
 				return buf, err
 			}
 			continue
 		case <-q.wake:
 		}
+		d.mu.Lock()
+		pending, err := d.takePending()
+		if err != nil {
+			d.mu.Unlock()
+			return buf, fmt.Errorf("direct write: %w", err)
+		}
+		if len(pending) > 0 {
+			conn.SetWriteDeadline(time.Now().Add(t.cfg.PeerTimeout))
+			if _, err := bw.Write(pending); err != nil {
+				d.mu.Unlock()
+				return buf, err
+			}
+		}
 		msgs := q.take()
-		var err error
 		var written int
 		buf, written, err = t.writeFrames(bw, conn, p, msgs, header, buf)
+		d.mu.Unlock()
 		if err != nil {
 			written = 0 // in the bufio buffer or the kernel's, but not known to be sent
 		}
@@ -378,6 +408,27 @@ func (t *TCPTransport) writeLoop(p *peer, q *sendQueue, conn *trackedConn, buf [
 			return buf, err
 		}
 	}
+}
+
+// directWriter returns the directWriter of a connection's writer goroutine, published on
+// p for Send when Send may write to conn itself: the Raft lane of a plain TCP connection.
+// Otherwise it is closed, and only orders the writer's own writes.
+func (t *TCPTransport) directWriter(p *peer, conn *trackedConn, lane uint8, header int) *directWriter {
+	d := &directWriter{closed: true, self: t.cfg.NodeID, peer: p.id, header: header, max: t.cfg.MaxBatchBytes}
+	if !directWritesSupported || lane != tcpLaneRaft || t.cfg.TLS != nil || t.cfg.noDirectWrites {
+		return d
+	}
+	sc, ok := conn.raw.(syscall.Conn)
+	if !ok {
+		return d
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return d
+	}
+	d.rc, d.closed = rc, false
+	p.direct.Store(d)
+	return d
 }
 
 // writeFrames encodes msgs into as few frames as MaxBatchBytes allows and writes them with

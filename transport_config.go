@@ -99,6 +99,10 @@ type TransportConfig struct {
 	// Status, when set, is served as JSON by the HTTP transport at GET
 	// /kommander/v1/status (the node's partitions: role, term, leader, commit, applied).
 	Status func() any
+
+	// noDirectWrites makes every TCP batch go through the connection's writer goroutine
+	// (tests: the path a full socket or TLS takes).
+	noDirectWrites bool
 }
 
 // withDefaults returns c with every zero optional field set to its default.
@@ -174,6 +178,9 @@ type TransportStats struct {
 
 type transportCounters struct {
 	sent, dropped, received, rejected, authFailures, duplicates, connects atomic.Uint64
+	// Sends written by Send itself, and those of them the socket took only in part
+	// (directWriter); for tests.
+	directWrites, directPartial atomic.Uint64
 }
 
 func (c *transportCounters) stats() TransportStats {

@@ -12,6 +12,7 @@ package kommander
 import (
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,15 +39,27 @@ func (q *sendQueue) push(msgs []Message) bool {
 	}
 	q.msgs = append(q.msgs, msgs...)
 	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
+	q.signal()
 	return true
 }
 
 // take returns everything queued. The caller hands the slice back with giveBack once it
 // is done with it, so that steady traffic reuses two buffers instead of allocating.
+// empty reports whether nothing is queued.
+func (q *sendQueue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.msgs) == 0
+}
+
+// signal wakes the queue's writer.
+func (q *sendQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (q *sendQueue) take() []Message {
 	q.mu.Lock()
 	out := q.msgs
@@ -70,8 +83,11 @@ type peer struct {
 	mu    sync.Mutex
 	addr  string // TCP: host:port; HTTP: the URL of the peer's raft endpoint
 	queue *sendQueue
-	snaps *sendQueue    // snapshot chunks (TCP's second lane)
-	gone  chan struct{} // closed when the peer is removed: its senders end
+	snaps *sendQueue // snapshot chunks (TCP's second lane)
+	// direct is set while TCP's Raft lane has a plain connection that Send may write to
+	// itself (directWriter).
+	direct atomic.Pointer[directWriter]
+	gone   chan struct{} // closed when the peer is removed: its senders end
 }
 
 func (p *peer) address() string {
@@ -120,6 +136,9 @@ func (s *peerSet) send(to string, msgs []Message, c *transportCounters) {
 	s.mu.Unlock()
 	if p == nil {
 		c.dropped.Add(uint64(len(msgs)))
+		return
+	}
+	if d := p.direct.Load(); d != nil && d.try(p.queue, msgs, c) {
 		return
 	}
 	if !p.queue.push(msgs) {
