@@ -180,6 +180,8 @@
 //	wal_index.go          the in-memory index of each partition and the entry cache
 //	wal_fs.go             the files and file system the WAL uses, wrapped by tests
 //	wal_sync_linux.go     fdatasync and directory fsync on Linux
+//	wal_aio_linux.go      fdatasync through Linux AIO, waited for without holding a processor
+//	wal_aio_stub_linux.go the plain fdatasync on Linux architectures without the AIO path
 //	wal_sync_other.go     fsync (F_FULLFSYNC on macOS) and directory fsync elsewhere
 //	wal_sync_windows.go   FlushFileBuffers on Windows, where a directory needs no fsync
 //	dirlock.go            the lock that keeps a second process out of a data directory
