@@ -23,7 +23,8 @@ import (
 // IOCB_CMD_FDSYNC (Linux 4.18) has a kernel worker do the same fdatasync, and an eventfd
 // that the runtime's network poller watches says when it is done: the goroutine waits
 // parked, without a P. Where the kernel or a sandbox refuses any of it, dataSync falls back
-// to the plain system call, for good.
+// to the plain system call, for good. The syncers are kept for reuse: as many as syncs ever
+// ran at once, an AIO context and an eventfd each.
 
 // aioState is 2 once AIO fsync turned out unavailable here.
 var aioState atomic.Int32
