@@ -98,9 +98,12 @@ func (s *aioSyncer) sync(fd uintptr) (submitted bool, err error) {
 	s.cb.fildes = uint32(fd)
 	s.cbs[0] = uintptr(unsafe.Pointer(&s.cb))
 	for {
-		_, _, e := syscall.Syscall(syscall.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&s.cbs[0])))
-		if e == 0 {
+		n, _, e := syscall.Syscall(syscall.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&s.cbs[0])))
+		if e == 0 && n == 1 {
 			break
+		}
+		if e == 0 {
+			return false, syscall.EAGAIN // took none: nothing will complete
 		}
 		switch e {
 		case syscall.EINTR:
@@ -127,10 +130,10 @@ func (s *aioSyncer) sync(fd uintptr) (submitted bool, err error) {
 func (s *aioSyncer) waitBlocking(cause error) error {
 	for {
 		n, _, e := syscall.Syscall6(syscall.SYS_IO_GETEVENTS, s.ctx, 1, 1, uintptr(unsafe.Pointer(&s.ev[0])), 0, 0)
-		if e == syscall.EINTR {
+		if e == syscall.EINTR || (e == 0 && n != 1) {
 			continue
 		}
-		if e != 0 || n != 1 {
+		if e != 0 {
 			return errors.Join(cause, e)
 		}
 		return s.result()
