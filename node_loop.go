@@ -387,5 +387,6 @@ func (n *Node) handOffCommitted() {
 // (handOffCommittedDuringSave) gave them: the one place they leave the loop.
 func (n *Node) handOff(p *partition, ents []Entry) {
 	p.pushApply(ents)
+	n.apply.enqueue(p)
 	n.configsCommitted(p, ents)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // partition is one Raft group as the node keeps it: the Raft core, which only the loop
@@ -43,6 +44,9 @@ type partition struct {
 	maxBacklog int // maxApplyBacklog, or less in tests
 	// awaitingRoom is set while Raft withholds committed entries because applyQ is full.
 	awaitingRoom bool
+	// listed is set while the partition is on the applier's list of partitions with
+	// entries to apply (applier.enqueue), so that it is there once.
+	listed atomic.Bool
 	// snapshotsBehind is set while the log holds too much past the newest durable
 	// snapshot (Node.checkBehind): the partition takes no more entries meanwhile.
 	snapshotsBehind bool
