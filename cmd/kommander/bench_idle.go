@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"time"
 )
 
@@ -19,6 +20,9 @@ import (
 // -failover the node that leads the most partitions stops, and the time until every one
 // of its partitions has a new leader is measured. All nodes run in this process: CPU and
 // memory per node are the process's divided by the nodes.
+
+// idleWrites is how many idle partitions get one write each after the idle time.
+const idleWrites = 21
 
 // idleResult is what one idle run measured; -json prints it as is.
 type idleResult struct {
@@ -34,7 +38,10 @@ type idleResult struct {
 	HeapMBNode      float64 `json:"heap_mb_per_node"`
 	HeapBytesPart   float64 `json:"heap_bytes_per_partition_replica"`
 	MsgsPerMinNode  float64 `json:"messages_per_minute_per_node"`
-	WriteMs         float64 `json:"idle_write_ms"`
+	WriteMs         float64 `json:"idle_write_ms"` // the median
+	WriteMaxMs      float64 `json:"idle_write_max_ms"`
+	WriteFirstMs    float64 `json:"idle_write_first_ms"`
+	Writes          int     `json:"idle_writes"`
 	FailoverMs      float64 `json:"failover_ms,omitempty"`
 	FailoverParts   int     `json:"failover_partitions,omitempty"`
 	ElectionTimeout float64 `json:"election_timeout_ms"`
@@ -100,9 +107,15 @@ func benchIdle(ctx context.Context, o benchOptions, stdout io.Writer) error {
 		}
 	}
 
-	// One write to an idle partition, through its leader.
-	p := o.parts / 2
-	if leader := leaderOf(nodes, p); leader != nil {
+	// One write to each of a few idle partitions, one after the other, through their
+	// leaders: the first runs right after the collection above, cold.
+	var writes []float64
+	for i := 0; i < min(idleWrites, o.parts); i++ {
+		p := (i*o.parts/idleWrites + o.parts/(2*idleWrites)) % o.parts
+		leader := leaderOf(nodes, p)
+		if leader == nil {
+			continue
+		}
 		wctx, cancel := context.WithTimeout(ctx, 10*o.election)
 		start := time.Now()
 		_, err := leader.Replicate(wctx, p, "b", []byte("wake"))
@@ -110,7 +123,12 @@ func benchIdle(ctx context.Context, o benchOptions, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("write to idle partition %d: %w", p, err)
 		}
-		res.WriteMs = float64(time.Since(start)) / float64(time.Millisecond)
+		writes = append(writes, float64(time.Since(start))/float64(time.Millisecond))
+	}
+	if len(writes) > 0 {
+		res.WriteFirstMs = writes[0]
+		slices.Sort(writes)
+		res.WriteMs, res.WriteMaxMs, res.Writes = writes[len(writes)/2], writes[len(writes)-1], len(writes)
 	}
 	if o.failover {
 		if err := idleFailover(ctx, nodes, o, &res); err != nil {
@@ -199,7 +217,8 @@ func printIdle(w io.Writer, r idleResult) {
 	fmt.Fprintf(w, "  per node     %.2f%% CPU (of one core), %.0f messages per minute\n", r.CPUPercentNode, r.MsgsPerMinNode)
 	fmt.Fprintf(w, "  memory       %.0f MB RSS per node (%.0f MB once the runtime returned its free memory), %.0f MB heap in use (%.0f bytes per partition)\n",
 		r.RSSMBNode, r.RSSFreedMBNode, r.HeapMBNode, r.HeapBytesPart)
-	fmt.Fprintf(w, "  idle write   %.2f ms (one Replicate to an idle partition, on its leader)\n", r.WriteMs)
+	fmt.Fprintf(w, "  idle write   p50 %.2f ms, max %.2f ms, first %.2f ms (%d Replicates, one each to as many idle partitions, on their leaders)\n",
+		r.WriteMs, r.WriteMaxMs, r.WriteFirstMs, r.Writes)
 	if r.FailoverParts > 0 {
 		fmt.Fprintf(w, "  failover     %.0f ms until the %d partitions of the stopped node had new leaders (%.1f election timeouts)\n",
 			r.FailoverMs, r.FailoverParts, r.FailoverMs/r.ElectionTimeout)

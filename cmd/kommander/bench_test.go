@@ -144,3 +144,25 @@ func TestLatencyHistogramBucketsHoldTheirValues(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchIdleWritesToSeveralIdlePartitions: `kommander bench -idle` ends with one write
+// each to idleWrites idle partitions and reports their median, maximum and first.
+func TestBenchIdleWritesToSeveralIdlePartitions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster on loopback")
+	}
+	var out bytes.Buffer
+	args := []string{"-idle", "-partitions", "40", "-duration", "300ms", "-election-timeout", "300ms", "-json"}
+	if err := runBench(context.Background(), args, &out, io.Discard); err != nil {
+		t.Fatalf("bench %v: %v", args, err)
+	}
+	var res idleResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("bench -idle -json: %v: %s", err, out.Bytes())
+	}
+	if res.Writes != idleWrites || res.WriteMs <= 0 || res.WriteFirstMs <= 0 ||
+		res.WriteMaxMs < res.WriteMs || res.WriteMaxMs < res.WriteFirstMs {
+		t.Fatalf("idle writes: %d, p50 %v ms, max %v ms, first %v ms; want %d writes, p50 <= max, first <= max",
+			res.Writes, res.WriteMs, res.WriteMaxMs, res.WriteFirstMs, idleWrites)
+	}
+}
