@@ -43,8 +43,6 @@ func (q *sendQueue) push(msgs []Message) bool {
 	return true
 }
 
-// take returns everything queued. The caller hands the slice back with giveBack once it
-// is done with it, so that steady traffic reuses two buffers instead of allocating.
 // empty reports whether nothing is queued.
 func (q *sendQueue) empty() bool {
 	q.mu.Lock()
@@ -60,6 +58,8 @@ func (q *sendQueue) signal() {
 	}
 }
 
+// take returns everything queued. The caller hands the slice back with giveBack once it
+// is done with it, so that steady traffic reuses two buffers instead of allocating.
 func (q *sendQueue) take() []Message {
 	q.mu.Lock()
 	out := q.msgs
