@@ -171,6 +171,13 @@ func (s *aioSyncer) close() {
 	syscall.Syscall(syscall.SYS_IO_DESTROY, s.ctx, 0, 0)
 }
 
+// putAIOSyncer keeps an idle syncer for the next call.
+func putAIOSyncer(s *aioSyncer) {
+	aioSyncers.mu.Lock()
+	aioSyncers.free = append(aioSyncers.free, s)
+	aioSyncers.mu.Unlock()
+}
+
 // aioDataSync runs fdatasync on f through AIO. It reports false when AIO is unavailable
 // here, having done nothing; the caller then makes the plain system call.
 func aioDataSync(f *os.File) (bool, error) {
@@ -203,15 +210,11 @@ func aioDataSync(f *os.File) (bool, error) {
 			aioState.Store(2)
 			s.close()
 		} else {
-			aioSyncers.mu.Lock()
-			aioSyncers.free = append(aioSyncers.free, s)
-			aioSyncers.mu.Unlock()
+			putAIOSyncer(s)
 		}
 		return true, err
 	}
-	aioSyncers.mu.Lock()
-	aioSyncers.free = append(aioSyncers.free, s)
-	aioSyncers.mu.Unlock()
+	putAIOSyncer(s)
 	if !submitted {
 		return false, nil // refused this time (EAGAIN: the kernel's AIO limit): the plain way
 	}
