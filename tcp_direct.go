@@ -1,7 +1,6 @@
 package kommander
 
 import (
-	"encoding/binary"
 	"errors"
 	"sync"
 	"syscall"
@@ -56,14 +55,11 @@ func (d *directWriter) try(q *sendQueue, msgs []Message, c *transportCounters) b
 			d.keep(buf)
 			return false // too large for a frame: the writer drops, logs and counts it
 		}
-		start := len(buf)
-		buf = append(buf, 0, 0, 0, 0)
 		var err error
-		if buf, err = appendBatch(buf, d.self, d.peer, rest[:n]); err != nil {
+		if buf, err = appendFrame(buf, d.self, d.peer, rest[:n]); err != nil {
 			d.keep(buf)
 			return false // the writer meets the same error, and logs and counts it
 		}
-		binary.LittleEndian.PutUint32(buf[start:], uint32(len(buf)-start-4))
 		rest = rest[n:]
 	}
 	n, err := rawWrite(d.rc, buf)

@@ -431,6 +431,17 @@ func (t *TCPTransport) directWriter(p *peer, conn *trackedConn, lane uint8, head
 	return d
 }
 
+// appendFrame appends one TCP frame to dst: the u32 length, then the batch of msgs.
+func appendFrame(dst []byte, from, to string, msgs []Message) ([]byte, error) {
+	start := len(dst)
+	dst, err := appendBatch(append(dst, 0, 0, 0, 0), from, to, msgs)
+	if err != nil {
+		return dst, err
+	}
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst, nil
+}
+
 // writeFrames encodes msgs into as few frames as MaxBatchBytes allows and writes them with
 // one flush. It returns how many messages it wrote: a message too large for any frame is
 // dropped (and logged).
@@ -439,11 +450,9 @@ func (t *TCPTransport) writeFrames(bw *bufio.Writer, conn net.Conn, p *peer, msg
 	written := 0
 	for batch := range splitBatches(msgs, header, t.cfg.MaxBatchBytes, t.log, p.id) {
 		var err error
-		buf = append(buf[:0], 0, 0, 0, 0)
-		if buf, err = appendBatch(buf, t.cfg.NodeID, p.id, batch); err != nil {
+		if buf, err = appendFrame(buf[:0], t.cfg.NodeID, p.id, batch); err != nil {
 			return buf, written, err
 		}
-		binary.LittleEndian.PutUint32(buf, uint32(len(buf)-4))
 		if _, err := bw.Write(buf); err != nil {
 			return buf, written, err
 		}
