@@ -70,6 +70,9 @@ type benchResult struct {
 	OpsPerCPUSecond float64 `json:"ops_per_cpu_second"`
 	EntriesPerFsync float64 `json:"entries_per_fsync"`
 	Fsyncs          uint64  `json:"fsyncs"`
+	// MessagesPerOp is the Raft messages all nodes sent in the measured time per
+	// operation: what each costs in writes, reads and steps beside the fsyncs.
+	MessagesPerOp float64 `json:"messages_per_op"`
 	// NodeEntriesPerFsync is entries per fsync on each node, n1 first: the leader of a
 	// single partition batches differently from its followers.
 	NodeEntriesPerFsync []float64 `json:"node_entries_per_fsync"`
@@ -311,13 +314,15 @@ func bench(ctx context.Context, o benchOptions) (benchResult, error) {
 			res.OpsPerCPUSecond = float64(res.Ops) / res.CPUSeconds
 		}
 	}
-	var fsyncs, saved uint64
+	var fsyncs, saved, sent uint64
 	for i := range after {
 		f, e := after[i].Fsyncs-before[i].Fsyncs, after[i].EntriesSaved-before[i].EntriesSaved
 		fsyncs, saved = fsyncs+f, saved+e
+		sent += after[i].MessagesSent - before[i].MessagesSent
 		res.NodeEntriesPerFsync = append(res.NodeEntriesPerFsync, ratio(e, f))
 	}
 	res.Fsyncs, res.EntriesPerFsync = fsyncs, ratio(saved, fsyncs)
+	res.MessagesPerOp = ratio(sent, res.Ops)
 	for i, n := range nodes {
 		if n.node != nil && n.node == leaderOf(nodes, 0) {
 			res.LeaderEntriesPerFsync = res.NodeEntriesPerFsync[i]
@@ -502,6 +507,7 @@ func printBench(w io.Writer, r benchResult) {
 		fmt.Fprintf(w, " n%d %.1f", i+1, e)
 	}
 	fmt.Fprintf(w, "; leader of partition 0: %.1f\n", r.LeaderEntriesPerFsync)
+	fmt.Fprintf(w, "  messages     %.2f Raft messages per operation (all nodes)\n", r.MessagesPerOp)
 	for _, m := range r.MemorySamples {
 		fmt.Fprintf(w, "  memory       at %6.0f s: live heap %.1f MB, RSS %.1f MB, %d goroutines, %.1f MB on disk\n",
 			m.Seconds, m.HeapLiveMB, m.RSSMB, m.Goroutines, m.DiskMB)
