@@ -132,6 +132,7 @@ type Node struct {
 	in        inbox        // what arrives between loop passes
 	out       outbox       // what a pass sends, by peer; loop only
 	persist   persister    // the batch being saved; loop only, beside its goroutine
+	early     []Message    // scratch for takeEarly; loop only
 	fwd       forwarder    // proposals to and from the nodes that lead; loop only
 	apply     applier      // the apply goroutine and the leader-change notifications
 	leaders   leaderWatch  // wakes WaitForLeader

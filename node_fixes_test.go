@@ -546,3 +546,46 @@ func TestRestartedNodeNeverReusesEntryIDs(t *testing.T) {
 		write(k)
 	}
 }
+
+// TestFollowersSaveNewEntriesWhileTheLeadersSaveRuns: entries proposed while the leader's
+// own Save runs reach the followers, which save them, before that Save returns (the
+// leader need not persist before it sends: thesis §10.2.1). They used to wait in the
+// leader until its Save returned, and a follower busy with a Save of its own when they
+// finally came then added one more fsync to the write.
+func TestFollowersSaveNewEntriesWhileTheLeadersSaveRuns(t *testing.T) {
+	c, held, lead := startHeldCluster(t)
+	n := c.nodes[lead]
+	var once sync.Once
+	release := func() { once.Do(func() { close(held[lead].open) }) }
+	t.Cleanup(release) // runs before the cluster stops
+	base := held[lead].LastIndex(0)
+	held[lead].arm()
+	write := func(v string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := n.Replicate(ctxT(t), 0, "put", put("k", v))
+			done <- err
+		}()
+		return done
+	}
+	first := write("1")
+	<-held[lead].entered // the leader's Save of the first write is held from here on
+	second := write("2")
+	c.await("both followers saved the second write while the leader's Save of the first is held", func() bool {
+		for i := range held {
+			if i != lead && held[i].LastIndex(0) < base+2 {
+				return false
+			}
+		}
+		return true
+	})
+	if got := held[lead].LastIndex(0); got != base {
+		t.Fatalf("the leader's storage reached %d while its Save was held, want %d", got, base)
+	}
+	release()
+	for i, done := range []<-chan error{first, second} {
+		if err := <-done; err != nil {
+			t.Fatalf("write %d: %v", i+1, err)
+		}
+	}
+}

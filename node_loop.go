@@ -108,6 +108,7 @@ func (n *Node) runPass() bool {
 		return n.bootPass()
 	}
 	msgs, ticks, proposed := n.in.take()
+	defer n.in.recycle(msgs) // after takeEarly, which reads their partitions
 	n.proxy.sendAnswers()
 	n.activateSignaled()
 	n.stepSnapshots()
@@ -115,7 +116,6 @@ func (n *Node) runPass() bool {
 	if n.persist.running {
 		n.handOffCommittedDuringSave(msgs)
 	}
-	n.in.recycle(msgs)
 	if n.failed.Load() != nil {
 		return false
 	}
@@ -144,8 +144,10 @@ func (n *Node) runPass() bool {
 	if n.persist.running {
 		if !n.persist.poll() {
 			// The fsync of the previous batch is still running: what arrived meanwhile
-			// has been stepped into Raft and goes out with the next batch.
-			n.out.flush(n.transport) // forwarded proposals
+			// has been stepped into Raft and is saved with the next batch, but what may go
+			// out before it is saved (a leader's appends of new proposals) goes now.
+			n.takeEarly(msgs, proposed || ticks > 0)
+			n.out.flush(n.transport) // and forwarded proposals
 			return false
 		}
 		n.settlePersist() // its messages go out below, with this pass's
@@ -338,21 +340,44 @@ func (n *Node) sendAppends() {
 	n.out.flush(n.transport)
 }
 
+// takeEarly queues, while a Save runs, the messages that the partitions this pass touched
+// may send before their next raftReady is saved (raft.takeEarly): those msgs were for and,
+// when all is set (proposals came or time passed), every active one.
+func (n *Node) takeEarly(msgs []Message, all bool) {
+	for i := range msgs {
+		if p := n.msgPartition(msgs, i); p != nil {
+			n.early = p.raft.takeEarly(n.early)
+		}
+	}
+	if all {
+		for _, p := range n.active.list {
+			n.early = p.raft.takeEarly(n.early)
+		}
+	}
+	n.out.addAll(n.early)
+	clear(n.early)
+	n.early = n.early[:0]
+}
+
+// msgPartition returns the hosted partition msgs[i] is for, or nil when msgs[i-1] was for
+// the same one (a pass's messages come in runs per partition) or it is not hosted.
+func (n *Node) msgPartition(msgs []Message, i int) *partition {
+	id := int(msgs[i].Partition)
+	if (i > 0 && int(msgs[i-1].Partition) == id) || id >= len(n.slots) {
+		return nil
+	}
+	return n.slots[id].Load()
+}
+
 // handOffCommittedDuringSave hands to the applier the entries that msgs, stepped while a
 // Save runs, committed: an acknowledgement for the previous batch, which arrives while the
 // leader saves the next one, need not wait for that Save (raft.takeCommitted).
 func (n *Node) handOffCommittedDuringSave(msgs []Message) {
 	handed := false
-	last := -1
 	for i := range msgs {
-		id := int(msgs[i].Partition)
-		if id == last || id >= len(n.slots) {
-			continue
-		}
-		last = id
-		p := n.slots[id].Load()
+		p := n.msgPartition(msgs, i)
 		if p == nil {
-			continue // not hosted
+			continue
 		}
 		p.raft.limitApply(p.applyRoom())
 		if ents := p.raft.takeCommitted(); len(ents) > 0 {

@@ -264,13 +264,7 @@ func TestS6PreVoteProtectsHealthyLeader(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	l := c.elect(200)
 	term := l.r.term
-	var f *testNode
-	for _, id := range c.ids {
-		if id != l.id {
-			f = c.node(id)
-			break
-		}
-	}
+	f := c.follower(l)
 	c.isolate(f.id)
 	for range 10 * f.r.electionTicks {
 		c.tick()

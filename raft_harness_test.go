@@ -310,6 +310,16 @@ func (c *testCluster) tick() {
 	c.settle()
 }
 
+// follower returns the first node in id order other than l.
+func (c *testCluster) follower(l *testNode) *testNode {
+	for _, id := range c.ids {
+		if id != l.id {
+			return c.nodes[id]
+		}
+	}
+	return nil
+}
+
 // leader returns the live leader of the highest term, or nil.
 func (c *testCluster) leader() *testNode {
 	var best *testNode

@@ -144,13 +144,7 @@ func TestQuiescedLeaderServesNoLeaseRead(t *testing.T) {
 
 func TestQuiescedFollowerWakesOnAnyMessage(t *testing.T) {
 	c, l := quiesceCluster(t)
-	var f *testNode
-	for _, id := range c.ids {
-		if id != l.id {
-			f = c.node(id)
-			break
-		}
-	}
+	f := c.follower(l)
 	// A pre-vote from a non-member behind our log: not admitted (S5), so not a wake-up.
 	f.stepFlush(t, Message{Type: MsgPreVote, From: "nX", To: f.id, Term: f.r.term + 1})
 	if !f.r.quiesced() {

@@ -256,13 +256,7 @@ func TestReadIndexOnFollowerAsksTheLeader(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	l := c.elect(100)
 	c.propose(l, "x")
-	var f *testNode
-	for _, id := range c.ids {
-		if id != l.id {
-			f = c.node(id)
-			break
-		}
-	}
+	f := c.follower(l)
 	if err := f.r.readIndex(42, false); err != nil {
 		t.Fatal(err)
 	}

@@ -106,6 +106,37 @@ func (r *raft) ready() raftReady {
 	return rd
 }
 
+// takeEarly appends to out, while a raftReady is outstanding, the messages produced since
+// that may go out before persistence (the kind raftReady.Messages holds): a leader's
+// answers to acknowledgements, heartbeats, and appends of entries proposed meanwhile to
+// each follower that has acknowledged everything sent to it. Thesis §10.2.1 lets a leader
+// send entries it has not persisted yet; sending them at once, rather than after its own
+// Save, lets an idle follower's write of them start while the leader still saves the
+// previous batch. With many partitions a node leads some and follows others, so that
+// follower is often saving too when the append finally arrives, and a write waited for
+// one more fsync. A follower with appends in flight gets the new entries with the next
+// raftReady instead, in one message rather than one per pass. The next raftReady hands out
+// whatever was not taken.
+func (r *raft) takeEarly(out []Message) []Message {
+	if !r.readyOut {
+		return out
+	}
+	if r.role == roleLeader && r.appendPending {
+		for _, pr := range r.tracker.prs {
+			if pr != r.tracker.self && pr.state == progressReplicate && pr.inflight.count == 0 {
+				r.sendAppends(pr)
+			}
+		}
+	}
+	if len(r.msgs) == 0 {
+		return out
+	}
+	out = append(out, r.msgs...)
+	clear(r.msgs)
+	r.msgs = r.msgs[:0]
+	return out
+}
+
 // takeCommitted hands out, while a raftReady is outstanding, the committed entries that
 // are durable on this node and were not handed out yet; the node applies them as if they
 // were that raftReady's CommittedEntries, already advanced. Without it, a follower's

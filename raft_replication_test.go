@@ -545,13 +545,7 @@ func TestFollowerWithWipedDataCatchesUpS36(t *testing.T) {
 	for i := range 5 {
 		c.propose(l, string(rune('a'+i)))
 	}
-	var f *testNode
-	for _, id := range c.ids {
-		if id != l.id {
-			f = c.node(id)
-			break
-		}
-	}
+	f := c.follower(l)
 	f.log, f.applied = &memLog{}, nil
 	f.start(t)
 	for i := range 3 {
@@ -585,4 +579,159 @@ func TestLeaderTakesNoAcknowledgementOfALostLogS36(t *testing.T) {
 	if pr := n.r.tracker.progress("n2"); pr.match != 0 || pr.state != progressProbe {
 		t.Fatalf("an acknowledgement of the lost log came back: match %d state %v", pr.match, pr.state)
 	}
+}
+
+// TestLeaderSendsEarlyToIdleFollowersWhileItsReadyIsOutstanding: while a leader's
+// raftReady is being saved, takeEarly hands out its answers to acknowledgements and the
+// appends of entries proposed meanwhile, but the latter only to followers with nothing in
+// flight; those entries still go to storage with the next raftReady, which does not send
+// them again.
+func TestLeaderSendsEarlyToIdleFollowersWhileItsReadyIsOutstanding(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.elect(50)
+	c.propose(l, "a")
+	propose := func(data string) uint64 {
+		t.Helper()
+		idx, _, err := l.r.propose([]Entry{{Type: "set", Data: []byte(data)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return idx
+	}
+	// deliver hands msgs to the followers, steps their answers into the leader and
+	// returns what the leader then hands out early.
+	deliver := func(msgs []Message) []Message {
+		t.Helper()
+		for _, m := range msgs {
+			for _, resp := range c.node(m.To).stepFlush(t, m) {
+				if err := l.r.step(resp); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return l.r.takeEarly(nil)
+	}
+	// appended reports the last entry index each follower was sent in msgs.
+	appended := func(msgs []Message) map[string]uint64 {
+		got := map[string]uint64{}
+		for _, m := range msgs {
+			if m.Type != MsgAppend {
+				t.Fatalf("takeEarly handed out a %v, want only appends: %+v", m.Type, msgs)
+			}
+			for _, e := range m.Entries {
+				got[m.To] = max(got[m.To], e.Index)
+			}
+		}
+		return got
+	}
+	followers := []string{}
+	for _, id := range c.ids {
+		if id != l.id {
+			followers = append(followers, id)
+		}
+	}
+	wantSent := func(what string, msgs []Message, idx uint64) {
+		t.Helper()
+		got := appended(msgs)
+		for _, f := range followers {
+			if got[f] != idx {
+				t.Fatalf("%s: early appends reach %v, want %d to each follower: %+v", what, got, idx, msgs)
+			}
+		}
+	}
+
+	b := propose("b")
+	if out := l.r.takeEarly(nil); len(out) != 0 {
+		t.Fatalf("takeEarly without an outstanding raftReady handed out %+v", out)
+	}
+	rd := l.r.ready() // being saved from here on; its appends of b are in flight
+	c1 := propose("c1")
+	if out := l.r.takeEarly(nil); len(out) != 0 {
+		t.Fatalf("c1 went early to followers with b in flight: %+v", out)
+	}
+	// The followers acknowledge b while the leader still saves it; the leader answers
+	// each acknowledgement with what it has: c1.
+	early := deliver(rd.Messages)
+	if l.r.log.committed < b {
+		t.Fatalf("b, acknowledged by both followers, is not committed: commit %d, b %d", l.r.log.committed, b)
+	}
+	wantSent("answers to the acknowledgements of b", early, c1)
+	for len(early) > 0 {
+		early = deliver(early)
+	}
+	// Now nothing is in flight: c2 goes to both followers at once.
+	c2 := propose("c2")
+	early = l.r.takeEarly(nil)
+	wantSent("c2 proposed beside idle followers", early, c2)
+	if again := l.r.takeEarly(nil); len(again) != 0 {
+		t.Fatalf("takeEarly handed out %+v a second time", again)
+	}
+
+	// The next raftReady saves c1 and c2 and sends neither again.
+	l.log.save(rd)
+	l.r.advance(rd)
+	rd2 := l.r.ready()
+	if n := len(rd2.Entries); n != 2 || rd2.Entries[0].Index != c1 || rd2.Entries[1].Index != c2 {
+		t.Fatalf("the next raftReady saves %+v, want %d and %d", rd2.Entries, c1, c2)
+	}
+	for _, m := range rd2.Messages {
+		if len(m.Entries) > 0 {
+			t.Fatalf("the next raftReady sends entries again: %+v", m)
+		}
+	}
+	l.log.save(rd2)
+	l.r.advance(rd2)
+	deliver(early)
+	c.settle()
+	for _, id := range c.ids {
+		if got := c.node(id).r.log.committed; got != c2 {
+			t.Fatalf("%s: commit %d after settling, want %d", id, got, c2)
+		}
+	}
+}
+
+// TestFollowerAcknowledgesNothingEarly: a follower that steps an append while its own
+// raftReady is being saved hands out no acknowledgement through takeEarly: it answers
+// only once what it acknowledges is durable.
+func TestFollowerAcknowledgesNothingEarly(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.elect(50)
+	c.propose(l, "a")
+	f := c.follower(l)
+	appendTo := func() Message {
+		t.Helper()
+		if _, _, err := l.r.propose([]Entry{{Type: "set", Data: []byte("x")}}); err != nil {
+			t.Fatal(err)
+		}
+		rd := l.r.ready()
+		defer func() { l.log.save(rd); l.r.advance(rd) }()
+		for _, m := range rd.Messages {
+			if m.To == f.id && m.Type == MsgAppend && len(m.Entries) > 0 {
+				return m
+			}
+		}
+		t.Fatalf("no append to %s in %+v", f.id, rd.Messages)
+		return Message{}
+	}
+	if err := f.r.step(appendTo()); err != nil {
+		t.Fatal(err)
+	}
+	frd := f.r.ready() // being saved from here on
+	if len(frd.MessagesAfterPersist) == 0 {
+		t.Fatal("the follower's raftReady holds no acknowledgement")
+	}
+	if err := f.r.step(appendTo()); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range f.r.takeEarly(nil) {
+		t.Fatalf("the follower handed out a %v before its Save returned", m.Type)
+	}
+	f.log.save(frd)
+	f.r.advance(frd)
+	rd := f.r.ready()
+	if len(rd.MessagesAfterPersist) != 1 || rd.MessagesAfterPersist[0].Type != MsgAppendResp {
+		t.Fatalf("the follower's next raftReady answers %+v, want one MsgAppendResp after its Save", rd.MessagesAfterPersist)
+	}
+	f.log.save(rd)
+	f.r.advance(rd)
 }
