@@ -17,6 +17,10 @@ import (
 func TestAIODataSyncSyncsFilesConcurrently(t *testing.T) {
 	dir := t.TempDir()
 	const writers, rounds = 6, 40
+	// Earlier tests' WALs may have left idle syncers in the pool, which is the process's.
+	aioSyncers.mu.Lock()
+	before := len(aioSyncers.free)
+	aioSyncers.mu.Unlock()
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*rounds)
 	for w := 0; w < writers; w++ {
@@ -53,8 +57,8 @@ func TestAIODataSyncSyncsFilesConcurrently(t *testing.T) {
 	aioSyncers.mu.Lock()
 	idle := len(aioSyncers.free)
 	aioSyncers.mu.Unlock()
-	if idle == 0 || idle > writers {
-		t.Fatalf("%d idle syncers after %d concurrent writers: want between 1 and %d", idle, writers, writers)
+	if idle == 0 || idle > before+writers {
+		t.Fatalf("%d idle syncers after %d concurrent writers, %d before them: want between 1 and %d", idle, writers, before, before+writers)
 	}
 }
 
