@@ -359,8 +359,12 @@ func TestNodeDiskStaysBoundedWithSnapshotsS23(t *testing.T) {
 		// trailing window and a batch: ~350 KB of ~130-byte entries, 5.6 MB in all), two
 		// snapshots of the 500 keys, and the WAL's segments not yet freed, which its carrying
 		// rule (wal_segments.go) keeps within a small multiple of the live data. Measured:
-		// a peak of 12.7 MB after 160,000 entries (20 MB) and the same after 640,000 (80 MB).
-		bound = 16 << 20
+		// a peak of 12.7 MB after 160,000 entries (20 MB) and the same after 640,000 (80 MB),
+		// while snapshots keep up. When they lag (a loaded machine: 16.2 MB was seen once in
+		// a full test run), a partition takes no more entries once its log since the newest
+		// snapshot exceeds snapshotBacklogFactor intervals: the log can then hold twice as
+		// many entries, 10.5 MB in all, which bounds the peak near 20 MB.
+		bound = 24 << 20
 	)
 	value := string(bytes.Repeat([]byte("v"), 100))
 	c := newNodeCluster(t, 1, partitions, false)
