@@ -340,9 +340,9 @@ func (n *Node) sendAppends() {
 	n.out.flush(n.transport)
 }
 
-// takeEarly queues, while a Save runs, the messages that the partitions this pass touched
-// may send before their next raftReady is saved (raft.takeEarly): those msgs were for and,
-// when all is set (proposals came or time passed), every active one.
+// takeEarly queues, while a Save runs, what partitions may send before their next
+// raftReady is saved (raft.takeEarly): the partitions msgs were for and, when all is set
+// (proposals came or time passed), every active one.
 func (n *Node) takeEarly(msgs []Message, all bool) {
 	for i := range msgs {
 		if p := n.msgPartition(msgs, i); p != nil {
