@@ -70,6 +70,11 @@ type simParams struct {
 	// quiesce lets idle groups stop their timers; the simulation then plays the node's
 	// liveness watch (simWatch).
 	quiesce bool
+	// early sends, while a group's raftReady is outstanding, what may go before it is
+	// saved (raft.takeEarly), as the node's loop does; without it, that waits for the
+	// next raftReady. On for odd seeds: set by the seed, not drawn, so that the draws and
+	// the runs of even seeds stay what they were before early sends existed.
+	early bool
 }
 
 func simParamsFor(seed uint64, nodes int) simParams {
@@ -90,6 +95,7 @@ func simParamsFor(seed uint64, nodes int) simParams {
 	}
 	p.healP = []float64{0.025, 0.025, 0.002}[rng.IntN(3)]
 	p.compactP = []float64{0, 0.1, 0.4}[rng.IntN(3)] // drawn last: the others stay as they were
+	p.early = seed%2 == 1
 	if *simEventsFlag > 0 {
 		p.events = *simEventsFlag
 	}
@@ -289,10 +295,19 @@ func (s *sim) send(m Message) {
 }
 
 // process hands out a raftReady if the group has one and none is outstanding: its Messages go
-// out now, the rest waits for the node's next persist event.
+// out now, the rest waits for the node's next persist event. While one is outstanding, what
+// may go before it is saved goes out now (simParams.early).
 func (s *sim) process(i, g int) {
 	sg := s.nodes[i].groups[g]
-	if sg.pending || !sg.r.hasReady() {
+	if sg.pending {
+		if s.p.early {
+			for _, m := range sg.r.takeEarly(nil) {
+				s.send(m)
+			}
+		}
+		return
+	}
+	if !sg.r.hasReady() {
 		return
 	}
 	rd := sg.r.ready()
