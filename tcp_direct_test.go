@@ -103,13 +103,8 @@ func TestTCPDirectWritesKeepOrderWhenTheSocketFills(t *testing.T) {
 			}
 			// The writer counts a batch as sent once its write returned, which may be
 			// after b read it.
-			deadline := time.Now().Add(transportWait)
-			s := tr.Stats()
-			for s.Sent < uint64(total) && time.Now().Before(deadline) {
-				runtime.Gosched()
-				s = tr.Stats()
-			}
-			if s.Dropped != 0 || s.Sent != uint64(total) {
+			waitForCondition(t, transportWait, "every batch counted as sent", func() bool { return tr.Stats().Sent >= uint64(total) })
+			if s := tr.Stats(); s.Dropped != 0 || s.Sent != uint64(total) {
 				t.Fatalf("stats %+v, want %d sent and none dropped", s, total)
 			}
 		})
