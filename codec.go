@@ -28,8 +28,9 @@ import (
 //	      u64  term, logTerm, index, commit, rejectHint, context
 //	      u8   flags                    bit 0: reject, bit 1: snapshot follows, bit 2: the
 //	                                    snapshot lists learners (only with bit 1), bit 3:
-//	                                    quiesce (the last heartbeat of an idle leader);
-//	                                    others 0
+//	                                    quiesce (the last heartbeat of an idle leader),
+//	                                    bit 4: commit only (an append without entries that
+//	                                    is answered only by a rejection); others 0
 //	      u32  entry count
 //	      entry * count:
 //	        u64 term, u64 index, u8 kind, u64 id
@@ -55,25 +56,26 @@ const codecVersion = 1
 
 // Fixed sizes of the format, used for bounds checks before allocating.
 const (
-	batchHeaderFixed = 1 + 2 + 2 + 4                                          // version, two string lengths, count
-	recordFixed      = 1 + 4 + 6*8 + 1 + 4                                    // a record without entries or snapshot
-	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4                                  // an entry with empty type and data
-	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4                              // a snapshot chunk without voters or data
-	minRecordOnWire  = 4 + recordFixed                                        // the length prefix plus the smallest record
-	flagReject       = 1 << 0                                                 // Message.Reject
-	flagSnapshot     = 1 << 1                                                 // Message.snapshot != nil
-	flagLearners     = 1 << 2                                                 // the snapshot has Learners
-	flagQuiesce      = 1 << 3                                                 // Message.quiesce
-	knownFlags       = flagReject | flagSnapshot | flagLearners | flagQuiesce // any other bit is malformed
-	maxEncodedString = math.MaxUint16                                         // a u16 length prefix
-	maxEncodedCount  = math.MaxUint32                                         // a u32 count or length prefix
-	maxEntryKind     = uint8(entryConfig)                                     // the last EntryKind the format knows
-	maxVotersOnWire  = math.MaxUint16                                         // a u16 count
-	defaultMaxString = 1 << 10                                                // node IDs and entry types are short names
-	defaultMaxMsgs   = 1 << 16                                                // messages per batch
-	defaultMaxEnts   = 1 << 16                                                // entries per message
-	defaultMaxVoters = 1 << 10                                                // voters in one snapshot's configuration
-	defaultMaxBatch  = 64 << 20                                               // bytes of one batch
+	batchHeaderFixed = 1 + 2 + 2 + 4                                                           // version, two string lengths, count
+	recordFixed      = 1 + 4 + 6*8 + 1 + 4                                                     // a record without entries or snapshot
+	entryFixed       = 8 + 8 + 1 + 8 + 2 + 4                                                   // an entry with empty type and data
+	snapshotFixed    = 8 + 8 + 2 + 8 + 4 + 1 + 4                                               // a snapshot chunk without voters or data
+	minRecordOnWire  = 4 + recordFixed                                                         // the length prefix plus the smallest record
+	flagReject       = 1 << 0                                                                  // Message.Reject
+	flagSnapshot     = 1 << 1                                                                  // Message.snapshot != nil
+	flagLearners     = 1 << 2                                                                  // the snapshot has Learners
+	flagQuiesce      = 1 << 3                                                                  // Message.quiesce
+	flagCommitOnly   = 1 << 4                                                                  // Message.commitOnly
+	knownFlags       = flagReject | flagSnapshot | flagLearners | flagQuiesce | flagCommitOnly // any other bit is malformed
+	maxEncodedString = math.MaxUint16                                                          // a u16 length prefix
+	maxEncodedCount  = math.MaxUint32                                                          // a u32 count or length prefix
+	maxEntryKind     = uint8(entryConfig)                                                      // the last EntryKind the format knows
+	maxVotersOnWire  = math.MaxUint16                                                          // a u16 count
+	defaultMaxString = 1 << 10                                                                 // node IDs and entry types are short names
+	defaultMaxMsgs   = 1 << 16                                                                 // messages per batch
+	defaultMaxEnts   = 1 << 16                                                                 // entries per message
+	defaultMaxVoters = 1 << 10                                                                 // voters in one snapshot's configuration
+	defaultMaxBatch  = 64 << 20                                                                // bytes of one batch
 )
 
 // ErrMalformed is wrapped by every error that reports bytes from the network that do not
@@ -186,6 +188,9 @@ func appendMessage(dst []byte, m *Message) ([]byte, error) {
 	}
 	if m.quiesce {
 		flags |= flagQuiesce
+	}
+	if m.commitOnly {
+		flags |= flagCommitOnly
 	}
 	dst = append(dst, flags)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(m.Entries)))
@@ -480,6 +485,7 @@ func (d *decoder) message() Message {
 	}
 	m.Reject = flags&flagReject != 0
 	m.quiesce = flags&flagQuiesce != 0
+	m.commitOnly = flags&flagCommitOnly != 0
 	n := d.count32("entry count", d.lim.maxEntries, entryFixed)
 	if n > 0 {
 		if n <= len(d.slab) {

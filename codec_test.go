@@ -96,6 +96,9 @@ func goldenBatches() []struct {
 			{Type: MsgHeartbeat, Partition: 6, Term: 4, Index: 20, Commit: 20, Context: 33, quiesce: true},
 			{Type: msgLiveness},
 		}},
+		{"commit-only", "n1", "n2", []Message{
+			{Type: MsgAppend, Partition: 7, Term: 5, LogTerm: 5, Index: 41, Commit: 41, Context: 90, commitOnly: true},
+		}},
 	}
 }
 

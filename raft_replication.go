@@ -79,7 +79,7 @@ func (r *raft) stepLeader(m Message, pr *progress) error {
 			// append at next-1. If appends were lost it rejects, with a hint, and we probe
 			// from there; otherwise it acknowledges. Without this, a lost append would stall
 			// a follower whose window is full until the next proposal.
-			r.sendEmptyAppend(pr, pr.next-1)
+			r.sendEmptyAppend(pr, pr.next-1, false)
 		default:
 			r.sendAppends(pr)
 		}
@@ -190,12 +190,14 @@ func (r *raft) sendAppends(pr *progress) {
 	if !sent && pr.state == progressReplicate && min(pr.match, r.log.committed) > pr.sentCommit {
 		// prev = match: the follower has it, so this never causes a spurious rejection, and
 		// it lets the follower commit up to min(commit, match), which it has not been told.
-		r.sendEmptyAppend(pr, pr.match)
+		// Its success would tell us nothing: the follower answers only a rejection.
+		r.sendEmptyAppend(pr, pr.match, true)
 	}
 }
 
-// sendEmptyAppend sends an append without entries at prevIndex, carrying the commit index.
-func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
+// sendEmptyAppend sends an append without entries at prevIndex, carrying the commit index;
+// commitOnly marks one that asks for no answer on success (Message.commitOnly).
+func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64, commitOnly bool) {
 	prevTerm, err := r.log.term(prevIndex)
 	if err != nil {
 		if compactedErr(err) {
@@ -204,7 +206,7 @@ func (r *raft) sendEmptyAppend(pr *progress, prevIndex uint64) {
 		return
 	}
 	r.send(Message{Type: MsgAppend, To: pr.id, Term: r.term, LogTerm: prevTerm,
-		Index: prevIndex, Commit: r.log.committed, Context: pr.stamp()})
+		Index: prevIndex, Commit: r.log.committed, Context: pr.stamp(), commitOnly: commitOnly})
 	// A follower commits no further than the last index an append vouches for.
 	pr.sentCommit = min(r.log.committed, prevIndex)
 	pr.sentIndex = max(pr.sentIndex, prevIndex)
@@ -302,7 +304,7 @@ func (r *raft) followLeader(lead string) {
 // that does not decode.
 func checkAppend(m Message) error {
 	if m.Term == 0 || m.LogTerm > m.Term || (m.Index == 0 && m.LogTerm != 0) ||
-		uint64(len(m.Entries)) > math.MaxUint64-m.Index {
+		uint64(len(m.Entries)) > math.MaxUint64-m.Index || (m.commitOnly && len(m.Entries) > 0) {
 		return fmt.Errorf("%w: append from %s in term %d after prev (%d, %d) with %d entries",
 			errInvalidMessage, m.From, m.Term, m.Index, m.LogTerm, len(m.Entries))
 	}
@@ -380,6 +382,11 @@ func (r *raft) handleAppend(m Message) error {
 	lastNew := prevIndex + uint64(len(ents))
 	r.leaderMatch = max(r.leaderMatch, lastNew)
 	r.commitTo(min(m.Commit, lastNew))
+	if m.commitOnly && lastNew == m.Index {
+		// The leader knows we have m.Index: the answer would tell it nothing. A lost
+		// commit index comes again with the heartbeats, which carry it too.
+		return nil
+	}
 	r.sendAfterPersist(Message{Type: MsgAppendResp, To: m.From, Term: r.term, Index: lastNew, Context: m.Context})
 	return nil
 }

@@ -735,3 +735,117 @@ func TestFollowerAcknowledgesNothingEarly(t *testing.T) {
 	f.log.save(rd)
 	f.r.advance(rd)
 }
+
+// TestCommitOnlyAppendsAreAnsweredOnlyToReject: once the acknowledgements of an entry
+// commit it, the leader tells the followers the new commit index in appends marked
+// commit-only, at an index it knows they have. A follower takes the commit index and does
+// not answer (the answer would tell the leader nothing); it still answers one it must
+// reject, and the commit-only mark is not set on any other append.
+func TestCommitOnlyAppendsAreAnsweredOnlyToReject(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.elect(50)
+	c.propose(l, "a")
+	f := c.follower(l)
+	idx, _, err := l.r.propose([]Entry{{Type: "set", Data: []byte("b")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acks []Message
+	for _, m := range l.flush() {
+		if m.Type != MsgAppend {
+			continue
+		}
+		if m.commitOnly {
+			t.Fatalf("an append with %d entries is marked commit-only", len(m.Entries))
+		}
+		for _, a := range c.nodes[m.To].stepFlush(t, m) {
+			if a.Type == MsgAppendResp && !a.Reject {
+				acks = append(acks, a)
+			}
+		}
+	}
+	if len(acks) != 2 {
+		t.Fatalf("%d acknowledgements of the append, want 2", len(acks))
+	}
+	var commitOnly []Message
+	for _, a := range acks {
+		for _, m := range l.stepFlush(t, a) {
+			if m.Type == MsgAppend && m.To == f.id && m.commitOnly {
+				commitOnly = append(commitOnly, m)
+			}
+		}
+	}
+	if l.r.log.committed != idx {
+		t.Fatalf("leader committed %d, want %d", l.r.log.committed, idx)
+	}
+	if len(commitOnly) != 1 {
+		t.Fatalf("%d commit-only appends to %s, want 1", len(commitOnly), f.id)
+	}
+	m := commitOnly[0]
+	if len(m.Entries) != 0 || m.Index != idx || m.Commit != idx {
+		t.Fatalf("commit-only append at %d with %d entries and commit %d, want at %d with none and commit %d",
+			m.Index, len(m.Entries), m.Commit, idx, idx)
+	}
+	if out := f.stepFlush(t, m); len(out) != 0 {
+		t.Fatalf("the follower answered a commit-only append it matched with %+v", out)
+	}
+	if f.r.log.committed != idx {
+		t.Fatalf("follower committed %d after the commit-only append, want %d", f.r.log.committed, idx)
+	}
+
+	// A follower that lost its log (say, a wiped disk) rejects it, and says so.
+	wiped := newTestNode(t, testConfig(f.id, c.ids), nil)
+	m.Term = wiped.r.term + 1
+	out := wiped.stepFlush(t, m)
+	if len(out) != 1 || out[0].Type != MsgAppendResp || !out[0].Reject {
+		t.Fatalf("a follower without the entry answered a commit-only append with %+v, want one rejection", out)
+	}
+
+	// Entries cannot be commit-only: the follower refuses such an append as malformed.
+	bad := m
+	bad.Index, bad.LogTerm = idx, l.r.term
+	bad.Entries = []Entry{{Index: idx + 1, Term: l.r.term, Type: "set"}}
+	if err := f.r.step(bad); !errors.Is(err, errInvalidMessage) {
+		t.Fatalf("a commit-only append with entries: %v, want errInvalidMessage", err)
+	}
+}
+
+// TestLostCommitOnlyAppendIsMadeGoodByHeartbeats: nobody answers a commit-only append, so
+// nobody notices one lost; the heartbeats carry the commit index too, and the follower
+// learns it from the next one.
+func TestLostCommitOnlyAppendIsMadeGoodByHeartbeats(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	l := c.elect(50)
+	c.propose(l, "a")
+	f := c.follower(l)
+	idx, _, err := l.r.propose([]Entry{{Type: "set", Data: []byte("b")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.queue = append(c.queue, l.flush()...)
+	// Deliver everything, but drop the commit-only appends to f.
+	for range 100 {
+		q := c.queue
+		c.queue = nil
+		for _, m := range q {
+			if m.To == f.id && m.commitOnly {
+				continue
+			}
+			c.queue = append(c.queue, c.nodes[m.To].stepFlush(t, m)...)
+		}
+		for _, id := range c.ids {
+			c.queue = append(c.queue, c.nodes[id].flush()...)
+		}
+		if len(c.queue) == 0 {
+			break
+		}
+	}
+	if l.r.log.committed != idx || f.r.log.committed == idx {
+		t.Fatalf("leader committed %d and follower %d; want the leader at %d and the follower behind",
+			l.r.log.committed, f.r.log.committed, idx)
+	}
+	c.tick() // heartbeatTicks is 1
+	if f.r.log.committed != idx {
+		t.Fatalf("follower committed %d after a heartbeat, want %d", f.r.log.committed, idx)
+	}
+}

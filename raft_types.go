@@ -193,6 +193,9 @@ type Message struct {
 	snapshot *snapshotChunk
 	// quiesce marks a leader's last heartbeat before its group quiesces (raft_quiesce.go).
 	quiesce bool
+	// commitOnly marks a MsgAppend without entries that only tells the follower the commit
+	// index, at an index the leader knows it matched: a follower answers it only to reject.
+	commitOnly bool
 }
 
 // snapshotChunk is a piece of a partition's snapshot in flight to a follower.

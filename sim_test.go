@@ -75,6 +75,9 @@ type simParams struct {
 	// next raftReady. On for odd seeds: set by the seed, not drawn, so that the draws and
 	// the runs of even seeds stay what they were before early sends existed.
 	early bool
+	// freshPartitions: a partition replaces the cuts before it instead of adding to them,
+	// so that a long-lived partition leaves a majority side that can elect a leader.
+	freshPartitions bool
 }
 
 func simParamsFor(seed uint64, nodes int) simParams {
@@ -716,6 +719,9 @@ func (s *sim) event() int {
 		// A partition: a random side cut off from the rest, both ways.
 		side := s.rng.Uint64()
 		s.tracef("partition %b", side)
+		if s.p.freshPartitions {
+			clear(s.cut)
+		}
 		for a := range s.nodes {
 			for b := range s.nodes {
 				if (side>>a)&1 != (side>>b)&1 {
@@ -1015,7 +1021,17 @@ func TestSimFindsVoteRequestSentBeforePersist(t *testing.T) {
 // index without confirming with a quorum that it still leads; a deposed leader that has not
 // heard of its successor then answers with a stale index (thesis §6.4).
 func TestSimFindsReadWithoutHeartbeatRound(t *testing.T) {
-	findPlantedBug(t, 3, 1000, bugReadWithoutRound)
+	findPlantedBug(t, 3, 1000, bugReadWithoutRound, withDeposedLeaders)
+}
+
+// withDeposedLeaders is the regime in which bug (f) can show: a leader cut off from the
+// others while they elect and commit without it, and still taking reads. CheckQuorum is off
+// (it would depose it), crashes are rare and election timeouts short, and each partition
+// replaces the one before instead of adding to it, so that a majority side stays. In the
+// seeds' own regime only about 1 seed in 4,000 had a deposed leader take a read after its
+// successor committed; here about 1 in 50 does.
+func withDeposedLeaders(p *simParams) {
+	p.checkQuorum, p.crashP, p.healP, p.freshPartitions, p.electionTicks = false, 0.002, 0.001, true, 5
 }
 
 // watch plays, for node i, the node's watch of its peers (node_liveness.go) when groups
@@ -1070,7 +1086,13 @@ func TestSimFiveNodesQuiescence(t *testing.T) {
 // quiescence on: idle groups must not hide the runs in which a broken rule shows.
 func TestSimFindsPlantedBugsWithQuiescence(t *testing.T) {
 	for _, b := range []*plantedBug{bugCommitOlderTerms, bugVoteBeforePersist, bugSkipPrevTermCheck, bugSelfVoteAtOnce, bugReadWithoutRound} {
-		t.Run(b.name, func(t *testing.T) { findPlantedBug(t, 3, 1000, b, withQuiescence) })
+		t.Run(b.name, func(t *testing.T) {
+			if b == bugReadWithoutRound {
+				findPlantedBug(t, 3, 1000, b, withQuiescence, withDeposedLeaders)
+				return
+			}
+			findPlantedBug(t, 3, 1000, b, withQuiescence)
+		})
 	}
 }
 
